@@ -1,0 +1,134 @@
+/* gale streams: Tornado's IOStream over a non-blocking socket.
+ *
+ * Reads: one pending read at a time (a second is refused with -EBUSY). Each read completes exactly
+ * once through its callback, from the loop, never from inside the call that started it, even when
+ * the buffer already holds enough bytes (then no system call is made). A read still pending when
+ * the stream closes completes with the close reason (-ECANCELED for a local close without reason,
+ * GALE_EEOF for a clean peer close, -ECONNRESET...) before the close callback runs. Read data is
+ * valid only until the callback returns.
+ *
+ * Buffering: bytes are received into a per-loop scratch area and only what the pending read does
+ * not consume is copied into the stream's own buffer, which is released when it empties, so an
+ * idle connection holds no buffer memory. More than `max_buffer_size` buffered bytes (default
+ * 100 MiB) closes the stream with -ENOBUFS; a read_until/read_until_regex that cannot match within
+ * `max_bytes` closes it with -EMSGSIZE. The stream only reads from the socket while a read is
+ * pending (so TCP flow control pushes back on a peer nobody reads from), but it keeps watching for
+ * the peer's close while idle so the close callback fires promptly.
+ *
+ * Writes: write() tries the socket at once and buffers only what the kernel did not take; WRITE
+ * interest is registered only while bytes are pending; queued chunks go out with writev. Write
+ * callbacks fire in order, once each, from the loop, when their bytes have been handed to the
+ * kernel (or with the close reason if the stream closes first). SIGPIPE is never raised:
+ * EPIPE/ECONNRESET close the stream with that reason.
+ *
+ * Close: gale_stream_close() is idempotent and legal inside any callback of the stream. It stops
+ * I/O, closes the fd, fails pending operations, then runs the close callback once from the loop;
+ * after the close callback returns the library frees the stream. The close callback is where users
+ * free what they attached to the stream. Until then the stream pointer stays valid.
+ */
+#ifndef GALE_NET_IOSTREAM_H
+#define GALE_NET_IOSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "core/loop.h"
+
+typedef struct gale_stream gale_stream;
+
+/* Read completion. `status` is 0 on success, else a negative error and `data` may hold the bytes
+ * buffered so far (read_until_close reports its data with status 0 on a clean peer close). */
+typedef void (*gale_read_cb)(gale_stream *s, int status, const char *data, size_t len, void *arg);
+/* Write, connect and close completion. */
+typedef void (*gale_done_cb)(gale_stream *s, int status, void *arg);
+/* Consuming read: returns how many of `len` bytes it used; the rest stay buffered for the next
+ * read. Returning less than `len` with no new read started is fine (the bytes wait). */
+typedef size_t (*gale_consume_cb)(gale_stream *s, int status, const char *data, size_t len,
+                                  void *arg);
+
+#define GALE_STREAM_DEFAULT_MAX_BUFFER (100u * 1024 * 1024)
+#define GALE_STREAM_READ_CHUNK 65536
+
+/* Wraps connected, non-blocking socket `fd` (the stream takes ownership and closes it). Returns 0,
+ * -EINVAL (fd < 0 or NULL loop), -ENOMEM (then fd is NOT closed). */
+int gale_stream_new(gale_loop *loop, int fd, gale_stream **out);
+
+/* Starts a non-blocking connect to `addr`; the stream exists at once (`*out`), `cb(s, status, arg)`
+ * runs when the connection is up (0) or failed (-ECONNREFUSED, -ENETUNREACH...); after a failure
+ * the stream is closed with that reason. No timeout here: see tcpclient. Returns 0, -EINVAL,
+ * -ENOMEM, or socket()'s errno. */
+int gale_stream_connect(gale_loop *loop, const struct sockaddr *addr, socklen_t addrlen,
+                        gale_done_cb cb, void *arg, gale_stream **out);
+
+/* Reads up to and including `delim` (dlen >= 1). More than `max_bytes` (0: no limit) without a
+ * match closes the stream with -EMSGSIZE. Returns 0, -EBUSY (read pending), -EPIPE (closed),
+ * -EINVAL. */
+int gale_stream_read_until(gale_stream *s, const void *delim, size_t dlen, size_t max_bytes,
+                           gale_read_cb cb, void *arg);
+
+/* Reads up to and including the first match of POSIX extended regex `pattern`. The data handed to
+ * `cb` ends at the end of the match. Returns as read_until, plus -EINVAL for a bad pattern. */
+int gale_stream_read_until_regex(gale_stream *s, const char *pattern, size_t max_bytes,
+                                 gale_read_cb cb, void *arg);
+
+/* Reads exactly `n` bytes, or with `partial` as soon as at least one byte is available (up to n).
+ * n == 0 completes at once (from the loop) with len 0. Returns as read_until. */
+int gale_stream_read_bytes(gale_stream *s, size_t n, bool partial, gale_read_cb cb, void *arg);
+
+/* Reads until the peer closes; `cb` gets all the data with status 0 on a clean close, or the error
+ * with the data so far. Bounded by max_buffer_size. */
+int gale_stream_read_until_close(gale_stream *s, gale_read_cb cb, void *arg);
+
+/* Streaming form of read_bytes(n) (n == SIZE_MAX: until close): `chunk_cb` receives the bytes as
+ * they arrive (status 0, never buffered beyond one receive), then `done_cb` once with len 0 and
+ * status 0 when n bytes passed (or the peer closed, for SIZE_MAX), else the error. */
+int gale_stream_read_stream(gale_stream *s, size_t n, gale_read_cb chunk_cb, gale_read_cb done_cb,
+                            void *arg);
+
+/* Consuming read: `cb` gets every byte currently available (at least one, after waiting if
+ * needed) and says how many it used. The building block for protocol parsers that take what they
+ * can (an HTTP connection parsing pipelined requests one at a time). */
+int gale_stream_read_some(gale_stream *s, gale_consume_cb cb, void *arg);
+
+/* Copies `len` bytes and sends them; `cb` (may be NULL) fires once when they are handed to the
+ * kernel or the stream closed. len == 0 is legal (cb still fires). Returns 0, -EPIPE (closed:
+ * cb is not called), -ENOMEM. */
+int gale_stream_write(gale_stream *s, const void *data, size_t len, gale_done_cb cb, void *arg);
+int gale_stream_writev(gale_stream *s, const struct iovec *iov, int iovcnt, gale_done_cb cb,
+                       void *arg);
+
+/* Zero-copy write: `buf` must stay valid until `release(p)` is called (once, after the bytes are
+ * sent or the stream closed; also on failure to queue). `release` may be NULL. */
+int gale_stream_write_ref(gale_stream *s, const void *buf, size_t len, void (*release)(void *),
+                          void *p, gale_done_cb cb, void *arg);
+
+/* Bytes queued and not yet handed to the kernel: the back-pressure signal. */
+size_t gale_stream_write_pending(const gale_stream *s);
+
+/* Sets the close callback (replacing any); it runs once, from the loop, with the close reason
+ * (0 for a local close without reason). */
+void gale_stream_set_close_cb(gale_stream *s, gale_done_cb cb, void *arg);
+
+/* Closes the stream with `reason` (0 or a negative errno). Idempotent. */
+void gale_stream_close(gale_stream *s, int reason);
+
+bool gale_stream_closed(const gale_stream *s);
+bool gale_stream_reading(const gale_stream *s);
+bool gale_stream_writing(const gale_stream *s);
+int gale_stream_close_reason(const gale_stream *s);
+int gale_stream_fd(const gale_stream *s); /* -1 once closed */
+gale_loop *gale_stream_loop(const gale_stream *s);
+size_t gale_stream_read_buffered(const gale_stream *s);
+
+/* Caps the read buffer (default GALE_STREAM_DEFAULT_MAX_BUFFER). Returns 0 or -EINVAL (0). */
+int gale_stream_set_max_buffer_size(gale_stream *s, size_t max);
+
+/* TCP_NODELAY on or off. Returns 0 or the negative errno of setsockopt. */
+int gale_stream_set_nodelay(gale_stream *s, bool on);
+
+/* The peer's address. Returns 0 or a negative errno. */
+int gale_stream_peer_addr(const gale_stream *s, struct sockaddr_storage *addr, socklen_t *len);
+
+#endif

@@ -1,0 +1,82 @@
+/* gale TCP server: the acceptor (Tornado's TCPServer, netutil.bind_sockets, process.fork_processes).
+ *
+ * A server owns listening sockets registered on a loop. Each readiness event accepts a bounded
+ * batch (at most GALE_ACCEPT_BATCH connections) with accept4(SOCK_NONBLOCK | SOCK_CLOEXEC), wraps
+ * each in a gale_stream and calls the accept callback (Tornado's handle_stream). Under EMFILE or
+ * ENFILE the server stops watching its sockets, logs once per episode, frees its spare descriptor
+ * to accept-and-close one waiting client (so clients fail fast instead of waiting in the backlog),
+ * and retries on a timer: the loop never spins.
+ */
+#ifndef GALE_NET_TCPSERVER_H
+#define GALE_NET_TCPSERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "core/loop.h"
+#include "net/iostream.h"
+
+#define GALE_ACCEPT_BATCH 128
+#define GALE_DEFAULT_BACKLOG 128
+
+typedef struct gale_server gale_server;
+
+/* A new connection. Ownership: the stream is the callback's (close it or keep it). `peer` is
+ * valid during the call. */
+typedef void (*gale_accept_cb)(gale_server *srv, gale_stream *s, const struct sockaddr *peer,
+                               socklen_t peerlen, void *arg);
+
+/* Binds listening sockets for every address getaddrinfo returns for (`address`, `port`) — NULL
+ * address: all interfaces — in `family` (AF_UNSPEC, AF_INET, AF_INET6; v6 sockets get
+ * IPV6_V6ONLY), with SO_REUSEADDR, optional SO_REUSEPORT, non-blocking and close-on-exec. Port 0
+ * picks a free port once and binds every family to that same port. Stores up to `max` fds in
+ * `fds` and the count in `*n`. Returns 0 or a negative errno (nothing is left open on failure). */
+int gale_bind_sockets(int port, const char *address, int family, int backlog, bool reuse_port,
+                      int *fds, size_t max, size_t *n);
+
+/* Binds a listening unix socket at `path` (an existing socket file is replaced) with permissions
+ * `mode`. Returns the fd or a negative errno. */
+int gale_bind_unix_socket(const char *path, int mode, int backlog);
+
+/* Creates a server on `loop` calling `cb` per connection. Returns 0, -EINVAL, -ENOMEM. */
+int gale_server_new(gale_loop *loop, gale_accept_cb cb, void *arg, gale_server **out);
+
+/* Adds a listening socket (the server takes ownership) and starts accepting on it. */
+int gale_server_add_socket(gale_server *srv, int fd);
+
+/* bind_sockets(port, address, AF_UNSPEC, 128, false) + add_socket for each. Returns 0 or a
+ * negative errno. */
+int gale_server_listen(gale_server *srv, int port, const char *address);
+
+/* Binds sockets without accepting yet, for gale_server_start() (Tornado's bind()). */
+int gale_server_bind(gale_server *srv, int port, const char *address, int family, int backlog,
+                     bool reuse_port);
+
+/* Tornado's start(n): with n == 1 starts accepting in this process; otherwise forks n workers
+ * (n <= 0: one per CPU) through gale_fork_processes() before any loop work, and each worker
+ * accepts on the inherited sockets. Returns 0 in the process that should now run the loop, or a
+ * negative errno. Call it before creating threads or running the loop. */
+int gale_server_start(gale_server *srv, int nprocs);
+
+/* The local port of the first listening socket (useful after binding port 0), or a negative
+ * errno. */
+int gale_server_port(const gale_server *srv);
+
+/* Stops accepting and closes the listening sockets; existing connections are untouched. */
+void gale_server_stop(gale_server *srv);
+
+/* Stops and frees the server. Legal inside the accept callback. */
+void gale_server_free(gale_server *srv);
+
+/* Tornado's fork_processes: forks `n` children (n <= 0: one per CPU) and returns each child's
+ * task id (0..n-1) in the child. The parent supervises: it restarts a child that dies abnormally
+ * (signal or non-zero exit) with the same task id, up to `max_restarts` in total; forwards
+ * SIGTERM/SIGINT to the children; and exits when they have all exited (0 if all exited cleanly).
+ * The parent never returns. Call before creating any loop or thread. */
+int gale_fork_processes(int n, int max_restarts);
+
+/* This process's task id after gale_fork_processes(), or -1 when not forked. */
+int gale_task_id(void);
+
+#endif

@@ -1,0 +1,213 @@
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct wait_state {
+    bool (*pred)(void *);
+    void *arg;
+    bool done;
+    bool timed_out;
+    gale_timeout tick;
+};
+
+static void wait_tick(gale_loop *loop, void *arg)
+{
+    struct wait_state *w = arg;
+    w->tick = 0;
+    if (w->pred(w->arg)) {
+        w->done = true;
+        gale_loop_stop(loop);
+        return;
+    }
+    gale_loop_call_later(loop, 0.001, wait_tick, w, &w->tick);
+}
+
+static void wait_timeout(gale_loop *loop, void *arg)
+{
+    struct wait_state *w = arg;
+    w->timed_out = true;
+    gale_loop_stop(loop);
+}
+
+bool test_wait_until(gale_loop *loop, bool (*pred)(void *arg), void *arg, double timeout)
+{
+    if (pred(arg))
+        return true;
+    struct wait_state w = {.pred = pred, .arg = arg};
+    gale_timeout limit = 0;
+    gale_loop_call_later(loop, 0, wait_tick, &w, &w.tick);
+    gale_loop_call_later(loop, timeout, wait_timeout, &w, &limit);
+    /* run() may also return early if some callback under test stops the loop: keep going. */
+    while (!w.done && !w.timed_out)
+        gale_loop_run(loop);
+    /* Neither timer may outlive this stack frame. */
+    gale_loop_remove_timeout(loop, limit);
+    gale_loop_remove_timeout(loop, w.tick);
+    return w.done || pred(arg);
+}
+
+static bool never(void *arg) { return false; }
+
+void test_run_for(gale_loop *loop, double seconds) { test_wait_until(loop, never, NULL, seconds); }
+
+int test_listen_tcp(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(fd, 128) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) < 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+int test_connect_tcp(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
+        close(fd);
+        return -1;
+    }
+    test_set_timeouts(fd, 30);
+    return fd;
+}
+
+void test_set_timeouts(int fd, double seconds)
+{
+    struct timeval tv = {.tv_sec = (time_t)seconds,
+                         .tv_usec = (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+int test_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+char *test_read_all(int fd, size_t max, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf && n < max) {
+        if (n == cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t want = cap - n < max - n ? cap - n : max - n;
+        ssize_t r = recv(fd, buf + n, want, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    if (buf)
+        buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+const char *test_app_path(const char *name)
+{
+    static char path[4096];
+    const char *dir = getenv("GALE_BIN_DIR");
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "build/bin", name);
+    return path;
+}
+
+int test_free_port(void)
+{
+    int port = 0;
+    int fd = test_listen_tcp(&port);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return port;
+}
+
+pid_t test_start_app(const char *name, char *const argv[], int port)
+{
+    const char *path = test_app_path(name);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char *args[64];
+        int i = 0;
+        args[i++] = (char *)path;
+        for (int j = 1; argv && argv[j] && i < 63; j++)
+            args[i++] = argv[j];
+        args[i] = NULL;
+        execv(path, args);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        int fd = test_connect_tcp(port);
+        if (fd >= 0) {
+            close(fd);
+            return pid;
+        }
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return -1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+int test_stop_app(pid_t pid)
+{
+    int status = 0;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 500; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return status;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return status;
+}
