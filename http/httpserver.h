@@ -1,0 +1,145 @@
+/* gale HTTP/1.1 server: Tornado's HTTPServer + HTTP1Connection, on http-parser and gale_stream.
+ *
+ * The server accepts connections (net/tcpserver), parses requests with http-parser and hands each
+ * complete request (headers and body) to the request callback. The callback (or any later loop
+ * callback: a timer, a client fetch) answers through the gale_http_response_* calls and ends with
+ * gale_http_response_finish().
+ *
+ * Keep-alive: HTTP/1.1 unless "Connection: close"; HTTP/1.0 only with "Connection: keep-alive".
+ * Pipelining: requests on a connection are handled strictly one after another; the next request is
+ * parsed only after the previous response finished, and responses finished while the connection
+ * is processing one batch of received bytes go out together in one write. An error in request N+1
+ * is answered after response N.
+ *
+ * Limits (gale_http_server_opts): header block over max_header_size -> 431; a body over
+ * max_body_size -> 413 (checked against Content-Length before reading it, and while reading a
+ * chunked body); malformed syntax, Transfer-Encoding other than a single final "chunked",
+ * Content-Length together with Transfer-Encoding, differing duplicate Content-Length -> 400. After
+ * an error response the connection closes (after draining input briefly, so the client reads the
+ * status). idle_connection_timeout is a deadline for a whole header block (idle keep-alive or a
+ * client sending its request too slowly: not reset by each byte); body_timeout a deadline for the
+ * whole body. "Expect: 100-continue" is answered before the body is read.
+ *
+ * Responses: Content-Length when the handler finishes without flushing; chunked when it flushes
+ * first on HTTP/1.1 (HTTP/1.0: close-delimited). HEAD, 1xx, 204 and 304 never carry a body. A
+ * Date header is added (cached per second), and a Server header unless set. One access log line
+ * per request: "200 GET / (127.0.0.1) 0.21ms" (INFO below 400, WARNING 4xx, ERROR 5xx).
+ */
+#ifndef GALE_HTTP_HTTPSERVER_H
+#define GALE_HTTP_HTTPSERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/loop.h"
+#include "http/httputil.h"
+#include "net/tcpserver.h"
+
+typedef struct gale_http_server gale_http_server;
+typedef struct gale_http_conn gale_http_conn;
+
+/* One request. The fields are read-only for handlers. Strings are NUL-terminated and live as long
+ * as the request. */
+typedef struct gale_http_request {
+    const char *method;    /* "GET" */
+    const char *uri;       /* request target as sent: "/greet?name=x" */
+    const char *path;      /* uri up to '?', not percent-decoded (as Tornado) */
+    const char *query;     /* after '?', "" when none */
+    int version_major;     /* 1 */
+    int version_minor;     /* 0 or 1 */
+    gale_http_headers headers;
+    const char *body;      /* NUL-terminated for convenience; may contain NULs: use body_len */
+    size_t body_len;
+    const char *remote_ip; /* peer address, or X-Real-IP / X-Forwarded-For with xheaders */
+    const char *protocol;  /* "http", or X-Scheme / X-Forwarded-Proto with xheaders */
+    double start_time;     /* gale_loop_time() when the request was complete */
+    gale_http_conn *conn;
+    void *user;            /* free for the application (the web layer uses it) */
+} gale_http_request;
+
+/* A complete request. Ownership: the request lives until gale_http_response_finish() is called on
+ * it — also when the client disconnects first (then writes are dropped). The callback must make
+ * sure finish is called eventually, now or from a later loop callback. */
+typedef void (*gale_http_request_cb)(gale_http_request *req, void *arg);
+/* The client went away (or the connection failed) before the response finished. */
+typedef void (*gale_http_close_cb)(gale_http_request *req, void *arg);
+
+typedef struct gale_http_server_opts {
+    size_t max_header_size;         /* default 65536 */
+    size_t max_body_size;           /* default 100 MiB */
+    double idle_connection_timeout; /* seconds, default 60; deadline for a header block */
+    double body_timeout;            /* seconds, default 60; deadline for a body */
+    bool no_keep_alive;             /* close after every response */
+    bool xheaders;                  /* trust X-Real-IP / X-Forwarded-For / X-Scheme */
+    bool no_access_log;             /* skip the access log line */
+} gale_http_server_opts;
+
+/* Fills `o` with the defaults above. */
+void gale_http_server_opts_init(gale_http_server_opts *o);
+
+/* Creates a server on `loop` (NULL: gale_loop_current()) calling `cb` for each request. `opts` may
+ * be NULL (defaults); it is copied. Returns 0, -EINVAL, -ENOMEM. Free with gale_http_server_free. */
+int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
+                         gale_http_request_cb cb, void *arg, gale_http_server **out);
+
+/* Binds and starts accepting on (address, port) — NULL address: all interfaces. Port 0 picks a
+ * free port (see gale_http_server_port). Returns 0 or a negative errno. */
+int gale_http_server_listen(gale_http_server *srv, int port, const char *address);
+
+/* Binds without accepting, then gale_http_server_start(n) forks n workers (n <= 0: one per CPU;
+ * 1: no fork) like Tornado's bind()/start(n). Call start before running any loop. */
+int gale_http_server_bind(gale_http_server *srv, int port, const char *address);
+int gale_http_server_start(gale_http_server *srv, int nprocs);
+
+/* The bound port, or a negative errno. */
+int gale_http_server_port(const gale_http_server *srv);
+
+/* Stops accepting (existing connections go on). */
+void gale_http_server_stop(gale_http_server *srv);
+
+/* Stops accepting, closes every connection (in-flight requests get their close callback; their
+ * memory is released when the handler calls finish) and frees the server. */
+void gale_http_server_free(gale_http_server *srv);
+
+/* ---- response ---- */
+
+/* Sets the status (default 200) and optionally the reason (NULL: the standard phrase). Only before
+ * headers are sent. Returns 0, -EINVAL (code outside 100..999) or -EALREADY (headers sent). */
+int gale_http_response_set_status(gale_http_request *req, int code, const char *reason);
+
+/* Sets a response header, replacing any of the same name (set) or adding another (add). Both
+ * strings are copied. CR or LF in either -> -EINVAL (no header injection). -EALREADY once the
+ * headers went out. */
+int gale_http_response_set_header(gale_http_request *req, const char *name, const char *value);
+int gale_http_response_add_header(gale_http_request *req, const char *name, const char *value);
+int gale_http_response_clear_header(gale_http_request *req, const char *name);
+
+/* Appends body bytes (copied). Returns 0, -EPIPE (client gone), -EALREADY (finished), -ENOMEM. */
+int gale_http_response_write(gale_http_request *req, const void *data, size_t len);
+
+/* Sends the headers and what was written so far now (chunked on HTTP/1.1 unless a Content-Length
+ * header was set). Returns 0, -EPIPE, -EALREADY. */
+int gale_http_response_flush(gale_http_request *req);
+
+/* Ends the response and releases the request (do not touch `req` afterwards). Returns 0, or -EPIPE
+ * when the client had gone (the request is still released). */
+int gale_http_response_finish(gale_http_request *req);
+
+/* Status set so far; whether headers were sent; whether the client went away. */
+int gale_http_response_status(const gale_http_request *req);
+bool gale_http_response_headers_sent(const gale_http_request *req);
+bool gale_http_request_connection_closed(const gale_http_request *req);
+
+/* Registers `cb` to run if the client disconnects before finish (Tornado's
+ * on_connection_close). */
+void gale_http_request_set_close_cb(gale_http_request *req, gale_http_close_cb cb, void *arg);
+
+/* Memory that lives exactly as long as the request (freed at finish): an arena, so per-request
+ * allocations never grow a keep-alive connection. Returns NULL when out of memory. Zeroed. */
+void *gale_http_request_alloc(gale_http_request *req, size_t size);
+char *gale_http_request_strdup(gale_http_request *req, const char *s, size_t len);
+
+/* The loop the request's connection runs on. */
+gale_loop *gale_http_request_loop(const gale_http_request *req);
+
+#endif
