@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs what the build and the suites need (Debian 12, as root), builds, and runs every suite.
+#   tests/run.sh                 # build/ , RelWithDebInfo
+#   GALE_SANITIZE=1 tests/run.sh build-asan   # AddressSanitizer + UndefinedBehaviorSanitizer
+set -eu
+cd "$(dirname "$0")/.."
+builddir=${1:-build}
+
+pkgs="build-essential cmake pkg-config libhttp-parser-dev check curl python3"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages:$missing (run as root or install them)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+sanitize=OFF
+[ "${GALE_SANITIZE:-0}" = 1 ] && sanitize=ON
+cmake -S . -B "$builddir" -DGALE_SANITIZE=$sanitize >/dev/null
+cmake --build "$builddir" -j"$(nproc)"
+# Suites bind their own ports (port 0) and may run side by side.
+ctest --test-dir "$builddir" --output-on-failure -j2
