@@ -9,13 +9,14 @@
 # Per run it records requests/s, p50 and p99 latency (wrk --latency; plain runs only: wrk's
 # percentiles are broken with pipelining, see run_wrk) and the server's CPU time per request:
 # utime+stime from /proc/PID/stat sampled right before and after wrk, over the number of requests
-# wrk completed. It prints the median over rounds and the ratio to libuv. Then it measures RSS per idle keep-alive connection (bench/idle_conns.c,
-# 5,000 connections) for gale and libuv.
+# wrk completed. It prints the median over rounds and the ratio to libuv. Then it measures RSS per
+# idle keep-alive connection (bench/idle_conns.c, 5,000 connections) for gale and libuv.
 #
 # Environment: BENCH_BUILD (build dir, default build-bench), BENCH_NO_BUILD (use the binaries
 # already in BENCH_BUILD/bin), BENCH_SERVERS (default "gale uv tornado"), BENCH_IDLE_CONNS
-# (default 5000, 0 skips the memory test), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1). gale runs with its default log level (GALE_LOG_LEVEL unset:
-# info, so one access-log line per request) and stderr on /dev/null.
+# (default 5000, 0 skips the memory test), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1).
+# gale runs with its default log level (GALE_LOG_LEVEL unset: info, so one access-log line per
+# request) and stderr on /dev/null.
 set -u
 
 DURATION=${1:-10s}
@@ -167,7 +168,9 @@ awk -F'\t' '
 function median(key,    n, i, j, t, a) {
     n = split(vals[key], a, " ")
     for (i = 2; i <= n; i++)
-        for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) {
+            t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+        }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
 {
