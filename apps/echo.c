@@ -1,0 +1,198 @@
+/* Tornado's classic echo server on gale streams: every byte a client sends comes back to it.
+ *
+ *     echo [--port 10000] [--address A] [--processes N]
+ *
+ * Back-pressure: a connection stops reading while more than HIGH_WATER bytes wait to be sent to
+ * its client, and resumes when they have been handed to the kernel, so a client that sends but
+ * never reads holds the server to a bounded buffer (TCP pushes back on it). SIGINT and SIGTERM
+ * stop accepting, close the connections and exit 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "net/iostream.h"
+#include "net/tcpserver.h"
+
+#define HIGH_WATER (1u << 20)
+#define READ_SIZE 65536
+
+struct conn {
+    struct conn *prev, *next;
+    gale_stream *s;
+};
+
+static struct conn *conns;
+static size_t nconns;
+static bool shutting_down;
+static gale_server *server;
+
+static void on_read(gale_stream *s, int status, const char *data, size_t len, void *arg);
+
+static void read_more(struct conn *c)
+{
+    int err = gale_stream_read_bytes(c->s, READ_SIZE, true, on_read, c);
+    if (err && err != -EPIPE)
+        gale_stream_close(c->s, err);
+}
+
+/* Fires once the bytes written when the connection paused have left the buffer. */
+static void on_drained(gale_stream *s, int status, void *arg)
+{
+    if (status == 0)
+        read_more(arg);
+}
+
+static void on_read(gale_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    struct conn *c = arg;
+    if (status != 0) {
+        /* Peer closed or error: echo what came with it, then close once it is sent. */
+        if (len > 0)
+            gale_stream_write(s, data, len, NULL, NULL);
+        gale_stream_close(s, status == GALE_EEOF ? 0 : status);
+        return;
+    }
+    if (gale_stream_write_pending(s) + len > HIGH_WATER) {
+        /* Too much queued: write with a completion callback and read again only after it. */
+        if (gale_stream_write(s, data, len, on_drained, c) != 0)
+            gale_stream_close(s, -ENOMEM);
+        return;
+    }
+    if (gale_stream_write(s, data, len, NULL, NULL) != 0) {
+        gale_stream_close(s, -ENOMEM);
+        return;
+    }
+    read_more(c);
+}
+
+static void on_close(gale_stream *s, int status, void *arg)
+{
+    struct conn *c = arg;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+    nconns--;
+    if (shutting_down && nconns == 0)
+        gale_loop_stop(gale_stream_loop(s));
+}
+
+static void on_accept(gale_server *srv, gale_stream *s, const struct sockaddr *peer,
+                      socklen_t peerlen, void *arg)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        gale_stream_close(s, -ENOMEM);
+        return;
+    }
+    c->s = s;
+    c->next = conns;
+    if (conns)
+        conns->prev = c;
+    conns = c;
+    nconns++;
+    gale_stream_set_close_cb(s, on_close, c);
+    gale_stream_set_nodelay(s, true);
+    read_more(c);
+}
+
+static void on_signal(gale_loop *loop, int signum, void *arg)
+{
+    if (shutting_down)
+        return;
+    shutting_down = true;
+    gale_log_info(GALE_LOG_GENERAL, "signal %d: closing %zu connections", signum, nconns);
+    gale_server_stop(server);
+    if (nconns == 0) {
+        gale_loop_stop(loop);
+        return;
+    }
+    for (struct conn *c = conns; c; c = c->next)
+        gale_stream_close(c->s, 0);
+}
+
+static void usage(const char *prog)
+{
+    fprintf(stderr, "usage: %s [--port 10000] [--address A] [--processes N]\n", prog);
+}
+
+static bool parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    long port = 10000, procs = 1;
+    const char *address = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            usage(argv[0]);
+            return 0;
+        }
+        if (!val) {
+            usage(argv[0]);
+            return 2;
+        }
+        if (!strcmp(opt, "--port")) {
+            if (!parse_int(val, 0, 65535, &port)) {
+                fprintf(stderr, "echo: bad port '%s'\n", val);
+                return 2;
+            }
+        } else if (!strcmp(opt, "--address")) {
+            address = val;
+        } else if (!strcmp(opt, "--processes")) {
+            if (!parse_int(val, 0, 1024, &procs)) {
+                fprintf(stderr, "echo: bad process count '%s'\n", val);
+                return 2;
+            }
+        } else {
+            usage(argv[0]);
+            return 2;
+        }
+        i++;
+    }
+
+    /* Bind first, fork next, and only then create the loop: each worker needs its own. */
+    int err = gale_server_new(NULL, on_accept, NULL, &server);
+    if (!err)
+        err = gale_server_bind(server, (int)port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG, false);
+    if (err) {
+        gale_log_error(GALE_LOG_GENERAL, "echo: cannot listen on port %ld: %s", port,
+                       gale_strerror(err));
+        return 1;
+    }
+    err = gale_server_start(server, (int)procs);
+    if (err) {
+        gale_log_error(GALE_LOG_GENERAL, "echo: cannot start: %s", gale_strerror(err));
+        return 1;
+    }
+    gale_loop *loop = gale_loop_current();
+    if (!loop)
+        return 1;
+    gale_loop_add_signal(loop, SIGINT, on_signal, NULL);
+    gale_loop_add_signal(loop, SIGTERM, on_signal, NULL);
+    gale_log_info(GALE_LOG_GENERAL, "echo listening on port %d", gale_server_port(server));
+    gale_loop_run(loop);
+    gale_server_free(server);
+    gale_loop_free(loop);
+    gale_log_flush();
+    return 0;
+}
