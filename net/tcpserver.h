@@ -39,10 +39,16 @@ int gale_bind_sockets(int port, const char *address, int family, int backlog, bo
  * `mode`. Returns the fd or a negative errno. */
 int gale_bind_unix_socket(const char *path, int mode, int backlog);
 
-/* Creates a server on `loop` calling `cb` per connection. Returns 0, -EINVAL, -ENOMEM. */
+/* Creates a server on `loop` calling `cb` per connection. `loop` may be NULL: the server then uses
+ * gale_loop_current() of the thread where it starts accepting (add_socket, listen or start). Pass
+ * NULL for bind + start(n > 1): each forked worker must create its own loop after the fork (an
+ * epoll instance created before fork() is shared by all the workers). A spare descriptor is
+ * reserved here for the EMFILE case. Returns 0, -EINVAL (NULL cb or out), -ENOMEM. */
 int gale_server_new(gale_loop *loop, gale_accept_cb cb, void *arg, gale_server **out);
 
-/* Adds a listening socket (the server takes ownership) and starts accepting on it. */
+/* Adds a listening socket (the server takes ownership; it is made non-blocking) and starts
+ * accepting on it. Returns 0, -EINVAL, -ENOSPC (16 sockets already), -ENOMEM (no loop), or the
+ * loop's error for the fd. */
 int gale_server_add_socket(gale_server *srv, int fd);
 
 /* bind_sockets(port, address, AF_UNSPEC, 128, false) + add_socket for each. Returns 0 or a
@@ -56,7 +62,9 @@ int gale_server_bind(gale_server *srv, int port, const char *address, int family
 /* Tornado's start(n): with n == 1 starts accepting in this process; otherwise forks n workers
  * (n <= 0: one per CPU) through gale_fork_processes() before any loop work, and each worker
  * accepts on the inherited sockets. Returns 0 in the process that should now run the loop, or a
- * negative errno. Call it before creating threads or running the loop. */
+ * negative errno (-ENOTCONN: nothing bound; -EALREADY: already accepting). Call it before
+ * creating threads or running the loop; the supervising parent never returns (see
+ * gale_fork_processes). */
 int gale_server_start(gale_server *srv, int nprocs);
 
 /* The local port of the first listening socket (useful after binding port 0), or a negative
@@ -66,14 +74,18 @@ int gale_server_port(const gale_server *srv);
 /* Stops accepting and closes the listening sockets; existing connections are untouched. */
 void gale_server_stop(gale_server *srv);
 
-/* Stops and frees the server. Legal inside the accept callback. */
+/* Stops and frees the server. Legal inside the accept callback (the rest of the batch is not
+ * accepted; the memory goes when the callback returns). */
 void gale_server_free(gale_server *srv);
 
 /* Tornado's fork_processes: forks `n` children (n <= 0: one per CPU) and returns each child's
  * task id (0..n-1) in the child. The parent supervises: it restarts a child that dies abnormally
  * (signal or non-zero exit) with the same task id, up to `max_restarts` in total; forwards
  * SIGTERM/SIGINT to the children; and exits when they have all exited (0 if all exited cleanly).
- * The parent never returns. Call before creating any loop or thread. */
+ * A child killed by the forwarded signal counts as clean. The parent never returns: it calls
+ * exit(). Returns the task id in each child, or a negative errno in the caller if the first forks
+ * fail (-EALREADY if this process is already a forked child). Call before creating any loop or
+ * thread. */
 int gale_fork_processes(int n, int max_restarts);
 
 /* This process's task id after gale_fork_processes(), or -1 when not forked. */
