@@ -22,6 +22,7 @@
 #define GALE_CORE_LOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct gale_loop gale_loop;
