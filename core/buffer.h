@@ -29,7 +29,7 @@ typedef struct gale_buffer {
     size_t start;     /* offset of the first live byte */
     size_t end;       /* offset one past the last live byte */
     size_t cap;       /* allocated size */
-    size_t max;       /* cap on live bytes (0: SIZE_MAX) */
+    size_t max;       /* cap on live bytes (SIZE_MAX when initialised with 0) */
     size_t scan;      /* delimiter search resumes here (offset relative to start) */
     const void *scan_key; /* delimiter the scan position belongs to */
     size_t scan_key_len;
@@ -43,15 +43,28 @@ void gale_buffer_free(gale_buffer *b);
 static inline size_t gale_buffer_len(const gale_buffer *b) { return b->end - b->start; }
 static inline const char *gale_buffer_data(const gale_buffer *b) { return b->data + b->start; }
 
+/* Changes the cap on live bytes (0: no cap). Returns 0, or -ENOBUFS (and changes nothing) if the
+ * buffer already holds more than `max`. */
+int gale_buffer_set_max(gale_buffer *b, size_t max);
+
 /* Appends `len` bytes. Returns 0, -ENOBUFS (would exceed max) or -ENOMEM. */
 int gale_buffer_append(gale_buffer *b, const void *data, size_t len);
 
 /* Makes room for at least `len` more bytes and returns a pointer to it in `*p` (to recv into),
- * and in `*avail` how many bytes fit there (>= len). Returns 0, -ENOBUFS or -ENOMEM. Follow with
+ * and in `*avail` how many bytes fit there (>= len, and never more than the cap allows). Returns 0, -ENOBUFS or -ENOMEM. Follow with
  * gale_buffer_commit(). */
 int gale_buffer_reserve(gale_buffer *b, size_t len, char **p, size_t *avail);
 /* Marks `len` bytes written at the reserved pointer as live (len <= the reserved avail). */
 void gale_buffer_commit(gale_buffer *b, size_t len);
+
+/* Forgets where the last delimiter search stopped (the next search starts at the front). Needed
+ * when the memory a previous delimiter lived at is reused for a different delimiter. */
+static inline void gale_buffer_reset_scan(gale_buffer *b)
+{
+    b->scan = 0;
+    b->scan_key = NULL;
+    b->scan_key_len = 0;
+}
 
 /* Drops `len` bytes (at most the live length) from the front. */
 void gale_buffer_consume(gale_buffer *b, size_t len);
