@@ -1,0 +1,957 @@
+/* Application, router and request handlers (see web.h). */
+#include "http/web.h"
+
+#include <errno.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+
+/* ---- application ---- */
+
+struct route {
+    regex_t re;
+    bool compiled;
+    char *literal; /* the path itself when the pattern has no regex syntax (no regexec) */
+    const gale_handler_class *cls;
+    void *arg;
+    size_t ngroups; /* user capture groups (the anchoring wrapper's group excluded) */
+};
+
+struct gale_app {
+    struct route *routes;
+    size_t nroutes;
+    size_t cap;
+    gale_http_server_opts opts;
+    gale_http_server *srv;
+    gale_loop *loop;
+};
+
+/* One response header set by the handler, copied into the request arena. */
+struct out_header {
+    const char *name;
+    const char *value;
+};
+
+struct gale_handler {
+    gale_app *app;
+    gale_http_request *req;
+    const gale_handler_class *cls;
+    void *arg;
+    void *state;
+    const char **pargs;
+    size_t *pargs_len;
+    size_t npargs;
+
+    gale_form query, body, cookies;
+    bool query_parsed, body_parsed, cookies_parsed;
+
+    int status;
+    struct out_header *headers;
+    size_t nheaders, headers_cap;
+    bool default_ctype; /* Content-Type: text/html; charset=UTF-8 still applies */
+    char *out;          /* body written but not yet handed to the server (malloc'ed) */
+    size_t out_len, out_cap;
+
+    int busy;   /* > 0 while a handler callback runs: the release waits for it */
+    bool async;
+    bool headers_sent;
+    bool finished;
+    bool released;
+    bool closed;
+    bool close_called;
+};
+
+static const char DEFAULT_CTYPE[] = "text/html; charset=UTF-8";
+
+gale_app *gale_app_new(const gale_http_server_opts *opts)
+{
+    gale_app *app = calloc(1, sizeof *app);
+    if (!app)
+        return NULL;
+    if (opts)
+        app->opts = *opts;
+    else
+        gale_http_server_opts_init(&app->opts);
+    return app;
+}
+
+gale_http_server_opts *gale_app_opts(gale_app *app) { return app ? &app->opts : NULL; }
+
+static bool has_regex_syntax(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (strchr(".[]()*+?{}|\\^$", s[i]))
+            return true;
+    }
+    return false;
+}
+
+int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg)
+{
+    if (!app || !pattern || !cls)
+        return -EINVAL;
+    if (app->nroutes == app->cap) {
+        size_t ncap = app->cap ? app->cap * 2 : 8;
+        struct route *r = realloc(app->routes, ncap * sizeof *r);
+        if (!r)
+            return -ENOMEM;
+        app->routes = r;
+        app->cap = ncap;
+    }
+    /* Anchor as Tornado does: strip one leading '^' and one unescaped trailing '$', then wrap the
+     * rest in "^(...)$" so an alternation is anchored as a whole. */
+    size_t len = strlen(pattern);
+    const char *body = pattern;
+    if (len && body[0] == '^') {
+        body++;
+        len--;
+    }
+    if (len && body[len - 1] == '$' && !(len >= 2 && body[len - 2] == '\\'))
+        len--;
+    struct route *r = &app->routes[app->nroutes];
+    memset(r, 0, sizeof *r);
+    r->cls = cls;
+    r->arg = arg;
+    if (!has_regex_syntax(body, len)) {
+        r->literal = strndup(body, len);
+        if (!r->literal)
+            return -ENOMEM;
+        app->nroutes++;
+        return 0;
+    }
+    char *full = malloc(len + 5);
+    if (!full)
+        return -ENOMEM;
+    memcpy(full, "^(", 2);
+    memcpy(full + 2, body, len);
+    memcpy(full + 2 + len, ")$", 3);
+    int rc = regcomp(&r->re, full, REG_EXTENDED);
+    if (rc != 0) {
+        char msg[128];
+        regerror(rc, &r->re, msg, sizeof msg);
+        gale_log_error(GALE_LOG_GENERAL, "route %s: bad pattern: %s", pattern, msg);
+        free(full);
+        return rc == REG_ESPACE ? -ENOMEM : -EINVAL;
+    }
+    free(full);
+    r->compiled = true;
+    r->ngroups = r->re.re_nsub - 1;
+    app->nroutes++;
+    return 0;
+}
+
+static void on_request(gale_http_request *req, void *arg);
+
+static int make_server(gale_app *app)
+{
+    if (app->srv)
+        return -EALREADY;
+    return gale_http_server_new(NULL, &app->opts, on_request, app, &app->srv);
+}
+
+int gale_app_listen(gale_app *app, int port, const char *address)
+{
+    if (!app)
+        return -EINVAL;
+    int rc = make_server(app);
+    if (rc)
+        return rc;
+    rc = gale_http_server_listen(app->srv, port, address);
+    if (rc) {
+        gale_log_error(GALE_LOG_GENERAL, "cannot listen on port %d: %s", port, gale_strerror(rc));
+        gale_http_server_free(app->srv);
+        app->srv = NULL;
+        return rc;
+    }
+    gale_log_info(GALE_LOG_GENERAL, "listening on port %d", gale_http_server_port(app->srv));
+    return 0;
+}
+
+int gale_app_bind(gale_app *app, int port, const char *address)
+{
+    if (!app)
+        return -EINVAL;
+    int rc = make_server(app);
+    if (rc)
+        return rc;
+    rc = gale_http_server_bind(app->srv, port, address);
+    if (rc) {
+        gale_log_error(GALE_LOG_GENERAL, "cannot bind port %d: %s", port, gale_strerror(rc));
+        gale_http_server_free(app->srv);
+        app->srv = NULL;
+        return rc;
+    }
+    gale_log_info(GALE_LOG_GENERAL, "listening on port %d", gale_http_server_port(app->srv));
+    return 0;
+}
+
+int gale_app_start(gale_app *app, int nprocs)
+{
+    if (!app || !app->srv)
+        return -EINVAL;
+    return gale_http_server_start(app->srv, nprocs);
+}
+
+int gale_app_port(const gale_app *app)
+{
+    if (!app)
+        return -EINVAL;
+    return app->srv ? gale_http_server_port(app->srv) : -ENOTCONN;
+}
+
+gale_http_server *gale_app_server(gale_app *app) { return app ? app->srv : NULL; }
+
+static void on_signal(gale_loop *loop, int signum, void *arg)
+{
+    gale_log_info(GALE_LOG_GENERAL, "received %s, stopping", strsignal(signum));
+    gale_loop_stop(loop);
+}
+
+int gale_app_run(gale_app *app)
+{
+    if (!app)
+        return -EINVAL;
+    gale_loop *loop = gale_loop_current();
+    if (!loop)
+        return -ENOMEM;
+    app->loop = loop;
+    bool sigint = gale_loop_add_signal(loop, SIGINT, on_signal, app) == 0;
+    bool sigterm = gale_loop_add_signal(loop, SIGTERM, on_signal, app) == 0;
+    int rc = gale_loop_run(loop);
+    if (sigint)
+        gale_loop_remove_signal(loop, SIGINT);
+    if (sigterm)
+        gale_loop_remove_signal(loop, SIGTERM);
+    app->loop = NULL;
+    gale_log_flush();
+    return rc;
+}
+
+void gale_app_stop(gale_app *app)
+{
+    if (app)
+        gale_loop_stop(app->loop ? app->loop : gale_loop_current());
+}
+
+void gale_app_free(gale_app *app)
+{
+    if (!app)
+        return;
+    if (app->srv)
+        gale_http_server_free(app->srv);
+    for (size_t i = 0; i < app->nroutes; i++) {
+        if (app->routes[i].compiled)
+            regfree(&app->routes[i].re);
+        free(app->routes[i].literal);
+    }
+    free(app->routes);
+    free(app);
+}
+
+/* ---- dispatch ---- */
+
+static void *req_alloc(void *ctx, size_t size) { return gale_http_request_alloc(ctx, size); }
+
+static void release(gale_handler *h)
+{
+    h->released = true;
+    if (h->cls->on_finish)
+        h->cls->on_finish(h);
+    free(h->out);
+    h->out = NULL;
+    gale_http_response_finish(h->req); /* frees h */
+}
+
+/* Leaves a handler callback: the release deferred by a finish inside it happens now. */
+static void leave(gale_handler *h)
+{
+    if (--h->busy == 0 && h->finished && !h->released)
+        release(h);
+}
+
+static void on_close(gale_http_request *req, void *arg)
+{
+    gale_handler *h = arg;
+    h->closed = true;
+    if (h->finished || h->close_called)
+        return;
+    h->close_called = true;
+    if (h->cls->on_connection_close) {
+        h->busy++;
+        h->cls->on_connection_close(h);
+        leave(h);
+    }
+}
+
+static gale_handler_fn method_fn(const gale_handler_class *c, const char *m, bool *head)
+{
+    *head = false;
+    switch (m[0]) {
+    case 'G':
+        return strcmp(m, "GET") == 0 ? c->get : NULL;
+    case 'H':
+        if (strcmp(m, "HEAD") != 0)
+            return NULL;
+        *head = true;
+        return c->head ? c->head : c->get;
+    case 'P':
+        if (strcmp(m, "POST") == 0)
+            return c->post;
+        if (strcmp(m, "PUT") == 0)
+            return c->put;
+        return strcmp(m, "PATCH") == 0 ? c->patch : NULL;
+    case 'D':
+        return strcmp(m, "DELETE") == 0 ? c->delete : NULL;
+    case 'O':
+        return strcmp(m, "OPTIONS") == 0 ? c->options : NULL;
+    }
+    return NULL;
+}
+
+static void set_allow(gale_handler *h, const gale_handler_class *c)
+{
+    char allow[64] = "";
+    const struct {
+        gale_handler_fn fn;
+        const char *name;
+    } m[] = {{c->get, "GET"},       {c->get ? c->get : c->head, "HEAD"},
+             {c->post, "POST"},     {c->delete, "DELETE"},
+             {c->patch, "PATCH"},   {c->put, "PUT"},
+             {c->options, "OPTIONS"}};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        if (!m[i].fn)
+            continue;
+        if (allow[0])
+            strcat(allow, ", ");
+        strcat(allow, m[i].name);
+    }
+    gale_set_header(h, "Allow", allow);
+}
+
+static const gale_handler_class no_handler;
+
+/* Finds the first route matching the path; `*pm` gets the capture offsets (from `stack` when they
+ * fit, else from the request arena). */
+static const struct route *match(gale_app *app, gale_http_request *req, regmatch_t *stack,
+                                 size_t nstack, regmatch_t **pm)
+{
+    for (size_t i = 0; i < app->nroutes; i++) {
+        const struct route *r = &app->routes[i];
+        if (r->literal) {
+            if (strcmp(r->literal, req->path) == 0)
+                return r;
+            continue;
+        }
+        size_t n = r->ngroups + 2;
+        regmatch_t *m = n <= nstack ? stack : gale_http_request_alloc(req, n * sizeof *m);
+        if (m && regexec(&r->re, req->path, n, m, 0) == 0) {
+            *pm = m;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+static int set_path_args(gale_handler *h, const struct route *r, const regmatch_t *pm)
+{
+    size_t n = r->ngroups;
+    if (n == 0)
+        return 0;
+    h->pargs = gale_http_request_alloc(h->req, n * sizeof *h->pargs);
+    h->pargs_len = gale_http_request_alloc(h->req, n * sizeof *h->pargs_len);
+    if (!h->pargs || !h->pargs_len)
+        return -ENOMEM;
+    h->npargs = n;
+    const char *path = h->req->path;
+    for (size_t i = 0; i < n; i++) {
+        const regmatch_t *m = &pm[i + 2];
+        if (m->rm_so < 0)
+            continue; /* the group took no part in the match */
+        size_t len = (size_t)(m->rm_eo - m->rm_so);
+        char *s = gale_http_request_alloc(h->req, len + 1);
+        if (!s)
+            return -ENOMEM;
+        len = gale_url_unescape(s, path + m->rm_so, len, false);
+        s[len] = '\0';
+        h->pargs[i] = s;
+        h->pargs_len[i] = len;
+    }
+    return 0;
+}
+
+#define STACK_GROUPS 12
+
+static void on_request(gale_http_request *req, void *arg)
+{
+    gale_app *app = arg;
+    regmatch_t stack_pm[STACK_GROUPS];
+    regmatch_t *pm = stack_pm;
+    const struct route *r = match(app, req, stack_pm, STACK_GROUPS, &pm);
+    const gale_handler_class *cls = r ? r->cls : &no_handler;
+
+    gale_handler *h = gale_http_request_alloc(req, sizeof *h);
+    if (!h) {
+        gale_log_error(GALE_LOG_GENERAL, "%s %s: out of memory", req->method, req->uri);
+        gale_http_response_set_status(req, 500, NULL);
+        gale_http_response_finish(req);
+        return;
+    }
+    h->app = app;
+    h->req = req;
+    h->cls = cls;
+    h->arg = r ? r->arg : NULL;
+    h->status = 200;
+    h->default_ctype = true;
+    h->async = cls->async;
+    req->user = h;
+    gale_http_request_set_close_cb(req, on_close, h);
+    h->busy = 1;
+
+    bool head;
+    gale_handler_fn fn = method_fn(cls, req->method, &head);
+    if (!r) {
+        gale_send_error(h, 404);
+    } else if (!fn) {
+        set_allow(h, cls);
+        gale_set_status(h, 405);
+        h->async = false;
+        /* keep the Allow header: send_error would clear it */
+        gale_writef(h, "<html><title>405: %s</title><body>405: %s</body></html>",
+                    gale_http_reason(405), gale_http_reason(405));
+        gale_finish(h);
+    } else if ((cls->state_size &&
+                !(h->state = gale_http_request_alloc(req, cls->state_size))) ||
+               set_path_args(h, r, pm) < 0) {
+        gale_fail(h, -ENOMEM);
+    } else {
+        if (cls->prepare)
+            cls->prepare(h);
+        if (!h->finished)
+            fn(h);
+        if (!h->finished && !h->async)
+            gale_finish(h);
+    }
+    leave(h);
+}
+
+/* ---- request accessors ---- */
+
+gale_http_request *gale_handler_request(gale_handler *h) { return h->req; }
+gale_app *gale_handler_app(gale_handler *h) { return h->app; }
+gale_loop *gale_handler_loop(gale_handler *h) { return gale_http_request_loop(h->req); }
+void *gale_handler_arg(gale_handler *h) { return h->arg; }
+void *gale_handler_state(gale_handler *h) { return h->state; }
+void gale_handler_async(gale_handler *h) { h->async = true; }
+void *gale_handler_alloc(gale_handler *h, size_t size)
+{
+    return gale_http_request_alloc(h->req, size);
+}
+
+const char *gale_method(gale_handler *h) { return h->req->method; }
+const char *gale_uri(gale_handler *h) { return h->req->uri; }
+const char *gale_path(gale_handler *h) { return h->req->path; }
+const char *gale_query(gale_handler *h) { return h->req->query; }
+const char *gale_remote_ip(gale_handler *h) { return h->req->remote_ip; }
+
+const char *gale_body(gale_handler *h, size_t *len)
+{
+    if (len)
+        *len = h->req->body_len;
+    return h->req->body ? h->req->body : "";
+}
+
+const char *gale_path_arg(gale_handler *h, size_t i, size_t *len)
+{
+    if (i >= h->npargs || !h->pargs[i])
+        return NULL;
+    if (len)
+        *len = h->pargs_len[i];
+    return h->pargs[i];
+}
+
+size_t gale_path_arg_count(gale_handler *h) { return h->npargs; }
+
+const char *gale_get_header(gale_handler *h, const char *name, size_t *len)
+{
+    return gale_http_headers_get(&h->req->headers, name, len);
+}
+
+const gale_http_header *gale_header_next(gale_handler *h, const char *name, size_t *cursor)
+{
+    return gale_http_headers_next(&h->req->headers, name, cursor);
+}
+
+static gale_form *query_form(gale_handler *h)
+{
+    if (!h->query_parsed) {
+        h->query_parsed = true;
+        gale_form_init(&h->query, req_alloc, h->req);
+        const char *q = h->req->query ? h->req->query : "";
+        gale_form_parse_urlencoded(&h->query, q, strlen(q));
+    }
+    return &h->query;
+}
+
+static gale_form *body_form(gale_handler *h)
+{
+    if (!h->body_parsed) {
+        h->body_parsed = true;
+        gale_form_init(&h->body, req_alloc, h->req);
+        size_t ctlen;
+        const char *ct = gale_get_header(h, "Content-Type", &ctlen);
+        if (ct && h->req->body_len &&
+            gale_form_parse_body(&h->body, ct, ctlen, h->req->body, h->req->body_len) ==
+                -EINVAL)
+            gale_log_warning(GALE_LOG_GENERAL, "%s %s: body arguments ignored",
+                             h->req->method, h->req->uri);
+    }
+    return &h->body;
+}
+
+const gale_form *gale_arguments(gale_handler *h, gale_args_source src)
+{
+    return src == GALE_ARGS_BODY ? body_form(h) : query_form(h);
+}
+
+size_t gale_argument_count(gale_handler *h, gale_args_source src, const char *name)
+{
+    size_t n = 0;
+    if (src != GALE_ARGS_BODY)
+        n += gale_form_count(query_form(h), name);
+    if (src != GALE_ARGS_QUERY)
+        n += gale_form_count(body_form(h), name);
+    return n;
+}
+
+const char *gale_get_argument_at(gale_handler *h, gale_args_source src, const char *name,
+                                 size_t i, size_t *len)
+{
+    const gale_form_arg *a = NULL;
+    if (src != GALE_ARGS_BODY) {
+        size_t nq = gale_form_count(query_form(h), name);
+        if (i < nq)
+            a = gale_form_find(query_form(h), name, i);
+        else
+            i -= nq;
+    }
+    if (!a && src != GALE_ARGS_QUERY)
+        a = gale_form_find(body_form(h), name, i);
+    if (!a)
+        return NULL;
+    if (len)
+        *len = a->value_len;
+    return a->value;
+}
+
+static const char *last_arg(gale_handler *h, gale_args_source src, const char *name,
+                            const char *def)
+{
+    size_t n = gale_argument_count(h, src, name);
+    if (n == 0)
+        return def;
+    return gale_get_argument_at(h, src, name, n - 1, NULL);
+}
+
+const char *gale_get_argument(gale_handler *h, const char *name, const char *def)
+{
+    return last_arg(h, GALE_ARGS_ALL, name, def);
+}
+
+const char *gale_get_query_argument(gale_handler *h, const char *name, const char *def)
+{
+    return last_arg(h, GALE_ARGS_QUERY, name, def);
+}
+
+const char *gale_get_body_argument(gale_handler *h, const char *name, const char *def)
+{
+    return last_arg(h, GALE_ARGS_BODY, name, def);
+}
+
+const gale_form_file *gale_get_file(gale_handler *h, const char *name, size_t i)
+{
+    return gale_form_find_file(body_form(h), name, i);
+}
+
+const char *gale_get_cookie(gale_handler *h, const char *name, const char *def)
+{
+    if (!h->cookies_parsed) {
+        h->cookies_parsed = true;
+        gale_form_init(&h->cookies, req_alloc, h->req);
+        size_t cursor = 0;
+        const gale_http_header *c;
+        while ((c = gale_http_headers_next(&h->req->headers, "Cookie", &cursor)))
+            gale_form_parse_cookies(&h->cookies, c->value.p, c->value.len);
+    }
+    size_t n = gale_form_count(&h->cookies, name);
+    if (n == 0)
+        return def;
+    return gale_form_find(&h->cookies, name, n - 1)->value;
+}
+
+/* ---- response ---- */
+
+int gale_set_status(gale_handler *h, int code)
+{
+    if (code < 100 || code > 599)
+        return -EINVAL;
+    if (h->headers_sent || h->finished)
+        return -EALREADY;
+    h->status = code;
+    return 0;
+}
+
+int gale_get_status(gale_handler *h) { return h->status; }
+
+static bool is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static bool valid_token(const char *s)
+{
+    if (!s || !*s)
+        return false;
+    for (; *s; s++) {
+        if (!is_tchar((unsigned char)*s))
+            return false;
+    }
+    return true;
+}
+
+/* Field values: visible characters, spaces and tabs; no CR, LF or other controls. */
+static bool valid_value(const char *s)
+{
+    if (!s)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static int header_check(gale_handler *h, const char *name, const char *value)
+{
+    if (!valid_token(name) || (value && !valid_value(value)))
+        return -EINVAL;
+    if (h->headers_sent || h->finished)
+        return -EALREADY;
+    return 0;
+}
+
+static void remove_headers(gale_handler *h, const char *name)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < h->nheaders; i++) {
+        if (strcasecmp(h->headers[i].name, name) != 0)
+            h->headers[o++] = h->headers[i];
+    }
+    h->nheaders = o;
+    if (strcasecmp(name, "Content-Type") == 0)
+        h->default_ctype = false;
+}
+
+static int append_header(gale_handler *h, const char *name, const char *value)
+{
+    if (h->nheaders == h->headers_cap) {
+        size_t ncap = h->headers_cap ? h->headers_cap * 2 : 8;
+        struct out_header *n = gale_http_request_alloc(h->req, ncap * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        if (h->nheaders)
+            memcpy(n, h->headers, h->nheaders * sizeof *n);
+        h->headers = n;
+        h->headers_cap = ncap;
+    }
+    char *nc = gale_http_request_strdup(h->req, name, strlen(name));
+    char *vc = gale_http_request_strdup(h->req, value, strlen(value));
+    if (!nc || !vc)
+        return -ENOMEM;
+    h->headers[h->nheaders++] = (struct out_header){nc, vc};
+    if (strcasecmp(name, "Content-Type") == 0)
+        h->default_ctype = false;
+    return 0;
+}
+
+int gale_set_header(gale_handler *h, const char *name, const char *value)
+{
+    int rc = header_check(h, name, value ? value : "");
+    if (rc)
+        return rc;
+    remove_headers(h, name);
+    return append_header(h, name, value ? value : "");
+}
+
+int gale_add_header(gale_handler *h, const char *name, const char *value)
+{
+    int rc = header_check(h, name, value ? value : "");
+    if (rc)
+        return rc;
+    return append_header(h, name, value ? value : "");
+}
+
+int gale_clear_header(gale_handler *h, const char *name)
+{
+    int rc = header_check(h, name, NULL);
+    if (rc)
+        return rc;
+    remove_headers(h, name);
+    return 0;
+}
+
+static int out_reserve(gale_handler *h, size_t more)
+{
+    if (h->out_cap - h->out_len >= more)
+        return 0;
+    if (more > SIZE_MAX / 2 - h->out_len)
+        return -ENOMEM;
+    size_t ncap = h->out_cap ? h->out_cap : 256;
+    while (ncap - h->out_len < more)
+        ncap *= 2;
+    char *n = realloc(h->out, ncap);
+    if (!n)
+        return -ENOMEM;
+    h->out = n;
+    h->out_cap = ncap;
+    return 0;
+}
+
+int gale_write(gale_handler *h, const void *data, size_t len)
+{
+    if (h->finished)
+        return -EALREADY;
+    if (len == 0)
+        return 0;
+    if (!data)
+        return -EINVAL;
+    int rc = out_reserve(h, len);
+    if (rc)
+        return rc;
+    memcpy(h->out + h->out_len, data, len);
+    h->out_len += len;
+    return 0;
+}
+
+int gale_write_str(gale_handler *h, const char *s)
+{
+    return s ? gale_write(h, s, strlen(s)) : -EINVAL;
+}
+
+int gale_vwritef(gale_handler *h, const char *fmt, va_list ap)
+{
+    if (h->finished)
+        return -EALREADY;
+    if (!fmt)
+        return -EINVAL;
+    int rc = out_reserve(h, 128);
+    if (rc)
+        return rc;
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(h->out + h->out_len, h->out_cap - h->out_len, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return -EINVAL;
+    if ((size_t)n >= h->out_cap - h->out_len) {
+        rc = out_reserve(h, (size_t)n + 1);
+        if (rc)
+            return rc;
+        vsnprintf(h->out + h->out_len, h->out_cap - h->out_len, fmt, ap);
+    }
+    h->out_len += (size_t)n;
+    return 0;
+}
+
+int gale_writef(gale_handler *h, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = gale_vwritef(h, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static bool bodyless_status(int code) { return code < 200 || code == 204 || code == 304; }
+
+static int send_headers(gale_handler *h)
+{
+    gale_http_request *req = h->req;
+    h->headers_sent = true;
+    int rc = gale_http_response_set_status(req, h->status, NULL);
+    if (h->default_ctype && !bodyless_status(h->status))
+        rc = rc ? rc : gale_http_response_set_header(req, "Content-Type", DEFAULT_CTYPE);
+    for (size_t i = 0; i < h->nheaders; i++) {
+        if (bodyless_status(h->status) && strcasecmp(h->headers[i].name, "Content-Type") == 0)
+            continue;
+        int r = gale_http_response_add_header(req, h->headers[i].name, h->headers[i].value);
+        rc = rc ? rc : r;
+    }
+    return rc;
+}
+
+static int send_body(gale_handler *h)
+{
+    if (h->out_len == 0)
+        return 0;
+    int rc = gale_http_response_write(h->req, h->out, h->out_len);
+    h->out_len = 0;
+    return rc;
+}
+
+int gale_flush(gale_handler *h)
+{
+    if (h->finished)
+        return -EALREADY;
+    if (!h->headers_sent)
+        send_headers(h);
+    int rc = send_body(h);
+    int r = gale_http_response_flush(h->req);
+    if (h->closed || gale_http_request_connection_closed(h->req))
+        return -EPIPE;
+    return rc ? rc : r;
+}
+
+int gale_finish(gale_handler *h)
+{
+    if (h->finished)
+        return -EALREADY;
+    h->finished = true;
+    if (bodyless_status(h->status))
+        h->out_len = 0;
+    if (!h->headers_sent)
+        send_headers(h);
+    send_body(h);
+    int rc = h->closed || gale_http_request_connection_closed(h->req) ? -EPIPE : 0;
+    if (h->busy == 0)
+        release(h);
+    return rc;
+}
+
+bool gale_finished(gale_handler *h) { return h->finished; }
+
+int gale_redirect(gale_handler *h, const char *url, int status)
+{
+    if (status == 0)
+        status = 302;
+    if (status < 300 || status > 399 || !url || !valid_value(url))
+        return -EINVAL;
+    if (h->headers_sent || h->finished)
+        return -EALREADY;
+    gale_set_status(h, status);
+    int rc = gale_set_header(h, "Location", url);
+    if (rc)
+        return rc;
+    return gale_finish(h);
+}
+
+int gale_send_error(gale_handler *h, int code)
+{
+    if (h->finished)
+        return -EALREADY;
+    if (h->headers_sent) {
+        gale_log_error(GALE_LOG_GENERAL, "%s %s: cannot send error %d after headers were sent",
+                       h->req->method, h->req->uri, code);
+        return gale_finish(h);
+    }
+    if (code < 100 || code > 599)
+        code = 500;
+    /* Tornado's clear(): back to the default headers and an empty body. */
+    h->nheaders = 0;
+    h->default_ctype = true;
+    h->out_len = 0;
+    h->status = code;
+    const char *reason = gale_http_reason(code);
+    gale_writef(h, "<html><title>%d: %s</title><body>%d: %s</body></html>", code, reason, code,
+                reason);
+    return gale_finish(h);
+}
+
+int gale_fail(gale_handler *h, int err)
+{
+    gale_log_error(GALE_LOG_APP, "%s %s (%s): %s", h->req->method, h->req->uri,
+                   h->req->remote_ip ? h->req->remote_ip : "-", gale_strerror(err));
+    return gale_send_error(h, 500);
+}
+
+/* ---- cookies ---- */
+
+/* RFC 6265 cookie-octet. */
+static bool cookie_octet(unsigned char c)
+{
+    return c == 0x21 || (c >= 0x23 && c <= 0x2b) || (c >= 0x2d && c <= 0x3a) ||
+           (c >= 0x3c && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
+}
+
+static bool valid_attr(const char *s)
+{
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f || c == ';')
+            return false;
+    }
+    return true;
+}
+
+int gale_set_cookie(gale_handler *h, const char *name, const char *value,
+                    const gale_cookie_opts *opts)
+{
+    static const gale_cookie_opts none;
+    if (!opts)
+        opts = &none;
+    if (!valid_token(name) || !value)
+        return -EINVAL;
+    for (const char *p = value; *p; p++) {
+        if (!cookie_octet((unsigned char)*p))
+            return -EINVAL;
+    }
+    const char *path = opts->path ? opts->path : "/";
+    if (!valid_attr(path) || !valid_attr(opts->domain))
+        return -EINVAL;
+    if (opts->samesite && strcasecmp(opts->samesite, "Strict") != 0 &&
+        strcasecmp(opts->samesite, "Lax") != 0 && strcasecmp(opts->samesite, "None") != 0)
+        return -EINVAL;
+    if (h->headers_sent || h->finished)
+        return -EALREADY;
+
+    size_t cap = strlen(name) + strlen(value) + strlen(path) +
+                 (opts->domain ? strlen(opts->domain) : 0) + 160;
+    char *buf = gale_http_request_alloc(h->req, cap);
+    if (!buf)
+        return -ENOMEM;
+    int n = snprintf(buf, cap, "%s=%s", name, value);
+    if (opts->domain && *opts->domain)
+        n += snprintf(buf + n, cap - (size_t)n, "; Domain=%s", opts->domain);
+    if (opts->expires) {
+        char date[40];
+        gale_http_format_date((long long)opts->expires, date);
+        n += snprintf(buf + n, cap - (size_t)n, "; expires=%s", date);
+    }
+    if (opts->has_max_age)
+        n += snprintf(buf + n, cap - (size_t)n, "; Max-Age=%lld", (long long)opts->max_age);
+    if (*path)
+        n += snprintf(buf + n, cap - (size_t)n, "; Path=%s", path);
+    if (opts->secure)
+        n += snprintf(buf + n, cap - (size_t)n, "; Secure");
+    if (opts->httponly)
+        n += snprintf(buf + n, cap - (size_t)n, "; HttpOnly");
+    if (opts->samesite)
+        snprintf(buf + n, cap - (size_t)n, "; SameSite=%s", opts->samesite);
+    return append_header(h, "Set-Cookie", buf);
+}
+
+int gale_clear_cookie(gale_handler *h, const char *name, const gale_cookie_opts *opts)
+{
+    gale_cookie_opts o = opts ? *opts : (gale_cookie_opts){0};
+    o.has_max_age = true;
+    o.max_age = 0;
+    o.expires = 1; /* Thu, 01 Jan 1970 00:00:01 GMT */
+    return gale_set_cookie(h, name, "", &o);
+}

@@ -1,0 +1,249 @@
+/* gale web layer: Tornado's Application and RequestHandler on top of the HTTP server.
+ *
+ * An application is an ordered list of routes, each a POSIX extended regex (anchored: '^' and '$'
+ * are added when absent) matched against the request path as sent (not decoded), mapped to a
+ * handler class: a const struct of callbacks. Capture groups become path arguments
+ * (percent-decoded). The first matching route wins; no match -> 404; a match whose class lacks the
+ * method -> 405 with an Allow header. HEAD falls back to .get (the server drops the body and keeps
+ * Content-Length).
+ *
+ *     static void main_get(gale_handler *h) { gale_write(h, "Hello, world!", 13); }
+ *     static const gale_handler_class main_handler = { .get = main_get };
+ *
+ *     gale_app *app = gale_app_new(NULL);
+ *     gale_app_route(app, "/", &main_handler, NULL);
+ *     gale_app_listen(app, 8879, NULL);
+ *     return gale_app_run(app);
+ *
+ * Life of a request (one gale_handler per request, allocated with the class's zeroed state from
+ * the request arena, all freed when the response finishes):
+ *   1. .prepare (if any): may finish the response early (e.g. gale_send_error(h, 403)); then the
+ *      method is not called.
+ *   2. the method (.get, .post...). If it returns without finishing, the response finishes
+ *      automatically, unless the class has .async set or the method called gale_handler_async():
+ *      then it finishes when gale_finish() is called, from any later loop callback.
+ *   3. .on_finish runs once, when the response is complete (state still readable).
+ * If the client disconnects before the finish, .on_connection_close runs (once). The handler must
+ * still call gale_finish() — on_connection_close may call it itself — which then releases the
+ * request; writes after the disconnect are dropped. Calling gale_finish() inside a method or
+ * inside on_connection_close is safe: the release waits until the callback returns. After
+ * gale_finish() returns outside such a callback, `h` and everything from the arena is gone.
+ *
+ * Responses: status 200 and "Content-Type: text/html; charset=UTF-8" unless changed (as Tornado).
+ * The body is buffered until gale_flush() or the finish: a response that is never flushed gets a
+ * Content-Length; gale_flush() sends headers and the body so far (chunked on HTTP/1.1). Headers
+ * and cookies can be changed until the first flush. 204, 304 and 1xx responses drop the body and
+ * the Content-Type. Error pages are Tornado's:
+ *     <html><title>404: Not Found</title><body>404: Not Found</body></html>
+ * A handler failing (gale_fail) logs at ERROR in the "application" category and answers 500; the
+ * server goes on serving.
+ *
+ * Threads: everything here runs on the loop's thread. From another thread, post a callback with
+ * gale_loop_add_callback() and finish from there.
+ */
+#ifndef GALE_HTTP_WEB_H
+#define GALE_HTTP_WEB_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/loop.h"
+#include "http/form.h"
+#include "http/httpserver.h"
+
+typedef struct gale_app gale_app;
+typedef struct gale_handler gale_handler;
+
+typedef void (*gale_handler_fn)(gale_handler *h);
+
+/* A handler "class": define one as a static const and route it. Unset methods answer 405. */
+typedef struct gale_handler_class {
+    gale_handler_fn get;
+    gale_handler_fn post;
+    gale_handler_fn put;
+    gale_handler_fn delete;
+    gale_handler_fn head; /* when NULL, HEAD runs .get without a body */
+    gale_handler_fn patch;
+    gale_handler_fn options;
+    gale_handler_fn prepare;             /* before the method; may finish early */
+    gale_handler_fn on_finish;           /* once, after the response completed */
+    gale_handler_fn on_connection_close; /* once, if the client leaves before finish */
+    size_t state_size;                   /* bytes of zeroed per-request state */
+    bool async;                          /* methods finish later with gale_finish() */
+} gale_handler_class;
+
+/* ---- application ---- */
+
+/* Creates an application. `opts` (may be NULL: defaults) is copied and passed to the HTTP server
+ * when it is created by listen or bind. Returns NULL when out of memory. Free with
+ * gale_app_free(). */
+gale_app *gale_app_new(const gale_http_server_opts *opts);
+
+/* The server options, changeable until listen/bind (idle timeout, max body size...). */
+gale_http_server_opts *gale_app_opts(gale_app *app);
+
+/* Adds a route: `pattern` is a POSIX extended regex, anchored if it is not; it is compiled now.
+ * `cls` (not copied: keep it static) handles matching requests; `arg` is handed to each of its
+ * handlers through gale_handler_arg() (Tornado's initialize kwargs). Routes match in the order
+ * added. Returns 0, -EINVAL (NULL argument or a regex that does not compile; logged) or -ENOMEM. */
+int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg);
+
+/* Creates the server on gale_loop_current() and listens on (address, port) (NULL address: all
+ * interfaces; port 0: a free port, see gale_app_port()). Logs "listening on port N". Returns 0 or
+ * a negative errno (-EALREADY if already listening). */
+int gale_app_listen(gale_app *app, int port, const char *address);
+
+/* Tornado's bind() + start(n): binds now, then gale_app_start() forks `nprocs` workers (<= 0: one
+ * per CPU, 1: no fork) that all accept on the socket. Call start before any loop runs. */
+int gale_app_bind(gale_app *app, int port, const char *address);
+int gale_app_start(gale_app *app, int nprocs);
+
+/* The bound port, or a negative errno (-ENOTCONN before listen/bind). */
+int gale_app_port(const gale_app *app);
+
+/* The HTTP server (NULL before listen/bind). */
+gale_http_server *gale_app_server(gale_app *app);
+
+/* Runs gale_loop_current() until gale_app_stop(), SIGINT or SIGTERM (handled through
+ * gale_loop_add_signal, so a signal stops the loop cleanly between callbacks). Returns 0, or a
+ * negative errno if the loop could not run. */
+int gale_app_run(gale_app *app);
+
+/* Makes gale_app_run() return after the current loop iteration. */
+void gale_app_stop(gale_app *app);
+
+/* Frees the server (in-flight requests get on_connection_close and must still finish) and the
+ * routes. NULL is a no-op. */
+void gale_app_free(gale_app *app);
+
+/* ---- handler: the request ---- */
+
+gale_http_request *gale_handler_request(gale_handler *h);
+gale_app *gale_handler_app(gale_handler *h);
+gale_loop *gale_handler_loop(gale_handler *h);
+/* The `arg` given to gale_app_route(). */
+void *gale_handler_arg(gale_handler *h);
+/* The class's zeroed per-request state (state_size bytes), or NULL when state_size is 0. */
+void *gale_handler_state(gale_handler *h);
+/* Declares that the response will finish later, through gale_finish(). */
+void gale_handler_async(gale_handler *h);
+/* Memory freed with the request (zeroed), or NULL. */
+void *gale_handler_alloc(gale_handler *h, size_t size);
+
+const char *gale_method(gale_handler *h);    /* "GET" */
+const char *gale_uri(gale_handler *h);       /* "/greet?name=x" as sent */
+const char *gale_path(gale_handler *h);      /* "/greet", not decoded */
+const char *gale_query(gale_handler *h);     /* "name=x", "" when none */
+const char *gale_remote_ip(gale_handler *h); /* "127.0.0.1" */
+/* The request body (NUL-terminated for convenience; use `*len`, may be NULL). */
+const char *gale_body(gale_handler *h, size_t *len);
+
+/* The `i`-th capture group of the route (0-based), percent-decoded ('+' stays '+'), NUL-terminated
+ * with its length in `*len` (may be NULL). NULL when there is no such group or it did not take
+ * part in the match. */
+const char *gale_path_arg(gale_handler *h, size_t i, size_t *len);
+size_t gale_path_arg_count(gale_handler *h);
+
+/* First request header `name` (case-insensitive), or NULL; not NUL-terminated: use `*len`. */
+const char *gale_get_header(gale_handler *h, const char *name, size_t *len);
+/* Iterates over the headers called `name`: *cursor = 0 first, NULL at the end. */
+const gale_http_header *gale_header_next(gale_handler *h, const char *name, size_t *cursor);
+
+/* Where arguments come from: the query string, the body (urlencoded or multipart), or both (query
+ * values first, as Tornado's request.arguments). */
+typedef enum { GALE_ARGS_ALL, GALE_ARGS_QUERY, GALE_ARGS_BODY } gale_args_source;
+
+/* Tornado's get_argument: the LAST value of argument `name` from the query and body, or `def`
+ * when absent. Values are percent-decoded ('+' is a space), NUL-terminated; bytes are kept as
+ * sent (not stripped, UTF-8 not validated). The query and body are parsed on first use (a
+ * malformed multipart body is logged and yields no arguments). Lives as long as the request. */
+const char *gale_get_argument(gale_handler *h, const char *name, const char *def);
+const char *gale_get_query_argument(gale_handler *h, const char *name, const char *def);
+const char *gale_get_body_argument(gale_handler *h, const char *name, const char *def);
+
+/* Tornado's get_arguments: the `i`-th value (0-based, in order of arrival) of `name` from `src`,
+ * or NULL past the end; `*len` (may be NULL) gets the length (values may contain NULs). */
+const char *gale_get_argument_at(gale_handler *h, gale_args_source src, const char *name,
+                                 size_t i, size_t *len);
+/* How many values `name` has in `src`. */
+size_t gale_argument_count(gale_handler *h, gale_args_source src, const char *name);
+/* All parsed arguments of the query (GALE_ARGS_QUERY) or body (GALE_ARGS_BODY): the form holds
+ * them in order (iterate args[0..nargs)). NULL when parsing ran out of memory. */
+const gale_form *gale_arguments(gale_handler *h, gale_args_source src);
+/* The `i`-th file uploaded (multipart) under field `name`, or NULL (Tornado's request.files). */
+const gale_form_file *gale_get_file(gale_handler *h, const char *name, size_t i);
+
+/* The value of cookie `name` from the Cookie header (the last one when repeated, as Tornado), or
+ * `def`. NUL-terminated, lives as long as the request. */
+const char *gale_get_cookie(gale_handler *h, const char *name, const char *def);
+
+/* ---- handler: the response ---- */
+
+/* Sets the status (100..599) with its standard reason. Returns 0, -EINVAL or -EALREADY (after the
+ * headers went out). */
+int gale_set_status(gale_handler *h, int code);
+int gale_get_status(gale_handler *h);
+
+/* Sets (replacing) or adds a response header; clears every header called `name`. Strings are
+ * copied. Returns 0, -EINVAL (empty or non-token name, CR/LF/NUL in the value), -EALREADY (headers
+ * already sent) or -ENOMEM. Clearing Content-Type removes the default one. */
+int gale_set_header(gale_handler *h, const char *name, const char *value);
+int gale_add_header(gale_handler *h, const char *name, const char *value);
+int gale_clear_header(gale_handler *h, const char *name);
+
+/* Appends to the response body (copied). Returns 0, -EALREADY (finished) or -ENOMEM. */
+int gale_write(gale_handler *h, const void *data, size_t len);
+/* Appends a NUL-terminated string. */
+int gale_write_str(gale_handler *h, const char *s);
+/* printf-style write. Returns 0, -EALREADY, -ENOMEM or -EINVAL (bad format). */
+int gale_writef(gale_handler *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int gale_vwritef(gale_handler *h, const char *fmt, va_list ap);
+
+/* Sends the headers (first time) and the body written so far: chunked on HTTP/1.1 unless a
+ * Content-Length header was set. Returns 0, -EALREADY (finished) or -EPIPE (client gone). */
+int gale_flush(gale_handler *h);
+
+/* Ends the response: sends what is left, runs on_finish, releases the request (see the file
+ * comment for when `h` becomes invalid). Returns 0, -EALREADY (finished before) or -EPIPE
+ * (client gone; the request is still released). */
+int gale_finish(gale_handler *h);
+/* True once gale_finish() was called (readable until the request is released). */
+bool gale_finished(gale_handler *h);
+
+/* Redirects to `url` with `status` (0: 302; must be 3xx) and finishes. Returns 0, -EINVAL (bad
+ * status, CR/LF in url), -EALREADY (headers sent or finished). */
+int gale_redirect(gale_handler *h, const char *url, int status);
+
+/* Tornado's send_error: discards headers and body written so far, answers `code` (an invalid code
+ * becomes 500) with the short HTML error page and finishes. When the headers already went out it
+ * can only end the response (logged). Returns what gale_finish returns. */
+int gale_send_error(gale_handler *h, int code);
+
+/* An application error: logs "<METHOD> <uri>: <gale_strerror(err)>" at ERROR ("application")
+ * and answers 500 through gale_send_error(). */
+int gale_fail(gale_handler *h, int err);
+
+/* Cookie attributes for gale_set_cookie(); zero-initialise and set what you need. */
+typedef struct gale_cookie_opts {
+    const char *path;     /* NULL: "/" (as Tornado) */
+    const char *domain;   /* NULL: none */
+    int64_t max_age;      /* seconds; used when has_max_age */
+    bool has_max_age;
+    int64_t expires;      /* seconds since the epoch; 0: none (a session cookie) */
+    bool secure;
+    bool httponly;
+    const char *samesite; /* NULL, "Strict", "Lax" or "None" */
+} gale_cookie_opts;
+
+/* Adds a Set-Cookie header "name=value; Domain=..; expires=..; Max-Age=..; Path=/; Secure;
+ * HttpOnly; SameSite=..". `opts` may be NULL. Returns 0, -EINVAL (name not an RFC 6265 token;
+ * value with a control character, space, '"', ',', ';' or '\\'; path or domain with ';' or a
+ * control character; samesite not one of the three), -EALREADY (headers sent) or -ENOMEM. */
+int gale_set_cookie(gale_handler *h, const char *name, const char *value,
+                    const gale_cookie_opts *opts);
+/* Sets an expired, empty cookie to delete `name` (same path/domain rules as set_cookie). */
+int gale_clear_cookie(gale_handler *h, const char *name, const gale_cookie_opts *opts);
+
+#endif
