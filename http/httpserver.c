@@ -1,0 +1,1608 @@
+/* gale HTTP/1.1 server connection: http-parser driven by gale_stream_read_some.
+ *
+ * Per connection: one http_parser, one timer (a lazily re-armed deadline), the peer address and a
+ * few flags; nothing large stays allocated between requests. Per request: one block holding the
+ * request struct and an arena (header bytes, strings, response headers, small bodies), released
+ * at finish.
+ *
+ * Reading: every byte the stream has is handed to the parser, which pauses at the end of each
+ * message. The request is then dispatched; if the handler finishes synchronously, parsing goes on
+ * with the next pipelined request in the same batch, and every response produced in the batch is
+ * written with one write at its end. If the handler goes asynchronous, the unparsed bytes stay in
+ * the stream (no read pending: TCP pushes back) until the response finishes.
+ *
+ * Header bytes arrive as slices of the stream's data, valid only during the read callback. Each
+ * parse call copies the span from its first to its last header slice into the request's header
+ * store once; slices are recorded as offsets into that store (so a header split across reads is
+ * simply extended) and turned into pointers when the header block is complete.
+ */
+#include "http/httpserver.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "net/iostream.h"
+#include "net/tcpserver.h"
+
+#define REQ_BLOCK 4096          /* request struct + first arena part */
+#define REQ_CACHE_MAX 32        /* request blocks kept per thread for reuse */
+#define BIG_BODY 16384          /* bodies from this size are written without an extra copy */
+#define SCRATCH_KEEP (256 * 1024)
+#define LINGER_SECONDS 2.0      /* drain input this long after an error response */
+#define LINGER_MAX_BYTES (1024 * 1024)
+
+/* ---- output buffers ---- */
+
+struct obuf {
+    char *p;
+    size_t len, cap;
+};
+
+/* One scratch output buffer per thread, lent to one connection at a time for the batch it is
+ * processing; the stream copies whatever the kernel does not take at once, so the buffer is free
+ * again right after the write. */
+static _Thread_local struct obuf tls_scratch;
+static _Thread_local struct gale_http_conn *tls_scratch_owner;
+
+static int obuf_reserve(struct obuf *o, size_t more, char **at)
+{
+    if (o->cap - o->len < more) {
+        size_t cap = o->cap ? o->cap : 1024;
+        while (cap - o->len < more) {
+            if (cap > SIZE_MAX / 2)
+                return -ENOMEM;
+            cap *= 2;
+        }
+        char *p = realloc(o->p, cap);
+        if (!p)
+            return -ENOMEM;
+        o->p = p;
+        o->cap = cap;
+    }
+    *at = o->p + o->len;
+    return 0;
+}
+
+/* ---- connection and request ---- */
+
+enum conn_phase {
+    PH_IDLE,    /* waiting for, or reading, a header block */
+    PH_BODY,    /* reading a body */
+    PH_HANDLER, /* a request is with the handler */
+    PH_CLOSING, /* final bytes being written, then close (or linger) */
+    PH_LINGER,  /* write side shut down, draining input before closing */
+};
+
+struct gale_http_conn {
+    struct gale_http_conn *prev, *next; /* the server's list */
+    gale_http_server *srv;              /* NULL once the server was freed */
+    gale_stream *stream;                /* NULL once its close callback ran */
+    gale_loop *loop;
+    struct req *req;  /* request being parsed or handled */
+    struct obuf *out; /* output collected in this batch */
+    const char *exec_data; /* input of the current parser call */
+    http_parser parser;
+    gale_timeout timer;
+    double timer_at; /* when `timer` fires */
+    double deadline; /* end of the current phase (0: none) */
+    size_t drained;
+    int err_status; /* status chosen by a parser callback that failed */
+    int busy;       /* inside a callback that must not see the connection freed */
+    uint8_t phase;
+    bool in_batch, close_after_write, linger;
+    char ip[INET6_ADDRSTRLEN];
+};
+
+struct hslice {
+    uint32_t name_off, name_len, value_off, value_len;
+};
+
+struct arena_big {
+    struct arena_big *next;
+    max_align_t pad[];
+};
+
+enum { R_HEADERS, R_BODY, R_DONE };
+enum { CB_NONE, CB_URL, CB_FIELD, CB_VALUE };
+enum { FR_NONE, FR_LENGTH, FR_CHUNKED, FR_CLOSE };
+
+struct req {
+    gale_http_request pub;
+    struct gale_http_conn *conn;
+    gale_loop *loop;
+    /* arena */
+    char *apos;
+    size_t aleft;
+    struct arena_big *big;
+    /* header block being parsed */
+    char *hstore;
+    size_t hlen, hcap;
+    struct hslice *hs;
+    size_t hn, hs_cap;
+    uint32_t url_off, url_len;
+    const char *run_base, *run_end; /* header span of the current parser call */
+    size_t hfed;                    /* header bytes fed in earlier parser calls */
+    /* body */
+    char *body;
+    size_t blen, bcap, blimit;
+    /* response */
+    gale_http_headers rh;
+    char *w;
+    size_t wlen, wcap;
+    const char *reason;
+    unsigned long long sent; /* body bytes sent (FR_LENGTH) */
+    long long user_cl;       /* Content-Length set by the handler, or -1 */
+    int status;
+    uint8_t rphase, last_cb, framing;
+    bool body_heap, w_heap, hstore_heap;
+    bool keep_alive, head, headers_sent, closed, finished, dispatched, in_close_cb;
+    gale_http_close_cb close_cb;
+    void *close_arg;
+};
+
+struct gale_http_server {
+    gale_loop *loop;
+    gale_server *tcp;
+    gale_http_server_opts opts;
+    gale_http_request_cb cb;
+    void *arg;
+    struct gale_http_conn *conns;
+    size_t nconns;
+};
+
+static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t len, void *arg);
+static void conn_flush(struct gale_http_conn *c);
+static void conn_fail(struct gale_http_conn *c, int status, const char *why);
+
+/* ---- request blocks and arena ---- */
+
+static _Thread_local void *req_cache[REQ_CACHE_MAX];
+static _Thread_local int req_cache_n;
+
+#define ALIGN16(n) (((n) + 15) & ~(size_t)15)
+#define REQ_HDR ALIGN16(sizeof(struct req))
+
+static struct req *req_new(struct gale_http_conn *c)
+{
+    void *blk;
+#ifdef GALE_SANITIZE
+    blk = malloc(REQ_BLOCK);
+#else
+    blk = req_cache_n > 0 ? req_cache[--req_cache_n] : malloc(REQ_BLOCK);
+#endif
+    if (!blk)
+        return NULL;
+    struct req *r = blk;
+    memset(r, 0, sizeof *r);
+    r->conn = c;
+    r->loop = c->loop;
+    r->apos = (char *)blk + REQ_HDR;
+    r->aleft = REQ_BLOCK - REQ_HDR;
+    r->user_cl = -1;
+    r->status = 200;
+    r->pub.conn = c;
+    r->pub.remote_ip = c->ip;
+    r->pub.protocol = "http";
+    r->pub.query = "";
+    r->pub.body = "";
+    return r;
+}
+
+static void req_free(struct req *r)
+{
+    if (r->body_heap)
+        free(r->body);
+    if (r->w_heap)
+        free(r->w);
+    if (r->hstore_heap)
+        free(r->hstore);
+    for (struct arena_big *b = r->big, *n; b; b = n) {
+        n = b->next;
+        free(b);
+    }
+#ifdef GALE_SANITIZE
+    free(r);
+#else
+    if (req_cache_n < REQ_CACHE_MAX)
+        req_cache[req_cache_n++] = r;
+    else
+        free(r);
+#endif
+}
+
+/* Uninitialised arena memory, 16-byte aligned. */
+static void *arena_raw(struct req *r, size_t size)
+{
+    size = ALIGN16(size ? size : 1);
+    if (size <= r->aleft) {
+        void *p = r->apos;
+        r->apos += size;
+        r->aleft -= size;
+        return p;
+    }
+    size_t hdr = ALIGN16(sizeof(struct arena_big));
+    bool own = size > REQ_BLOCK / 2;
+    size_t bsize = own ? size : REQ_BLOCK;
+    if (bsize > SIZE_MAX - hdr)
+        return NULL;
+    struct arena_big *b = malloc(hdr + bsize);
+    if (!b)
+        return NULL;
+    b->next = r->big;
+    r->big = b;
+    char *p = (char *)b + hdr;
+    if (!own) {
+        r->apos = p + size;
+        r->aleft = bsize - size;
+    }
+    return p;
+}
+
+static char *arena_strndup(struct req *r, const char *s, size_t len)
+{
+    char *p = arena_raw(r, len + 1);
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+/* Grows a request-owned buffer: small ones come from the arena, larger ones from the heap. */
+static int grow(struct req *r, char **buf, size_t len, size_t *cap, bool *heap, size_t need,
+                size_t limit)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 256;
+    if (limit && ncap > limit)
+        ncap = limit;
+    if (ncap < need)
+        ncap = need;
+    char *p;
+    if (*heap) {
+        p = realloc(*buf, ncap);
+        if (!p)
+            return -ENOMEM;
+    } else {
+        if (ncap <= 1024 && ncap <= r->aleft)
+            p = arena_raw(r, ncap);
+        else {
+            p = malloc(ncap);
+            if (p)
+                *heap = true;
+        }
+        if (!p)
+            return -ENOMEM;
+        if (len)
+            memcpy(p, *buf, len);
+    }
+    *buf = p;
+    *cap = ncap;
+    return 0;
+}
+
+static inline struct req *req_of(const gale_http_request *req) { return (struct req *)req; }
+
+static inline bool conn_open(const struct gale_http_conn *c)
+{
+    return c->stream && !gale_stream_closed(c->stream);
+}
+
+/* ---- output of a connection ---- */
+
+static struct obuf *conn_out(struct gale_http_conn *c)
+{
+    if (c->out)
+        return c->out;
+    if (!tls_scratch_owner) {
+        tls_scratch_owner = c;
+        c->out = &tls_scratch;
+    } else {
+        c->out = calloc(1, sizeof *c->out);
+    }
+    return c->out;
+}
+
+static void out_release(struct gale_http_conn *c)
+{
+    struct obuf *o = c->out;
+    if (!o)
+        return;
+    c->out = NULL;
+    if (o == &tls_scratch) {
+        tls_scratch_owner = NULL;
+        o->len = 0;
+        if (o->cap > SCRATCH_KEEP) {
+            free(o->p);
+            o->p = NULL;
+            o->cap = 0;
+        }
+    } else {
+        free(o->p);
+        free(o);
+    }
+}
+
+static int out_append(struct gale_http_conn *c, const void *data, size_t len)
+{
+    struct obuf *o = conn_out(c);
+    char *at;
+    if (!o || obuf_reserve(o, len, &at) < 0)
+        return -ENOMEM;
+    memcpy(at, data, len);
+    o->len += len;
+    return 0;
+}
+
+/* ---- deadlines: one timer per connection, re-armed lazily ---- */
+
+static void conn_on_timer(gale_loop *loop, void *arg);
+
+static void arm_timer(struct gale_http_conn *c, double at)
+{
+    if (c->timer)
+        gale_loop_remove_timeout(c->loop, c->timer);
+    c->timer = 0;
+    if (gale_loop_call_at(c->loop, at, conn_on_timer, c, &c->timer) == 0)
+        c->timer_at = at;
+}
+
+/* Sets the end of the current phase `secs` from now (secs <= 0: no deadline). The timer moves
+ * only when the deadline comes earlier than it is armed for; a later deadline is noticed when the
+ * timer fires, so a keep-alive request costs no heap operation in the common case. */
+static void set_deadline(struct gale_http_conn *c, double secs)
+{
+    if (!(secs > 0)) {
+        c->deadline = 0;
+        return;
+    }
+    c->deadline = gale_loop_time(c->loop) + secs;
+    if (!c->timer || c->timer_at > c->deadline)
+        arm_timer(c, c->deadline);
+}
+
+static void conn_on_timer(gale_loop *loop, void *arg)
+{
+    struct gale_http_conn *c = arg;
+    c->timer = 0;
+    if (!conn_open(c) || c->deadline == 0)
+        return;
+    if (gale_loop_time(loop) < c->deadline) {
+        arm_timer(c, c->deadline);
+        return;
+    }
+    c->deadline = 0;
+    switch (c->phase) {
+    case PH_BODY:
+        conn_fail(c, 408, "body timeout");
+        break;
+    case PH_IDLE:
+        if (c->req && c->srv)
+            gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
+                     "closing connection from %s: header block not complete in time", c->ip);
+        gale_stream_close(c->stream, -ETIMEDOUT);
+        break;
+    case PH_CLOSING:
+    case PH_LINGER:
+        gale_stream_close(c->stream, -ETIMEDOUT);
+        break;
+    default:
+        break;
+    }
+}
+
+static double idle_timeout(const struct gale_http_conn *c)
+{
+    return c->srv ? c->srv->opts.idle_connection_timeout : 0;
+}
+
+/* ---- closing ---- */
+
+static void conn_maybe_free(struct gale_http_conn *c)
+{
+    if (!c->stream && !c->req && !c->busy)
+        free(c);
+}
+
+static void conn_unlink(struct gale_http_conn *c)
+{
+    gale_http_server *srv = c->srv;
+    if (!srv)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    srv->nconns--;
+    c->srv = NULL;
+}
+
+static void conn_on_close(gale_stream *s, int reason, void *arg)
+{
+    struct gale_http_conn *c = arg;
+    c->stream = NULL;
+    if (c->timer)
+        gale_loop_remove_timeout(c->loop, c->timer);
+    c->timer = 0;
+    out_release(c);
+    conn_unlink(c);
+    struct req *r = c->req;
+    if (r && !r->dispatched) {
+        c->req = NULL;
+        req_free(r);
+    } else if (r) {
+        r->closed = true;
+        if (r->close_cb) {
+            c->busy++;
+            r->in_close_cb = true;
+            r->close_cb(&r->pub, r->close_arg);
+            r->in_close_cb = false;
+            c->busy--;
+            if (r->finished)
+                req_free(r); /* finish was called inside the callback */
+        }
+    }
+    conn_maybe_free(c);
+}
+
+static void start_linger(struct gale_http_conn *c)
+{
+    c->phase = PH_LINGER;
+    int fd = gale_stream_fd(c->stream);
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+    c->deadline = 0;
+    set_deadline(c, LINGER_SECONDS);
+    if (!gale_stream_reading(c->stream))
+        gale_stream_read_some(c->stream, conn_on_read, c);
+}
+
+static void on_written_close(gale_stream *s, int status, void *arg)
+{
+    struct gale_http_conn *c = arg;
+    if (status < 0 || !conn_open(c))
+        return;
+    if (c->linger || gale_stream_read_buffered(s) > 0)
+        start_linger(c);
+    else
+        gale_stream_close(s, 0);
+}
+
+/* Writes what this batch produced: one write. */
+static void conn_flush(struct gale_http_conn *c)
+{
+    if (!conn_open(c)) {
+        out_release(c);
+        return;
+    }
+    struct obuf *o = c->out;
+    if (o && o->len) {
+        bool closing = c->close_after_write;
+        int rc = gale_stream_write(c->stream, o->p, o->len, closing ? on_written_close : NULL,
+                                   closing ? c : NULL);
+        out_release(c);
+        if (rc < 0 && rc != -EPIPE)
+            gale_stream_close(c->stream, rc);
+    } else {
+        out_release(c);
+        /* An empty write completes after everything queued before it. */
+        if (c->close_after_write &&
+            gale_stream_write(c->stream, "", 0, on_written_close, c) < 0)
+            gale_stream_close(c->stream, 0);
+    }
+}
+
+/* Writes the bytes collected so far followed by `data` without copying `data` into the batch
+ * buffer (large bodies). The stream copies only what the kernel does not take. */
+static int conn_write_through(struct gale_http_conn *c, const char *data, size_t len)
+{
+    struct obuf *o = c->out;
+    struct iovec iov[2];
+    int n = 0;
+    if (o && o->len)
+        iov[n++] = (struct iovec){o->p, o->len};
+    iov[n++] = (struct iovec){(void *)data, len};
+    int rc = gale_stream_writev(c->stream, iov, n, NULL, NULL);
+    if (o)
+        o->len = 0;
+    return rc;
+}
+
+/* ---- error responses ---- */
+
+static char *put_uint(char *p, unsigned long long v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static char *put_str(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUT_LIT(p, s) put_str((p), (s), sizeof(s) - 1)
+
+/* Answers `status` and closes (after draining input briefly, so the client reads the status).
+ * Responses already collected in this batch go out first. */
+static void conn_fail(struct gale_http_conn *c, int status, const char *why)
+{
+    if (c->srv && !c->srv->opts.no_access_log) {
+        struct req *r = c->req;
+        const char *method = r && r->pub.method ? r->pub.method : "-";
+        const char *uri = r && r->pub.uri ? r->pub.uri : "-";
+        gale_log(status >= 500 ? GALE_LOG_ERROR : GALE_LOG_WARNING, GALE_LOG_ACCESS,
+                 "%d %s %s (%s): %s", status, method, uri, c->ip, why);
+    }
+    if (c->req && !c->req->dispatched) {
+        req_free(c->req);
+        c->req = NULL;
+    }
+    if (status > 0) {
+        char buf[256], *p = buf;
+        const char *reason = gale_http_reason(status);
+        p = PUT_LIT(p, "HTTP/1.1 ");
+        p = put_uint(p, (unsigned)status);
+        *p++ = ' ';
+        p = put_str(p, reason, strlen(reason));
+        p = PUT_LIT(p, "\r\nServer: gale\r\nDate: ");
+        p = put_str(p, gale_http_date(), 29);
+        p = PUT_LIT(p, "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        out_append(c, buf, (size_t)(p - buf));
+    }
+    c->phase = PH_CLOSING;
+    c->close_after_write = true;
+    c->linger = true;
+    c->deadline = 0;
+    set_deadline(c, LINGER_SECONDS * 2); /* covers writing the status and draining */
+    if (!c->in_batch)
+        conn_flush(c);
+}
+
+/* ---- parser callbacks ---- */
+
+static int on_message_begin(http_parser *p)
+{
+    struct gale_http_conn *c = p->data;
+    if (c->req) {
+        c->err_status = 400;
+        return -1;
+    }
+    c->req = req_new(c);
+    if (!c->req) {
+        c->err_status = 503;
+        return -1;
+    }
+    return 0;
+}
+
+static int hdr_piece(http_parser *p, int kind, const char *at, size_t len)
+{
+    struct gale_http_conn *c = p->data;
+    struct req *r = c->req;
+    if (!r || r->rphase != R_HEADERS)
+        return 0; /* trailers of a chunked body: ignored */
+    if (!r->run_base)
+        r->run_base = at;
+    size_t off = r->hlen + (size_t)(at - r->run_base);
+    r->run_end = at + len;
+    if (off + len > UINT32_MAX / 2) {
+        c->err_status = 431;
+        return -1;
+    }
+    uint32_t o32 = (uint32_t)off, l32 = (uint32_t)len;
+    if (kind == CB_URL) {
+        if (r->url_len && r->url_off + r->url_len != o32)
+            goto bad;
+        if (!r->url_len)
+            r->url_off = o32;
+        r->url_len += l32;
+    } else if (kind == CB_FIELD && r->last_cb == CB_FIELD) {
+        struct hslice *h = &r->hs[r->hn - 1];
+        if (h->name_off + h->name_len != o32)
+            goto bad;
+        h->name_len += l32;
+    } else if (kind == CB_FIELD) {
+        if (r->hn == r->hs_cap) {
+            size_t ncap = r->hs_cap ? r->hs_cap * 2 : 16;
+            struct hslice *n = arena_raw(r, ncap * sizeof *n);
+            if (!n) {
+                c->err_status = 503;
+                return -1;
+            }
+            if (r->hn)
+                memcpy(n, r->hs, r->hn * sizeof *n);
+            r->hs = n;
+            r->hs_cap = ncap;
+        }
+        r->hs[r->hn++] = (struct hslice){o32, l32, o32, 0};
+    } else { /* value */
+        if (!r->hn)
+            goto bad;
+        struct hslice *h = &r->hs[r->hn - 1];
+        if (r->last_cb == CB_VALUE) {
+            if (h->value_off + h->value_len != o32)
+                goto bad;
+            h->value_len += l32;
+        } else {
+            h->value_off = o32;
+            h->value_len = l32;
+        }
+    }
+    r->last_cb = (uint8_t)kind;
+    return 0;
+bad:
+    c->err_status = 400;
+    return -1;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    return hdr_piece(p, CB_URL, at, len);
+}
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    return hdr_piece(p, CB_FIELD, at, len);
+}
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    return hdr_piece(p, CB_VALUE, at, len);
+}
+
+/* Copies the header span seen in this parser call into the store. */
+static int run_flush(struct req *r)
+{
+    if (!r->run_base)
+        return 0;
+    size_t n = (size_t)(r->run_end - r->run_base);
+    if (grow(r, &r->hstore, r->hlen, &r->hcap, &r->hstore_heap, r->hlen + n, 0) < 0)
+        return -ENOMEM;
+    memcpy(r->hstore + r->hlen, r->run_base, n);
+    r->hlen += n;
+    r->run_base = NULL;
+    return 0;
+}
+
+static const char *trim(const char *s, size_t *len)
+{
+    size_t n = *len;
+    while (n && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    *len = n;
+    return s;
+}
+
+static bool valid_ip(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* Tornado's _apply_xheaders: X-Real-Ip, else the last X-Forwarded-For entry; X-Scheme, else
+ * X-Forwarded-Proto (last entry), "http" or "https" only. */
+static void apply_xheaders(struct req *r)
+{
+    const gale_http_headers *h = &r->pub.headers;
+    const gale_http_header *it, *last = NULL;
+    size_t cur = 0, len = 0;
+    const char *v = gale_http_headers_get(h, "X-Real-Ip", &len);
+    if (!v) {
+        while ((it = gale_http_headers_next(h, "X-Forwarded-For", &cur)))
+            last = it;
+        if (last) {
+            v = last->value.p;
+            len = last->value.len;
+            const char *comma = v ? memrchr(v, ',', len) : NULL;
+            if (comma) {
+                len -= (size_t)(comma + 1 - v);
+                v = comma + 1;
+            }
+        }
+    }
+    if (v) {
+        v = trim(v, &len);
+        if (len && len < INET6_ADDRSTRLEN) {
+            char ip[INET6_ADDRSTRLEN];
+            memcpy(ip, v, len);
+            ip[len] = '\0';
+            if (valid_ip(ip)) {
+                char *copy = arena_strndup(r, ip, len);
+                if (copy)
+                    r->pub.remote_ip = copy;
+            }
+        }
+    }
+    v = gale_http_headers_get(h, "X-Scheme", &len);
+    if (!v) {
+        last = NULL;
+        cur = 0;
+        while ((it = gale_http_headers_next(h, "X-Forwarded-Proto", &cur)))
+            last = it;
+        if (last) {
+            v = last->value.p;
+            len = last->value.len;
+        }
+    }
+    if (v) {
+        const char *comma = memrchr(v, ',', len);
+        if (comma) {
+            len -= (size_t)(comma + 1 - v);
+            v = comma + 1;
+        }
+        v = trim(v, &len);
+        if (len == 5 && memcmp(v, "https", 5) == 0)
+            r->pub.protocol = "https";
+        else if (len == 4 && memcmp(v, "http", 4) == 0)
+            r->pub.protocol = "http";
+    }
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct gale_http_conn *c = p->data;
+    struct req *r = c->req;
+    gale_http_server *srv = c->srv;
+    if (!r || !srv) {
+        c->err_status = 400;
+        return -1;
+    }
+    size_t here = r->run_end ? (size_t)(r->run_end - c->exec_data) : 0;
+    if (run_flush(r) < 0) {
+        c->err_status = 503;
+        return -1;
+    }
+    if (r->hfed + here > srv->opts.max_header_size) {
+        c->err_status = 431;
+        return -1;
+    }
+    r->rphase = R_BODY;
+
+    gale_http_header *items = NULL;
+    if (r->hn) {
+        items = arena_raw(r, r->hn * sizeof *items);
+        if (!items) {
+            c->err_status = 503;
+            return -1;
+        }
+        for (size_t i = 0; i < r->hn; i++) {
+            const struct hslice *s = &r->hs[i];
+            items[i] = (gale_http_header){{r->hstore + s->name_off, s->name_len},
+                                          {r->hstore + s->value_off, s->value_len}};
+        }
+    }
+    r->pub.headers = (gale_http_headers){items, r->hn, r->hn};
+    r->pub.version_major = p->http_major;
+    r->pub.version_minor = p->http_minor;
+    r->pub.method = http_method_str((enum http_method)p->method);
+    char *uri = arena_strndup(r, r->hstore ? r->hstore + r->url_off : "", r->url_len);
+    if (!uri) {
+        c->err_status = 503;
+        return -1;
+    }
+    r->pub.uri = uri;
+    char *q = memchr(uri, '?', r->url_len);
+    if (q) {
+        r->pub.path = arena_strndup(r, uri, (size_t)(q - uri));
+        r->pub.query = q + 1;
+        if (!r->pub.path) {
+            c->err_status = 503;
+            return -1;
+        }
+    } else {
+        r->pub.path = uri;
+    }
+
+    /* Framing (RFC 9112 6.1, 6.3): a Transfer-Encoding must be exactly one final "chunked" and
+     * never comes with a Content-Length; duplicate Content-Lengths must agree. */
+    const gale_http_headers *h = &r->pub.headers;
+    size_t cur = 0, nte = 0, ncl = 0;
+    const gale_http_header *it, *te = NULL, *cl = NULL;
+    while ((it = gale_http_headers_next(h, "Transfer-Encoding", &cur))) {
+        te = it;
+        nte++;
+    }
+    cur = 0;
+    while ((it = gale_http_headers_next(h, "Content-Length", &cur))) {
+        if (cl) {
+            size_t a = cl->value.len, b = it->value.len;
+            const char *x = trim(cl->value.p, &a), *y = trim(it->value.p, &b);
+            if (a != b || memcmp(x, y, a) != 0) {
+                c->err_status = 400;
+                return -1;
+            }
+        }
+        cl = it;
+        ncl++;
+    }
+    if (nte) {
+        size_t len = te->value.len;
+        const char *v = trim(te->value.p, &len);
+        if (nte > 1 || ncl || !gale_str_ieq(v, len, "chunked") || !(p->flags & F_CHUNKED)) {
+            c->err_status = 400;
+            return -1;
+        }
+    }
+    bool chunked = (p->flags & F_CHUNKED) != 0;
+    unsigned long long length = (p->flags & F_CONTENTLENGTH) ? p->content_length : 0;
+    if (!chunked && length > srv->opts.max_body_size) {
+        c->err_status = 413;
+        return -1;
+    }
+
+    r->keep_alive = http_should_keep_alive(p) && !srv->opts.no_keep_alive && !p->upgrade;
+    r->head = p->method == HTTP_HEAD;
+    if (srv->opts.xheaders)
+        apply_xheaders(r);
+
+    if (chunked || length > 0) {
+        if (p->http_major == 1 && p->http_minor >= 1 &&
+            gale_http_headers_has_token(h, "Expect", "100-continue"))
+            out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (!chunked)
+            r->blimit = (size_t)length + 1;
+        c->phase = PH_BODY;
+        c->deadline = 0;
+        set_deadline(c, srv->opts.body_timeout);
+    }
+    return 0;
+}
+
+static int on_chunk_header(http_parser *p)
+{
+    struct gale_http_conn *c = p->data;
+    struct req *r = c->req;
+    if (r && c->srv && p->content_length > c->srv->opts.max_body_size - r->blen) {
+        c->err_status = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct gale_http_conn *c = p->data;
+    struct req *r = c->req;
+    if (!r || !c->srv)
+        return -1;
+    if (len > c->srv->opts.max_body_size - r->blen) {
+        c->err_status = 413;
+        return -1;
+    }
+    /* Grown as bytes arrive (never sized up front from a claimed Content-Length). */
+    if (r->blen + len + 1 > r->bcap &&
+        grow(r, &r->body, r->blen, &r->bcap, &r->body_heap, r->blen + len + 1, r->blimit) < 0) {
+        c->err_status = 413;
+        return -1;
+    }
+    memcpy(r->body + r->blen, at, len);
+    r->blen += len;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct gale_http_conn *c = p->data;
+    struct req *r = c->req;
+    if (!r)
+        return -1;
+    r->rphase = R_DONE;
+    if (r->body) {
+        r->body[r->blen] = '\0';
+        r->pub.body = r->body;
+        r->pub.body_len = r->blen;
+    }
+    r->pub.start_time = gale_loop_time(c->loop);
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
+};
+
+/* ---- reading ---- */
+
+static void dispatch(struct gale_http_conn *c)
+{
+    struct req *r = c->req;
+    gale_http_server *srv = c->srv;
+    r->dispatched = true;
+    c->phase = PH_HANDLER;
+    c->deadline = 0;
+    c->busy++;
+    srv->cb(&r->pub, srv->arg);
+    c->busy--;
+}
+
+/* Feeds `len` bytes to the parser; dispatches a request it completes. Returns bytes consumed. */
+static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
+{
+    c->exec_data = data;
+    c->err_status = 0;
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
+        http_parser_pause(&c->parser, 0); /* the previous request finished */
+    if (c->req) {
+        c->req->run_base = NULL;
+        c->req->run_end = NULL;
+    }
+    size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED && c->req && c->req->rphase == R_DONE) {
+        dispatch(c);
+        return n;
+    }
+    if (e != HPE_OK) {
+        int status = c->err_status ? c->err_status : 400;
+        if (e == HPE_HEADER_OVERFLOW)
+            status = 431;
+        const char *why = c->err_status == 413   ? "body too large"
+                          : c->err_status == 431 ? "header block too large"
+                          : c->err_status        ? "invalid request"
+                                                 : http_errno_description(e);
+        if (e == HPE_HEADER_OVERFLOW)
+            why = "header block too large";
+        conn_fail(c, status, why);
+        return len;
+    }
+    struct req *r = c->req;
+    if (r && r->rphase == R_HEADERS) {
+        if (run_flush(r) < 0) {
+            conn_fail(c, 503, "out of memory");
+            return len;
+        }
+        r->hfed += n;
+        if (c->srv && r->hfed > c->srv->opts.max_header_size) {
+            conn_fail(c, 431, "header block too large");
+            return len;
+        }
+    }
+    if (n < len) { /* cannot happen without a pause or an error: never spin */
+        conn_fail(c, 400, "unparsable input");
+        return len;
+    }
+    return n;
+}
+
+static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    struct gale_http_conn *c = arg;
+    if (status < 0 || !c->stream)
+        return len; /* the close callback follows */
+    if (c->phase == PH_LINGER || c->phase == PH_CLOSING) {
+        c->drained += len;
+        if (c->drained > LINGER_MAX_BYTES)
+            gale_stream_close(s, 0);
+        else
+            gale_stream_read_some(s, conn_on_read, c);
+        return len;
+    }
+    c->in_batch = true;
+    c->busy++;
+    size_t off = 0;
+    while (off < len && (c->phase == PH_IDLE || c->phase == PH_BODY) && conn_open(c) && c->srv)
+        off += conn_parse(c, data + off, len - off);
+    c->in_batch = false;
+    if (c->phase == PH_CLOSING) {
+        if (off < len)
+            c->linger = true; /* unread input: closing now would reset the connection */
+        off = len;
+    }
+    conn_flush(c);
+    if ((c->phase == PH_IDLE || c->phase == PH_BODY) && conn_open(c) && c->srv)
+        gale_stream_read_some(s, conn_on_read, c);
+    c->busy--;
+    return off;
+}
+
+/* ---- accepting ---- */
+
+static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *peer,
+                      socklen_t peerlen, void *arg)
+{
+    gale_http_server *srv = arg;
+    struct gale_http_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        gale_log(GALE_LOG_ERROR, GALE_LOG_GENERAL, "dropping connection: %s",
+                 gale_strerror(-ENOMEM));
+        gale_stream_close(s, -ENOMEM);
+        return;
+    }
+    c->srv = srv;
+    c->stream = s;
+    c->loop = srv->loop;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    if (peer && peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->ip, sizeof c->ip);
+    else if (peer && peer->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->ip,
+                  sizeof c->ip);
+    else
+        strcpy(c->ip, "0.0.0.0");
+    if (peer && peer->sa_family != AF_UNIX)
+        gale_stream_set_nodelay(s, true);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    gale_stream_set_close_cb(s, conn_on_close, c);
+    c->phase = PH_IDLE;
+    set_deadline(c, srv->opts.idle_connection_timeout);
+    int rc = gale_stream_read_some(s, conn_on_read, c);
+    if (rc < 0)
+        gale_stream_close(s, rc);
+}
+
+/* ---- server ---- */
+
+void gale_http_server_opts_init(gale_http_server_opts *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->max_header_size = 65536;
+    o->max_body_size = 100u * 1024 * 1024;
+    o->idle_connection_timeout = 60;
+    o->body_timeout = 60;
+}
+
+static _Atomic uint32_t parser_header_limit = HTTP_MAX_HEADER_SIZE;
+
+int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
+                         gale_http_request_cb cb, void *arg, gale_http_server **out)
+{
+    if (!cb || !out)
+        return -EINVAL;
+    *out = NULL;
+    gale_http_server_opts o;
+    if (opts)
+        o = *opts;
+    else
+        gale_http_server_opts_init(&o);
+    if (o.max_header_size == 0 || o.max_header_size > UINT32_MAX / 4 ||
+        isnan(o.idle_connection_timeout) || o.idle_connection_timeout < 0 ||
+        isnan(o.body_timeout) || o.body_timeout < 0)
+        return -EINVAL;
+    if (!loop)
+        loop = gale_loop_current();
+    if (!loop)
+        return -EINVAL;
+    /* http-parser's own header cap is process-wide: only ever raise it, past ours. */
+    uint32_t want = (uint32_t)o.max_header_size + 1024;
+    uint32_t have = atomic_load(&parser_header_limit);
+    while (want > have) {
+        if (atomic_compare_exchange_weak(&parser_header_limit, &have, want)) {
+            http_parser_set_max_header_size(want);
+            break;
+        }
+    }
+    gale_http_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return -ENOMEM;
+    srv->loop = loop;
+    srv->opts = o;
+    srv->cb = cb;
+    srv->arg = arg;
+    int rc = gale_server_new(loop, on_accept, srv, &srv->tcp);
+    if (rc < 0) {
+        free(srv);
+        return rc;
+    }
+    *out = srv;
+    return 0;
+}
+
+int gale_http_server_listen(gale_http_server *srv, int port, const char *address)
+{
+    if (!srv)
+        return -EINVAL;
+    return gale_server_listen(srv->tcp, port, address);
+}
+
+int gale_http_server_bind(gale_http_server *srv, int port, const char *address)
+{
+    if (!srv)
+        return -EINVAL;
+    return gale_server_bind(srv->tcp, port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG, false);
+}
+
+int gale_http_server_start(gale_http_server *srv, int nprocs)
+{
+    if (!srv)
+        return -EINVAL;
+    return gale_server_start(srv->tcp, nprocs);
+}
+
+int gale_http_server_port(const gale_http_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    return gale_server_port(srv->tcp);
+}
+
+void gale_http_server_stop(gale_http_server *srv)
+{
+    if (srv)
+        gale_server_stop(srv->tcp);
+}
+
+void gale_http_server_free(gale_http_server *srv)
+{
+    if (!srv)
+        return;
+    gale_server_free(srv->tcp);
+    while (srv->conns) {
+        struct gale_http_conn *c = srv->conns;
+        conn_unlink(c);
+        if (c->stream)
+            gale_stream_close(c->stream, 0);
+    }
+    free(srv);
+}
+
+/* ---- response ---- */
+
+static bool token_char(unsigned char ch)
+{
+    if (ch <= 32 || ch >= 127)
+        return false;
+    return !strchr("\"(),/:;<=>?@[\\]{}", ch);
+}
+
+static int check_header(const char *name, const char *value)
+{
+    if (!name || !*name || !value)
+        return -EINVAL;
+    for (const char *s = name; *s; s++)
+        if (!token_char((unsigned char)*s))
+            return -EINVAL;
+    for (const char *s = value; *s; s++)
+        if (*s == '\r' || *s == '\n')
+            return -EINVAL;
+    return 0;
+}
+
+int gale_http_response_set_status(gale_http_request *req, int code, const char *reason)
+{
+    struct req *r = req_of(req);
+    if (!r || code < 100 || code > 999)
+        return -EINVAL;
+    if (r->headers_sent || r->finished)
+        return -EALREADY;
+    if (reason) {
+        if (strpbrk(reason, "\r\n"))
+            return -EINVAL;
+        reason = arena_strndup(r, reason, strlen(reason));
+        if (!reason)
+            return -ENOMEM;
+    }
+    r->status = code;
+    r->reason = reason;
+    return 0;
+}
+
+int gale_http_response_clear_header(gale_http_request *req, const char *name)
+{
+    struct req *r = req_of(req);
+    if (!r || !name)
+        return -EINVAL;
+    if (r->headers_sent || r->finished)
+        return -EALREADY;
+    size_t j = 0;
+    for (size_t i = 0; i < r->rh.n; i++)
+        if (!gale_str_ieq(r->rh.items[i].name.p, r->rh.items[i].name.len, name))
+            r->rh.items[j++] = r->rh.items[i];
+    r->rh.n = j;
+    if (gale_str_ieq(name, strlen(name), "Content-Length"))
+        r->user_cl = -1;
+    return 0;
+}
+
+static int add_header(struct req *r, const char *name, const char *value)
+{
+    int rc = check_header(name, value);
+    if (rc < 0)
+        return rc;
+    if (r->headers_sent || r->finished)
+        return -EALREADY;
+    size_t nl = strlen(name), vl = strlen(value);
+    long long cl = -1;
+    if (gale_str_ieq(name, nl, "Content-Length")) {
+        size_t l = vl;
+        const char *v = trim(value, &l);
+        if (!l || l > 18)
+            return -EINVAL;
+        cl = 0;
+        for (size_t i = 0; i < l; i++) {
+            if (v[i] < '0' || v[i] > '9')
+                return -EINVAL;
+            cl = cl * 10 + (v[i] - '0');
+        }
+    }
+    if (r->rh.n == r->rh.cap) {
+        size_t ncap = r->rh.cap ? r->rh.cap * 2 : 8;
+        gale_http_header *items = arena_raw(r, ncap * sizeof *items);
+        if (!items)
+            return -ENOMEM;
+        if (r->rh.n)
+            memcpy(items, r->rh.items, r->rh.n * sizeof *items);
+        r->rh.items = items;
+        r->rh.cap = ncap;
+    }
+    char *n = arena_strndup(r, name, nl), *v = arena_strndup(r, value, vl);
+    if (!n || !v)
+        return -ENOMEM;
+    r->rh.items[r->rh.n++] = (gale_http_header){{n, nl}, {v, vl}};
+    if (cl >= 0)
+        r->user_cl = cl;
+    return 0;
+}
+
+int gale_http_response_set_header(gale_http_request *req, const char *name, const char *value)
+{
+    struct req *r = req_of(req);
+    if (!r)
+        return -EINVAL;
+    int rc = check_header(name, value);
+    if (rc < 0)
+        return rc;
+    if (r->headers_sent || r->finished)
+        return -EALREADY;
+    gale_http_response_clear_header(req, name);
+    return add_header(r, name, value);
+}
+
+int gale_http_response_add_header(gale_http_request *req, const char *name, const char *value)
+{
+    struct req *r = req_of(req);
+    if (!r)
+        return -EINVAL;
+    return add_header(r, name, value);
+}
+
+int gale_http_response_write(gale_http_request *req, const void *data, size_t len)
+{
+    struct req *r = req_of(req);
+    if (!r || (!data && len))
+        return -EINVAL;
+    if (r->finished)
+        return -EALREADY;
+    if (r->closed || !conn_open(r->conn))
+        return -EPIPE;
+    if (!len)
+        return 0;
+    if (r->wlen + len < r->wlen)
+        return -ENOMEM;
+    if (grow(r, &r->w, r->wlen, &r->wcap, &r->w_heap, r->wlen + len, 0) < 0)
+        return -ENOMEM;
+    memcpy(r->w + r->wlen, data, len);
+    r->wlen += len;
+    return 0;
+}
+
+static bool bodyless_status(int s) { return s < 200 || s == 204 || s == 304; }
+
+/* True when a Connection header's value lists "close". */
+static bool value_has_close(const gale_http_header *h)
+{
+    gale_http_headers one = {(gale_http_header *)h, 1, 1};
+    return gale_http_headers_has_token(&one, "Connection", "close");
+}
+
+enum { HK_OTHER, HK_SERVER, HK_DATE, HK_CL, HK_TE, HK_CONNECTION };
+
+static int header_kind(const gale_http_header *h)
+{
+    switch (h->name.len) {
+    case 4: return gale_str_ieq(h->name.p, 4, "Date") ? HK_DATE : HK_OTHER;
+    case 6: return gale_str_ieq(h->name.p, 6, "Server") ? HK_SERVER : HK_OTHER;
+    case 10: return gale_str_ieq(h->name.p, 10, "Connection") ? HK_CONNECTION : HK_OTHER;
+    case 14: return gale_str_ieq(h->name.p, 14, "Content-Length") ? HK_CL : HK_OTHER;
+    case 17: return gale_str_ieq(h->name.p, 17, "Transfer-Encoding") ? HK_TE : HK_OTHER;
+    default: return HK_OTHER;
+    }
+}
+
+/* Appends the status line and headers to the connection's output. `final`: the response is
+ * complete (Content-Length known) rather than being flushed. */
+static int emit_head(struct req *r, bool final)
+{
+    struct gale_http_conn *c = r->conn;
+    bool bodyless = r->head || bodyless_status(r->status);
+    bool has_server = false, has_date = false;
+    size_t need = 256;
+    const char *reason = r->reason ? r->reason : gale_http_reason(r->status);
+    size_t rlen = strlen(reason);
+    need += rlen;
+    for (size_t i = 0; i < r->rh.n; i++) {
+        const gale_http_header *h = &r->rh.items[i];
+        int k = header_kind(h);
+        if (k == HK_SERVER)
+            has_server = true;
+        else if (k == HK_DATE)
+            has_date = true;
+        else if (k == HK_CONNECTION && value_has_close(h))
+            r->keep_alive = false;
+        need += h->name.len + h->value.len + 4;
+    }
+    /* Framing. */
+    bool strip_cl = r->status < 200 || r->status == 204;
+    bool add_cl = false;
+    unsigned long long cl = 0;
+    if (bodyless) {
+        r->framing = FR_NONE;
+        if (final && r->user_cl < 0 && !bodyless_status(r->status)) {
+            add_cl = true; /* HEAD: the length the GET would have had */
+            cl = r->wlen;
+        }
+    } else if (r->user_cl >= 0) {
+        r->framing = FR_LENGTH;
+    } else if (final) {
+        r->framing = FR_LENGTH;
+        add_cl = true;
+        cl = r->wlen;
+        r->user_cl = (long long)cl;
+    } else if (r->pub.version_major == 1 && r->pub.version_minor >= 1) {
+        r->framing = FR_CHUNKED;
+    } else {
+        r->framing = FR_CLOSE;
+        r->keep_alive = false;
+    }
+    if (!c->srv)
+        r->keep_alive = false;
+
+    struct obuf *o = conn_out(c);
+    char *p;
+    if (!o || obuf_reserve(o, need, &p) < 0)
+        return -ENOMEM;
+    char *start = p;
+    p = PUT_LIT(p, "HTTP/1.1 ");
+    p = put_uint(p, (unsigned)r->status);
+    *p++ = ' ';
+    p = put_str(p, reason, rlen);
+    p = PUT_LIT(p, "\r\n");
+    if (!has_server)
+        p = PUT_LIT(p, "Server: gale\r\n");
+    if (!has_date) {
+        p = PUT_LIT(p, "Date: ");
+        p = put_str(p, gale_http_date(), 29);
+        p = PUT_LIT(p, "\r\n");
+    }
+    for (size_t i = 0; i < r->rh.n; i++) {
+        const gale_http_header *h = &r->rh.items[i];
+        int k = header_kind(h);
+        if (k == HK_TE || k == HK_CONNECTION || (k == HK_CL && strip_cl))
+            continue;
+        p = put_str(p, h->name.p, h->name.len);
+        p = PUT_LIT(p, ": ");
+        p = put_str(p, h->value.p, h->value.len);
+        p = PUT_LIT(p, "\r\n");
+    }
+    if (add_cl) {
+        p = PUT_LIT(p, "Content-Length: ");
+        p = put_uint(p, cl);
+        p = PUT_LIT(p, "\r\n");
+    }
+    if (r->framing == FR_CHUNKED)
+        p = PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
+    if (!r->keep_alive)
+        p = PUT_LIT(p, "Connection: close\r\n");
+    else if (r->pub.version_minor == 0)
+        p = PUT_LIT(p, "Connection: keep-alive\r\n");
+    p = PUT_LIT(p, "\r\n");
+    o->len += (size_t)(p - start);
+    r->headers_sent = true;
+    return 0;
+}
+
+/* Appends the buffered body to the output in the response's framing. */
+static int emit_body(struct req *r)
+{
+    struct gale_http_conn *c = r->conn;
+    size_t len = r->wlen;
+    r->wlen = 0;
+    if (!len || r->framing == FR_NONE)
+        return 0;
+    if (r->framing == FR_LENGTH) {
+        if (r->sent + len > (unsigned long long)r->user_cl) {
+            gale_log(GALE_LOG_ERROR, GALE_LOG_GENERAL,
+                     "%s %s: body longer than its Content-Length, truncated", r->pub.method,
+                     r->pub.uri);
+            len = (size_t)((unsigned long long)r->user_cl - r->sent);
+            r->keep_alive = false;
+        }
+        r->sent += len;
+    }
+    if (r->framing == FR_CHUNKED) {
+        char hex[24];
+        int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
+        if (out_append(c, hex, (size_t)n) < 0)
+            return -ENOMEM;
+    }
+    int rc = 0;
+    if (len >= BIG_BODY)
+        rc = conn_write_through(c, r->w, len);
+    else
+        rc = out_append(c, r->w, len);
+    if (rc == 0 && r->framing == FR_CHUNKED)
+        rc = out_append(c, "\r\n", 2);
+    return rc == -EPIPE ? 0 : rc;
+}
+
+int gale_http_response_flush(gale_http_request *req)
+{
+    struct req *r = req_of(req);
+    if (!r)
+        return -EINVAL;
+    if (r->finished)
+        return -EALREADY;
+    if (r->closed || !conn_open(r->conn))
+        return -EPIPE;
+    struct gale_http_conn *c = r->conn;
+    int rc = 0;
+    if (!r->headers_sent)
+        rc = emit_head(r, false);
+    if (rc == 0)
+        rc = emit_body(r);
+    if (!c->in_batch)
+        conn_flush(c);
+    return rc;
+}
+
+static void access_log(struct req *r)
+{
+    gale_log_level lvl = r->status < 400   ? GALE_LOG_INFO
+                         : r->status < 500 ? GALE_LOG_WARNING
+                                           : GALE_LOG_ERROR;
+    if (!gale_log_enabled(lvl))
+        return;
+    double ms = (gale_loop_time(r->loop) - r->pub.start_time) * 1000.0;
+    gale_log(lvl, GALE_LOG_ACCESS, "%d %s %s (%s) %.2fms", r->status, r->pub.method, r->pub.uri,
+             r->pub.remote_ip, ms);
+}
+
+int gale_http_response_finish(gale_http_request *req)
+{
+    struct req *r = req_of(req);
+    if (!r)
+        return -EINVAL;
+    if (r->finished)
+        return -EALREADY;
+    struct gale_http_conn *c = r->conn;
+    r->finished = true;
+    int rc = 0;
+    bool alive = !r->closed && conn_open(c) && c->req == r;
+    if (alive) {
+        if (!r->headers_sent)
+            rc = emit_head(r, true);
+        if (rc == 0)
+            rc = emit_body(r);
+        if (rc == 0 && r->framing == FR_CHUNKED)
+            rc = out_append(c, "0\r\n\r\n", 5);
+        if (r->framing == FR_LENGTH && !r->head && r->sent != (unsigned long long)r->user_cl) {
+            gale_log(GALE_LOG_ERROR, GALE_LOG_GENERAL,
+                     "%s %s: body shorter than its Content-Length (%llu of %lld)", r->pub.method,
+                     r->pub.uri, r->sent, r->user_cl);
+            r->keep_alive = false;
+        }
+        if (r->framing == FR_CLOSE)
+            r->keep_alive = false;
+    } else {
+        rc = -EPIPE;
+    }
+    if (c->srv && !c->srv->opts.no_access_log)
+        access_log(r);
+    bool keep = alive && rc == 0 && r->keep_alive;
+    if (c->req == r)
+        c->req = NULL;
+    if (!r->in_close_cb)
+        req_free(r);
+    if (!alive) {
+        conn_maybe_free(c);
+        return rc ? rc : -EPIPE;
+    }
+    if (rc < 0) {
+        gale_stream_close(c->stream, rc);
+        return rc;
+    }
+    if (keep) {
+        c->phase = PH_IDLE;
+        set_deadline(c, idle_timeout(c));
+    } else {
+        c->phase = PH_CLOSING;
+        c->close_after_write = true;
+    }
+    if (!c->in_batch) {
+        conn_flush(c);
+        if (keep && conn_open(c)) {
+            http_parser_pause(&c->parser, 0);
+            gale_stream_read_some(c->stream, conn_on_read, c);
+        }
+    }
+    return 0;
+}
+
+int gale_http_response_status(const gale_http_request *req)
+{
+    return req ? req_of(req)->status : -EINVAL;
+}
+
+bool gale_http_response_headers_sent(const gale_http_request *req)
+{
+    return req && req_of(req)->headers_sent;
+}
+
+bool gale_http_request_connection_closed(const gale_http_request *req)
+{
+    if (!req)
+        return true;
+    const struct req *r = req_of(req);
+    return r->closed || !conn_open(r->conn);
+}
+
+void gale_http_request_set_close_cb(gale_http_request *req, gale_http_close_cb cb, void *arg)
+{
+    if (!req)
+        return;
+    struct req *r = req_of(req);
+    r->close_cb = cb;
+    r->close_arg = arg;
+}
+
+void *gale_http_request_alloc(gale_http_request *req, size_t size)
+{
+    if (!req)
+        return NULL;
+    void *p = arena_raw(req_of(req), size);
+    if (p)
+        memset(p, 0, size ? size : 1);
+    return p;
+}
+
+char *gale_http_request_strdup(gale_http_request *req, const char *s, size_t len)
+{
+    if (!req || (!s && len))
+        return NULL;
+    return arena_strndup(req_of(req), s ? s : "", len);
+}
+
+gale_loop *gale_http_request_loop(const gale_http_request *req)
+{
+    return req ? req_of(req)->loop : NULL;
+}
