@@ -1,0 +1,288 @@
+/* The router showcase: one handler class per route, written as a gale user would. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/loop.h"
+#include "http/web.h"
+
+static const char USAGE[] =
+    "usage: demo [--port 8888] [--idle-timeout S] [--max-body BYTES] [--processes N]\n"
+    "\n"
+    "  --port N           listen on port N (default 8888)\n"
+    "  --idle-timeout S   close connections idle for S seconds (default 60)\n"
+    "  --max-body BYTES   largest request body accepted, else 413 (default 1048576)\n"
+    "  --processes N      fork N workers sharing the port (0: one per CPU; default 1)\n"
+    "\n"
+    "routes (HEAD works wherever GET does; other paths 404, other methods 405):\n"
+    "  GET  /                 Hello, world!\n"
+    "  GET  /user/<digits>    user <digits>\n"
+    "  GET  /greet?name=X     Hello, X!  (X percent-decoded, '+' is a space; no name: 400)\n"
+    "  POST /echo, PUT /echo  the request body, with the request's Content-Type\n"
+    "                         (else application/octet-stream)\n"
+    "  GET  /delay?ms=N       waited N ms, after N ms on a timer (0..10000, else 400)\n"
+    "  GET  /stream?chunks=N  chunked: N chunks \"chunk 1\\n\" .. \"chunk N\\n\", each flushed\n"
+    "                         on its own (1..1000, else 400)\n"
+    "  GET  /status/<code>    that status (200..599, else 400), body \"status <code>\"\n"
+    "                         (none for 204 and 304)\n"
+    "  GET  /redirect?to=P    302 to the local path P (starting with a single '/'), else 400\n"
+    "  GET  /header/<name>    the request header's value (repeats joined by \", \"), else 404\n"
+    "  GET  /error            a failing handler: 500\n";
+
+/* Parses an unsigned decimal made only of digits (no sign, no spaces), at most `max`. Returns the
+ * value, or -1. */
+static long parse_digits(const char *s, long max)
+{
+    if (!s || !*s)
+        return -1;
+    long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        v = v * 10 + (*s - '0');
+        if (v > max)
+            return -1;
+    }
+    return v;
+}
+
+/* GET / */
+static void root_get(gale_handler *h) { gale_write_str(h, "Hello, world!"); }
+static const gale_handler_class root_handler = {.get = root_get};
+
+/* GET /user/<digits> */
+static void user_get(gale_handler *h)
+{
+    size_t len;
+    const char *id = gale_path_arg(h, 0, &len);
+    gale_write_str(h, "user ");
+    gale_write(h, id, len);
+}
+static const gale_handler_class user_handler = {.get = user_get};
+
+/* GET /greet?name=X */
+static void greet_get(gale_handler *h)
+{
+    size_t n = gale_argument_count(h, GALE_ARGS_ALL, "name"), len;
+    if (n == 0) {
+        gale_send_error(h, 400);
+        return;
+    }
+    const char *name = gale_get_argument_at(h, GALE_ARGS_ALL, "name", n - 1, &len);
+    gale_write_str(h, "Hello, ");
+    gale_write(h, name, len);
+    gale_write_str(h, "!");
+}
+static const gale_handler_class greet_handler = {.get = greet_get};
+
+/* POST|PUT /echo */
+static void echo_body(gale_handler *h)
+{
+    size_t len, ctlen;
+    const char *body = gale_body(h, &len);
+    const char *ct = gale_get_header(h, "Content-Type", &ctlen);
+    char *type = ct ? gale_http_request_strdup(gale_handler_request(h), ct, ctlen) : NULL;
+    if (!type || gale_set_header(h, "Content-Type", type) != 0)
+        gale_set_header(h, "Content-Type", "application/octet-stream");
+    gale_write(h, body, len);
+}
+static const gale_handler_class echo_handler = {.post = echo_body, .put = echo_body};
+
+/* GET /delay?ms=N: an asynchronous handler finishing from a timer. */
+struct delay_state {
+    gale_timeout timer;
+    long ms;
+};
+
+static void delay_done(gale_loop *loop, void *arg)
+{
+    gale_handler *h = arg;
+    struct delay_state *st = gale_handler_state(h);
+    st->timer = 0;
+    gale_writef(h, "waited %ld ms", st->ms);
+    gale_finish(h);
+}
+
+static void delay_get(gale_handler *h)
+{
+    struct delay_state *st = gale_handler_state(h);
+    st->ms = parse_digits(gale_get_argument(h, "ms", NULL), 10000);
+    if (st->ms < 0) {
+        gale_send_error(h, 400);
+        return;
+    }
+    int rc = gale_loop_call_later(gale_handler_loop(h), (double)st->ms / 1000.0, delay_done, h,
+                                  &st->timer);
+    if (rc) {
+        gale_fail(h, rc);
+        return;
+    }
+    gale_handler_async(h);
+}
+
+static void delay_closed(gale_handler *h)
+{
+    struct delay_state *st = gale_handler_state(h);
+    if (st->timer) {
+        gale_loop_remove_timeout(gale_handler_loop(h), st->timer);
+        st->timer = 0;
+        gale_finish(h);
+    }
+}
+static const gale_handler_class delay_handler = {
+    .state_size = sizeof(struct delay_state), .get = delay_get,
+    .on_connection_close = delay_closed};
+
+/* GET /stream?chunks=N */
+static void stream_get(gale_handler *h)
+{
+    long n = parse_digits(gale_get_argument(h, "chunks", NULL), 1000);
+    if (n < 1) {
+        gale_send_error(h, 400);
+        return;
+    }
+    gale_set_header(h, "Content-Type", "text/plain; charset=UTF-8");
+    for (long i = 1; i <= n; i++) {
+        gale_writef(h, "chunk %ld\n", i);
+        if (gale_flush(h) == -EPIPE)
+            break;
+    }
+}
+static const gale_handler_class stream_handler = {.get = stream_get};
+
+/* GET /status/<code> */
+static void status_get(gale_handler *h)
+{
+    long code = parse_digits(gale_path_arg(h, 0, NULL), 999);
+    if (code < 200 || code > 599) {
+        gale_send_error(h, 400);
+        return;
+    }
+    gale_set_status(h, (int)code);
+    if (code != 204 && code != 304)
+        gale_writef(h, "status %ld", code);
+}
+static const gale_handler_class status_handler = {.get = status_get};
+
+/* GET /redirect?to=/local/path */
+static void redirect_get(gale_handler *h)
+{
+    const char *to = gale_get_argument(h, "to", NULL);
+    bool ok = to && to[0] == '/' && to[1] != '/' && to[1] != '\\';
+    for (const char *p = to; ok && *p; p++)
+        ok = (unsigned char)*p >= 0x20 && *p != 0x7f;
+    if (!ok || gale_redirect(h, to, 302) != 0)
+        gale_send_error(h, 400);
+}
+static const gale_handler_class redirect_handler = {.get = redirect_get};
+
+/* GET /header/<name> */
+static void header_get(gale_handler *h)
+{
+    const char *name = gale_path_arg(h, 0, NULL);
+    size_t cursor = 0, n = 0;
+    const gale_http_header *hd;
+    while ((hd = gale_header_next(h, name, &cursor))) {
+        if (n++)
+            gale_write_str(h, ", ");
+        gale_write(h, hd->value.p, hd->value.len);
+    }
+    if (n == 0)
+        gale_send_error(h, 404);
+}
+static const gale_handler_class header_handler = {.get = header_get};
+
+/* GET /error */
+static void error_get(gale_handler *h) { gale_fail(h, -EIO); }
+static const gale_handler_class error_handler = {.get = error_get};
+
+static bool parse_option(const char *name, const char *value, gale_http_server_opts *opts,
+                         int *port, int *processes)
+{
+    char *end;
+    errno = 0;
+    if (strcmp(name, "--port") == 0) {
+        long v = strtol(value, &end, 10);
+        *port = (int)v;
+        return *value && !*end && !errno && v >= 0 && v <= 65535;
+    }
+    if (strcmp(name, "--processes") == 0) {
+        long v = strtol(value, &end, 10);
+        *processes = (int)v;
+        return *value && !*end && !errno && v >= 0 && v <= 1024;
+    }
+    if (strcmp(name, "--idle-timeout") == 0) {
+        double v = strtod(value, &end);
+        opts->idle_connection_timeout = v;
+        return *value && !*end && !errno && v > 0;
+    }
+    if (strcmp(name, "--max-body") == 0) {
+        unsigned long long v = strtoull(value, &end, 10);
+        opts->max_body_size = (size_t)v;
+        return *value && !*end && !errno && value[0] != '-';
+    }
+    return false;
+}
+
+int main(int argc, char **argv)
+{
+    int port = 8888, processes = 1;
+    gale_app *app = gale_app_new(NULL);
+    if (!app)
+        return 1;
+    gale_http_server_opts *opts = gale_app_opts(app);
+    opts->idle_connection_timeout = 60;
+    opts->body_timeout = 60;
+    opts->max_body_size = 1024 * 1024;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        char name[32];
+        const char *value;
+        const char *eq = strchr(argv[i], '=');
+        if (eq && (size_t)(eq - argv[i]) < sizeof name) {
+            memcpy(name, argv[i], (size_t)(eq - argv[i]));
+            name[eq - argv[i]] = '\0';
+            value = eq + 1;
+        } else if (!eq && strlen(argv[i]) < sizeof name && i + 1 < argc) {
+            strcpy(name, argv[i]);
+            value = argv[++i];
+        } else {
+            name[0] = '\0';
+            value = "";
+        }
+        if (!parse_option(name, value, opts, &port, &processes)) {
+            fprintf(stderr, "demo: bad option %s\n\n%s", argv[i], USAGE);
+            return 2;
+        }
+    }
+
+    static const struct {
+        const char *pattern;
+        const gale_handler_class *cls;
+    } routes[] = {
+        {"/", &root_handler},
+        {"/user/([0-9]+)", &user_handler},
+        {"/greet", &greet_handler},
+        {"/echo", &echo_handler},
+        {"/delay", &delay_handler},
+        {"/stream", &stream_handler},
+        {"/status/([0-9]+)", &status_handler},
+        {"/redirect", &redirect_handler},
+        {"/header/([A-Za-z0-9-]+)", &header_handler},
+        {"/error", &error_handler},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (gale_app_route(app, routes[i].pattern, routes[i].cls, NULL) != 0)
+            return 1;
+    }
+    if (gale_app_bind(app, port, NULL) != 0 || gale_app_start(app, processes) != 0)
+        return 1;
+    int rc = gale_app_run(app);
+    gale_app_free(app);
+    return rc ? 1 : 0;
+}

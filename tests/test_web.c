@@ -1,0 +1,778 @@
+/* web: the application and request handlers, driven with raw HTTP over real sockets from a client
+ * thread while the test's loop serves. */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "http/web.h"
+#include "testutil.h"
+
+static gale_loop *loop;
+static gale_app *app;
+static int port;
+
+/* Counters the handlers bump; each test runs in its own process (CK_FORK). */
+static int n_prepare, n_method, n_finish, n_close, last_rc;
+
+/* ---- client side ---- */
+
+struct client {
+    const char *req;
+    size_t reqlen;
+    bool close_after_send;
+    char *out;
+    size_t outlen;
+    atomic_bool done;
+};
+
+static void *client_main(void *arg)
+{
+    struct client *c = arg;
+    int fd = test_connect_tcp(port);
+    if (fd >= 0) {
+        test_set_timeouts(fd, 10);
+        test_write_all(fd, c->req, c->reqlen);
+        if (!c->close_after_send)
+            c->out = test_read_all(fd, 1 << 20, &c->outlen);
+        close(fd);
+    }
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+static bool client_done(void *arg) { return atomic_load(&((struct client *)arg)->done); }
+
+struct resp {
+    int status;
+    char *raw;
+    size_t len;
+    const char *body;
+    size_t body_len;
+};
+
+/* Sends `raw` on a new connection and serves until the server closes it. */
+static struct resp http_raw(const char *raw, bool close_after_send)
+{
+    struct client c = {.req = raw, .reqlen = strlen(raw), .close_after_send = close_after_send};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, &c), 0);
+    ck_assert(test_wait_until(loop, client_done, &c, 10));
+    pthread_join(t, NULL);
+    struct resp r = {.raw = c.out, .len = c.outlen};
+    if (r.raw) {
+        sscanf(r.raw, "HTTP/1.%*d %d", &r.status);
+        char *eoh = strstr(r.raw, "\r\n\r\n");
+        if (eoh) {
+            r.body = eoh + 4;
+            r.body_len = r.len - (size_t)(r.body - r.raw);
+        }
+    }
+    return r;
+}
+
+/* One request with Connection: close. */
+static struct resp http(const char *method, const char *target, const char *headers,
+                        const char *body)
+{
+    static char buf[8192];
+    snprintf(buf, sizeof buf, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n%s",
+             method, target, headers ? headers : "", body ? body : "");
+    return http_raw(buf, false);
+}
+
+/* True when the header block has the line "name: value" (name case-insensitive). */
+static bool has_header(const struct resp *r, const char *name, const char *value)
+{
+    char want[1024];
+    snprintf(want, sizeof want, "\r\n%s: %s\r\n", name, value);
+    size_t hlen = r->body ? (size_t)(r->body - r->raw) - 2 : r->len;
+    for (size_t i = 0; i + strlen(want) <= hlen + 2; i++) {
+        if (strncasecmp(r->raw + i, want, strlen(name) + 2) == 0 &&
+            strncmp(r->raw + i + strlen(name) + 2, want + strlen(name) + 2,
+                    strlen(want) - strlen(name) - 2) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool has_header_name(const struct resp *r, const char *name)
+{
+    char want[256];
+    snprintf(want, sizeof want, "\r\n%s:", name);
+    size_t hlen = r->body ? (size_t)(r->body - r->raw) : r->len;
+    for (size_t i = 0; i + strlen(want) <= hlen; i++) {
+        if (strncasecmp(r->raw + i, want, strlen(want)) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void assert_body(const struct resp *r, const char *want)
+{
+    ck_assert_ptr_nonnull(r->body);
+    ck_assert_uint_eq(r->body_len, strlen(want));
+    ck_assert_mem_eq(r->body, want, strlen(want));
+}
+
+/* ---- handlers ---- */
+
+static void hello_get(gale_handler *h)
+{
+    n_method++;
+    gale_write_str(h, "Hello, world!");
+}
+static void count_finish(gale_handler *h) { n_finish++; }
+static const gale_handler_class hello = {.get = hello_get, .on_finish = count_finish};
+
+static void items_get(gale_handler *h)
+{
+    size_t len0, len1;
+    const char *a = gale_path_arg(h, 0, &len0);
+    const char *b = gale_path_arg(h, 1, &len1);
+    gale_writef(h, "%zu:%s(%zu)|%s(%zu)|%s", gale_path_arg_count(h), a, len0, b ? b : "null",
+                b ? len1 : 0, gale_path_arg(h, 2, NULL) ? "extra" : "none");
+}
+static const gale_handler_class items = {.get = items_get};
+
+static void post_only(gale_handler *h) { gale_write_str(h, "posted"); }
+static const gale_handler_class post_get = {.get = hello_get, .post = post_only};
+
+static void guard_prepare(gale_handler *h)
+{
+    n_prepare++;
+    size_t len;
+    const char *tok = gale_get_header(h, "x-token", &len);
+    if (!tok || len != 6 || memcmp(tok, "secret", 6) != 0)
+        gale_send_error(h, 403);
+}
+static const gale_handler_class guarded = {
+    .prepare = guard_prepare, .get = hello_get, .on_finish = count_finish};
+
+struct st {
+    int value;
+    char bytes[200];
+};
+static void state_get(gale_handler *h)
+{
+    struct st *s = gale_handler_state(h);
+    bool zero = s->value == 0;
+    for (size_t i = 0; i < sizeof s->bytes; i++)
+        zero = zero && s->bytes[i] == 0;
+    s->value = 42;
+    memset(s->bytes, 0xAB, sizeof s->bytes);
+    gale_write_str(h, zero ? "zeroed" : "dirty");
+}
+static const gale_handler_class stateful = {.state_size = sizeof(struct st), .get = state_get};
+
+struct async_st {
+    gale_timeout timer;
+};
+static void async_fire(gale_loop *l, void *arg)
+{
+    gale_handler *h = arg;
+    struct async_st *s = gale_handler_state(h);
+    s->timer = 0;
+    gale_write_str(h, "later");
+    last_rc = gale_finish(h);
+}
+static void async_get(gale_handler *h)
+{
+    n_method++;
+    struct async_st *s = gale_handler_state(h);
+    gale_write_str(h, "not yet: ");
+    gale_loop_call_later(gale_handler_loop(h), 0.01, async_fire, h, &s->timer);
+}
+static const gale_handler_class async_timer = {
+    .state_size = sizeof(struct async_st), .async = true, .get = async_get,
+    .on_finish = count_finish};
+
+/* Declared async by call instead of flag; never finishes on its own: the close callback does. */
+static void wait_get(gale_handler *h)
+{
+    n_method++;
+    gale_handler_async(h);
+}
+static void wait_closed(gale_handler *h)
+{
+    n_close++;
+    last_rc = gale_finish(h);
+}
+static const gale_handler_class wait_forever = {
+    .get = wait_get, .on_connection_close = wait_closed, .on_finish = count_finish};
+
+/* Async with a timer that outlives the client: the finish comes after the close callback. */
+static void late_closed(gale_handler *h) { n_close++; }
+static const gale_handler_class late_finish = {
+    .state_size = sizeof(struct async_st), .async = true, .get = async_get,
+    .on_connection_close = late_closed, .on_finish = count_finish};
+
+static void fail_get(gale_handler *h)
+{
+    gale_set_header(h, "X-Partial", "yes");
+    gale_write_str(h, "partial output that must not show");
+    gale_fail(h, -EIO);
+}
+static const gale_handler_class failing = {.get = fail_get, .on_finish = count_finish};
+
+static void teapot_get(gale_handler *h) { gale_send_error(h, 418); }
+static const gale_handler_class teapot = {.get = teapot_get};
+
+static void redirect_get(gale_handler *h)
+{
+    last_rc = gale_redirect(h, "/x", 99);
+    ck_assert_int_eq(last_rc, -EINVAL);
+    ck_assert_int_eq(gale_redirect(h, "/bad\r\nX: y", 302), -EINVAL);
+    const char *perm = gale_get_argument(h, "perm", NULL);
+    last_rc = gale_redirect(h, "/target?a=1", perm ? 301 : 0);
+    ck_assert_int_eq(gale_write_str(h, "after"), -EALREADY);
+}
+static const gale_handler_class redirector = {.get = redirect_get};
+
+static void cookie_get(gale_handler *h)
+{
+    gale_cookie_opts o = {.domain = "example.com", .has_max_age = true, .max_age = 60,
+                          .secure = true, .httponly = true, .samesite = "Lax"};
+    ck_assert_int_eq(gale_set_cookie(h, "sid", "abc123", &o), 0);
+    ck_assert_int_eq(gale_set_cookie(h, "plain", "v", NULL), 0);
+    gale_cookie_opts e = {.path = "/app", .expires = 1700000000};
+    ck_assert_int_eq(gale_set_cookie(h, "exp", "1", &e), 0);
+    ck_assert_int_eq(gale_set_cookie(h, "bad name", "v", NULL), -EINVAL);
+    ck_assert_int_eq(gale_set_cookie(h, "", "v", NULL), -EINVAL);
+    ck_assert_int_eq(gale_set_cookie(h, "n", "a;b", NULL), -EINVAL);
+    ck_assert_int_eq(gale_set_cookie(h, "n", "a b", NULL), -EINVAL);
+    ck_assert_int_eq(gale_set_cookie(h, "n", "a\r\nX: y", NULL), -EINVAL);
+    ck_assert_int_eq(gale_set_cookie(h, "n", "\"q\"", NULL), -EINVAL);
+    gale_cookie_opts bp = {.path = "/;evil"};
+    ck_assert_int_eq(gale_set_cookie(h, "n", "v", &bp), -EINVAL);
+    gale_cookie_opts bs = {.samesite = "Sometimes"};
+    ck_assert_int_eq(gale_set_cookie(h, "n", "v", &bs), -EINVAL);
+    gale_writef(h, "%s|%s|%s", gale_get_cookie(h, "session", "none"),
+                gale_get_cookie(h, "theme", "none"), gale_get_cookie(h, "missing", "none"));
+}
+static const gale_handler_class cookies = {.get = cookie_get};
+
+static void writef_get(gale_handler *h)
+{
+    char big[600];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    gale_writef(h, "%d-%s-", 7, "seven");
+    gale_writef(h, "%s", big);
+    gale_writef(h, "%c", '!');
+}
+static const gale_handler_class formatter = {.get = writef_get};
+
+static void chunks_get(gale_handler *h)
+{
+    gale_set_header(h, "Content-Type", "text/plain");
+    gale_write_str(h, "one");
+    ck_assert_int_eq(gale_flush(h), 0);
+    ck_assert_int_eq(gale_set_header(h, "X-Late", "1"), -EALREADY);
+    gale_write_str(h, "two!");
+    gale_flush(h);
+    gale_write_str(h, "three");
+}
+static const gale_handler_class chunker = {.get = chunks_get};
+
+static void args_any(gale_handler *h)
+{
+    gale_writef(h, "a=%s b=%s q=%s body=%s n=%zu first=%s none=%s",
+                gale_get_argument(h, "a", "-"), gale_get_argument(h, "b", "-"),
+                gale_get_query_argument(h, "b", "-"), gale_get_body_argument(h, "b", "-"),
+                gale_argument_count(h, GALE_ARGS_ALL, "b"),
+                gale_get_argument_at(h, GALE_ARGS_ALL, "b", 0, NULL),
+                gale_get_argument(h, "zzz", "dflt"));
+    const gale_form_file *f = gale_get_file(h, "up", 0);
+    if (f) {
+        gale_writef(h, " file=%s:%s:", f->filename, f->content_type);
+        gale_write(h, f->body, f->body_len);
+    }
+}
+static const gale_handler_class args = {.get = args_any, .post = args_any};
+
+static void headers_get(gale_handler *h)
+{
+    size_t len, cursor = 0;
+    const char *v = gale_get_header(h, "X-MIXED-case", &len);
+    gale_write(h, v, len);
+    const gale_http_header *hd;
+    while ((hd = gale_header_next(h, "x-rep", &cursor))) {
+        gale_write_str(h, ",");
+        gale_write(h, hd->value.p, hd->value.len);
+    }
+    ck_assert_int_eq(gale_set_header(h, "X-Bad", "a\r\nInjected: 1"), -EINVAL);
+    ck_assert_int_eq(gale_set_header(h, "Bad Name", "v"), -EINVAL);
+    ck_assert_int_eq(gale_set_header(h, "X-One", "1"), 0);
+    ck_assert_int_eq(gale_set_header(h, "x-one", "2"), 0);
+    ck_assert_int_eq(gale_add_header(h, "X-Two", "a"), 0);
+    ck_assert_int_eq(gale_add_header(h, "X-Two", "b"), 0);
+    ck_assert_int_eq(gale_add_header(h, "X-Gone", "z"), 0);
+    ck_assert_int_eq(gale_clear_header(h, "x-gone"), 0);
+    gale_writef(h, "|%s|%s|%s", gale_method(h), gale_path(h), gale_query(h));
+}
+static const gale_handler_class headers = {.get = headers_get};
+
+static void nocontent_get(gale_handler *h)
+{
+    gale_set_status(h, 204);
+    gale_write_str(h, "dropped");
+}
+static const gale_handler_class nocontent = {.get = nocontent_get};
+
+static void setup(void)
+{
+    gale_log_set_level(GALE_LOG_ERROR);
+    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
+    gale_loop_make_current(loop);
+    app = gale_app_new(NULL);
+    ck_assert_ptr_nonnull(app);
+    ck_assert_int_eq(gale_app_route(app, "^/$", &hello, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/items/([a-z%0-9]+)(/([0-9]+))?", &items, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/user/([0-9]+)", &hello, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/post", &post_get, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/guarded", &guarded, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/state", &stateful, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/async", &async_timer, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/wait", &wait_forever, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/late", &late_finish, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/fail", &failing, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/teapot", &teapot, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/redirect", &redirector, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/cookies", &cookies, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/writef", &formatter, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/chunks", &chunker, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/args", &args, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/headers", &headers, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/a|/b", &hello, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/nocontent", &nocontent, NULL), 0);
+    ck_assert_int_eq(gale_app_listen(app, 0, "127.0.0.1"), 0);
+    port = gale_app_port(app);
+    ck_assert_int_gt(port, 0);
+}
+
+static void teardown(void)
+{
+    gale_app_free(app);
+    gale_loop_make_current(NULL);
+    gale_loop_free(loop);
+}
+
+/* ---- routing ---- */
+
+START_TEST(test_web_route_literal_path)
+{
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "Hello, world!");
+    ck_assert(has_header(&r, "Content-Type", "text/html; charset=UTF-8"));
+    ck_assert(has_header(&r, "Content-Length", "13"));
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_route_captures_are_decoded_path_args)
+{
+    struct resp r = http("GET", "/items/a%62c/12", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    /* groups: 1 = name, 2 = "/12", 3 = "12" */
+    assert_body(&r, "3:abc(3)|/12(3)|extra");
+    free(r.raw);
+    r = http("GET", "/items/xyz", NULL, NULL);
+    assert_body(&r, "3:xyz(3)|null(0)|none");
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_route_anchored_both_ends)
+{
+    static const char *const paths[] = {"/user/12x", "/x/user/12", "/user/", "/a/b", "/ab",
+                                        "//", "/items/UPPER"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        struct resp r = http("GET", paths[i], NULL, NULL);
+        ck_assert_msg(r.status == 404, "%s -> %d", paths[i], r.status);
+        free(r.raw);
+    }
+    struct resp r = http("GET", "/user/12", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+    /* an alternation is anchored as a whole */
+    r = http("GET", "/b", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_route_unknown_path_404_page)
+{
+    struct resp r = http("GET", "/nowhere?x=1", NULL, NULL);
+    ck_assert_int_eq(r.status, 404);
+    assert_body(&r, "<html><title>404: Not Found</title><body>404: Not Found</body></html>");
+    ck_assert(has_header(&r, "Content-Type", "text/html; charset=UTF-8"));
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_route_wrong_method_405_with_allow)
+{
+    struct resp r = http("DELETE", "/post", NULL, NULL);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert(has_header(&r, "Allow", "GET, HEAD, POST"));
+    assert_body(&r, "<html><title>405: Method Not Allowed</title>"
+                    "<body>405: Method Not Allowed</body></html>");
+    free(r.raw);
+    r = http("PATCH", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert(has_header(&r, "Allow", "GET, HEAD"));
+    free(r.raw);
+    r = http("POST", "/post", "Content-Length: 0\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "posted");
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_route_bad_pattern_is_einval)
+{
+    ck_assert_int_eq(gale_app_route(app, "/x(", &hello, NULL), -EINVAL);
+    ck_assert_int_eq(gale_app_route(app, "/x[", &hello, NULL), -EINVAL);
+    ck_assert_int_eq(gale_app_route(app, NULL, &hello, NULL), -EINVAL);
+    ck_assert_int_eq(gale_app_route(app, "/x", NULL, NULL), -EINVAL);
+    /* the app still serves */
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_head_falls_back_to_get_without_body)
+{
+    struct resp r = http("HEAD", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(has_header(&r, "Content-Length", "13"));
+    ck_assert_uint_eq(r.body_len, 0);
+    ck_assert_int_eq(n_method, 1);
+    free(r.raw);
+}
+END_TEST
+
+/* ---- lifecycle ---- */
+
+START_TEST(test_web_prepare_finishing_early_skips_method)
+{
+    struct resp r = http("GET", "/guarded", NULL, NULL);
+    ck_assert_int_eq(r.status, 403);
+    assert_body(&r, "<html><title>403: Forbidden</title><body>403: Forbidden</body></html>");
+    free(r.raw);
+    ck_assert_int_eq(n_prepare, 1);
+    ck_assert_int_eq(n_method, 0);
+    r = http("GET", "/guarded", "X-Token: secret\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+    ck_assert_int_eq(n_prepare, 2);
+    ck_assert_int_eq(n_method, 1);
+    ck_assert_int_eq(n_finish, 2);
+}
+END_TEST
+
+START_TEST(test_web_on_finish_once_per_request)
+{
+    for (int i = 0; i < 3; i++) {
+        struct resp r = http("GET", "/", NULL, NULL);
+        ck_assert_int_eq(r.status, 200);
+        free(r.raw);
+    }
+    /* keep-alive: two pipelined requests on one connection */
+    struct resp r = http_raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                             false);
+    ck_assert_ptr_nonnull(strstr(strstr(r.raw, "Hello, world!") + 1, "Hello, world!"));
+    free(r.raw);
+    test_run_for(loop, 0.02);
+    ck_assert_int_eq(n_method, 5);
+    ck_assert_int_eq(n_finish, 5);
+}
+END_TEST
+
+START_TEST(test_web_state_zeroed_per_request)
+{
+    for (int i = 0; i < 3; i++) {
+        struct resp r = http("GET", "/state", NULL, NULL);
+        assert_body(&r, "zeroed");
+        free(r.raw);
+    }
+    /* pipelined on one connection too (the arena is reused) */
+    struct resp r = http_raw("GET /state HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "GET /state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                             false);
+    ck_assert_ptr_null(strstr(r.raw, "dirty"));
+    ck_assert_ptr_nonnull(strstr(strstr(r.raw, "zeroed") + 1, "zeroed"));
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_async_handler_finishes_from_timer)
+{
+    struct resp r = http("GET", "/async", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "not yet: later");
+    free(r.raw);
+    ck_assert_int_eq(last_rc, 0);
+    ck_assert_int_eq(n_method, 1);
+    ck_assert_int_eq(n_finish, 1);
+}
+END_TEST
+
+static bool finished_once(void *arg) { return n_finish == 1; }
+
+START_TEST(test_web_connection_close_during_async_then_finish_is_safe)
+{
+    http_raw("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n", true);
+    ck_assert(test_wait_until(loop, finished_once, NULL, 5));
+    test_run_for(loop, 0.02);
+    ck_assert_int_eq(n_method, 1);
+    ck_assert_int_eq(n_close, 1);
+    ck_assert_int_eq(n_finish, 1);
+    ck_assert_int_eq(last_rc, -EPIPE);
+    /* the server keeps serving */
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_finish_after_connection_close_from_timer)
+{
+    last_rc = 1;
+    http_raw("GET /late HTTP/1.1\r\nHost: x\r\n\r\n", true);
+    ck_assert(test_wait_until(loop, finished_once, NULL, 5));
+    ck_assert_int_eq(n_method, 1);
+    ck_assert_int_le(n_close, 1);
+    /* the timer (10 ms) may fire before the server notices the close: both orders are safe */
+    ck_assert(last_rc == 0 || last_rc == -EPIPE);
+    test_run_for(loop, 0.02);
+    ck_assert_int_eq(n_finish, 1);
+}
+END_TEST
+
+/* ---- errors ---- */
+
+START_TEST(test_web_fail_is_500_and_server_keeps_serving)
+{
+    struct resp r = http("GET", "/fail", NULL, NULL);
+    ck_assert_int_eq(r.status, 500);
+    assert_body(&r, "<html><title>500: Internal Server Error</title>"
+                    "<body>500: Internal Server Error</body></html>");
+    ck_assert(!has_header_name(&r, "X-Partial"));
+    free(r.raw);
+    ck_assert_int_eq(n_finish, 1);
+    r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_send_error_page_for_any_code)
+{
+    struct resp r = http("GET", "/teapot", NULL, NULL);
+    ck_assert_int_eq(r.status, 418);
+    ck_assert_ptr_nonnull(strstr(r.body, "<html><title>418: "));
+    free(r.raw);
+}
+END_TEST
+
+/* ---- response API ---- */
+
+START_TEST(test_web_redirect_sets_location_and_status)
+{
+    struct resp r = http("GET", "/redirect", NULL, NULL);
+    ck_assert_int_eq(r.status, 302);
+    ck_assert(has_header(&r, "Location", "/target?a=1"));
+    ck_assert_uint_eq(r.body_len, 0);
+    free(r.raw);
+    ck_assert_int_eq(last_rc, 0);
+    r = http("GET", "/redirect?perm=1", NULL, NULL);
+    ck_assert_int_eq(r.status, 301);
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_set_cookie_output_and_get_cookie)
+{
+    struct resp r = http("GET", "/cookies", "Cookie: session=s1; theme=\"dark\"\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(has_header(&r, "Set-Cookie",
+                         "sid=abc123; Domain=example.com; Max-Age=60; Path=/; Secure; HttpOnly; "
+                         "SameSite=Lax"));
+    ck_assert(has_header(&r, "Set-Cookie", "plain=v; Path=/"));
+    ck_assert(has_header(&r, "Set-Cookie", "exp=1; expires=Tue, 14 Nov 2023 22:13:20 GMT; "
+                                           "Path=/app"));
+    assert_body(&r, "s1|dark|none");
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_writef_formats_and_grows)
+{
+    struct resp r = http("GET", "/writef", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(r.body_len, 8 + 599 + 1);
+    ck_assert_mem_eq(r.body, "7-seven-xxx", 11);
+    ck_assert_int_eq(r.body[r.body_len - 1], '!');
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_flush_sends_chunked)
+{
+    struct resp r = http("GET", "/chunks", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(has_header(&r, "Transfer-Encoding", "chunked"));
+    ck_assert(!has_header_name(&r, "Content-Length"));
+    ck_assert(!has_header_name(&r, "X-Late"));
+    assert_body(&r, "3\r\none\r\n4\r\ntwo!\r\n5\r\nthree\r\n0\r\n\r\n");
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_headers_case_insensitive_repeats_and_set_rules)
+{
+    struct resp r = http("GET", "/headers?q=1",
+                         "x-mixed-CASE: yes\r\nX-Rep: 1\r\nx-rep: 2\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "yes,1,2|GET|/headers|q=1");
+    ck_assert(has_header(&r, "X-One", "2"));
+    ck_assert(!has_header(&r, "X-One", "1"));
+    ck_assert(has_header(&r, "X-Two", "a"));
+    ck_assert(has_header(&r, "X-Two", "b"));
+    ck_assert(!has_header_name(&r, "X-Gone"));
+    ck_assert(!has_header_name(&r, "Injected"));
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_204_has_no_body_and_no_content_type)
+{
+    struct resp r = http("GET", "/nocontent", NULL, NULL);
+    ck_assert_int_eq(r.status, 204);
+    ck_assert_uint_eq(r.body_len, 0);
+    ck_assert(!has_header_name(&r, "Content-Type"));
+    free(r.raw);
+}
+END_TEST
+
+/* ---- arguments ---- */
+
+START_TEST(test_web_arguments_query_and_urlencoded_body)
+{
+    struct resp r = http("POST", "/args?a=%C3%A9+x&b=q1",
+                         "Content-Type: application/x-www-form-urlencoded\r\n"
+                         "Content-Length: 11\r\n",
+                         "b=b1&b=b%32");
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "a=\xc3\xa9 x b=b2 q=q1 body=b2 n=3 first=q1 none=dflt");
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_arguments_multipart_fields_and_file)
+{
+    const char *body = "--BB\r\n"
+                       "Content-Disposition: form-data; name=\"b\"\r\n\r\n"
+                       "field value\r\n"
+                       "--BB\r\n"
+                       "Content-Disposition: form-data; name=\"up\"; filename=\"f.txt\"\r\n"
+                       "Content-Type: text/plain\r\n\r\n"
+                       "file\r\nbytes\r\n"
+                       "--BB--\r\n";
+    char hdr[256];
+    snprintf(hdr, sizeof hdr,
+             "Content-Type: multipart/form-data; boundary=BB\r\nContent-Length: %zu\r\n",
+             strlen(body));
+    struct resp r = http("POST", "/args", hdr, body);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "a=- b=field value q=- body=field value n=1 first=field value none=dflt "
+                    "file=f.txt:text/plain:file\r\nbytes");
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_arguments_malformed_multipart_ignored)
+{
+    const char *body = "--BB\r\nContent-Disposition: form-data; name=\"b\"\r\n\r\nno end";
+    char hdr[256];
+    snprintf(hdr, sizeof hdr,
+             "Content-Type: multipart/form-data; boundary=BB\r\nContent-Length: %zu\r\n",
+             strlen(body));
+    struct resp r = http("POST", "/args?b=q", hdr, body);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "a=- b=q q=q body=- n=1 first=q none=dflt");
+    free(r.raw);
+}
+END_TEST
+
+static Suite *web_suite(void)
+{
+    Suite *s = suite_create("web");
+    TCase *t = tcase_create("routing");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_web_route_literal_path);
+    tcase_add_test(t, test_web_route_captures_are_decoded_path_args);
+    tcase_add_test(t, test_web_route_anchored_both_ends);
+    tcase_add_test(t, test_web_route_unknown_path_404_page);
+    tcase_add_test(t, test_web_route_wrong_method_405_with_allow);
+    tcase_add_test(t, test_web_route_bad_pattern_is_einval);
+    tcase_add_test(t, test_web_head_falls_back_to_get_without_body);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("lifecycle");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_web_prepare_finishing_early_skips_method);
+    tcase_add_test(t, test_web_on_finish_once_per_request);
+    tcase_add_test(t, test_web_state_zeroed_per_request);
+    tcase_add_test(t, test_web_async_handler_finishes_from_timer);
+    tcase_add_test(t, test_web_connection_close_during_async_then_finish_is_safe);
+    tcase_add_test(t, test_web_finish_after_connection_close_from_timer);
+    tcase_add_test(t, test_web_fail_is_500_and_server_keeps_serving);
+    tcase_add_test(t, test_web_send_error_page_for_any_code);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("response");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_web_redirect_sets_location_and_status);
+    tcase_add_test(t, test_web_set_cookie_output_and_get_cookie);
+    tcase_add_test(t, test_web_writef_formats_and_grows);
+    tcase_add_test(t, test_web_flush_sends_chunked);
+    tcase_add_test(t, test_web_headers_case_insensitive_repeats_and_set_rules);
+    tcase_add_test(t, test_web_204_has_no_body_and_no_content_type);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("arguments");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_web_arguments_query_and_urlencoded_body);
+    tcase_add_test(t, test_web_arguments_multipart_fields_and_file);
+    tcase_add_test(t, test_web_arguments_malformed_multipart_ignored);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(web_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
