@@ -86,7 +86,7 @@ static bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 bool gale_http_headers_has_token(const gale_http_headers *h, const char *name, const char *token)
 {
-    if (!h || !name || !token)
+    if (!h || !name || !token || !*token)
         return false;
     size_t tlen = strlen(token), cur = 0;
     const gale_http_header *it;
