@@ -1,0 +1,956 @@
+/* httpserver: an in-process server on 127.0.0.1 (port 0) driven by a blocking client thread with
+ * raw bytes, while the test thread runs the loop. */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "http/httpserver.h"
+#include "testutil.h"
+
+/* ---- server side ---- */
+
+static gale_loop *loop;
+static gale_http_server *srv;
+static int port;
+static int nrequests;
+static int ncloses;
+static atomic_int held_ready;
+static gale_http_request *held;
+static int inject_rc[4];
+
+static void finish_later(gale_loop *l, void *arg)
+{
+    gale_http_request *req = arg;
+    gale_http_response_write(req, "async", 5);
+    gale_http_response_finish(req);
+}
+
+static void on_held_close(gale_http_request *req, void *arg)
+{
+    ncloses++;
+    ck_assert(gale_http_request_connection_closed(req));
+}
+
+static void handler(gale_http_request *req, void *arg)
+{
+    nrequests++;
+    const char *path = req->path;
+    if (strcmp(path, "/async") == 0) {
+        gale_loop_call_later(gale_http_request_loop(req), 0.05, finish_later, req, NULL);
+        return;
+    }
+    if (strcmp(path, "/hold") == 0) {
+        held = req;
+        gale_http_request_set_close_cb(req, on_held_close, NULL);
+        atomic_store(&held_ready, 1);
+        return;
+    }
+    if (strcmp(path, "/status") == 0) {
+        gale_http_response_set_status(req, atoi(req->query), NULL);
+        gale_http_response_write(req, "dropped", 7);
+    } else if (strcmp(path, "/flush") == 0) {
+        gale_http_response_write(req, "ab", 2);
+        ck_assert_int_eq(gale_http_response_flush(req), 0);
+        ck_assert(gale_http_response_headers_sent(req));
+        ck_assert_int_eq(gale_http_response_set_header(req, "X-Late", "1"), -EALREADY);
+        gale_http_response_write(req, "cde", 3);
+        gale_http_response_flush(req);
+        gale_http_response_write(req, "f", 1);
+    } else if (strcmp(path, "/inject") == 0) {
+        inject_rc[0] = gale_http_response_set_header(req, "X-A", "a\r\nSet-Cookie: evil=1");
+        inject_rc[1] = gale_http_response_set_header(req, "X-B\r\nX-C", "b");
+        inject_rc[2] = gale_http_response_add_header(req, "X-D", "d\n");
+        inject_rc[3] = gale_http_response_set_header(req, "X-Ok", "fine");
+        gale_http_response_write(req, "ok", 2);
+    } else if (strcmp(path, "/header") == 0) {
+        size_t len = 0;
+        const char *v = gale_http_headers_get(&req->headers, req->query, &len);
+        gale_http_response_write(req, v ? v : "(none)", v ? len : 6);
+    } else if (strcmp(path, "/info") == 0) {
+        char buf[512];
+        int n = snprintf(buf, sizeof buf, "%s %s ? %s v1.%d %s %s [", req->method, req->path,
+                         req->query, req->version_minor, req->remote_ip, req->protocol);
+        gale_http_response_write(req, buf, (size_t)n);
+        gale_http_response_write(req, req->body, req->body_len);
+        gale_http_response_write(req, "]", 1);
+    } else {
+        char *copy = gale_http_request_strdup(req, "hello", 5);
+        ck_assert_ptr_nonnull(copy);
+        gale_http_response_set_header(req, "Content-Type", "text/plain");
+        gale_http_response_write(req, copy, 5);
+    }
+    gale_http_response_finish(req);
+}
+
+static void start_server(const gale_http_server_opts *opts)
+{
+    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
+    gale_loop_make_current(loop);
+    ck_assert_int_eq(gale_http_server_new(loop, opts, handler, NULL, &srv), 0);
+    ck_assert_int_eq(gale_http_server_listen(srv, 0, "127.0.0.1"), 0);
+    port = gale_http_server_port(srv);
+    ck_assert_int_gt(port, 0);
+}
+
+static void setup(void)
+{
+    gale_log_set_level(GALE_LOG_ERROR + 1); /* keep test output readable */
+    nrequests = ncloses = 0;
+    held = NULL;
+    atomic_store(&held_ready, 0);
+    start_server(NULL);
+}
+
+static void teardown(void)
+{
+    gale_http_server_free(srv);
+    test_run_for(loop, 0.02); /* let the closes complete */
+    gale_loop_make_current(NULL);
+    gale_loop_free(loop);
+}
+
+/* ---- client side ---- */
+
+struct client {
+    const char *req;
+    size_t req_len;
+    bool byte_by_byte;
+    int expect;         /* stop reading after this many final responses (0: until EOF) */
+    bool wait_held;     /* close the connection once the server holds a request */
+    double trickle;     /* seconds between bytes (slowloris) */
+    char buf[65536 * 2];
+    size_t len;
+    int reads;          /* recv calls that returned data */
+    bool eof;           /* the server closed */
+    int send_err;
+    atomic_int done;
+};
+
+/* Parses complete responses in buf; returns how many final (non-1xx) ones there are. `head`:
+ * responses carry no body. Stores status codes and bodies (de-chunked) in the arrays. */
+struct parsed {
+    int status[16];
+    char body[16][4096];
+    size_t body_len[16];
+    char head[16][2048];
+    int n;
+    int interim;
+};
+
+static const char *find_header(const char *head, const char *name)
+{
+    static char val[256];
+    size_t nl = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
+        if (strncasecmp(p + 2, name, nl) == 0 && p[2 + nl] == ':') {
+            const char *v = p + 3 + nl;
+            while (*v == ' ')
+                v++;
+            const char *e = strstr(v, "\r\n");
+            size_t n = e ? (size_t)(e - v) : strlen(v);
+            if (n >= sizeof val)
+                n = sizeof val - 1;
+            memcpy(val, v, n);
+            val[n] = '\0';
+            return val;
+        }
+    }
+    return NULL;
+}
+
+static int parse_responses(const char *buf, size_t len, bool head, struct parsed *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t off = 0;
+    while (off < len && out->n < 16) {
+        const char *end = memmem(buf + off, len - off, "\r\n\r\n", 4);
+        if (!end)
+            break;
+        size_t hlen = (size_t)(end - (buf + off)) + 4;
+        char hd[2048];
+        size_t cp = hlen < sizeof hd - 1 ? hlen : sizeof hd - 1;
+        memcpy(hd, buf + off, cp);
+        hd[cp] = '\0';
+        int status = atoi(hd + 9);
+        size_t p = off + hlen;
+        if (status < 200) {
+            out->interim++;
+            off = p;
+            continue;
+        }
+        int i = out->n;
+        const char *cl = find_header(hd, "Content-Length");
+        const char *te = find_header(hd, "Transfer-Encoding");
+        size_t blen = 0;
+        if (head || status == 204 || status == 304) {
+            /* no body */
+        } else if (te && strcasecmp(te, "chunked") == 0) {
+            for (;;) {
+                const char *le = memmem(buf + p, len - p, "\r\n", 2);
+                if (!le)
+                    return out->n;
+                size_t sz = strtoul(buf + p, NULL, 16);
+                p = (size_t)(le - buf) + 2;
+                if (p + sz + 2 > len)
+                    return out->n;
+                if (sz == 0) {
+                    p += 2;
+                    break;
+                }
+                if (blen + sz < sizeof out->body[i])
+                    memcpy(out->body[i] + blen, buf + p, sz);
+                blen += sz;
+                p += sz + 2;
+            }
+        } else if (cl) {
+            blen = strtoul(cl, NULL, 10);
+            if (p + blen > len)
+                break;
+            memcpy(out->body[i], buf + p, blen < sizeof out->body[i] ? blen : 0);
+            p += blen;
+        } else {
+            blen = len - p; /* close-delimited */
+            memcpy(out->body[i], buf + p, blen < sizeof out->body[i] ? blen : 0);
+            p = len;
+        }
+        memcpy(out->head[i], hd, cp + 1);
+        out->status[i] = status;
+        out->body_len[i] = blen;
+        out->n++;
+        off = p;
+    }
+    return out->n;
+}
+
+static void *client_main(void *arg)
+{
+    struct client *c = arg;
+    int fd = test_connect_tcp(port);
+    if (fd < 0) {
+        c->send_err = -1;
+        atomic_store(&c->done, 1);
+        return NULL;
+    }
+    test_set_timeouts(fd, 10);
+    if (c->byte_by_byte || c->trickle > 0) {
+        for (size_t i = 0; i < c->req_len; i++) {
+            if (send(fd, c->req + i, 1, MSG_NOSIGNAL) != 1) {
+                c->send_err = -errno;
+                break;
+            }
+            if (c->trickle > 0) {
+                struct timespec ts = {0, (long)(c->trickle * 1e9)};
+                nanosleep(&ts, NULL);
+            }
+        }
+    } else if (c->req_len) {
+        c->send_err = test_write_all(fd, c->req, c->req_len);
+    }
+    if (c->wait_held) {
+        for (int i = 0; i < 10000 && !atomic_load(&held_ready); i++) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        close(fd);
+        atomic_store(&c->done, 1);
+        return NULL;
+    }
+    for (;;) {
+        ssize_t n = recv(fd, c->buf + c->len, sizeof c->buf - 1 - c->len, 0);
+        if (n == 0) {
+            c->eof = true;
+            break;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            c->eof = errno == ECONNRESET;
+            break;
+        }
+        c->reads++;
+        c->len += (size_t)n;
+        c->buf[c->len] = '\0';
+        struct parsed p;
+        if (c->expect && parse_responses(c->buf, c->len, false, &p) >= c->expect)
+            break;
+    }
+    close(fd);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static bool client_done(void *arg) { return atomic_load(&((struct client *)arg)->done); }
+
+/* Runs a client with `req` until it is done; the loop runs meanwhile. */
+static struct client *run_client(const char *req, size_t len, int expect, bool byte_by_byte)
+{
+    struct client *c = calloc(1, sizeof *c);
+    c->req = req;
+    c->req_len = len;
+    c->expect = expect;
+    c->byte_by_byte = byte_by_byte;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    return c;
+}
+
+static struct client *run(const char *req, int expect)
+{
+    return run_client(req, strlen(req), expect, false);
+}
+
+/* ---- basics ---- */
+
+START_TEST(test_httpserver_get_hello)
+{
+    struct client *c = run("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 1);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "hello");
+    ck_assert_str_eq(find_header(p.head[0], "Content-Length"), "5");
+    ck_assert_str_eq(find_header(p.head[0], "Server"), "gale");
+    ck_assert_str_eq(find_header(p.head[0], "Content-Type"), "text/plain");
+    ck_assert_uint_eq(strlen(find_header(p.head[0], "Date")), 29);
+    ck_assert_ptr_null(find_header(p.head[0], "Connection"));
+    ck_assert(!c->eof); /* keep-alive: the client left first */
+    ck_assert_int_eq(nrequests, 1);
+    free(c);
+}
+END_TEST
+
+static const char post_req[] = "POST /info?a=1&b=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n"
+                               "Content-Type: text/plain\r\n\r\nhello world";
+
+static void check_post(struct client *c)
+{
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "POST /info ? a=1&b=2 v1.1 127.0.0.1 http [hello world]");
+    ck_assert_int_eq(nrequests, 1);
+}
+
+START_TEST(test_httpserver_post_content_length_in_one_block)
+{
+    struct client *c = run_client(post_req, sizeof post_req - 1, 1, false);
+    check_post(c);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_post_content_length_byte_by_byte)
+{
+    struct client *c = run_client(post_req, sizeof post_req - 1, 1, true);
+    check_post(c);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_long_headers_split_across_reads)
+{
+    char req[8192];
+    char val[3000];
+    memset(val, 'v', sizeof val - 1);
+    val[sizeof val - 1] = '\0';
+    snprintf(req, sizeof req, "GET /header?X-Long HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\n\r\n", val);
+    struct client *c = run_client(req, strlen(req), 1, true);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_uint_eq(p.body_len[0], strlen(val));
+    ck_assert(memcmp(p.body[0], val, strlen(val)) == 0);
+    free(c);
+}
+END_TEST
+
+static const char chunked_req[] = "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: CHUNKED\r\n\r\n"
+                                  "5;ext=val\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+
+START_TEST(test_httpserver_chunked_body_uppercase_with_extensions)
+{
+    struct client *c = run_client(chunked_req, sizeof chunked_req - 1, 1, false);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [hello world]");
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_chunked_body_byte_by_byte)
+{
+    struct client *c = run_client(chunked_req, sizeof chunked_req - 1, 1, true);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [hello world]");
+    free(c);
+}
+END_TEST
+
+/* ---- keep-alive ---- */
+
+START_TEST(test_httpserver_http11_keeps_alive_for_two_requests)
+{
+    struct client *c = run("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", 2);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
+    ck_assert(!c->eof);
+    ck_assert_int_eq(nrequests, 2);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_http10_closes_without_keep_alive)
+{
+    struct client *c = run("GET /hello HTTP/1.0\r\n\r\n", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert(c->eof);
+    ck_assert_str_eq(find_header(p.head[0], "Connection"), "close");
+    ck_assert_str_eq(p.body[0], "hello");
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_http10_keep_alive_honoured)
+{
+    struct client *c = run("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                           "GET /info HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+                           2);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
+    ck_assert_str_eq(find_header(p.head[0], "Connection"), "keep-alive");
+    ck_assert_str_eq(p.body[1], "GET /info ?  v1.0 127.0.0.1 http []");
+    ck_assert(!c->eof);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_connection_close_honoured)
+{
+    struct client *c = run("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_str_eq(find_header(p.head[0], "Connection"), "close");
+    ck_assert(c->eof);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_no_keep_alive_option)
+{
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.no_keep_alive = true;
+    start_server(&o);
+    struct client *c = run("GET /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert(c->eof);
+    ck_assert_int_eq(nrequests, 1);
+    free(c);
+}
+END_TEST
+
+/* ---- pipelining ---- */
+
+START_TEST(test_httpserver_pipelined_three_in_order_one_read)
+{
+    struct client *c = run("GET /info?1 HTTP/1.1\r\n\r\nGET /info?2 HTTP/1.1\r\n\r\n"
+                           "GET /info?3 HTTP/1.1\r\n\r\n",
+                           3);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
+    for (int i = 0; i < 3; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "GET /info ? %d v1.1 127.0.0.1 http []", i + 1);
+        ck_assert_str_eq(p.body[i], want);
+    }
+    ck_assert_int_eq(c->reads, 1); /* the batch went out in one write */
+    ck_assert_int_eq(nrequests, 3);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_pipelined_behind_async_keeps_order)
+{
+    struct client *c = run("GET /async HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"
+                           "GET /async HTTP/1.1\r\n\r\n",
+                           3);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
+    ck_assert_str_eq(p.body[0], "async");
+    ck_assert_str_eq(p.body[1], "hello");
+    ck_assert_str_eq(p.body[2], "async");
+    ck_assert_int_eq(nrequests, 3);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_invalid_second_request_answered_after_first)
+{
+    struct client *c = run("GET /async HTTP/1.1\r\n\r\nGARBAGE\x01\r\n\r\n", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "async");
+    ck_assert_int_eq(p.status[1], 400);
+    ck_assert_str_eq(find_header(p.head[1], "Connection"), "close");
+    ck_assert(c->eof);
+    ck_assert_int_eq(nrequests, 1);
+    free(c);
+}
+END_TEST
+
+/* ---- expect, limits, framing errors ---- */
+
+START_TEST(test_httpserver_expect_100_continue)
+{
+    struct client *c = run("POST /info HTTP/1.1\r\nContent-Length: 4\r\n"
+                           "Expect: 100-continue\r\n\r\nbody",
+                           1);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert(strncmp(c->buf, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0);
+    ck_assert_int_eq(p.interim, 1);
+    ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [body]");
+    free(c);
+}
+END_TEST
+
+static void expect_error(const char *req, int status)
+{
+    struct client *c = run(req, 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], status);
+    ck_assert(c->eof);
+    ck_assert_int_eq(nrequests, 0);
+    free(c);
+}
+
+START_TEST(test_httpserver_header_block_over_limit_431)
+{
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.max_header_size = 1024;
+    start_server(&o);
+    char req[4096], val[2000];
+    memset(val, 'a', sizeof val - 1);
+    val[sizeof val - 1] = '\0';
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nX-Big: %s\r\n\r\n", val);
+    expect_error(req, 431);
+}
+END_TEST
+
+START_TEST(test_httpserver_header_block_over_default_limit_431)
+{
+    size_t n = 70000;
+    char *req = malloc(n + 64);
+    int off = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
+    memset(req + off, 'a', n);
+    strcpy(req + off + n, "\r\n\r\n");
+    expect_error(req, 431);
+    free(req);
+}
+END_TEST
+
+START_TEST(test_httpserver_content_length_over_limit_413_without_body)
+{
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.max_body_size = 100;
+    start_server(&o);
+    /* Announced but never sent: the 413 must not wait for it, nor for a 100 Continue. */
+    expect_error("POST /info HTTP/1.1\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n", 413);
+}
+END_TEST
+
+START_TEST(test_httpserver_chunked_body_over_limit_413)
+{
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.max_body_size = 8;
+    start_server(&o);
+    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n",
+                 413);
+}
+END_TEST
+
+START_TEST(test_httpserver_cl_with_te_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "0\r\n\r\n",
+                 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_differing_content_lengths_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_te_not_single_final_chunked_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_te_twice_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_te_identity_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_content_length_plus_sign_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello", 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_content_length_trailing_junk_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nContent-Length:  5x\r\n\r\nhello", 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_garbage_400)
+{
+    expect_error("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400);
+}
+END_TEST
+
+START_TEST(test_httpserver_bad_chunk_size_400)
+{
+    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+                 400);
+}
+END_TEST
+
+/* ---- timeouts ---- */
+
+static void start_with_timeouts(double idle, double body)
+{
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.idle_connection_timeout = idle;
+    o.body_timeout = body;
+    start_server(&o);
+}
+
+START_TEST(test_httpserver_idle_keep_alive_connection_closed)
+{
+    start_with_timeouts(0.2, 5);
+    struct client *c = run("GET /hello HTTP/1.1\r\n\r\n", 0); /* reads until the server closes */
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_str_eq(p.body[0], "hello");
+    ck_assert(c->eof);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_unused_connection_closed)
+{
+    start_with_timeouts(0.1, 5);
+    struct client *c = run("", 0);
+    ck_assert_uint_eq(c->len, 0);
+    ck_assert(c->eof);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_slowloris_closed_at_header_deadline)
+{
+    start_with_timeouts(0.3, 5);
+    static char req[256];
+    memset(req, 0, sizeof req);
+    strcpy(req, "GET / HTTP/1.1\r\nX-Slow: ");
+    memset(req + strlen(req), 'a', 100); /* 100 bytes x 20 ms = 2 s of trickle */
+    struct client *c = calloc(1, sizeof *c);
+    c->req = req;
+    c->req_len = strlen(req);
+    c->trickle = 0.02;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    ck_assert_int_ne(c->send_err, 0); /* the server closed while bytes were still coming */
+    ck_assert_int_eq(nrequests, 0);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_stalled_body_closed_after_body_timeout)
+{
+    start_with_timeouts(5, 0.2);
+    struct client *c = run("POST /info HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 408);
+    ck_assert(c->eof);
+    ck_assert_int_eq(nrequests, 0);
+    free(c);
+}
+END_TEST
+
+/* ---- responses ---- */
+
+START_TEST(test_httpserver_head_keeps_content_length_without_body)
+{
+    struct client *c = run("HEAD /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n"
+                           "Connection: close\r\n\r\n",
+                           0);
+    const char *second = strstr(c->buf + 1, "HTTP/1.1 200");
+    ck_assert_ptr_nonnull(second);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, (size_t)(second - c->buf), true, &p), 1);
+    ck_assert_str_eq(find_header(p.head[0], "Content-Length"), "5");
+    ck_assert_int_eq(parse_responses(second, strlen(second), false, &p), 1);
+    ck_assert_str_eq(p.body[0], "hello");
+    ck_assert_int_eq(nrequests, 2);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_204_and_304_have_no_body)
+{
+    struct client *c = run("GET /status?204 HTTP/1.1\r\n\r\nGET /status?304 HTTP/1.1\r\n\r\n"
+                           "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n",
+                           0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
+    ck_assert_int_eq(p.status[0], 204);
+    ck_assert_ptr_null(find_header(p.head[0], "Content-Length"));
+    ck_assert_int_eq(p.status[1], 304);
+    ck_assert_int_eq(p.status[2], 200);
+    ck_assert_str_eq(p.body[2], "hello"); /* nothing of "dropped" leaked in between */
+    ck_assert_ptr_null(strstr(c->buf, "dropped"));
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_flush_sends_chunked_with_terminator)
+{
+    struct client *c = run("GET /flush HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n", 2);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
+    ck_assert_str_eq(find_header(p.head[0], "Transfer-Encoding"), "chunked");
+    ck_assert_ptr_null(find_header(p.head[0], "Content-Length"));
+    ck_assert_str_eq(p.body[0], "abcdef");
+    ck_assert_ptr_nonnull(strstr(c->buf, "\r\n0\r\n\r\n"));
+    ck_assert_str_eq(p.body[1], "hello");
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_flush_on_http10_is_close_delimited)
+{
+    struct client *c = run("GET /flush HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_ptr_null(find_header(p.head[0], "Transfer-Encoding"));
+    ck_assert_str_eq(find_header(p.head[0], "Connection"), "close");
+    ck_assert_str_eq(p.body[0], "abcdef");
+    ck_assert(c->eof);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_header_injection_refused)
+{
+    struct client *c = run("GET /inject HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+    ck_assert_int_eq(inject_rc[0], -EINVAL);
+    ck_assert_int_eq(inject_rc[1], -EINVAL);
+    ck_assert_int_eq(inject_rc[2], -EINVAL);
+    ck_assert_int_eq(inject_rc[3], 0);
+    ck_assert_ptr_null(strstr(c->buf, "evil"));
+    ck_assert_ptr_nonnull(strstr(c->buf, "X-Ok: fine\r\n"));
+    free(c);
+}
+END_TEST
+
+static bool closed_once(void *arg) { return ncloses == 1; }
+static bool holding(void *arg) { return atomic_load(&held_ready) != 0; }
+
+START_TEST(test_httpserver_client_disconnect_during_async_handler)
+{
+    struct client *c = calloc(1, sizeof *c);
+    c->req = "GET /hold HTTP/1.1\r\n\r\n";
+    c->req_len = strlen(c->req);
+    c->wait_held = true;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    ck_assert_ptr_nonnull(held);
+    ck_assert(test_wait_until(loop, closed_once, NULL, 10));
+    ck_assert(gale_http_request_connection_closed(held));
+    ck_assert_int_eq(gale_http_response_write(held, "x", 1), -EPIPE);
+    ck_assert_int_eq(gale_http_response_finish(held), -EPIPE);
+    ck_assert_int_eq(ncloses, 1);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_server_free_with_request_in_flight)
+{
+    struct client *c = calloc(1, sizeof *c);
+    c->req = "GET /hold HTTP/1.1\r\n\r\n";
+    c->req_len = strlen(c->req);
+    c->expect = 1;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, holding, NULL, 10));
+    ck_assert_ptr_nonnull(held);
+    gale_http_server_free(srv);
+    srv = NULL;
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    ck_assert(c->eof);
+    ck_assert(test_wait_until(loop, closed_once, NULL, 10));
+    ck_assert_int_eq(gale_http_response_finish(held), -EPIPE);
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_xheaders)
+{
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.xheaders = true;
+    start_server(&o);
+    struct client *c = run("GET /info HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"
+                           "X-Forwarded-Proto: https\r\n\r\n"
+                           "GET /info HTTP/1.1\r\nX-Real-IP: 2001:db8::1\r\n"
+                           "X-Forwarded-For: 10.0.0.1\r\nX-Scheme: http\r\n\r\n"
+                           "GET /info HTTP/1.1\r\nX-Real-IP: not-an-ip\r\n"
+                           "X-Scheme: gopher\r\n\r\n",
+                           3);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
+    ck_assert_str_eq(p.body[0], "GET /info ?  v1.1 10.0.0.2 https []");
+    ck_assert_str_eq(p.body[1], "GET /info ?  v1.1 2001:db8::1 http []");
+    ck_assert_str_eq(p.body[2], "GET /info ?  v1.1 127.0.0.1 http []");
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_xheaders_ignored_by_default)
+{
+    struct client *c = run("GET /info HTTP/1.1\r\nX-Real-IP: 10.1.1.1\r\nX-Scheme: https\r\n\r\n", 1);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_str_eq(p.body[0], "GET /info ?  v1.1 127.0.0.1 http []");
+    free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_bad_options_and_arguments)
+{
+    gale_http_server *s2;
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.max_header_size = 0;
+    ck_assert_int_eq(gale_http_server_new(loop, &o, handler, NULL, &s2), -EINVAL);
+    gale_http_server_opts_init(&o);
+    o.body_timeout = -1;
+    ck_assert_int_eq(gale_http_server_new(loop, &o, handler, NULL, &s2), -EINVAL);
+    ck_assert_int_eq(gale_http_server_new(loop, NULL, NULL, NULL, &s2), -EINVAL);
+    ck_assert_int_eq(gale_http_response_finish(NULL), -EINVAL);
+    ck_assert_int_eq(gale_http_response_write(NULL, "x", 1), -EINVAL);
+}
+END_TEST
+
+static Suite *httpserver_suite(void)
+{
+    Suite *s = suite_create("httpserver");
+    struct {
+        const char *name;
+        const TTest *tests[16];
+    } groups[] = {
+        {"basics",
+         {test_httpserver_get_hello, test_httpserver_post_content_length_in_one_block,
+          test_httpserver_post_content_length_byte_by_byte,
+          test_httpserver_long_headers_split_across_reads,
+          test_httpserver_chunked_body_uppercase_with_extensions,
+          test_httpserver_chunked_body_byte_by_byte, test_httpserver_bad_options_and_arguments}},
+        {"keepalive",
+         {test_httpserver_http11_keeps_alive_for_two_requests,
+          test_httpserver_http10_closes_without_keep_alive,
+          test_httpserver_http10_keep_alive_honoured, test_httpserver_connection_close_honoured,
+          test_httpserver_no_keep_alive_option}},
+        {"pipelining",
+         {test_httpserver_pipelined_three_in_order_one_read,
+          test_httpserver_pipelined_behind_async_keeps_order,
+          test_httpserver_invalid_second_request_answered_after_first}},
+        {"limits",
+         {test_httpserver_expect_100_continue, test_httpserver_header_block_over_limit_431,
+          test_httpserver_header_block_over_default_limit_431,
+          test_httpserver_content_length_over_limit_413_without_body,
+          test_httpserver_chunked_body_over_limit_413, test_httpserver_cl_with_te_400,
+          test_httpserver_differing_content_lengths_400,
+          test_httpserver_te_not_single_final_chunked_400, test_httpserver_te_twice_400,
+          test_httpserver_te_identity_400, test_httpserver_content_length_plus_sign_400,
+          test_httpserver_content_length_trailing_junk_400, test_httpserver_garbage_400,
+          test_httpserver_bad_chunk_size_400}},
+        {"timeouts",
+         {test_httpserver_idle_keep_alive_connection_closed,
+          test_httpserver_unused_connection_closed,
+          test_httpserver_slowloris_closed_at_header_deadline,
+          test_httpserver_stalled_body_closed_after_body_timeout}},
+        {"responses",
+         {test_httpserver_head_keeps_content_length_without_body,
+          test_httpserver_204_and_304_have_no_body, test_httpserver_flush_sends_chunked_with_terminator,
+          test_httpserver_flush_on_http10_is_close_delimited,
+          test_httpserver_header_injection_refused,
+          test_httpserver_client_disconnect_during_async_handler,
+          test_httpserver_server_free_with_request_in_flight, test_httpserver_xheaders,
+          test_httpserver_xheaders_ignored_by_default}},
+    };
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        TCase *tc = tcase_create(groups[g].name);
+        tcase_set_timeout(tc, 30);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        for (int i = 0; i < 16 && groups[g].tests[i]; i++)
+            tcase_add_test(tc, groups[g].tests[i]);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(httpserver_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
