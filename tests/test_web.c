@@ -3,12 +3,14 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -22,6 +24,9 @@ static int port;
 
 /* Counters the handlers bump; each test runs in its own process (CK_FORK). */
 static int n_prepare, n_method, n_finish, n_close, last_rc;
+/* Set by async handlers once they wait: a client that leaves closes only after this, so the
+ * disconnect reaches the server while the handler is pending, not together with the request. */
+static atomic_bool handler_waiting;
 
 /* ---- client side ---- */
 
@@ -41,8 +46,12 @@ static void *client_main(void *arg)
     if (fd >= 0) {
         test_set_timeouts(fd, 10);
         test_write_all(fd, c->req, c->reqlen);
-        if (!c->close_after_send)
+        if (!c->close_after_send) {
             c->out = test_read_all(fd, 1 << 20, &c->outlen);
+        } else {
+            for (int i = 0; i < 5000 && !atomic_load(&handler_waiting); i++)
+                nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+        }
         close(fd);
     }
     atomic_store(&c->done, true);
@@ -190,6 +199,7 @@ static void async_get(gale_handler *h)
     struct async_st *s = gale_handler_state(h);
     gale_write_str(h, "not yet: ");
     gale_loop_call_later(gale_handler_loop(h), 0.01, async_fire, h, &s->timer);
+    atomic_store(&handler_waiting, true);
 }
 static const gale_handler_class async_timer = {
     .state_size = sizeof(struct async_st), .async = true, .get = async_get,
@@ -200,6 +210,7 @@ static void wait_get(gale_handler *h)
 {
     n_method++;
     gale_handler_async(h);
+    atomic_store(&handler_waiting, true);
 }
 static void wait_closed(gale_handler *h)
 {
@@ -719,6 +730,36 @@ START_TEST(test_web_arguments_malformed_multipart_ignored)
 }
 END_TEST
 
+/* ---- application ---- */
+
+static void raise_term(gale_loop *l, void *arg) { raise(SIGTERM); }
+
+START_TEST(test_web_app_run_returns_0_on_sigterm)
+{
+    ck_assert_int_eq(gale_loop_call_later(loop, 0.01, raise_term, NULL, NULL), 0);
+    ck_assert_int_eq(gale_app_run(app), 0);
+    /* the app is usable again after run returns */
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+}
+END_TEST
+
+START_TEST(test_web_app_listen_twice_and_bad_args)
+{
+    ck_assert_int_eq(gale_app_listen(app, 0, "127.0.0.1"), -EALREADY);
+    ck_assert_int_eq(gale_app_listen(NULL, 0, NULL), -EINVAL);
+    gale_app *other = gale_app_new(NULL);
+    ck_assert_ptr_nonnull(other);
+    ck_assert_int_eq(gale_app_port(other), -ENOTCONN);
+    /* the port is taken by `app` */
+    ck_assert_int_lt(gale_app_listen(other, port, "127.0.0.1"), 0);
+    ck_assert_ptr_null(gale_app_server(other));
+    gale_app_free(other);
+    gale_app_free(NULL);
+}
+END_TEST
+
 static Suite *web_suite(void)
 {
     Suite *s = suite_create("web");
@@ -764,6 +805,13 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_arguments_query_and_urlencoded_body);
     tcase_add_test(t, test_web_arguments_multipart_fields_and_file);
     tcase_add_test(t, test_web_arguments_malformed_multipart_ignored);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("app");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_web_app_run_returns_0_on_sigterm);
+    tcase_add_test(t, test_web_app_listen_twice_and_bad_args);
     suite_add_tcase(s, t);
     return s;
 }
