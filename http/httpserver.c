@@ -168,8 +168,10 @@ static void conn_fail(struct gale_http_conn *c, int status, const char *why);
 
 /* ---- request blocks and arena ---- */
 
+#ifndef GALE_SANITIZE /* the sanitizers see every block come and go */
 static _Thread_local void *req_cache[REQ_CACHE_MAX];
 static _Thread_local int req_cache_n;
+#endif
 
 #define ALIGN16(n) (((n) + 15) & ~(size_t)15)
 #define REQ_HDR ALIGN16(sizeof(struct req))
