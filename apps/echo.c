@@ -140,7 +140,7 @@ int main(int argc, char **argv)
 {
     long port = 10000, procs = 1;
     const char *address = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *opt = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -167,7 +167,6 @@ int main(int argc, char **argv)
             usage(argv[0]);
             return 2;
         }
-        i++;
     }
 
     /* Bind first, fork next, and only then create the loop: each worker needs its own. */
