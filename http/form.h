@@ -9,8 +9,9 @@
  *   - multipart/form-data per RFC 7578/2046: parts are delimited by CRLF "--boundary", so the
  *     boundary text inside content that is not at a line start is content; each part needs a
  *     Content-Disposition "form-data" with a name; a part with a filename becomes a file (as in
- *     Tornado's request.files), others become arguments. Malformed input (no final boundary, a
- *     part without headers or name) logs a warning and adds nothing: never a crash;
+ *     Tornado's request.files), others become arguments. A malformed body (no delimiter, no
+ *     final boundary) logs a warning and adds nothing; a malformed part (no blank line after its
+ *     headers, not form-data, no name) is skipped with a warning, as Tornado does. Never a crash;
  *   - Cookie headers split on ';' as browsers (and Tornado's parse_cookie) do; a quoted value is
  *     unquoted with the \" and \ooo escapes of Python's http.cookies.
  *
@@ -64,8 +65,9 @@ void gale_form_init(gale_form *f, gale_alloc_fn alloc, void *ctx);
 int gale_form_parse_urlencoded(gale_form *f, const char *s, size_t len);
 
 /* Parses a multipart/form-data body delimited by `boundary` (without the leading "--"; surrounding
- * double quotes are removed) and appends its fields and files. Returns 0, -EINVAL for malformed
- * input (logged at WARNING; the form is left as it was) or -ENOMEM. File bodies point into `body`. */
+ * double quotes are removed) and appends its fields and files. Returns 0 (malformed parts skipped,
+ * each logged at WARNING), -EINVAL for a malformed body (logged; the form is left as it was) or
+ * -ENOMEM (the form is left as it was). File bodies point into `body`. */
 int gale_form_parse_multipart(gale_form *f, const char *boundary, size_t blen, const char *body,
                               size_t len);
 

@@ -332,6 +332,28 @@ static void headers_get(gale_handler *h)
 }
 static const gale_handler_class headers = {.get = headers_get};
 
+static void late_error_get(gale_handler *h)
+{
+    gale_write_str(h, "started");
+    gale_flush(h);
+    last_rc = gale_send_error(h, 500);
+}
+static const gale_handler_class late_error = {.get = late_error_get, .on_finish = count_finish};
+
+static void arg_get(gale_handler *h) { gale_write_str(h, gale_handler_arg(h)); }
+static void explicit_head(gale_handler *h)
+{
+    n_method += 100;
+    gale_set_header(h, "X-Head", "1");
+}
+static void options_m(gale_handler *h)
+{
+    gale_set_header(h, "Allow", "GET, HEAD, OPTIONS");
+    gale_set_status(h, 204);
+}
+static const gale_handler_class with_arg = {
+    .get = arg_get, .head = explicit_head, .options = options_m};
+
 static void nocontent_get(gale_handler *h)
 {
     gale_set_status(h, 204);
@@ -365,6 +387,8 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "/headers", &headers, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/a|/b", &hello, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/nocontent", &nocontent, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/late-error", &late_error, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/with-arg", &with_arg, "route argument"), 0);
     ck_assert_int_eq(gale_app_listen(app, 0, "127.0.0.1"), 0);
     port = gale_app_port(app);
     ck_assert_int_gt(port, 0);
@@ -730,7 +754,56 @@ START_TEST(test_web_arguments_malformed_multipart_ignored)
 }
 END_TEST
 
+START_TEST(test_web_send_error_after_flush_only_ends_response)
+{
+    struct resp r = http("GET", "/late-error", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "7\r\nstarted\r\n0\r\n\r\n");
+    free(r.raw);
+    ck_assert_int_eq(last_rc, 0);
+    ck_assert_int_eq(n_finish, 1);
+}
+END_TEST
+
+START_TEST(test_web_route_arg_explicit_head_and_options)
+{
+    struct resp r = http("GET", "/with-arg", NULL, NULL);
+    assert_body(&r, "route argument");
+    free(r.raw);
+    r = http("HEAD", "/with-arg", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert(has_header(&r, "X-Head", "1"));
+    ck_assert_int_eq(n_method, 100);
+    free(r.raw);
+    r = http("OPTIONS", "/with-arg", NULL, NULL);
+    ck_assert_int_eq(r.status, 204);
+    ck_assert(has_header(&r, "Allow", "GET, HEAD, OPTIONS"));
+    free(r.raw);
+}
+END_TEST
+
 /* ---- application ---- */
+
+static bool method_ran(void *arg) { return n_method == 1; }
+
+START_TEST(test_web_app_free_with_async_request_in_flight)
+{
+    /* the client keeps its connection open; the app goes away under the pending handler */
+    int fd = test_connect_tcp(port);
+    ck_assert_int_ge(fd, 0);
+    const char *req = "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(test_write_all(fd, req, strlen(req)), 0);
+    ck_assert(test_wait_until(loop, method_ran, NULL, 5));
+    gale_app_free(app);
+    app = NULL;
+    test_run_for(loop, 0.02);
+    ck_assert_int_eq(n_close, 1);
+    ck_assert_int_eq(n_finish, 1);
+    ck_assert_int_eq(last_rc, -EPIPE);
+    close(fd);
+}
+END_TEST
+
 
 static void raise_term(gale_loop *l, void *arg) { raise(SIGTERM); }
 
@@ -773,6 +846,7 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_route_wrong_method_405_with_allow);
     tcase_add_test(t, test_web_route_bad_pattern_is_einval);
     tcase_add_test(t, test_web_head_falls_back_to_get_without_body);
+    tcase_add_test(t, test_web_route_arg_explicit_head_and_options);
     suite_add_tcase(s, t);
 
     t = tcase_create("lifecycle");
@@ -786,6 +860,7 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_finish_after_connection_close_from_timer);
     tcase_add_test(t, test_web_fail_is_500_and_server_keeps_serving);
     tcase_add_test(t, test_web_send_error_page_for_any_code);
+    tcase_add_test(t, test_web_send_error_after_flush_only_ends_response);
     suite_add_tcase(s, t);
 
     t = tcase_create("response");
@@ -812,6 +887,7 @@ static Suite *web_suite(void)
     tcase_set_timeout(t, 20);
     tcase_add_test(t, test_web_app_run_returns_0_on_sigterm);
     tcase_add_test(t, test_web_app_listen_twice_and_bad_args);
+    tcase_add_test(t, test_web_app_free_with_async_request_in_flight);
     suite_add_tcase(s, t);
     return s;
 }
