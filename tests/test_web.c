@@ -397,6 +397,8 @@ static void setup(void)
 static void teardown(void)
 {
     gale_app_free(app);
+    /* Streams close from the loop: let their close callbacks run before the loop goes. */
+    test_run_for(loop, 0.02);
     gale_loop_make_current(NULL);
     gale_loop_free(loop);
 }
