@@ -364,6 +364,8 @@ static const gale_handler_class nocontent = {.get = nocontent_get};
 static void setup(void)
 {
     gale_log_set_level(GALE_LOG_ERROR);
+    n_prepare = n_method = n_finish = n_close = last_rc = 0;
+    atomic_store(&handler_waiting, false);
     ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
     gale_loop_make_current(loop);
     app = gale_app_new(NULL);
