@@ -48,16 +48,22 @@ gale_future *gale_future_ref(gale_future *f)
     return f;
 }
 
-void gale_future_unref(gale_future *f)
+/* Out of line so the compiler does not see free() at every unref site and warn about uses
+ * that the reference count makes safe. */
+__attribute__((noinline)) static void destroy(gale_future *f)
 {
-    if (!f || --f->refs > 0)
-        return;
     if (f->dtor)
         f->dtor(f->result);
     gale_future_unref(f->keep);
     free(f->msg);
     free(f->cbs);
     free(f);
+}
+
+void gale_future_unref(gale_future *f)
+{
+    if (f && --f->refs == 0)
+        destroy(f);
 }
 
 static void complete(gale_future *f)

@@ -51,10 +51,12 @@ struct cbent {
     void *arg;
 };
 
-/* Ring buffer; cap is a power of two. */
+/* Pending callbacks. Two of these alternate (Tornado swaps its callback list the same way):
+ * `q` collects new callbacks while `run` holds the snapshot being run, so running is a plain
+ * array walk that adds during the run can never disturb. */
 struct cbqueue {
     struct cbent *buf;
-    size_t head, n, cap;
+    size_t n, cap;
 };
 
 enum { TS_FREE, TS_HEAP, TS_DUE, TS_DUE_CANCELLED };
@@ -91,6 +93,7 @@ struct gale_loop {
     uint64_t poll_seq;
 
     struct cbqueue q;
+    struct cbqueue run;
 
     pthread_mutex_t rlock;
     struct cbent *rbuf;
@@ -279,19 +282,14 @@ static void dispatch(gale_loop *loop, int fd, unsigned events)
 
 /* ---- callbacks ---- */
 
-static int cbqueue_grow(struct cbqueue *q)
+__attribute__((noinline)) static int cbqueue_grow(struct cbqueue *q)
 {
     size_t cap = q->cap ? q->cap * 2 : 256;
-    struct cbent *buf = malloc(cap * sizeof *buf);
+    struct cbent *buf = realloc(q->buf, cap * sizeof *buf);
     if (!buf)
         return -ENOMEM;
-    /* Linearise so head is 0 again. */
-    for (size_t i = 0; i < q->n; i++)
-        buf[i] = q->buf[(q->head + i) & (q->cap - 1)];
-    free(q->buf);
     q->buf = buf;
     q->cap = cap;
-    q->head = 0;
     return 0;
 }
 
@@ -302,8 +300,7 @@ static inline int cbqueue_push(struct cbqueue *q, gale_cb cb, void *arg)
         if (err)
             return err;
     }
-    q->buf[(q->head + q->n) & (q->cap - 1)] = (struct cbent){cb, arg};
-    q->n++;
+    q->buf[q->n++] = (struct cbent){cb, arg};
     return 0;
 }
 
@@ -736,6 +733,7 @@ void gale_loop_free(gale_loop *loop)
     loop->be->free(loop->bs);
     free(loop->handlers);
     free(loop->q.buf);
+    free(loop->run.buf);
     free(loop->rbuf);
     pthread_mutex_destroy(&loop->rlock);
     free(loop->ts);
@@ -785,16 +783,22 @@ static void iterate(gale_loop *loop)
 {
     if (atomic_load_explicit(&loop->rpending, memory_order_acquire))
         drain_remote(loop);
-    size_t ncb = loop->q.n;
     if (loop->heap.n)
         collect_due(loop, gale_time_ns());
 
-    for (size_t i = 0; i < ncb; i++) {
-        struct cbqueue *q = &loop->q;
-        struct cbent e = q->buf[q->head];
-        q->head = (q->head + 1) & (q->cap - 1);
-        q->n--;
-        TIMED(loop, "callback", e.cb, e.cb(loop, e.arg));
+    if (loop->q.n) {
+        struct cbqueue run = loop->q;
+        loop->q = loop->run;
+        loop->run = run;
+        const struct cbent *e = run.buf, *end = run.buf + run.n;
+        if (UNLIKELY(loop->block_ns)) {
+            for (; e < end; e++)
+                TIMED(loop, "callback", e->cb, e->cb(loop, e->arg));
+        } else {
+            for (; e < end; e++)
+                e->cb(loop, e->arg);
+        }
+        loop->run.n = 0;
     }
     if (loop->ndue)
         run_due(loop);
