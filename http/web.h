@@ -120,8 +120,13 @@ void gale_app_free(gale_app *app);
 
 /* ---- handler: the request ---- */
 
+/* The underlying server request (read-only fields; gale_http_request_alloc for more memory).
+ * Ownership: lives as long as `h`. Do not call gale_http_response_* on it: the handler buffers the
+ * response and would lose what it holds. */
 gale_http_request *gale_handler_request(gale_handler *h);
+/* The application that routed this request. */
 gale_app *gale_handler_app(gale_handler *h);
+/* The loop serving the request: schedule timers for async handlers on it. */
 gale_loop *gale_handler_loop(gale_handler *h);
 /* The `arg` given to gale_app_route(). */
 void *gale_handler_arg(gale_handler *h);
@@ -132,6 +137,7 @@ void gale_handler_async(gale_handler *h);
 /* Memory freed with the request (zeroed), or NULL. */
 void *gale_handler_alloc(gale_handler *h, size_t size);
 
+/* Request line parts, NUL-terminated, living as long as the request. */
 const char *gale_method(gale_handler *h);    /* "GET" */
 const char *gale_uri(gale_handler *h);       /* "/greet?name=x" as sent */
 const char *gale_path(gale_handler *h);      /* "/greet", not decoded */
@@ -184,6 +190,7 @@ const char *gale_get_cookie(gale_handler *h, const char *name, const char *def);
 /* Sets the status (100..599) with its standard reason. Returns 0, -EINVAL or -EALREADY (after the
  * headers went out). */
 int gale_set_status(gale_handler *h, int code);
+/* The status set so far (200 by default). */
 int gale_get_status(gale_handler *h);
 
 /* Sets (replacing) or adds a response header; clears every header called `name`. Strings are
