@@ -48,14 +48,19 @@ static void on_drained(gale_stream *s, int status, void *arg)
         read_more(arg);
 }
 
+static void close_when_sent(gale_stream *s, int status, void *arg) { gale_stream_close(s, 0); }
+
 static void on_read(gale_stream *s, int status, const char *data, size_t len, void *arg)
 {
     struct conn *c = arg;
+    if (status == GALE_EEOF) {
+        /* The client finished sending (maybe a half-close): flush what is queued, then close. */
+        if (gale_stream_write(s, data, len, close_when_sent, NULL) != 0)
+            gale_stream_close(s, 0);
+        return;
+    }
     if (status != 0) {
-        /* Peer closed or error: echo what came with it, then close once it is sent. */
-        if (len > 0)
-            gale_stream_write(s, data, len, NULL, NULL);
-        gale_stream_close(s, status == GALE_EEOF ? 0 : status);
+        gale_stream_close(s, status);
         return;
     }
     if (gale_stream_write_pending(s) + len > HIGH_WATER) {
