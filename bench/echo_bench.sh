@@ -6,7 +6,10 @@
 # For ROUNDS interleaved rounds, each server in turn is started pinned to one CPU and loaded by
 # bench/echo_client pinned to another: ping-pong (100 connections, 64-byte messages, one in
 # flight per connection: messages/s) and bulk (4 connections streaming 256 KiB writes: MB/s
-# echoed back). Prints every run, the median per server and the ratio gale/libuv.
+# echoed back). Prints every run, the median per server and the ratio gale/libuv. It also
+# records the server's CPU time per unit of work (utime+stime from /proc/PID/stat before and
+# after each run: microseconds per message, milliseconds per MB echoed), which moves far less than
+# throughput when other work shares the machine.
 #
 # Environment: BENCH_BUILD (build dir, default build-echo-bench), BENCH_NO_BUILD (use the
 # binaries already there), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1), BENCH_PORT
@@ -52,29 +55,46 @@ start_server() { # name -> sets SPID, SPORT
     wait_port "$SPORT"
 }
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-declare -A PP BULK
+declare -A PP BULK PPCPU BKCPU
 for round in $(seq "$ROUNDS"); do
     for server in gale uv; do
         start_server "$server" || exit 1
+        t0=$(cpu_ticks "$SPID")
         pp=$(taskset -c "$CPU_CLIENT" "$BIN/echo_client" "$SPORT" pingpong "$SECS" | awk '{print $2}')
+        t1=$(cpu_ticks "$SPID")
         bulk=$(taskset -c "$CPU_CLIENT" "$BIN/echo_client" "$SPORT" bulk "$SECS" | awk '{print $2}')
+        t2=$(cpu_ticks "$SPID")
         kill "$SPID"
         wait "$SPID" 2>/dev/null
-        printf 'round %d %-5s ping-pong %10s msgs/s   bulk %8s MB/s\n' "$round" "$server" "$pp" "$bulk"
+        ppcpu=$(awk -v t="$((t1 - t0))" -v k="$TCK" -v r="$pp" -v s="$SECS" \
+            'BEGIN {printf "%.2f", t / k * 1e6 / (r * s)}')
+        bkcpu=$(awk -v t="$((t2 - t1))" -v k="$TCK" -v r="$bulk" -v s="$SECS" \
+            'BEGIN {printf "%.3f", t / k * 1e3 / (r * s)}')
+        printf 'round %d %-5s ping-pong %8s msgs/s (%s us CPU/msg)   bulk %7s MB/s (%s ms CPU/MB)\n' \
+            "$round" "$server" "$pp" "$ppcpu" "$bulk" "$bkcpu"
         PP[$server]="${PP[$server]:-} $pp"
         BULK[$server]="${BULK[$server]:-} $bulk"
+        PPCPU[$server]="${PPCPU[$server]:-} $ppcpu"
+        BKCPU[$server]="${BKCPU[$server]:-} $bkcpu"
     done
 done
 
 echo
-printf '%-6s %14s %12s\n' server "msgs/s" "MB/s"
+printf '%-6s %12s %14s %10s %12s\n' server "msgs/s" "us CPU/msg" "MB/s" "ms CPU/MB"
 for server in gale uv; do
     mp=$(echo "${PP[$server]}" | tr ' ' '\n' | grep . | median)
     mb=$(echo "${BULK[$server]}" | tr ' ' '\n' | grep . | median)
-    printf '%-6s %14.0f %12.1f\n' "$server" "$mp" "$mb"
-    eval "M_PP_$server=$mp; M_BULK_$server=$mb"
+    cp=$(echo "${PPCPU[$server]}" | tr ' ' '\n' | grep . | median)
+    cb=$(echo "${BKCPU[$server]}" | tr ' ' '\n' | grep . | median)
+    printf '%-6s %12.0f %14.2f %10.1f %12.3f\n' "$server" "$mp" "$cp" "$mb" "$cb"
+    eval "M_PP_$server=$mp; M_BULK_$server=$mb; M_CP_$server=$cp; M_CB_$server=$cb"
 done
 awk -v a="$M_PP_gale" -v b="$M_PP_uv" -v c="$M_BULK_gale" -v d="$M_BULK_uv" \
-    'BEGIN {printf "ratio gale/libuv: ping-pong %.2f, bulk %.2f\n", a / b, c / d}'
+    'BEGIN {printf "ratio gale/libuv (throughput, medians): ping-pong %.2f, bulk %.2f\n", a / b, c / d}'
+awk -v a="$M_CP_gale" -v b="$M_CP_uv" -v c="$M_CB_gale" -v d="$M_CB_uv" \
+    'BEGIN {printf "ratio libuv/gale (server CPU per unit, >1: gale cheaper): ping-pong %.2f, bulk %.2f\n", b / a, d / c}'

@@ -5,8 +5,9 @@
  *
  * - uv_read_start with an alloc_cb that hands out one reusable 64 KiB buffer per connection
  *   (allocated on the first read, so idle connections cost their struct only);
- * - each read is echoed with one uv_write of a request that owns a copy of the bytes (libuv
- *   writes are zero-copy until the callback, and the read buffer is reused at once);
+ * - each read is echoed with uv_try_write; only what the kernel did not take is copied into a
+ *   uv_write request (libuv writes are zero-copy until the callback, and the read buffer is
+ *   reused at once), so the common case costs one read and one write system call;
  * - back-pressure like gale's echo: while more than 1 MiB waits in the connection's write queue
  *   reading stops (uv_read_stop), and resumes when the queue drains;
  * - TCP_NODELAY on accepted connections (gale's echo sets it too).
@@ -74,12 +75,23 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     if (n == 0)
         return;
+    /* Most echoes go out at once: try that first and queue (with a copy) only the rest. */
+    uv_buf_t first = uv_buf_init(buf->base, (unsigned)n);
+    int done = uv_try_write(s, &first, 1);
+    if (done == n)
+        return;
+    if (done < 0 && done != UV_EAGAIN) {
+        uv_close((uv_handle_t *)s, on_close);
+        return;
+    }
+    size_t off = done > 0 ? (size_t)done : 0;
+    n -= (ssize_t)off;
     struct wreq *w = malloc(sizeof *w + (size_t)n);
     if (!w) {
         uv_close((uv_handle_t *)s, on_close);
         return;
     }
-    memcpy(w->data, buf->base, (size_t)n);
+    memcpy(w->data, buf->base + off, (size_t)n);
     uv_buf_t out = uv_buf_init(w->data, (unsigned)n);
     if (uv_write(&w->req, s, &out, 1, write_cb) < 0) {
         free(w);
