@@ -891,6 +891,29 @@ START_TEST(test_iostream_write_after_peer_vanished_no_sigpipe)
 }
 END_TEST
 
+START_TEST(test_iostream_write_to_closed_peer_is_epipe_no_sigpipe)
+{
+    /* The peer closes normally; our first write provokes its RST, the next sees EPIPE, which
+     * raises SIGPIPE (default action: death) unless the stream sends with MSG_NOSIGNAL. */
+    gale_loop *loop = new_loop(_i);
+    int peer;
+    gale_stream *s = make_pair(loop, true, &peer);
+    struct rec r = {0};
+    gale_stream_set_close_cb(s, on_close, &r);
+    close(peer);
+    static char chunk[512];
+    int last = 0;
+    for (int i = 0; i < 100000 && last == 0; i++)
+        last = gale_stream_write(s, chunk, sizeof chunk, NULL, NULL);
+    ck_assert(last == -EPIPE || last == -ECONNRESET);
+    ck_assert(gale_stream_closed(s));
+    ck_assert_int_eq(gale_stream_write(s, "x", 1, NULL, NULL), -EPIPE);
+    ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
+    ck_assert_int_eq(r.close_status, last);
+    finish(loop, s, &r, -1);
+}
+END_TEST
+
 START_TEST(test_iostream_pending_writes_fail_at_close)
 {
     gale_loop *loop = new_loop(_i);
@@ -1165,6 +1188,7 @@ static Suite *iostream_suite(void)
     tcase_add_loop_test(writes, test_iostream_write_callbacks_in_order_from_loop, 0, 2);
     tcase_add_loop_test(writes, test_iostream_write_ref_releases_once, 0, 2);
     tcase_add_loop_test(writes, test_iostream_write_after_peer_vanished_no_sigpipe, 0, 2);
+    tcase_add_loop_test(writes, test_iostream_write_to_closed_peer_is_epipe_no_sigpipe, 0, 2);
     tcase_add_loop_test(writes, test_iostream_pending_writes_fail_at_close, 0, 2);
     suite_add_tcase(s, writes);
 
