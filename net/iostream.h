@@ -13,18 +13,27 @@
  * 100 MiB) closes the stream with -ENOBUFS; a read_until/read_until_regex that cannot match within
  * `max_bytes` closes it with -EMSGSIZE. The stream only reads from the socket while a read is
  * pending (so TCP flow control pushes back on a peer nobody reads from), but it keeps watching for
- * the peer's close while idle so the close callback fires promptly.
+ * the peer's close while idle so the close callback fires promptly: with no read pending it still
+ * receives into its buffer up to 64 KiB (or max_buffer_size if smaller), which also reveals a FIN
+ * or RST that follows unread bytes, and stops watching once that much is buffered. A clean peer
+ * close closes the stream (reason GALE_EEOF) even if bytes are still buffered: start the next read
+ * from inside the previous read's callback to be sure to get them.
  *
  * Writes: write() tries the socket at once and buffers only what the kernel did not take; WRITE
  * interest is registered only while bytes are pending; queued chunks go out with writev. Write
  * callbacks fire in order, once each, from the loop, when their bytes have been handed to the
  * kernel (or with the close reason if the stream closes first). SIGPIPE is never raised:
- * EPIPE/ECONNRESET close the stream with that reason.
+ * EPIPE/ECONNRESET close the stream with that reason. Close does not flush: bytes still queued
+ * are dropped and their callbacks get the reason; to close after the data left, close from the
+ * last write's callback.
  *
  * Close: gale_stream_close() is idempotent and legal inside any callback of the stream. It stops
  * I/O, closes the fd, fails pending operations, then runs the close callback once from the loop;
  * after the close callback returns the library frees the stream. The close callback is where users
  * free what they attached to the stream. Until then the stream pointer stays valid.
+ *
+ * Threads: a stream belongs to its loop's thread. Read data may live in a per-thread receive area,
+ * so a callback must not run a nested loop (gale_loop_run inside a stream callback).
  */
 #ifndef GALE_NET_IOSTREAM_H
 #define GALE_NET_IOSTREAM_H
@@ -83,24 +92,33 @@ int gale_stream_read_until_close(gale_stream *s, gale_read_cb cb, void *arg);
 
 /* Streaming form of read_bytes(n) (n == SIZE_MAX: until close): `chunk_cb` receives the bytes as
  * they arrive (status 0, never buffered beyond one receive), then `done_cb` once with len 0 and
- * status 0 when n bytes passed (or the peer closed, for SIZE_MAX), else the error. */
+ * status 0 when n bytes passed (or the peer closed, for SIZE_MAX), else the error. The read stays
+ * pending while chunks flow (another read is -EBUSY); `done_cb` may start the next one. Returns
+ * as read_until (-EINVAL for a NULL callback). */
 int gale_stream_read_stream(gale_stream *s, size_t n, gale_read_cb chunk_cb, gale_read_cb done_cb,
                             void *arg);
 
 /* Consuming read: `cb` gets every byte currently available (at least one, after waiting if
  * needed) and says how many it used. The building block for protocol parsers that take what they
- * can (an HTTP connection parsing pipelined requests one at a time). */
+ * can (an HTTP connection parsing pipelined requests one at a time). Bytes left unused are offered
+ * to the next read at once, except that when a consuming read's callback used nothing, the next
+ * consuming read waits for more bytes to arrive (the parser needs more, so showing it the same
+ * bytes again would spin). On close `cb` runs with the reason and the buffered bytes; its return
+ * value is then ignored. Returns as read_until. */
 int gale_stream_read_some(gale_stream *s, gale_consume_cb cb, void *arg);
 
 /* Copies `len` bytes and sends them; `cb` (may be NULL) fires once when they are handed to the
- * kernel or the stream closed. len == 0 is legal (cb still fires). Returns 0, -EPIPE (closed:
- * cb is not called), -ENOMEM. */
+ * kernel or the stream closed. len == 0 is legal (cb still fires). Only what the kernel does not
+ * take at once is copied. Returns 0, -EINVAL (NULL data with len > 0), -EPIPE (closed), -ENOMEM,
+ * or -EPIPE/-ECONNRESET when the immediate send finds the peer gone (the stream then closes with
+ * that reason); on any error `cb` is not called. writev: the same for `iovcnt` buffers. */
 int gale_stream_write(gale_stream *s, const void *data, size_t len, gale_done_cb cb, void *arg);
 int gale_stream_writev(gale_stream *s, const struct iovec *iov, int iovcnt, gale_done_cb cb,
                        void *arg);
 
-/* Zero-copy write: `buf` must stay valid until `release(p)` is called (once, after the bytes are
- * sent or the stream closed; also on failure to queue). `release` may be NULL. */
+/* Zero-copy write: `buf` must stay valid until `release(p)` is called (once, from the loop after
+ * the bytes are sent or the stream closed, just before `cb`; or from this call when it returns an
+ * error). `release` may be NULL. Returns as gale_stream_write. */
 int gale_stream_write_ref(gale_stream *s, const void *buf, size_t len, void (*release)(void *),
                           void *p, gale_done_cb cb, void *arg);
 
@@ -111,7 +129,10 @@ size_t gale_stream_write_pending(const gale_stream *s);
  * (0 for a local close without reason). */
 void gale_stream_set_close_cb(gale_stream *s, gale_done_cb cb, void *arg);
 
-/* Closes the stream with `reason` (0 or a negative errno). Idempotent. */
+/* Closes the stream with `reason` (0 or a negative errno; a positive errno is negated).
+ * Idempotent: the first reason stays. Legal inside any callback of the stream. Callbacks: the
+ * pending read, then pending writes, then the close callback run from the loop, never inside this
+ * call; the stream is freed after the close callback returns. */
 void gale_stream_close(gale_stream *s, int reason);
 
 bool gale_stream_closed(const gale_stream *s);
@@ -122,7 +143,8 @@ int gale_stream_fd(const gale_stream *s); /* -1 once closed */
 gale_loop *gale_stream_loop(const gale_stream *s);
 size_t gale_stream_read_buffered(const gale_stream *s);
 
-/* Caps the read buffer (default GALE_STREAM_DEFAULT_MAX_BUFFER). Returns 0 or -EINVAL (0). */
+/* Caps the read buffer (default GALE_STREAM_DEFAULT_MAX_BUFFER). Returns 0, -EINVAL (0), or
+ * -ENOBUFS (more than `max` already buffered; the cap is unchanged). */
 int gale_stream_set_max_buffer_size(gale_stream *s, size_t max);
 
 /* TCP_NODELAY on or off. Returns 0 or the negative errno of setsockopt. */
