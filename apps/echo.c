@@ -63,17 +63,17 @@ static void on_read(gale_stream *s, int status, const char *data, size_t len, vo
         gale_stream_close(s, status);
         return;
     }
+    int err;
     if (gale_stream_write_pending(s) + len > HIGH_WATER) {
         /* Too much queued: write with a completion callback and read again only after it. */
-        if (gale_stream_write(s, data, len, on_drained, c) != 0)
-            gale_stream_close(s, -ENOMEM);
-        return;
+        err = gale_stream_write(s, data, len, on_drained, c);
+    } else {
+        err = gale_stream_write(s, data, len, NULL, NULL);
+        if (!err)
+            read_more(c);
     }
-    if (gale_stream_write(s, data, len, NULL, NULL) != 0) {
-        gale_stream_close(s, -ENOMEM);
-        return;
-    }
-    read_more(c);
+    if (err)
+        gale_stream_close(s, err); /* no-op if the failed send already closed it */
 }
 
 static void on_close(gale_stream *s, int status, void *arg)
