@@ -61,7 +61,8 @@ typedef size_t (*gale_consume_cb)(gale_stream *s, int status, const char *data, 
 #define GALE_STREAM_READ_CHUNK 65536
 
 /* Wraps connected, non-blocking socket `fd` (the stream takes ownership and closes it). Returns 0,
- * -EINVAL (fd < 0 or NULL loop), -ENOMEM (then fd is NOT closed). */
+ * -EINVAL (fd < 0 or NULL loop), -ENOMEM, or gale_loop_add_handler's error (-EEXIST...); on any
+ * error fd is NOT closed. */
 int gale_stream_new(gale_loop *loop, int fd, gale_stream **out);
 
 /* Starts a non-blocking connect to `addr`; the stream exists at once (`*out`), `cb(s, status, arg)`
