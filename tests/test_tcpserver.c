@@ -509,14 +509,17 @@ static double now_s(void)
 
 START_TEST(test_tcpserver_emfile_pauses_without_spinning_and_recovers)
 {
-    int info[2], control[2];
+    int info[2], control[2], logp[2];
     ck_assert_int_eq(pipe2(info, O_CLOEXEC), 0);
     ck_assert_int_eq(pipe2(control, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(logp, O_CLOEXEC | O_NONBLOCK), 0);
     pid_t child = fork();
     ck_assert_int_ge(child, 0);
     if (child == 0) {
         close(info[0]);
         close(control[1]);
+        close(logp[0]);
+        gale_log_set_fd(logp[1]);
         struct rlimit rl = {64, 64};
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
             _exit(2);
@@ -541,6 +544,7 @@ START_TEST(test_tcpserver_emfile_pauses_without_spinning_and_recovers)
     }
     close(info[1]);
     close(control[0]);
+    close(logp[1]);
     int port = 0;
     struct pollfd p = {.fd = info[0], .events = POLLIN};
     ck_assert_int_eq(poll(&p, 1, 10000), 1);
@@ -589,6 +593,18 @@ START_TEST(test_tcpserver_emfile_pauses_without_spinning_and_recovers)
     kill(child, SIGKILL);
     int status;
     waitpid(child, &status, 0);
+    /* One warning for the whole episode, however many clients hit it, and one recovery line. */
+    static char log[65536];
+    ssize_t ln = read(logp[0], log, sizeof log - 1);
+    log[ln > 0 ? ln : 0] = '\0';
+    int warnings = 0, recoveries = 0;
+    for (char *q = log; (q = strstr(q, "pausing accepts")); q++)
+        warnings++;
+    for (char *q = log; (q = strstr(q, "descriptors available again")); q++)
+        recoveries++;
+    ck_assert_msg(warnings == 1, "%d EMFILE warnings in:\n%s", warnings, log);
+    ck_assert_msg(recoveries == 1, "%d recovery lines in:\n%s", recoveries, log);
+    close(logp[0]);
     close(info[0]);
     close(control[1]);
 }
