@@ -42,6 +42,7 @@
 #define SCRATCH_KEEP (256 * 1024)
 #define LINGER_SECONDS 2.0      /* drain input this long after an error response */
 #define LINGER_MAX_BYTES (1024 * 1024)
+#define WRITE_HIGH_WATER (1024 * 1024) /* stop parsing while more output than this is queued */
 
 /* ---- output buffers ---- */
 
@@ -102,7 +103,7 @@ struct gale_http_conn {
     int err_status; /* status chosen by a parser callback that failed */
     int busy;       /* inside a callback that must not see the connection freed */
     uint8_t phase;
-    bool in_batch, close_after_write, linger;
+    bool in_batch, close_after_write, linger, wait_drain;
     char ip[INET6_ADDRSTRLEN];
 };
 
@@ -385,13 +386,26 @@ static void set_deadline(struct gale_http_conn *c, double secs)
         c->deadline = 0;
 }
 
+static double idle_timeout(const struct gale_http_conn *c)
+{
+    return c->srv ? c->srv->opts.idle_connection_timeout : 0;
+}
+
 static void conn_on_timer(gale_loop *loop, void *arg)
 {
     struct gale_http_conn *c = arg;
     c->timer = 0;
     if (!conn_open(c) || c->deadline == 0)
         return;
-    if (gale_loop_time(loop) < c->deadline) {
+    double now = gale_loop_time(loop);
+    if (now < c->deadline) {
+        arm_timer(c, c->deadline);
+        return;
+    }
+    if (c->phase == PH_IDLE && !c->req && gale_stream_write_pending(c->stream) > 0) {
+        /* Idle time starts once the last response is out (a slow reader of a large body is
+         * not idle). */
+        c->deadline = now + idle_timeout(c);
         arm_timer(c, c->deadline);
         return;
     }
@@ -413,11 +427,6 @@ static void conn_on_timer(gale_loop *loop, void *arg)
     default:
         break;
     }
-}
-
-static double idle_timeout(const struct gale_http_conn *c)
-{
-    return c->srv ? c->srv->opts.idle_connection_timeout : 0;
 }
 
 /* ---- closing ---- */
@@ -470,6 +479,39 @@ static void conn_on_close(gale_stream *s, int reason, void *arg)
         }
     }
     conn_maybe_free(c);
+}
+
+static void on_drained(gale_stream *s, int status, void *arg);
+
+static bool over_high_water(const struct gale_http_conn *c)
+{
+    size_t queued = c->out ? c->out->len : 0;
+    return queued + gale_stream_write_pending(c->stream) > WRITE_HIGH_WATER;
+}
+
+/* Reads the next request, unless the client is not reading its responses: then parsing waits
+ * until the queued output drained (pipelining must not grow memory without bound). */
+static void conn_resume(struct gale_http_conn *c)
+{
+    if (!conn_open(c) || !c->srv || c->wait_drain || gale_stream_reading(c->stream))
+        return;
+    if (over_high_water(c)) {
+        c->wait_drain = true;
+        if (gale_stream_write(c->stream, "", 0, on_drained, c) < 0)
+            c->wait_drain = false;
+        return;
+    }
+    int rc = gale_stream_read_some(c->stream, conn_on_read, c);
+    if (rc < 0 && rc != -EPIPE)
+        gale_stream_close(c->stream, rc);
+}
+
+static void on_drained(gale_stream *s, int status, void *arg)
+{
+    struct gale_http_conn *c = arg;
+    c->wait_drain = false;
+    if (status == 0 && (c->phase == PH_IDLE || c->phase == PH_BODY))
+        conn_resume(c);
 }
 
 static void start_linger(struct gale_http_conn *c)
@@ -1026,8 +1068,12 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
     c->batch_time = gale_loop_time(c->loop);
     c->busy++;
     size_t off = 0;
-    while (off < len && (c->phase == PH_IDLE || c->phase == PH_BODY) && conn_open(c) && c->srv)
+    while (off < len && (c->phase == PH_IDLE || c->phase == PH_BODY) && conn_open(c) && c->srv) {
+        /* A client that pipelines without reading: leave the rest buffered until it reads. */
+        if (off > 0 && c->phase == PH_IDLE && over_high_water(c))
+            break;
         off += conn_parse(c, data + off, len - off);
+    }
     c->in_batch = false;
     if (c->phase == PH_CLOSING) {
         if (off < len)
@@ -1035,8 +1081,8 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
         off = len;
     }
     conn_flush(c);
-    if ((c->phase == PH_IDLE || c->phase == PH_BODY) && conn_open(c) && c->srv)
-        gale_stream_read_some(s, conn_on_read, c);
+    if (c->phase == PH_IDLE || c->phase == PH_BODY)
+        conn_resume(c);
     c->busy--;
     return off;
 }
@@ -1076,9 +1122,7 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
     gale_stream_set_close_cb(s, conn_on_close, c);
     c->phase = PH_IDLE;
     set_deadline(c, srv->opts.idle_connection_timeout);
-    int rc = gale_stream_read_some(s, conn_on_read, c);
-    if (rc < 0)
-        gale_stream_close(s, rc);
+    conn_resume(c);
 }
 
 /* ---- server ---- */
@@ -1607,10 +1651,8 @@ int gale_http_response_finish(gale_http_request *req)
     }
     if (!c->in_batch) {
         conn_flush(c);
-        if (keep && conn_open(c)) {
-            http_parser_pause(&c->parser, 0);
-            gale_stream_read_some(c->stream, conn_on_read, c);
-        }
+        if (keep)
+            conn_resume(c);
     }
     return 0;
 }

@@ -47,6 +47,7 @@ static int port;
 static int nrequests;
 static int ncloses;
 static atomic_int held_ready;
+static atomic_int go;
 static gale_http_request *held;
 static int inject_rc[4];
 
@@ -63,6 +64,14 @@ static void on_held_close(gale_http_request *req, void *arg)
     ck_assert(gale_http_request_connection_closed(req));
 }
 
+static int close_finish_rc = 1;
+
+static void on_close_finish(gale_http_request *req, void *arg)
+{
+    ncloses++;
+    close_finish_rc = gale_http_response_finish(req); /* releases once this callback returns */
+}
+
 static void handler(gale_http_request *req, void *arg)
 {
     nrequests++;
@@ -77,7 +86,38 @@ static void handler(gale_http_request *req, void *arg)
         atomic_store(&held_ready, 1);
         return;
     }
-    if (strcmp(path, "/status") == 0) {
+    if (strcmp(path, "/hold_finish_on_close") == 0) {
+        held = req;
+        gale_http_request_set_close_cb(req, on_close_finish, NULL);
+        atomic_store(&held_ready, 1);
+        return;
+    }
+    if (strcmp(path, "/big") == 0 || strcmp(path, "/bigflush") == 0) {
+        size_t n = strtoul(req->query, NULL, 10);
+        char *chunk = malloc(n);
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = (char)('a' + i % 26);
+        gale_http_response_write(req, chunk, n);
+        if (path[4] == 'f') {
+            ck_assert_int_eq(gale_http_response_flush(req), 0);
+            gale_http_response_write(req, chunk, n);
+        }
+        free(chunk);
+    } else if (strcmp(path, "/alloc") == 0) {
+        unsigned char *a = gale_http_request_alloc(req, 10000), *b = gale_http_request_alloc(req, 16);
+        ck_assert_ptr_nonnull(a);
+        ck_assert_ptr_nonnull(b);
+        for (int i = 0; i < 10000; i++)
+            ck_assert_int_eq(a[i], 0);
+        for (int i = 0; i < 16; i++)
+            ck_assert_int_eq(b[i], 0);
+        memset(a, 1, 10000);
+        ck_assert_int_eq(gale_http_response_set_status(req, 99, NULL), -EINVAL);
+        ck_assert_int_eq(gale_http_response_set_status(req, 201, "Made\r\nX: y"), -EINVAL);
+        ck_assert_int_eq(gale_http_response_set_status(req, 201, "Made It"), 0);
+        ck_assert_int_eq(gale_http_response_status(req), 201);
+        gale_http_response_write(req, "ok", 2);
+    } else if (strcmp(path, "/status") == 0) {
         gale_http_response_set_status(req, atoi(req->query), NULL);
         gale_http_response_write(req, "dropped", 7);
     } else if (strcmp(path, "/flush") == 0) {
@@ -152,8 +192,10 @@ struct client {
     int expect;         /* stop reading after this many final responses (0: until EOF) */
     bool wait_held;     /* close the connection once the server holds a request */
     double trickle;     /* seconds between bytes (slowloris) */
-    char buf[65536 * 2];
+    char *buf;
+    size_t cap;
     size_t len;
+    bool read_after_go; /* wait for `go` before reading anything */
     int reads;          /* recv calls that returned data */
     bool eof;           /* the server closed */
     int send_err;
@@ -166,6 +208,7 @@ struct parsed {
     int status[16];
     char body[16][4096];
     size_t body_len[16];
+    size_t body_off[16]; /* where the body starts in the buffer (Content-Length bodies) */
     char head[16][2048];
     int n;
     int interim;
@@ -240,6 +283,7 @@ static int parse_responses(const char *buf, size_t len, bool head, struct parsed
             blen = strtoul(cl, NULL, 10);
             if (p + blen > len)
                 break;
+            out->body_off[i] = p;
             memcpy(out->body[i], buf + p, blen < sizeof out->body[i] ? blen : 0);
             p += blen;
         } else {
@@ -259,6 +303,8 @@ static int parse_responses(const char *buf, size_t len, bool head, struct parsed
 static void *client_main(void *arg)
 {
     struct client *c = arg;
+    c->cap = 262144;
+    c->buf = calloc(1, c->cap);
     int fd = test_connect_tcp(port);
     if (fd < 0) {
         c->send_err = -1;
@@ -280,6 +326,12 @@ static void *client_main(void *arg)
     } else if (c->req_len) {
         c->send_err = test_write_all(fd, c->req, c->req_len);
     }
+    if (c->read_after_go) {
+        while (!atomic_load(&go)) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
     if (c->wait_held) {
         for (int i = 0; i < 10000 && !atomic_load(&held_ready); i++) {
             struct timespec ts = {0, 1000000};
@@ -290,7 +342,11 @@ static void *client_main(void *arg)
         return NULL;
     }
     for (;;) {
-        ssize_t n = recv(fd, c->buf + c->len, sizeof c->buf - 1 - c->len, 0);
+        if (c->cap - c->len < 65536) {
+            c->cap = c->cap ? c->cap * 2 : 262144;
+            c->buf = realloc(c->buf, c->cap);
+        }
+        ssize_t n = recv(fd, c->buf + c->len, c->cap - 1 - c->len, 0);
         if (n == 0) {
             c->eof = true;
             break;
@@ -311,6 +367,12 @@ static void *client_main(void *arg)
     close(fd);
     atomic_store(&c->done, 1);
     return NULL;
+}
+
+static void client_free(struct client *c)
+{
+    free(c->buf);
+    free(c);
 }
 
 static bool client_done(void *arg) { return atomic_load(&((struct client *)arg)->done); }
@@ -351,7 +413,7 @@ START_TEST(test_httpserver_get_hello)
     ck_assert_ptr_null(find_header(p.head[0], "Connection"));
     ck_assert(!c->eof); /* keep-alive: the client left first */
     ck_assert_int_eq(nrequests, 1);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -371,7 +433,7 @@ START_TEST(test_httpserver_post_content_length_in_one_block)
 {
     struct client *c = run_client(post_req, sizeof post_req - 1, 1, false);
     check_post(c);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -379,7 +441,7 @@ START_TEST(test_httpserver_post_content_length_byte_by_byte)
 {
     struct client *c = run_client(post_req, sizeof post_req - 1, 1, true);
     check_post(c);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -395,7 +457,7 @@ START_TEST(test_httpserver_long_headers_split_across_reads)
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_uint_eq(p.body_len[0], strlen(val));
     ck_assert(memcmp(p.body[0], val, strlen(val)) == 0);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -409,7 +471,7 @@ START_TEST(test_httpserver_chunked_body_uppercase_with_extensions)
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.status[0], 200);
     ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [hello world]");
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -419,7 +481,7 @@ START_TEST(test_httpserver_chunked_body_byte_by_byte)
     struct parsed p;
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [hello world]");
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -432,7 +494,7 @@ START_TEST(test_httpserver_http11_keeps_alive_for_two_requests)
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert(!c->eof);
     ck_assert_int_eq(nrequests, 2);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -444,7 +506,7 @@ START_TEST(test_httpserver_http10_closes_without_keep_alive)
     ck_assert(c->eof);
     ck_assert_str_eq(find_header(p.head[0], "Connection"), "close");
     ck_assert_str_eq(p.body[0], "hello");
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -458,7 +520,7 @@ START_TEST(test_httpserver_http10_keep_alive_honoured)
     ck_assert_str_eq(find_header(p.head[0], "Connection"), "keep-alive");
     ck_assert_str_eq(p.body[1], "GET /info ?  v1.0 127.0.0.1 http []");
     ck_assert(!c->eof);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -469,7 +531,7 @@ START_TEST(test_httpserver_connection_close_honoured)
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(find_header(p.head[0], "Connection"), "close");
     ck_assert(c->eof);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -485,7 +547,7 @@ START_TEST(test_httpserver_no_keep_alive_option)
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert(c->eof);
     ck_assert_int_eq(nrequests, 1);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -507,7 +569,7 @@ START_TEST(test_httpserver_pipelined_three_in_order_one_read)
     ck_assert_int_eq(sends, 1); /* the batch went out in one write */
     ck_assert_int_eq(c->reads, 1);
     ck_assert_int_eq(nrequests, 3);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -522,7 +584,7 @@ START_TEST(test_httpserver_pipelined_behind_async_keeps_order)
     ck_assert_str_eq(p.body[1], "hello");
     ck_assert_str_eq(p.body[2], "async");
     ck_assert_int_eq(nrequests, 3);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -537,7 +599,7 @@ START_TEST(test_httpserver_invalid_second_request_answered_after_first)
     ck_assert_str_eq(find_header(p.head[1], "Connection"), "close");
     ck_assert(c->eof);
     ck_assert_int_eq(nrequests, 1);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -553,7 +615,7 @@ START_TEST(test_httpserver_expect_100_continue)
     ck_assert(strncmp(c->buf, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0);
     ck_assert_int_eq(p.interim, 1);
     ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [body]");
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -565,7 +627,7 @@ static void expect_error(const char *req, int status)
     ck_assert_int_eq(p.status[0], status);
     ck_assert(c->eof);
     ck_assert_int_eq(nrequests, 0);
-    free(c);
+    client_free(c);
 }
 
 START_TEST(test_httpserver_header_block_over_limit_431)
@@ -699,7 +761,7 @@ START_TEST(test_httpserver_idle_keep_alive_connection_closed)
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(p.body[0], "hello");
     ck_assert(c->eof);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -709,7 +771,7 @@ START_TEST(test_httpserver_unused_connection_closed)
     struct client *c = run("", 0);
     ck_assert_uint_eq(c->len, 0);
     ck_assert(c->eof);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -730,7 +792,7 @@ START_TEST(test_httpserver_slowloris_closed_at_header_deadline)
     pthread_join(t, NULL);
     ck_assert_int_ne(c->send_err, 0); /* the server closed while bytes were still coming */
     ck_assert_int_eq(nrequests, 0);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -743,7 +805,7 @@ START_TEST(test_httpserver_stalled_body_closed_after_body_timeout)
     ck_assert_int_eq(p.status[0], 408);
     ck_assert(c->eof);
     ck_assert_int_eq(nrequests, 0);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -762,7 +824,7 @@ START_TEST(test_httpserver_head_keeps_content_length_without_body)
     ck_assert_int_eq(parse_responses(second, strlen(second), false, &p), 1);
     ck_assert_str_eq(p.body[0], "hello");
     ck_assert_int_eq(nrequests, 2);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -779,7 +841,7 @@ START_TEST(test_httpserver_204_and_304_have_no_body)
     ck_assert_int_eq(p.status[2], 200);
     ck_assert_str_eq(p.body[2], "hello"); /* nothing of "dropped" leaked in between */
     ck_assert_ptr_null(strstr(c->buf, "dropped"));
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -793,7 +855,7 @@ START_TEST(test_httpserver_flush_sends_chunked_with_terminator)
     ck_assert_str_eq(p.body[0], "abcdef");
     ck_assert_ptr_nonnull(strstr(c->buf, "\r\n0\r\n\r\n"));
     ck_assert_str_eq(p.body[1], "hello");
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -806,7 +868,7 @@ START_TEST(test_httpserver_flush_on_http10_is_close_delimited)
     ck_assert_str_eq(find_header(p.head[0], "Connection"), "close");
     ck_assert_str_eq(p.body[0], "abcdef");
     ck_assert(c->eof);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -819,7 +881,7 @@ START_TEST(test_httpserver_header_injection_refused)
     ck_assert_int_eq(inject_rc[3], 0);
     ck_assert_ptr_null(strstr(c->buf, "evil"));
     ck_assert_ptr_nonnull(strstr(c->buf, "X-Ok: fine\r\n"));
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -842,7 +904,7 @@ START_TEST(test_httpserver_client_disconnect_during_async_handler)
     ck_assert_int_eq(gale_http_response_write(held, "x", 1), -EPIPE);
     ck_assert_int_eq(gale_http_response_finish(held), -EPIPE);
     ck_assert_int_eq(ncloses, 1);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -863,7 +925,7 @@ START_TEST(test_httpserver_server_free_with_request_in_flight)
     ck_assert(c->eof);
     ck_assert(test_wait_until(loop, closed_once, NULL, 10));
     ck_assert_int_eq(gale_http_response_finish(held), -EPIPE);
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -886,7 +948,7 @@ START_TEST(test_httpserver_xheaders)
     ck_assert_str_eq(p.body[0], "GET /info ?  v1.1 10.0.0.2 https []");
     ck_assert_str_eq(p.body[1], "GET /info ?  v1.1 2001:db8::1 http []");
     ck_assert_str_eq(p.body[2], "GET /info ?  v1.1 127.0.0.1 http []");
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -896,7 +958,7 @@ START_TEST(test_httpserver_xheaders_ignored_by_default)
     struct parsed p;
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(p.body[0], "GET /info ?  v1.1 127.0.0.1 http []");
-    free(c);
+    client_free(c);
 }
 END_TEST
 
@@ -913,6 +975,130 @@ START_TEST(test_httpserver_bad_options_and_arguments)
     ck_assert_int_eq(gale_http_server_new(loop, NULL, NULL, NULL, &s2), -EINVAL);
     ck_assert_int_eq(gale_http_response_finish(NULL), -EINVAL);
     ck_assert_int_eq(gale_http_response_write(NULL, "x", 1), -EINVAL);
+}
+END_TEST
+
+static bool body_is_pattern(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (char)('a' + i % 26))
+            return false;
+    return true;
+}
+
+START_TEST(test_httpserver_large_body_then_pipelined_request)
+{
+    struct client *c = run("GET /big?300000 HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"
+                           "GET /big?100 HTTP/1.1\r\nConnection: close\r\n\r\n",
+                           0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
+    ck_assert_uint_eq(p.body_len[0], 300000);
+    ck_assert(body_is_pattern(c->buf + p.body_off[0], 300000));
+    ck_assert_str_eq(p.body[1], "hello");
+    ck_assert_uint_eq(p.body_len[2], 100);
+    ck_assert(body_is_pattern(c->buf + p.body_off[2], 100));
+    ck_assert(c->eof);
+    client_free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_large_body_complete_before_close)
+{
+    struct client *c = run("GET /big?1000000 HTTP/1.0\r\n\r\n", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_uint_eq(p.body_len[0], 1000000);
+    ck_assert(body_is_pattern(c->buf + p.body_off[0], 1000000));
+    ck_assert(c->eof);
+    client_free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_large_chunked_flush)
+{
+    struct client *c = run("GET /bigflush?100000 HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+    ck_assert_ptr_nonnull(strstr(c->buf, "Transfer-Encoding: chunked\r\n"));
+    const char *b = strstr(c->buf, "\r\n\r\n") + 4;
+    ck_assert(strncmp(b, "186a0\r\n", 7) == 0);
+    ck_assert(body_is_pattern(b + 7, 100000));
+    b += 7 + 100000;
+    ck_assert(strncmp(b, "\r\n186a0\r\n", 9) == 0);
+    ck_assert(body_is_pattern(b + 9, 100000));
+    ck_assert_str_eq(b + 9 + 100000, "\r\n0\r\n\r\n");
+    client_free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_client_not_reading_stops_pipeline)
+{
+    /* 40 responses of 500 kB pipelined by a client that reads nothing yet: the server must stop
+     * parsing once its queued output passes the high-water mark instead of buffering 20 MB. */
+    static char req[40 * 64];
+    size_t off = 0;
+    for (int i = 0; i < 40; i++)
+        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\n%s\r\n",
+                                i == 39 ? "Connection: close\r\n" : "");
+    struct client *c = calloc(1, sizeof *c);
+    c->req = req;
+    c->req_len = off;
+    c->read_after_go = true;
+    atomic_store(&go, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    test_run_for(loop, 0.5);
+    ck_assert_int_gt(nrequests, 0);
+    ck_assert_int_lt(nrequests, 20);
+    atomic_store(&go, 1);
+    ck_assert(test_wait_until(loop, client_done, c, 30));
+    pthread_join(t, NULL);
+    ck_assert_int_eq(nrequests, 40);
+    ck_assert_uint_eq(c->len > 40 * 500000 ? 1 : 0, 1);
+    ck_assert(c->eof);
+    client_free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_finish_inside_close_callback)
+{
+    struct client *c = calloc(1, sizeof *c);
+    c->req = "GET /hold_finish_on_close HTTP/1.1\r\n\r\n";
+    c->req_len = strlen(c->req);
+    c->wait_held = true;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    ck_assert(test_wait_until(loop, closed_once, NULL, 10));
+    ck_assert_int_eq(close_finish_rc, -EPIPE);
+    test_run_for(loop, 0.01);
+    ck_assert_int_eq(ncloses, 1);
+    client_free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_request_arena_and_status)
+{
+    struct client *c = run("GET /alloc HTTP/1.1\r\n\r\n", 1);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 201);
+    ck_assert(strncmp(c->buf, "HTTP/1.1 201 Made It\r\n", 22) == 0);
+    ck_assert_str_eq(p.body[0], "ok");
+    client_free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_body_exactly_at_limit_accepted)
+{
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.max_body_size = 11;
+    start_server(&o);
+    struct client *c = run_client(post_req, sizeof post_req - 1, 1, false);
+    check_post(c);
+    client_free(c);
 }
 END_TEST
 
@@ -961,6 +1147,12 @@ static Suite *httpserver_suite(void)
           test_httpserver_client_disconnect_during_async_handler,
           test_httpserver_server_free_with_request_in_flight, test_httpserver_xheaders,
           test_httpserver_xheaders_ignored_by_default}},
+        {"bodies",
+         {test_httpserver_large_body_then_pipelined_request,
+          test_httpserver_large_body_complete_before_close, test_httpserver_large_chunked_flush,
+          test_httpserver_client_not_reading_stops_pipeline,
+          test_httpserver_finish_inside_close_callback, test_httpserver_request_arena_and_status,
+          test_httpserver_body_exactly_at_limit_accepted}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         TCase *tc = tcase_create(groups[g].name);
