@@ -455,6 +455,11 @@ int gale_server_start(gale_server *srv, int nprocs)
     if (srv->accepting)
         return -EALREADY;
     if (nprocs != 1) {
+        if (srv->loop)
+            gale_log_warning(GALE_LOG_GENERAL,
+                             "server start(%d): the server's loop exists before the fork, so the "
+                             "workers share one epoll instance; create the server with a NULL "
+                             "loop and the loop after start()", nprocs);
         int id = gale_fork_processes(nprocs, 100);
         if (id < 0)
             return id;
