@@ -18,12 +18,17 @@
  * an error response the connection closes (after draining input briefly, so the client reads the
  * status). idle_connection_timeout is a deadline for a whole header block (idle keep-alive or a
  * client sending its request too slowly: not reset by each byte); body_timeout a deadline for the
- * whole body. "Expect: 100-continue" is answered before the body is read.
+ * whole body. "Expect: 100-continue" is answered before the body is read. A client that pipelines
+ * without reading its responses is not parsed further while more than 1 MiB of output is queued.
  *
  * Responses: Content-Length when the handler finishes without flushing; chunked when it flushes
  * first on HTTP/1.1 (HTTP/1.0: close-delimited). HEAD, 1xx, 204 and 304 never carry a body. A
  * Date header is added (cached per second), and a Server header unless set. One access log line
  * per request: "200 GET / (127.0.0.1) 0.21ms" (INFO below 400, WARNING 4xx, ERROR 5xx).
+ * Framing headers belong to the server: a handler's Transfer-Encoding header is dropped, its
+ * Connection header is replaced (a "close" in it ends the connection after the response), and a
+ * Content-Length it sets must match the bytes written (a mismatch is logged and the connection
+ * closes after the response).
  */
 #ifndef GALE_HTTP_HTTPSERVER_H
 #define GALE_HTTP_HTTPSERVER_H
@@ -66,9 +71,9 @@ typedef void (*gale_http_close_cb)(gale_http_request *req, void *arg);
 
 typedef struct gale_http_server_opts {
     size_t max_header_size;         /* default 65536 */
-    size_t max_body_size;           /* default 100 MiB */
-    double idle_connection_timeout; /* seconds, default 60; deadline for a header block */
-    double body_timeout;            /* seconds, default 60; deadline for a body */
+    size_t max_body_size;           /* default 100 MiB; 0 refuses every body (413) */
+    double idle_connection_timeout; /* seconds, default 60; deadline for a header block; 0: none */
+    double body_timeout;            /* seconds, default 60; deadline for a body (then 408); 0: none */
     bool no_keep_alive;             /* close after every response */
     bool xheaders;                  /* trust X-Real-IP / X-Forwarded-For / X-Scheme */
     bool no_access_log;             /* skip the access log line */
@@ -78,7 +83,8 @@ typedef struct gale_http_server_opts {
 void gale_http_server_opts_init(gale_http_server_opts *o);
 
 /* Creates a server on `loop` (NULL: gale_loop_current()) calling `cb` for each request. `opts` may
- * be NULL (defaults); it is copied. Returns 0, -EINVAL, -ENOMEM. Free with gale_http_server_free. */
+ * be NULL (defaults); it is copied. Returns 0, -EINVAL (NULL cb or out, max_header_size 0, a
+ * negative or NaN timeout), -ENOMEM. Free with gale_http_server_free. */
 int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
                          gale_http_request_cb cb, void *arg, gale_http_server **out);
 
@@ -97,8 +103,9 @@ int gale_http_server_port(const gale_http_server *srv);
 /* Stops accepting (existing connections go on). */
 void gale_http_server_stop(gale_http_server *srv);
 
-/* Stops accepting, closes every connection (in-flight requests get their close callback; their
- * memory is released when the handler calls finish) and frees the server. */
+/* Stops accepting, closes every connection (in-flight requests get their close callback from the
+ * loop's next iteration; their memory is released when the handler calls finish) and frees the
+ * server. Legal inside the request callback. */
 void gale_http_server_free(gale_http_server *srv);
 
 /* ---- response ---- */
@@ -112,6 +119,7 @@ int gale_http_response_set_status(gale_http_request *req, int code, const char *
  * headers went out. */
 int gale_http_response_set_header(gale_http_request *req, const char *name, const char *value);
 int gale_http_response_add_header(gale_http_request *req, const char *name, const char *value);
+/* clear_header removes every header called `name` and returns 0 (also when there was none). */
 int gale_http_response_clear_header(gale_http_request *req, const char *name);
 
 /* Appends body bytes (copied). Returns 0, -EPIPE (client gone), -EALREADY (finished), -ENOMEM. */
@@ -122,7 +130,8 @@ int gale_http_response_write(gale_http_request *req, const void *data, size_t le
 int gale_http_response_flush(gale_http_request *req);
 
 /* Ends the response and releases the request (do not touch `req` afterwards). Returns 0, or -EPIPE
- * when the client had gone (the request is still released). */
+ * when the client had gone (the request is still released). Legal inside the request's close
+ * callback: then the release waits until that callback returns. */
 int gale_http_response_finish(gale_http_request *req);
 
 /* Status set so far; whether headers were sent; whether the client went away. */
