@@ -58,14 +58,18 @@ start_server() { # name -> sets SPID, SPORT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
-median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+median() {
+    sort -g | awk '{a[NR] = $1}
+        END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
 
 declare -A PP BULK PPCPU BKCPU
 for round in $(seq "$ROUNDS"); do
     for server in gale uv; do
         start_server "$server" || exit 1
         t0=$(cpu_ticks "$SPID")
-        pp=$(taskset -c "$CPU_CLIENT" "$BIN/echo_client" "$SPORT" pingpong "$SECS" | awk '{print $2}')
+        pp=$(taskset -c "$CPU_CLIENT" "$BIN/echo_client" "$SPORT" pingpong "$SECS" |
+            awk '{print $2}')
         t1=$(cpu_ticks "$SPID")
         bulk=$(taskset -c "$CPU_CLIENT" "$BIN/echo_client" "$SPORT" bulk "$SECS" | awk '{print $2}')
         t2=$(cpu_ticks "$SPID")
@@ -75,8 +79,9 @@ for round in $(seq "$ROUNDS"); do
             'BEGIN {printf "%.2f", t / k * 1e6 / (r * s)}')
         bkcpu=$(awk -v t="$((t2 - t1))" -v k="$TCK" -v r="$bulk" -v s="$SECS" \
             'BEGIN {printf "%.3f", t / k * 1e3 / (r * s)}')
-        printf 'round %d %-5s ping-pong %8s msgs/s (%s us CPU/msg)   bulk %7s MB/s (%s ms CPU/MB)\n' \
-            "$round" "$server" "$pp" "$ppcpu" "$bulk" "$bkcpu"
+        printf 'round %d %-5s ping-pong %8s msgs/s (%s us CPU/msg)' \
+            "$round" "$server" "$pp" "$ppcpu"
+        printf '   bulk %7s MB/s (%s ms CPU/MB)\n' "$bulk" "$bkcpu"
         PP[$server]="${PP[$server]:-} $pp"
         BULK[$server]="${BULK[$server]:-} $bulk"
         PPCPU[$server]="${PPCPU[$server]:-} $ppcpu"
@@ -95,6 +100,8 @@ for server in gale uv; do
     eval "M_PP_$server=$mp; M_BULK_$server=$mb; M_CP_$server=$cp; M_CB_$server=$cb"
 done
 awk -v a="$M_PP_gale" -v b="$M_PP_uv" -v c="$M_BULK_gale" -v d="$M_BULK_uv" \
-    'BEGIN {printf "ratio gale/libuv (throughput, medians): ping-pong %.2f, bulk %.2f\n", a / b, c / d}'
+    'BEGIN {printf "ratio gale/libuv (throughput, medians): ping-pong %.2f, bulk %.2f\n",
+            a / b, c / d}'
 awk -v a="$M_CP_gale" -v b="$M_CP_uv" -v c="$M_CB_gale" -v d="$M_CB_uv" \
-    'BEGIN {printf "ratio libuv/gale (server CPU per unit, >1: gale cheaper): ping-pong %.2f, bulk %.2f\n", b / a, d / c}'
+    'BEGIN {printf "ratio libuv/gale (server CPU per unit, >1: gale cheaper): " \
+            "ping-pong %.2f, bulk %.2f\n", b / a, d / c}'

@@ -37,7 +37,10 @@ static double now(void)
 
 /* Period PERIOD, so a write can start anywhere in `out` and the stream stays one pattern. */
 #define PERIOD 8191
-static unsigned char byte_at(size_t i) { return (unsigned char)((i % PERIOD) * 31 + i % PERIOD / 256); }
+static unsigned char byte_at(size_t i)
+{
+    return (unsigned char)((i % PERIOD) * 31 + i % PERIOD / 256);
+}
 
 static int connect_to(int port)
 {
@@ -76,7 +79,8 @@ int main(int argc, char **argv)
     int ep = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < nconns; i++) {
         c[i].fd = connect_to(port);
-        struct epoll_event ev = {.events = EPOLLIN | (bulk ? EPOLLOUT : 0), .data.u32 = (uint32_t)i};
+        struct epoll_event ev = {.events = EPOLLIN | (bulk ? EPOLLOUT : 0),
+                                 .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
     }
     unsigned long long msgs = 0, echoed = 0;

@@ -1,4 +1,5 @@
-/* gale TCP server: the acceptor (Tornado's TCPServer, netutil.bind_sockets, process.fork_processes).
+/* gale TCP server: the acceptor (Tornado's TCPServer, netutil.bind_sockets and
+ * process.fork_processes).
  *
  * A server owns listening sockets registered on a loop. Each readiness event accepts a bounded
  * batch (at most GALE_ACCEPT_BATCH connections) with accept4(SOCK_NONBLOCK | SOCK_CLOEXEC), wraps
