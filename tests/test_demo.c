@@ -9,6 +9,7 @@
  * teardown asserts that the server still answers GET / and then exits cleanly on SIGTERM.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -342,19 +343,52 @@ static void setup_processes(void)
     start_demo(args);
 }
 
-/* Every test ends with a server that still works and then exits cleanly on SIGTERM (a crash or
- * a sanitizer report makes the exit status say so). */
-static void teardown_demo(void)
+/* Stops the demo with SIGTERM and asserts it exited cleanly (a crash or a sanitizer report makes
+ * the exit status say so). */
+static void stop_demo(void)
 {
-    if (g_pid <= 0)
-        return;
-    expect_get("/", 200, "Hello, world!");
     int status = test_stop_app(g_pid);
     g_pid = 0;
     ck_assert_msg((WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
                       (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM),
                   "demo ended badly: %s %d", WIFEXITED(status) ? "exit" : "signal",
                   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
+/* Every test ends with a server that still works and then exits cleanly. */
+static void teardown_demo(void)
+{
+    if (g_pid <= 0)
+        return;
+    expect_get("/", 200, "Hello, world!");
+    stop_demo();
+}
+
+/* The pids of `parent`'s children, from /proc/PID/stat (field 4, after the ")" of the name). */
+static int children_of(pid_t parent, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        char path[300], buf[512];
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        int ppid;
+        if (rp && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == parent)
+            out[n++] = (pid_t)atoi(e->d_name);
+    }
+    closedir(d);
+    return n;
 }
 
 /* ---- routes ---- */
@@ -1143,6 +1177,20 @@ START_TEST(test_demo_processes_serve_requests)
     response_free(&r);
     client_close(&a);
     client_close(&b);
+
+    /* Two workers under a supervisor; SIGTERM to the supervisor ends them all. */
+    pid_t workers[8];
+    int n = children_of(g_pid, workers, 8);
+    ck_assert_int_eq(n, 2);
+    stop_demo();
+    for (int i = 0; i < n; i++) {
+        int tries = 0;
+        while (kill(workers[i], 0) == 0 && tries++ < 500) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        ck_assert_msg(kill(workers[i], 0) < 0, "worker %d outlived the supervisor", workers[i]);
+    }
 }
 END_TEST
 
