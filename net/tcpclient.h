@@ -1,17 +1,24 @@
 /* gale TCP client: Tornado's TCPClient.connect(host, port, timeout).
  *
- * Resolves `host` (net/resolver), then connects to each address in turn (the resolver's order;
- * a failed address falls through to the next) until one succeeds, all fail, or the overall
- * timeout passes. On timeout the half-open stream is closed (its fd released) and the caller gets
- * -ETIMEDOUT. The connection attempt belongs to its loop; it ends (callback run) before the loop
- * may be freed, or call gale_resolver_cancel_loop() first while it is still resolving.
+ * Resolves `host` (net/resolver), then connects with Happy Eyeballs (RFC 6555, like Tornado): the
+ * addresses of the first address's family are tried one after another (a failed address falls
+ * through to the next); the other family's addresses start GALE_CONNECT_FALLBACK_DELAY seconds
+ * later, or at once when the first family runs out. The first connection up wins and the other
+ * attempt is closed. Everything ends at the overall timeout: the half-open streams are closed
+ * (their fds released) and the caller gets -ETIMEDOUT. An attempt belongs to its loop; it ends
+ * (callback run) before the loop may be freed, or call gale_resolver_cancel_loop() first while it
+ * is still resolving.
  */
 #ifndef GALE_NET_TCPCLIENT_H
 #define GALE_NET_TCPCLIENT_H
 
+#include <netdb.h>
+
 #include "core/future.h"
 #include "core/loop.h"
 #include "net/iostream.h"
+
+#define GALE_CONNECT_FALLBACK_DELAY 0.3 /* seconds before the second address family starts */
 
 /* Connection outcome. On success `s` is a connected stream (status 0) and is the callback's to
  * keep or close. On failure `s` is NULL and status is -ECONNREFUSED, -ETIMEDOUT, GALE_ERESOLVE,
@@ -23,6 +30,12 @@ typedef void (*gale_connect_cb)(gale_stream *s, int status, void *arg);
  * called. Callbacks: `cb` runs exactly once, from the loop. */
 int gale_tcp_connect(gale_loop *loop, const char *host, int port, double timeout,
                      gale_connect_cb cb, void *arg);
+
+/* Connects to the addresses of `addrs` (a getaddrinfo list, copied: the caller keeps it), as
+ * above without the lookup. Returns 0, -EINVAL (NULL loop/addrs/cb, an empty list, NaN timeout)
+ * or -ENOMEM; then `cb` is never called. Callbacks: `cb` runs exactly once, from the loop. */
+int gale_tcp_connect_addrinfo(gale_loop *loop, const struct addrinfo *addrs, double timeout,
+                              gale_connect_cb cb, void *arg);
 
 /* Future form: a new future (the caller's reference) whose result is the connected gale_stream.
  * The future owns the stream until gale_future_steal_result() takes it; a future freed with the

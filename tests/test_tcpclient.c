@@ -3,6 +3,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,147 @@ START_TEST(test_tcpclient_bad_arguments)
 }
 END_TEST
 
+/* ---- address lists (Happy Eyeballs) ---- */
+
+struct addr {
+    struct addrinfo ai;
+    struct sockaddr_storage ss;
+};
+
+/* Fills `a` with 127.0.0.1 or ::1 on `port`, linked before `next`. */
+static struct addrinfo *make_addr(struct addr *a, int family, int port, struct addrinfo *next)
+{
+    memset(a, 0, sizeof *a);
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        a->ai.ai_addrlen = sizeof *sin;
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        sin6->sin6_addr = in6addr_loopback;
+        a->ai.ai_addrlen = sizeof *sin6;
+    }
+    a->ai.ai_family = family;
+    a->ai.ai_socktype = SOCK_STREAM;
+    a->ai.ai_addr = (struct sockaddr *)&a->ss;
+    a->ai.ai_next = next;
+    return &a->ai;
+}
+
+/* A listener on `family` loopback whose accept queue is full: connects to it hang in SYN_SENT.
+ * Returns the port, or -1 when the family is unavailable; fds go to lfd and fillers[2]. */
+static int blackhole(int family, int *lfd, int fillers[2])
+{
+    struct sockaddr_storage ss;
+    struct addr tmp;
+    make_addr(&tmp, family, 0, NULL);
+    memcpy(&ss, &tmp.ss, sizeof ss);
+    socklen_t len = tmp.ai.ai_addrlen;
+    *lfd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (*lfd < 0 || bind(*lfd, (struct sockaddr *)&ss, len) < 0 || listen(*lfd, 0) < 0 ||
+        getsockname(*lfd, (struct sockaddr *)&ss, &len) < 0) {
+        if (*lfd >= 0)
+            close(*lfd);
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        fillers[i] = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        connect(fillers[i], (struct sockaddr *)&ss, len);
+    }
+    return family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                             : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+START_TEST(test_tcpclient_falls_back_to_next_address)
+{
+    gale_loop *loop = new_loop();
+    int port;
+    int lfd = test_listen_tcp(&port);
+    struct addr a[2];
+    struct addrinfo *list = make_addr(&a[0], AF_INET, test_free_port(),
+                                      make_addr(&a[1], AF_INET, port, NULL));
+    struct outcome o = {0};
+    ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, list, 5, on_connect, &o), 0);
+    ck_assert_int_eq(o.calls, 0);
+    ck_assert(test_wait_until(loop, connected, &o, 5));
+    ck_assert_int_eq(o.status, 0);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    ck_assert_int_eq(gale_stream_peer_addr(o.s, &peer, &plen), 0);
+    ck_assert_int_eq(ntohs(((struct sockaddr_in *)&peer)->sin_port), port);
+    gale_stream_close(o.s, 0);
+    test_run_for(loop, 0.01);
+    ck_assert_int_eq(o.calls, 1);
+    close(lfd);
+    gale_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_tcpclient_happy_eyeballs_second_family_wins)
+{
+    gale_loop *loop = new_loop();
+    int v6fd, fillers[2];
+    int v6port = blackhole(AF_INET6, &v6fd, fillers);
+    if (v6port < 0) {
+        gale_loop_free(loop); /* no IPv6 loopback here: nothing to race */
+        return;
+    }
+    test_run_for(loop, 0.05);
+    int port;
+    int lfd = test_listen_tcp(&port);
+    int before = count_fds();
+    struct addr a[2];
+    /* ::1 first (it hangs), then 127.0.0.1: only the delayed second family can succeed. */
+    struct addrinfo *list = make_addr(&a[0], AF_INET6, v6port,
+                                      make_addr(&a[1], AF_INET, port, NULL));
+    struct outcome o = {0};
+    ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, list, 5, on_connect, &o), 0);
+    ck_assert(test_wait_until(loop, connected, &o, 5));
+    ck_assert_int_eq(o.status, 0);
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    ck_assert_int_eq(gale_stream_peer_addr(o.s, &peer, &plen), 0);
+    ck_assert_int_eq(peer.ss_family, AF_INET);
+    gale_stream_close(o.s, 0);
+    test_run_for(loop, 0.05);
+    ck_assert_int_eq(o.calls, 1);
+    ck_assert_int_eq(count_fds(), before); /* the losing IPv6 attempt was closed too */
+    close(lfd);
+    close(v6fd);
+    close(fillers[0]);
+    close(fillers[1]);
+    gale_loop_free(loop);
+}
+END_TEST
+
+START_TEST(test_tcpclient_all_addresses_refused)
+{
+    gale_loop *loop = new_loop();
+    int before = count_fds();
+    struct addr a[3];
+    struct addrinfo *list = make_addr(&a[0], AF_INET6, test_free_port(),
+                                      make_addr(&a[1], AF_INET, test_free_port(),
+                                                make_addr(&a[2], AF_INET, test_free_port(), NULL)));
+    struct outcome o = {0};
+    ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, list, 5, on_connect, &o), 0);
+    ck_assert(test_wait_until(loop, connected, &o, 5));
+    test_run_for(loop, 0.05);
+    ck_assert_int_eq(o.calls, 1);
+    ck_assert(o.status == -ECONNREFUSED || o.status == -EADDRNOTAVAIL ||
+              o.status == -ENETUNREACH);
+    ck_assert_ptr_null(o.s);
+    ck_assert_int_eq(count_fds(), before);
+    ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, NULL, 5, on_connect, &o), -EINVAL);
+    ck_assert_int_eq(gale_tcp_connect_addrinfo(NULL, list, 5, on_connect, &o), -EINVAL);
+    ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, list, 5, NULL, &o), -EINVAL);
+    gale_loop_free(loop);
+}
+END_TEST
+
 static Suite *tcpclient_suite(void)
 {
     Suite *s = suite_create("tcpclient");
@@ -249,6 +391,9 @@ static Suite *tcpclient_suite(void)
     tcase_add_test(tc, test_tcpclient_unknown_host);
     tcase_add_test(tc, test_tcpclient_future_form);
     tcase_add_test(tc, test_tcpclient_bad_arguments);
+    tcase_add_test(tc, test_tcpclient_falls_back_to_next_address);
+    tcase_add_test(tc, test_tcpclient_happy_eyeballs_second_family_wins);
+    tcase_add_test(tc, test_tcpclient_all_addresses_refused);
     suite_add_tcase(s, tc);
     return s;
 }
