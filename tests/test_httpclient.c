@@ -1028,6 +1028,42 @@ START_TEST(test_httpclient_request_line_and_headers)
 }
 END_TEST
 
+/* An IPv6 literal in brackets: connects to ::1, Host keeps the brackets. */
+START_TEST(test_httpclient_ipv6_literal)
+{
+    int lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    socklen_t slen = sizeof sin6;
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sin6, sizeof sin6) != 0) {
+        if (lfd >= 0)
+            close(lfd);
+        return; /* no IPv6 loopback on this machine */
+    }
+    ck_assert_int_eq(listen(lfd, 8), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin6, &slen), 0);
+    struct peer p;
+    peer_start(&p, P_WHOLE, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv6");
+    close(p.lfd);
+    p.lfd = lfd;
+    p.port = ntohs(sin6.sin6_port);
+    peer_run(&p);
+    gale_loop *loop = new_loop();
+    gale_http_client *c = new_client(loop, 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://[::1]:%d/six", p.port);
+    struct result r;
+    fetch_wait(loop, c, NULL, url, &r);
+    ck_assert_int_eq(r.resp->error, 0);
+    ck_assert_str_eq(r.resp->body, "v6");
+    result_clear(&r);
+    teardown(loop, c);
+    peer_stop(&p);
+    char host[64];
+    snprintf(host, sizeof host, "\r\nHost: [::1]:%d\r\n", p.port);
+    ck_assert_ptr_nonnull(strstr(p.requests[0], host));
+}
+END_TEST
+
 /* ---- the queue ---- */
 
 START_TEST(test_httpclient_max_clients_fifo_order)
@@ -1231,6 +1267,7 @@ Suite *httpclient_suite(void)
     tcase_add_test(t, test_httpclient_20mib_body_streamed_without_buffering);
     tcase_add_test(t, test_httpclient_interim_100_is_skipped);
     tcase_add_test(t, test_httpclient_request_line_and_headers);
+    tcase_add_test(t, test_httpclient_ipv6_literal);
     tcase_add_test(t, test_httpclient_future_form);
     suite_add_tcase(s, t);
 
