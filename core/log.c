@@ -125,14 +125,10 @@ static char level_letter(gale_log_level level)
     return 'D';
 }
 
-void gale_logv(gale_log_level level, const char *category, const char *fmt, va_list ap)
+/* Appends "[L yymmdd hh:mm:ss category] " for `level` to `out` (at least 64 + strlen(category)
+ * bytes); returns its length. The timestamp text is rebuilt at most once a second. */
+static size_t format_prefix(char *out, gale_log_level level, const char *category)
 {
-    if ((int)level < current_level())
-        return;
-    if (!tls.registered) {
-        tls.registered = 1;
-        pthread_setspecific(log_key, &tls);
-    }
     time_t now = time(NULL);
     if (now != tls.stamp_sec) {
         struct tm tm;
@@ -140,23 +136,82 @@ void gale_logv(gale_log_level level, const char *category, const char *fmt, va_l
         strftime(tls.stamp, sizeof tls.stamp, "%y%m%d %H:%M:%S", &tm);
         tls.stamp_sec = now;
     }
-    char line[LOG_LINE_MAX];
-    int head = snprintf(line, sizeof line, "[%c %s %s] ", level_letter(level), tls.stamp,
-                        category ? category : GALE_LOG_GENERAL);
-    if (head < 0)
+    size_t n = 0;
+    out[n++] = '[';
+    out[n++] = level_letter(level);
+    out[n++] = ' ';
+    size_t sl = strlen(tls.stamp);
+    memcpy(out + n, tls.stamp, sl);
+    n += sl;
+    out[n++] = ' ';
+    size_t cl = strnlen(category, 64);
+    memcpy(out + n, category, cl);
+    n += cl;
+    out[n++] = ']';
+    out[n++] = ' ';
+    return n;
+}
+
+static void register_thread(void)
+{
+    if (!tls.registered) {
+        tls.registered = 1;
+        pthread_setspecific(log_key, &tls);
+    }
+}
+
+/* Queues one finished line (which ends in '\n') and flushes at once for warnings and errors. */
+static void queue_line(gale_log_level level, const char *line, size_t len)
+{
+    if (tls.used + len > sizeof tls.buf)
+        gale_log_flush();
+    if (len > sizeof tls.buf) {
+        write_fd(line, len);
         return;
-    size_t len = (size_t)head < sizeof line ? (size_t)head : sizeof line - 1;
+    }
+    memcpy(tls.buf + tls.used, line, len);
+    tls.used += len;
+    if (level >= GALE_LOG_WARNING)
+        gale_log_flush();
+}
+
+void gale_logv(gale_log_level level, const char *category, const char *fmt, va_list ap)
+{
+    if ((int)level < current_level())
+        return;
+    register_thread();
+    char line[LOG_LINE_MAX];
+    size_t len = format_prefix(line, level, category ? category : GALE_LOG_GENERAL);
     int body = vsnprintf(line + len, sizeof line - len, fmt, ap);
     if (body > 0)
         len += (size_t)body < sizeof line - len ? (size_t)body : sizeof line - len - 1;
     while (len > 0 && line[len - 1] == '\n')
         len--;
     line[len++] = '\n';
+    queue_line(level, line, len);
+}
 
-    if (tls.used + len > sizeof tls.buf)
+void gale_log_write(gale_log_level level, const char *category, const char *msg, size_t len)
+{
+    if ((int)level < current_level())
+        return;
+    register_thread();
+    if (!category)
+        category = GALE_LOG_GENERAL;
+    while (len > 0 && msg[len - 1] == '\n')
+        len--;
+    if (len > LOG_LINE_MAX - 128)
+        len = LOG_LINE_MAX - 128;
+    /* Build the line in place in the thread's buffer when it fits: one copy of the message. */
+    size_t need = 64 + strnlen(category, 64) + len + 1;
+    if (tls.used + need > sizeof tls.buf)
         gale_log_flush();
-    memcpy(tls.buf + tls.used, line, len);
-    tls.used += len;
+    char *out = tls.buf + tls.used;
+    size_t n = format_prefix(out, level, category);
+    memcpy(out + n, msg, len);
+    n += len;
+    out[n++] = '\n';
+    tls.used += n;
     if (level >= GALE_LOG_WARNING)
         gale_log_flush();
 }

@@ -19,6 +19,7 @@
 #define GALE_CORE_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum {
     GALE_LOG_DEBUG = 10,
@@ -44,6 +45,10 @@ int gale_log_enabled(gale_log_level level);
 void gale_log(gale_log_level level, const char *category, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void gale_logv(gale_log_level level, const char *category, const char *fmt, va_list ap);
+
+/* Writes one line whose text is already formatted (`len` bytes, no format directives): the cheap
+ * path for lines written once per request, such as the access log. Same rules as gale_log(). */
+void gale_log_write(gale_log_level level, const char *category, const char *msg, size_t len);
 
 /* Writes this thread's buffered lines to stderr now. Also registered with atexit(). */
 void gale_log_flush(void);

@@ -50,6 +50,21 @@ START_TEST(test_log_line_format_like_tornado)
 }
 END_TEST
 
+START_TEST(test_log_write_preformatted_line_same_format)
+{
+    char buf[1024];
+    const char msg[] = "200 GET /100% (127.0.0.1) 0.02ms\n";
+    gale_log_write(GALE_LOG_INFO, GALE_LOG_ACCESS, msg, sizeof msg - 1);
+    gale_log_write(GALE_LOG_DEBUG, GALE_LOG_ACCESS, "hidden", 6);
+    gale_log_flush();
+    drain(buf, sizeof buf);
+    ck_assert_msg(strncmp(buf, "[I ", 3) == 0, "got %s", buf);
+    /* No format processing of the text ("%" kept), one newline, the debug line filtered. */
+    ck_assert_ptr_nonnull(strstr(buf, " access] 200 GET /100% (127.0.0.1) 0.02ms\n"));
+    ck_assert_int_eq(strchr(buf, '\n') - buf + 1, (long)strlen(buf));
+}
+END_TEST
+
 START_TEST(test_log_info_is_buffered_until_flush)
 {
     char buf[1024];
@@ -185,6 +200,7 @@ int main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_log_line_format_like_tornado);
     tcase_add_test(tc, test_log_info_is_buffered_until_flush);
+    tcase_add_test(tc, test_log_write_preformatted_line_same_format);
     tcase_add_test(tc, test_log_warning_writes_at_once_after_queued_lines);
     tcase_add_test(tc, test_log_level_filters_lower_levels);
     tcase_add_test(tc, test_log_long_line_truncated_not_overflowing);
