@@ -227,6 +227,12 @@ static void *peer_worker(void *arg)
                 break;
         }
     } else {
+        /* A request counts as open at the peer until its answer starts: the client cannot see
+         * the end of the response (and start the next request) before this point, so the count
+         * never includes a connection the client has already finished with. */
+        pthread_mutex_lock(&p->mu);
+        p->open--;
+        pthread_mutex_unlock(&p->mu);
         const char *resp = p->response;
         size_t len = p->response_len;
         char *dyn = NULL;
@@ -252,6 +258,7 @@ static void *peer_worker(void *arg)
         char tmp[256];
         while (recv(fd, tmp, sizeof tmp, 0) > 0)
             ;
+        goto out;
     }
     pthread_mutex_lock(&p->mu);
     p->open--;
