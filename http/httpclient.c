@@ -37,6 +37,7 @@ struct gale_http_client {
     size_t n_queued;
     size_t n_active;
     bool freeing;
+    bool pumping; /* pump() is on the stack: a nested call leaves the work to its loop */
 };
 
 struct resp_impl {
@@ -542,12 +543,19 @@ static void start(struct fetch *f)
     connect_phase(f);
 }
 
+/* Starts queued fetches while there is room. A start that fails at once finishes its fetch,
+ * which calls pump() again: that nested call returns and this loop carries on, so a long queue
+ * of failing requests never recurses deeply. */
 static void pump(gale_http_client *c)
 {
+    if (c->pumping)
+        return;
+    c->pumping = true;
     while (!c->freeing && c->n_active < (size_t)c->max_clients && !gale_list_empty(&c->queue)) {
         struct fetch *f = gale_list_entry(c->queue.next, struct fetch, node);
         start(f);
     }
+    c->pumping = false;
 }
 
 /* ---- the exchange ---- */
