@@ -1200,6 +1200,44 @@ START_TEST(test_httpclient_free_cancels_queued_and_connecting)
 }
 END_TEST
 
+static gale_http_client *freed_in_cb;
+
+static void free_client_then_record(gale_http_response *resp, void *arg)
+{
+    gale_http_client_free(freed_in_cb);
+    freed_in_cb = NULL;
+    on_result(resp, arg);
+}
+
+START_TEST(test_httpclient_free_inside_fetch_callback)
+{
+    demo_start();
+    gale_loop *loop = new_loop();
+    freed_in_cb = new_client(loop, 1);
+    struct result r[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        gale_http_request req;
+        gale_http_request_init(&req, demo_url("/"));
+        ck_assert_int_eq(gale_http_fetch(freed_in_cb, &req,
+                                         i ? on_result : free_client_then_record, &r[i]), 0);
+    }
+    struct many m = {r, 3};
+    ck_assert(test_wait_until(loop, all_done, &m, 10));
+    ck_assert_ptr_null(freed_in_cb);
+    ck_assert_int_eq(r[0].resp->error, 0);
+    ck_assert_str_eq(r[0].resp->body, "Hello, world!");
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(r[i].calls, 1);
+        if (i)
+            ck_assert_int_eq(r[i].resp->error, -ECANCELED);
+        result_clear(&r[i]);
+    }
+    test_run_for(loop, 0.05);
+    gale_loop_free(loop);
+    demo_stop();
+}
+END_TEST
+
 START_TEST(test_httpclient_200_concurrent_fetches)
 {
     demo_start();
@@ -1304,6 +1342,7 @@ Suite *httpclient_suite(void)
     tcase_add_test(t, test_httpclient_at_most_max_clients_in_flight);
     tcase_add_test(t, test_httpclient_queue_timeout_never_sends);
     tcase_add_test(t, test_httpclient_free_cancels_queued_and_connecting);
+    tcase_add_test(t, test_httpclient_free_inside_fetch_callback);
     tcase_add_test(t, test_httpclient_200_concurrent_fetches);
     suite_add_tcase(s, t);
     return s;
