@@ -1102,7 +1102,7 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
     }
     c->srv = srv;
     c->stream = s;
-    c->loop = srv->loop;
+    c->loop = gale_stream_loop(s); /* the accepting loop (srv->loop may be NULL) */
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     if (peer && peer->sa_family == AF_INET)
@@ -1155,10 +1155,9 @@ int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
         isnan(o.idle_connection_timeout) || o.idle_connection_timeout < 0 ||
         isnan(o.body_timeout) || o.body_timeout < 0)
         return -EINVAL;
-    if (!loop)
-        loop = gale_loop_current();
-    if (!loop)
-        return -EINVAL;
+    /* A NULL loop stays unresolved: the TCP server takes the current loop of the process that
+     * starts accepting, so start(n > 1) never creates a loop (an epoll instance and its waker)
+     * before the fork for all the workers to share. */
     /* http-parser's own header cap is process-wide: only ever raise it, past ours. */
     uint32_t want = (uint32_t)o.max_header_size + 1024;
     uint32_t have = atomic_load(&parser_header_limit);

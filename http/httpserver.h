@@ -82,8 +82,10 @@ typedef struct gale_http_server_opts {
 /* Fills `o` with the defaults above. */
 void gale_http_server_opts_init(gale_http_server_opts *o);
 
-/* Creates a server on `loop` (NULL: gale_loop_current()) calling `cb` for each request. `opts` may
- * be NULL (defaults); it is copied. Returns 0, -EINVAL (NULL cb or out, max_header_size 0, a
+/* Creates a server on `loop` calling `cb` for each request. A NULL loop is resolved only when the
+ * server starts accepting (listen or start), as gale_loop_current() of that process: pass NULL for
+ * bind + start(n > 1), so each forked worker gets its own loop. `opts` may be NULL (defaults); it
+ * is copied. Returns 0, -EINVAL (NULL cb or out, max_header_size 0, a
  * negative or NaN timeout), -ENOMEM. Free with gale_http_server_free. */
 int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
                          gale_http_request_cb cb, void *arg, gale_http_server **out);

@@ -2,6 +2,7 @@
  * thread while the test's loop serves. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -9,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -837,6 +840,110 @@ START_TEST(test_web_app_listen_twice_and_bad_args)
 }
 END_TEST
 
+/* ---- prefork: bind, then start(2) ---- */
+
+static void pid_get(gale_handler *h) { gale_writef(h, "%ld", (long)getpid()); }
+static const gale_handler_class pid_handler = {.get = pid_get};
+
+/* The forked application: binds `port`, tells the test through `ready`, forks two workers and
+ * serves until SIGTERM. Never returns. */
+static void run_prefork_app(int port, int ready, int log_fd)
+{
+    gale_log_set_fd(log_fd);
+    gale_log_set_level(GALE_LOG_INFO);
+    gale_app *a = gale_app_new(NULL);
+    int rc = a ? gale_app_route(a, "/pid", &pid_handler, NULL) : -ENOMEM;
+    if (rc == 0)
+        rc = gale_app_bind(a, port, "127.0.0.1");
+    char ok = rc == 0 ? 'y' : 'n';
+    if (write(ready, &ok, 1) != 1 || rc != 0)
+        _exit(1);
+    close(ready);
+    if (gale_app_start(a, 2) != 0) /* the supervisor never returns */
+        _exit(1);
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the supervisor */
+    rc = gale_app_run(a);
+    gale_app_free(a);
+    gale_log_flush();
+    _exit(rc ? 1 : 0);
+}
+
+/* GET /pid on a new connection: the serving worker's pid, or -1. */
+static long fetch_pid(int port)
+{
+    int fd = test_connect_tcp(port);
+    if (fd < 0)
+        return -1;
+    test_set_timeouts(fd, 5);
+    const char *req = "GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    long pid = -1;
+    if (test_write_all(fd, req, strlen(req)) == 0) {
+        size_t len = 0;
+        char *out = test_read_all(fd, 4096, &len);
+        char *body = out ? strstr(out, "\r\n\r\n") : NULL;
+        if (body && strncmp(out, "HTTP/1.1 200 ", 13) == 0)
+            pid = strtol(body + 4, NULL, 10);
+        free(out);
+    }
+    close(fd);
+    return pid;
+}
+
+START_TEST(test_web_app_bind_start_2_workers_each_own_loop)
+{
+    char log_path[] = "/tmp/gale-test-web-XXXXXX";
+    int log_fd = mkstemp(log_path);
+    ck_assert_int_ge(log_fd, 0);
+    unlink(log_path);
+    ck_assert_int_eq(fcntl(log_fd, F_SETFL, O_APPEND), 0);
+    int app_port = test_free_port();
+    ck_assert_int_gt(app_port, 0);
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t app_pid = fork();
+    ck_assert_int_ge(app_pid, 0);
+    if (app_pid == 0) {
+        close(ready[0]);
+        run_prefork_app(app_port, ready[1], log_fd);
+    }
+    close(ready[1]);
+    char ok = 0;
+    ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+    close(ready[0]);
+    ck_assert_int_eq(ok, 'y');
+
+    /* The kernel hands each connection to whichever worker accepts first: ask until both
+     * answered, within a bound. */
+    long seen[2] = {0, 0};
+    int answers = 0;
+    for (int i = 0; i < 400 && !(seen[0] && seen[1]); i++) {
+        long pid = fetch_pid(app_port);
+        if (pid <= 0)
+            continue;
+        answers++;
+        if (!seen[0])
+            seen[0] = pid;
+        else if (pid != seen[0])
+            seen[1] = pid;
+    }
+    int status = test_stop_app(app_pid);
+
+    char log[1 << 16];
+    ssize_t n = pread(log_fd, log, sizeof log - 1, 0);
+    close(log_fd);
+    ck_assert_int_ge(n, 0);
+    log[n] = '\0';
+    const char *bad = strstr(log, "File exists");
+    ck_assert_msg(bad == NULL, "log: ...%.200s", bad && bad - log > 100 ? bad - 100 : log);
+    bad = strstr(log, "loop exists before the fork");
+    ck_assert_msg(bad == NULL, "log: ...%.200s", bad && bad - log > 100 ? bad - 100 : log);
+    ck_assert_int_gt(answers, 0);
+    ck_assert_msg(seen[0] && seen[1], "only worker %ld answered %d requests", seen[0], answers);
+    ck_assert(seen[0] != app_pid && seen[1] != app_pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
 static Suite *web_suite(void)
 {
     Suite *s = suite_create("web");
@@ -892,6 +999,11 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_app_run_returns_0_on_sigterm);
     tcase_add_test(t, test_web_app_listen_twice_and_bad_args);
     tcase_add_test(t, test_web_app_free_with_async_request_in_flight);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("prefork"); /* no fixture: the test's process must not own a loop */
+    tcase_set_timeout(t, 30);
+    tcase_add_test(t, test_web_app_bind_start_2_workers_each_own_loop);
     suite_add_tcase(s, t);
     return s;
 }
