@@ -43,6 +43,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "core/future.h"
 #include "core/loop.h"
 
 typedef struct gale_stream gale_stream;
@@ -153,5 +154,44 @@ int gale_stream_set_nodelay(gale_stream *s, bool on);
 
 /* The peer's address. Returns 0 or a negative errno. */
 int gale_stream_peer_addr(const gale_stream *s, struct sockaddr_storage *addr, socklen_t *len);
+
+
+/* ---- awaitable forms (net/iostream_future.c) ----
+ *
+ * Each returns a new future (the caller's reference) that completes when the callback form would
+ * call its callback, from the loop; they are that callback form underneath. A read's result is a
+ * gale_stream_data (the bytes copied out of the stream, owned by the future: steal it and free()
+ * it to keep it); on failure the future fails with the status (the bytes read so far are
+ * dropped). When the operation cannot start (-EBUSY, -EPIPE, -EINVAL...) the future is completed
+ * with that error at once. Return NULL only when out of memory. In a coroutine:
+ *
+ *     gale_future *f = gale_stream_read_until_future(s, "\r\n\r\n", 4, 65536);
+ *     if (gale_await(f) == 0) { const gale_stream_data *d = gale_future_result(f); ... }
+ *     gale_future_unref(f);
+ */
+
+/* Bytes read by a future form: `len` bytes at `data`, followed by a NUL not counted in len. */
+typedef struct gale_stream_data {
+    size_t len;
+    char data[];
+} gale_stream_data;
+
+gale_future *gale_stream_read_until_future(gale_stream *s, const void *delim, size_t dlen,
+                                           size_t max_bytes);
+gale_future *gale_stream_read_until_regex_future(gale_stream *s, const char *pattern,
+                                                 size_t max_bytes);
+gale_future *gale_stream_read_bytes_future(gale_stream *s, size_t n, bool partial);
+gale_future *gale_stream_read_until_close_future(gale_stream *s);
+
+/* Copies `len` bytes and sends them; the future's result is NULL, once the bytes were handed to
+ * the kernel (or it fails with the close reason). */
+gale_future *gale_stream_write_future(gale_stream *s, const void *data, size_t len);
+
+/* Connects as gale_stream_connect(); the future's result is the connected stream, owned by the
+ * future until gale_future_steal_result() takes it (a future freed with the stream still inside
+ * closes it, as gale_tcp_connect_future). On failure the stream is closed by the library and the
+ * future fails with the reason. */
+gale_future *gale_stream_connect_future(gale_loop *loop, const struct sockaddr *addr,
+                                        socklen_t addrlen);
 
 #endif
