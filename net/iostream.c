@@ -44,6 +44,7 @@
 #include "core/buffer.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "net/fault_internal.h"
 
 #define GALE_STREAM_IDLE_LIMIT GALE_STREAM_READ_CHUNK
 #define DELIM_INLINE 16
@@ -108,6 +109,8 @@ struct gale_stream {
     void *close_arg;
     gale_done_cb connect_cb;
     void *connect_arg;
+    gale_stream_hook owner_hook; /* the creator's close observer (the acceptor's count) */
+    void *owner_arg;
 };
 
 static void close_internal(gale_stream *s, int reason);
@@ -181,6 +184,8 @@ static void unref(gale_stream *s)
 
 static gale_stream *stream_alloc(gale_loop *loop, int fd)
 {
+    if (gale__fault_alloc())
+        return NULL;
     gale_stream *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -301,6 +306,10 @@ static void finish_close(gale_stream *s)
     s->close_cb = NULL;
     if (cb)
         cb(s, reason, s->close_arg);
+    gale_stream_hook hook = s->owner_hook;
+    s->owner_hook = NULL;
+    if (hook)
+        hook(s, s->owner_arg);
     unref(s);
 }
 
@@ -442,10 +451,13 @@ static void deliver(gale_stream *s, const char *ext, size_t extlen)
         }
     }
     if (extlen && !s->closed) {
-        int rc = gale_buffer_append(&s->rbuf, ext, extlen);
+        int rc = gale__fault_alloc() ? -ENOMEM : gale_buffer_append(&s->rbuf, ext, extlen);
         if (rc < 0) {
             if (rc == -ENOBUFS)
                 gale_log_info(GALE_LOG_GENERAL, "stream fd %d: read buffer full, closing", s->fd);
+            else
+                gale_log_warning(GALE_LOG_GENERAL, "stream fd %d: cannot buffer %zu bytes: %s",
+                                 s->fd, extlen, gale_strerror(rc));
             close_internal(s, rc);
         }
     }
@@ -478,8 +490,11 @@ static void handle_read(gale_stream *s)
                 want = s->n - buffered; /* a large exact read: one allocation, fewer calls */
             if (want > space)
                 want = space;
-            int rc = gale_buffer_reserve(&s->rbuf, want, &p, &room);
+            int rc = gale__fault_alloc() ? -ENOMEM
+                                         : gale_buffer_reserve(&s->rbuf, want, &p, &room);
             if (rc < 0) {
+                gale_log_warning(GALE_LOG_GENERAL, "stream fd %d: cannot grow the read buffer: %s",
+                                 s->fd, gale_strerror(rc));
                 close_internal(s, rc);
                 return;
             }
@@ -488,7 +503,7 @@ static void handle_read(gale_stream *s)
             room = space;
         if (!pending && room > idle_limit(s) - buffered)
             room = idle_limit(s) - buffered;
-        ssize_t n = recv(s->fd, p, room, MSG_DONTWAIT);
+        ssize_t n = gale__sys_recv(s->fd, p, room, MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -554,7 +569,7 @@ static void handle_write(gale_stream *s)
         ssize_t n = 0;
         if (cnt > 0) {
             struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-            n = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+            n = gale__sys_sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -604,7 +619,7 @@ static int do_write(gale_stream *s, const struct iovec *iov, int iovcnt, bool co
      * so that running out of memory never leaves half-sent bytes behind. */
     struct wreq *w = NULL;
     if (cb || release || !copy) {
-        w = calloc(1, sizeof *w);
+        w = gale__fault_alloc() ? NULL : calloc(1, sizeof *w);
         if (!w) {
             if (release)
                 release(rp);
@@ -615,11 +630,12 @@ static int do_write(gale_stream *s, const struct iovec *iov, int iovcnt, bool co
     if (!s->wq_head && !s->connecting && !s->connect_pending && total > 0) {
         ssize_t n;
         if (iovcnt == 1) {
-            n = send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            n = gale__sys_send(s->fd, iov[0].iov_base, iov[0].iov_len,
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
         } else {
             struct msghdr mh = {.msg_iov = (struct iovec *)iov,
                                 .msg_iovlen = (size_t)(iovcnt < MAX_IOV ? iovcnt : MAX_IOV)};
-            n = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+            n = gale__sys_sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             int err = -errno;
@@ -634,7 +650,7 @@ static int do_write(gale_stream *s, const struct iovec *iov, int iovcnt, bool co
     }
     size_t rem = total - sent;
     if (rem > 0 && copy) {
-        struct wreq *c = malloc(sizeof *c + rem);
+        struct wreq *c = gale__fault_alloc() ? NULL : malloc(sizeof *c + rem);
         if (!c) {
             free(w);
             if (sent > 0)
@@ -1059,6 +1075,14 @@ int gale_stream_set_max_buffer_size(gale_stream *s, size_t max)
     if (rc == 0)
         update_events(s);
     return rc;
+}
+
+void gale_stream_set_owner_hook(gale_stream *s, gale_stream_hook hook, void *arg)
+{
+    if (!s || s->finished)
+        return;
+    s->owner_hook = hook;
+    s->owner_arg = arg;
 }
 
 int gale_stream_set_nodelay(gale_stream *s, bool on)

@@ -155,6 +155,14 @@ int gale_stream_set_nodelay(gale_stream *s, bool on);
 /* The peer's address. Returns 0 or a negative errno. */
 int gale_stream_peer_addr(const gale_stream *s, struct sockaddr_storage *addr, socklen_t *len);
 
+/* A close observer for the code that created the stream, separate from the close callback (which
+ * belongs to whoever uses the stream and may be replaced at will): the acceptor counts its live
+ * connections with it. `hook(s, arg)` runs once, from the loop, right after the close callback,
+ * before the stream is freed; it must not touch the stream beyond reading it. Replaces any earlier
+ * hook; NULL removes it. Ignored once the close sequence has run. */
+typedef void (*gale_stream_hook)(gale_stream *s, void *arg);
+void gale_stream_set_owner_hook(gale_stream *s, gale_stream_hook hook, void *arg);
+
 
 /* ---- awaitable forms (net/iostream_future.c) ----
  *

@@ -18,6 +18,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "net/fault_internal.h"
 #include "net/resolver.h"
 
 #define EMFILE_RETRY_DELAY 0.1 /* seconds between accept attempts while out of descriptors */
@@ -37,7 +38,11 @@ struct gale_server {
     gale_timeout retry;
     int spare_fd; /* /dev/null, given up to accept-and-close a client when out of descriptors */
     int dispatching; /* depth of accept handlers on the stack */
-    bool free_pending;
+    bool free_pending;  /* freed by the user: the memory goes when dispatching and live reach 0 */
+    size_t max_conns;   /* 0: no limit */
+    size_t live;        /* accepted streams whose close sequence has not run yet */
+    bool at_limit;      /* inside a max_connections episode (clients wait in the backlog) */
+    double limit_since;
 };
 
 /* ---- binding ---- */
@@ -215,8 +220,14 @@ int gale_bind_unix_socket(const char *path, int mode, int backlog)
 static void accept_handler(gale_loop *loop, int fd, unsigned events, void *arg);
 static void emfile_retry(gale_loop *loop, void *arg);
 
+static bool full(const gale_server *srv) { return srv->max_conns && srv->live >= srv->max_conns; }
+
+/* Registers (on) or removes the listening sockets; never registers them while at the connection
+ * limit: the kernel's backlog holds the clients until a connection closes. */
 static void watch(gale_server *srv, bool on)
 {
+    if (on && full(srv))
+        on = false;
     if (srv->watching == on)
         return;
     for (size_t i = 0; i < srv->nfds; i++) {
@@ -253,7 +264,9 @@ static void drop_waiting_clients(gale_server *srv, int fd)
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
-static void enter_emfile(gale_server *srv, int fd, int err)
+/* `drop`: accept-and-close the waiting clients (not when the error was injected by the fault seam:
+ * there the descriptor table is not really full, and the pause and retry are what is tested). */
+static void enter_emfile(gale_server *srv, int fd, int err, bool drop)
 {
     if (!srv->in_emfile) {
         srv->in_emfile = true;
@@ -264,7 +277,8 @@ static void enter_emfile(gale_server *srv, int fd, int err)
                          EMFILE_RETRY_DELAY * 1000);
     }
     watch(srv, false);
-    drop_waiting_clients(srv, fd);
+    if (drop)
+        drop_waiting_clients(srv, fd);
     if (!srv->retry)
         gale_loop_call_later(srv->loop, EMFILE_RETRY_DELAY, emfile_retry, srv, &srv->retry);
 }
@@ -279,21 +293,53 @@ static void leave_emfile(gale_server *srv)
                   (gale_loop_time(srv->loop) - srv->emfile_since) * 1000, srv->emfile_dropped);
 }
 
+/* At max_connections: stop watching; the first time in an episode, say so. */
+static void enter_limit(gale_server *srv)
+{
+    watch(srv, false);
+    if (srv->at_limit)
+        return;
+    srv->at_limit = true;
+    srv->limit_since = gale_loop_time(srv->loop);
+    gale_log_warning(GALE_LOG_GENERAL,
+                     "max_connections (%zu) reached: not accepting until a connection closes; new "
+                     "clients wait in the listen backlog", srv->max_conns);
+}
+
+/* The episode ends when an accept below the limit finds nobody waiting. */
+static void leave_limit(gale_server *srv)
+{
+    if (!srv->at_limit)
+        return;
+    srv->at_limit = false;
+    gale_log_info(GALE_LOG_GENERAL, "max_connections: backlog drained after %.0f ms",
+                  (gale_loop_time(srv->loop) - srv->limit_since) * 1000);
+}
+
+static void conn_closed(gale_stream *s, void *arg);
+
 /* Accepts up to a batch on `fd`. Returns false if the server was stopped or freed meanwhile. */
 static bool accept_batch(gale_server *srv, int fd)
 {
     for (int i = 0; i < GALE_ACCEPT_BATCH; i++) {
+        if (full(srv)) {
+            enter_limit(srv);
+            return true;
+        }
         struct sockaddr_storage peer;
         socklen_t plen = sizeof peer;
-        int c = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int c = gale__sys_accept4(fd, (struct sockaddr *)&peer, &plen,
+                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0) {
             int err = errno;
             if (err == EINTR || err == ECONNABORTED)
                 continue;
-            if (err == EAGAIN || err == EWOULDBLOCK)
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                leave_limit(srv);
                 return true;
+            }
             if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-                enter_emfile(srv, fd, -err);
+                enter_emfile(srv, fd, -err, !gale__fault_was_injected());
                 return true;
             }
             gale_log_error(GALE_LOG_GENERAL, "accept on fd %d: %s", fd, gale_strerror(-err));
@@ -307,6 +353,8 @@ static bool accept_batch(gale_server *srv, int fd)
             close(c);
             continue;
         }
+        srv->live++;
+        gale_stream_set_owner_hook(s, conn_closed, srv);
         srv->cb(srv, s, (struct sockaddr *)&peer, plen, srv->arg);
         if (srv->free_pending || !srv->accepting)
             return false;
@@ -314,11 +362,24 @@ static bool accept_batch(gale_server *srv, int fd)
     return true;
 }
 
-static void really_free(gale_server *srv)
+/* Frees the server once the user freed it and nothing refers to it any more. */
+static void maybe_free(gale_server *srv)
 {
-    if (srv->spare_fd >= 0)
-        close(srv->spare_fd);
-    free(srv);
+    if (srv->free_pending && srv->dispatching == 0 && srv->live == 0)
+        free(srv);
+}
+
+/* An accepted stream's close sequence ran: one connection fewer; below the limit, accept again. */
+static void conn_closed(gale_stream *s, void *arg)
+{
+    gale_server *srv = arg;
+    srv->live--;
+    if (srv->free_pending) {
+        maybe_free(srv);
+        return;
+    }
+    if (srv->accepting && !srv->retry && !srv->watching && !full(srv))
+        watch(srv, true);
 }
 
 static void accept_handler(gale_loop *loop, int fd, unsigned events, void *arg)
@@ -326,8 +387,8 @@ static void accept_handler(gale_loop *loop, int fd, unsigned events, void *arg)
     gale_server *srv = arg;
     srv->dispatching++;
     accept_batch(srv, fd);
-    if (--srv->dispatching == 0 && srv->free_pending)
-        really_free(srv);
+    srv->dispatching--;
+    maybe_free(srv);
 }
 
 static void emfile_retry(gale_loop *loop, void *arg)
@@ -345,8 +406,7 @@ static void emfile_retry(gale_loop *loop, void *arg)
     }
     srv->dispatching--;
     if (srv->free_pending) {
-        if (srv->dispatching == 0)
-            really_free(srv);
+        maybe_free(srv);
         return;
     }
     if (srv->accepting && !srv->retry)
@@ -502,9 +562,27 @@ void gale_server_free(gale_server *srv)
         return;
     gale_server_stop(srv);
     srv->free_pending = true;
-    if (srv->dispatching == 0)
-        really_free(srv);
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
+    srv->spare_fd = -1;
+    maybe_free(srv);
 }
+
+int gale_server_set_max_connections(gale_server *srv, size_t n)
+{
+    if (!srv)
+        return -EINVAL;
+    srv->max_conns = n;
+    if (!srv->loop || !srv->accepting)
+        return 0;
+    if (full(srv))
+        enter_limit(srv);
+    else if (!srv->retry && !srv->watching)
+        watch(srv, true);
+    return 0;
+}
+
+size_t gale_server_connections(const gale_server *srv) { return srv ? srv->live : 0; }
 
 /* ---- prefork ---- */
 

@@ -7,6 +7,12 @@
  * ENFILE the server stops watching its sockets, logs once per episode, frees its spare descriptor
  * to accept-and-close one waiting client (so clients fail fast instead of waiting in the backlog),
  * and retries on a timer: the loop never spins.
+ *
+ * Connection limit: with gale_server_set_max_connections(n) the server stops accepting while n of
+ * the streams it accepted are open (counted from accept until their close callback has run), so
+ * further clients wait in the kernel's listen backlog instead of being accepted and dropped; it
+ * accepts again as soon as one closes. One warning per episode (an episode ends when an accept
+ * below the limit finds nobody waiting).
  */
 #ifndef GALE_NET_TCPSERVER_H
 #define GALE_NET_TCPSERVER_H
@@ -76,8 +82,19 @@ int gale_server_port(const gale_server *srv);
 void gale_server_stop(gale_server *srv);
 
 /* Stops and frees the server. Legal inside the accept callback (the rest of the batch is not
- * accepted; the memory goes when the callback returns). */
+ * accepted; the memory goes when the callback returns). Connections already accepted are
+ * untouched; the server's memory goes when the last of them has closed. */
 void gale_server_free(gale_server *srv);
+
+/* Caps the connections this server has accepted and that are still open at `n` (0: no cap, the
+ * default). At the cap the server stops watching its listening sockets, so new clients wait in
+ * the kernel backlog (then the kernel's SYN queue) rather than being accepted and dropped; the
+ * first close resumes accepting. Lowering the cap below the current count closes nothing. Logs a
+ * warning once per episode. Returns 0 or -EINVAL. */
+int gale_server_set_max_connections(gale_server *srv, size_t n);
+
+/* Connections accepted by this server whose close callback has not yet run. */
+size_t gale_server_connections(const gale_server *srv);
 
 /* Tornado's fork_processes: forks `n` children (n <= 0: one per CPU) and returns each child's
  * task id (0..n-1) in the child. The parent supervises: it restarts a child that dies abnormally

@@ -1,0 +1,51 @@
+/* The fault-injection seam's wrappers (see core/fault.h). Normal builds: static inline libc calls.
+ * With GALE_FAULT_INJECTION: defined in core/fault.c, consulting the fault plan. */
+#ifndef GALE_NET_FAULT_INTERNAL_H
+#define GALE_NET_FAULT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "core/fault.h"
+
+#ifdef GALE_FAULT_INJECTION
+
+ssize_t gale__sys_recv(int fd, void *buf, size_t len, int flags);
+ssize_t gale__sys_send(int fd, const void *buf, size_t len, int flags);
+ssize_t gale__sys_sendmsg(int fd, const struct msghdr *mh, int flags);
+int gale__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+/* True when the next allocation on the I/O path must fail (-ENOMEM). */
+bool gale__fault_alloc(void);
+/* True when the last failure of a wrapper on this thread was injected, not the kernel's. */
+bool gale__fault_was_injected(void);
+
+#else
+
+static inline ssize_t gale__sys_recv(int fd, void *buf, size_t len, int flags)
+{
+    return recv(fd, buf, len, flags);
+}
+
+static inline ssize_t gale__sys_send(int fd, const void *buf, size_t len, int flags)
+{
+    return send(fd, buf, len, flags);
+}
+
+static inline ssize_t gale__sys_sendmsg(int fd, const struct msghdr *mh, int flags)
+{
+    return sendmsg(fd, mh, flags);
+}
+
+static inline int gale__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    return accept4(fd, addr, len, flags);
+}
+
+static inline bool gale__fault_alloc(void) { return false; }
+static inline bool gale__fault_was_injected(void) { return false; }
+
+#endif
+
+#endif
