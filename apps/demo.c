@@ -4,7 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/coro.h"
 #include "core/loop.h"
+/* The client's request type shares its name with the server's gale_http_request: rename it here
+ * (functions are unaffected), since this program uses both. */
+#define gale_http_request gale_http_client_request
+#include "http/httpclient.h"
+#undef gale_http_request
 #include "http/web.h"
 
 static const char USAGE[] =
@@ -28,7 +34,11 @@ static const char USAGE[] =
     "                         (none for 204 and 304)\n"
     "  GET  /redirect?to=P    302 to the local path P (starting with a single '/'), else 400\n"
     "  GET  /header/<name>    the request header's value (repeats joined by \", \"), else 404\n"
-    "  GET  /error            a failing handler: 500\n";
+    "  GET  /error            a failing handler: 500\n"
+    "  GET  /relay?path=P     a coroutine handler: fetches the local path P (starting with a\n"
+    "                         single '/', not under /relay, else 400) from this server with the\n"
+    "                         async client and answers \"relayed <status> <body>\" (502 when the\n"
+    "                         fetch fails)\n";
 
 /* Parses an unsigned decimal made only of digits (no sign, no spaces), at most `max`. Returns the
  * value, or -1. */
@@ -197,6 +207,59 @@ static const gale_handler_class header_handler = {.get = header_get};
 static void error_get(gale_handler *h) { gale_fail(h, -EIO); }
 static const gale_handler_class error_handler = {.get = error_get};
 
+/* GET /relay?path=P: Tornado's coroutine handler. It reads top to bottom; the await suspends it
+ * while the loop serves other requests (including the one it fetches, on this same server). */
+static gale_http_client *relay_client; /* one per process, made on first use (after prefork) */
+
+static bool relay_path_ok(const char *p)
+{
+    if (!p || p[0] != '/' || p[1] == '/' || p[1] == '\\')
+        return false;
+    if (strncmp(p, "/relay", 6) == 0 && strchr("/?#", p[6])) /* "/relay" itself: p[6] == '\0' */
+        return false;
+    for (; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static void relay(gale_handler *h)
+{
+    const char *path = gale_get_argument(h, "path", NULL);
+    if (!relay_path_ok(path)) {
+        gale_send_error(h, 400);
+        return;
+    }
+    if (!relay_client && gale_http_client_new(gale_handler_loop(h), NULL, &relay_client) != 0) {
+        gale_fail(h, -ENOMEM);
+        return;
+    }
+    size_t cap = strlen(path) + 32;
+    char *url = gale_handler_alloc(h, cap); /* the request's arena, not the coroutine's stack */
+    if (!url) {
+        gale_fail(h, -ENOMEM);
+        return;
+    }
+    snprintf(url, cap, "http://127.0.0.1:%d%s", gale_app_port(gale_handler_app(h)), path);
+    gale_http_client_request req;
+    gale_http_request_init(&req, url);
+    req.raise_error = false;      /* relay every status, not only 2xx */
+    req.follow_redirects = false; /* relay the redirect itself */
+    gale_future *f = gale_http_fetch_future(relay_client, &req);
+    int rc = gale_await(f);
+    if (rc == 0) {
+        const gale_http_response *resp = gale_future_result(f);
+        gale_writef(h, "relayed %d ", resp->code);
+        gale_write(h, resp->body, resp->body_len);
+    } else if (rc != -ECANCELED) { /* -ECANCELED: our client left; nothing to answer */
+        gale_send_error(h, 502);
+    }
+    gale_future_unref(f);
+}
+GALE_CORO_METHOD(relay_get, relay)
+static const gale_handler_class relay_handler = {.get = relay_get};
+
 static bool parse_option(const char *name, const char *value, gale_http_server_opts *opts,
                          int *port, int *processes)
 {
@@ -275,6 +338,7 @@ int main(int argc, char **argv)
         {"/redirect", &redirect_handler},
         {"/header/([A-Za-z0-9-]+)", &header_handler},
         {"/error", &error_handler},
+        {"/relay", &relay_handler},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (gale_app_route(app, routes[i].pattern, routes[i].cls, NULL) != 0)
@@ -284,5 +348,7 @@ int main(int argc, char **argv)
         return 1;
     int rc = gale_app_run(app);
     gale_app_free(app);
+    gale_http_client_free(relay_client);
+    gale_coro_shutdown(NULL); /* relays still waiting unwind, and their requests are released */
     return rc ? 1 : 0;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/coro.h"
 #include "core/errors.h"
 #include "core/log.h"
 
@@ -58,7 +59,11 @@ struct gale_handler {
     char *out;          /* body written but not yet handed to the server (malloc'ed) */
     size_t out_len, out_cap;
 
-    int busy;   /* > 0 while a handler callback runs: the release waits for it */
+    gale_coro *coro;          /* the method's coroutine while it runs (gale_handler_run_coro) */
+    gale_handler_fn coro_fn;
+
+    int busy;   /* > 0 while a handler callback (or the method's coroutine) runs: the release
+                 * waits for it */
     bool async;
     bool headers_sent;
     bool finished;
@@ -282,11 +287,14 @@ static void on_close(gale_http_request *req, void *arg)
     if (h->finished || h->close_called)
         return;
     h->close_called = true;
+    gale_coro *co = h->coro; /* a running coroutine holds h (busy), so h outlives leave() */
     if (h->cls->on_connection_close) {
         h->busy++;
         h->cls->on_connection_close(h);
         leave(h);
     }
+    if (co)
+        gale_coro_cancel(co, -ECANCELED);
 }
 
 static gale_handler_fn method_fn(const gale_handler_class *c, const char *m, bool *head)
@@ -438,6 +446,40 @@ static void on_request(gale_http_request *req, void *arg)
             gale_finish(h);
     }
     leave(h);
+}
+
+/* ---- coroutine methods ---- */
+
+static int handler_coro_main(void *arg)
+{
+    gale_handler *h = arg;
+    h->coro = gale_coro_current();
+    h->coro_fn(h);
+    h->coro = NULL;
+    if (!h->finished)
+        gale_finish(h);
+    leave(h); /* may release h */
+    return 0;
+}
+
+int gale_handler_run_coro(gale_handler *h, gale_handler_fn fn)
+{
+    if (!h || !fn)
+        return -EINVAL;
+    if (h->coro || h->finished)
+        return -EALREADY;
+    h->coro_fn = fn;
+    h->async = true;
+    h->busy++;
+    gale_future *f = gale_coro_spawn(gale_handler_loop(h), handler_coro_main, h, NULL);
+    /* An error here means the coroutine never started (its body always returns 0). */
+    int rc = f ? gale_future_error(f) : -ENOMEM;
+    gale_future_unref(f);
+    if (rc) {
+        h->busy--;
+        gale_fail(h, rc);
+    }
+    return rc;
 }
 
 /* ---- request accessors ---- */

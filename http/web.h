@@ -253,4 +253,26 @@ int gale_set_cookie(gale_handler *h, const char *name, const char *value,
 /* Sets an expired, empty cookie to delete `name` (same path/domain rules as set_cookie). */
 int gale_clear_cookie(gale_handler *h, const char *name, const gale_cookie_opts *opts);
 
+
+/* ---- coroutine methods ---- */
+
+/* Runs `fn(h)` as a coroutine (core/coro.h) for this request: it may gale_await() freely, and the
+ * response finishes when `fn` returns (or earlier, if it calls gale_finish()). Call it from a
+ * method; GALE_CORO_METHOD declares such a method. `h` stays valid until `fn` returns, also after
+ * gale_finish(). If the client goes away while `fn` waits, on_connection_close runs, then the
+ * pending await (and every later one) returns -ECANCELED from the loop, so `fn` unwinds and frees
+ * what it holds; its writes are dropped. Returns 0; -EINVAL (NULL argument), -EALREADY (a
+ * coroutine already runs, or the response finished); or the spawn's error (-ENOMEM...), logged
+ * and answered with 500. Stack: GALE_CORO_DEFAULT_STACK. */
+int gale_handler_run_coro(gale_handler *h, gale_handler_fn fn);
+
+/* Declares a handler method `name` that runs `fn` as a coroutine:
+ *
+ *     static void relay(gale_handler *h) { ... gale_await(f) ... }
+ *     GALE_CORO_METHOD(relay_get, relay)
+ *     static const gale_handler_class relay_handler = {.get = relay_get};
+ */
+#define GALE_CORO_METHOD(name, fn)                                                                 \
+    static void name(gale_handler *h) { gale_handler_run_coro(h, fn); }
+
 #endif

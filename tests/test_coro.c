@@ -725,6 +725,227 @@ START_TEST(test_coro_stream_connect_future_then_write)
 }
 END_TEST
 
+/* ---- coroutine handlers ---- */
+
+static gale_app *g_app;
+static gale_http_client *g_client; /* used by the handlers */
+static int g_port;
+static int handled, handler_cancelled, handler_closed, handler_finished;
+
+static void data_get(gale_handler *h) { gale_write_str(h, "payload"); }
+static const gale_handler_class data_handler = {.get = data_get};
+
+static void fetching(gale_handler *h)
+{
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/data", g_port);
+    gale_http_client_request req;
+    gale_http_request_init(&req, url);
+    gale_future *f = gale_http_fetch_future(g_client, &req);
+    int rc = gale_await(f);
+    if (rc == 0) {
+        const gale_http_response *resp = gale_future_result(f);
+        gale_writef(h, "got %d %.*s", resp->code, (int)resp->body_len, resp->body);
+    } else {
+        gale_send_error(h, 502);
+    }
+    gale_future_unref(f);
+    handled++;
+}
+GALE_CORO_METHOD(fetching_get, fetching)
+static void count_finish(gale_handler *h) { handler_finished++; }
+static const gale_handler_class fetching_handler = {.get = fetching_get,
+                                                    .on_finish = count_finish};
+
+static int suspended;
+
+static void waiting(gale_handler *h)
+{
+    char *held = malloc(4096); /* must be freed on every path */
+    gale_future *never = gale_future_new(gale_handler_loop(h));
+    suspended++;
+    int rc = gale_await(never);
+    if (rc == -ECANCELED)
+        handler_cancelled++;
+    /* Cancelled: later awaits return at once, so cleanup code cannot hang. */
+    ck_assert_int_eq(gale_await_drop(gale_sleep(gale_handler_loop(h), 0)), -ECANCELED);
+    gale_write_str(h, "never sent");
+    gale_future_unref(never);
+    free(held);
+    handled++;
+}
+GALE_CORO_METHOD(waiting_get, waiting)
+static void waiting_closed(gale_handler *h) { handler_closed++; }
+static const gale_handler_class waiting_handler = {
+    .get = waiting_get, .on_connection_close = waiting_closed, .on_finish = count_finish};
+
+static void web_setup(void)
+{
+    setup();
+    handled = handler_cancelled = handler_closed = handler_finished = suspended = 0;
+    g_app = gale_app_new(NULL);
+    ck_assert_ptr_nonnull(g_app);
+    gale_app_opts(g_app)->no_access_log = true;
+    ck_assert_int_eq(gale_app_route(g_app, "/data", &data_handler, NULL), 0);
+    ck_assert_int_eq(gale_app_route(g_app, "/co", &fetching_handler, NULL), 0);
+    ck_assert_int_eq(gale_app_route(g_app, "/wait", &waiting_handler, NULL), 0);
+    ck_assert_int_eq(gale_app_listen(g_app, 0, "127.0.0.1"), 0);
+    g_port = gale_app_port(g_app);
+    gale_http_client_opts o = {.max_clients = 100};
+    ck_assert_int_eq(gale_http_client_new(g_loop, &o, &g_client), 0);
+}
+
+static void web_teardown(void)
+{
+    gale_app_free(g_app);
+    gale_http_client_free(g_client);
+    test_run_for(g_loop, 0.02);
+    teardown();
+}
+
+#define NCONC 50
+
+static int fetched_ok;
+
+static void on_outer(gale_http_response *resp, void *arg)
+{
+    if (resp->error == 0 && resp->code == 200 && resp->body_len == 15 &&
+        memcmp(resp->body, "got 200 payload", 15) == 0)
+        fetched_ok++;
+    (*(int *)arg)++;
+}
+
+static int outer_done;
+static bool all_outer(void *arg) { return outer_done == NCONC; }
+
+START_TEST(test_coro_handler_awaits_fetch_under_50_concurrent_requests)
+{
+    gale_http_client *load;
+    gale_http_client_opts o = {.max_clients = NCONC};
+    ck_assert_int_eq(gale_http_client_new(g_loop, &o, &load), 0);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/co", g_port);
+    outer_done = fetched_ok = 0;
+    for (int i = 0; i < NCONC; i++) {
+        gale_http_client_request req;
+        gale_http_request_init(&req, url);
+        ck_assert_int_eq(gale_http_fetch(load, &req, on_outer, &outer_done), 0);
+    }
+    ck_assert(test_wait_until(g_loop, all_outer, NULL, 20.0));
+    ck_assert_int_eq(fetched_ok, NCONC);
+    ck_assert_int_eq(handled, NCONC);
+    ck_assert_int_eq(handler_finished, NCONC);
+    ck_assert_uint_eq(gale_coro_count(), 0);
+    gale_http_client_free(load);
+}
+END_TEST
+
+static bool is_suspended(void *arg) { return suspended == *(int *)arg; }
+static bool handlers_done(void *arg) { return handled == *(int *)arg; }
+
+START_TEST(test_coro_handler_client_disconnects_while_suspended)
+{
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = test_connect_tcp(g_port);
+        ck_assert_int_ge(fds[i], 0);
+        const char req[] = "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n";
+        ck_assert_int_eq(test_write_all(fds[i], req, sizeof req - 1), 0);
+    }
+    int want = 3;
+    ck_assert(test_wait_until(g_loop, is_suspended, &want, 5.0));
+    ck_assert_uint_eq(gale_coro_count(), 3);
+    ck_assert_int_eq(handled, 0);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    ck_assert(test_wait_until(g_loop, handlers_done, &want, 5.0));
+    test_run_for(g_loop, 0.005);
+    ck_assert_int_eq(handler_closed, 3);
+    ck_assert_int_eq(handler_cancelled, 3);
+    ck_assert_int_eq(handler_finished, 3);
+    ck_assert_uint_eq(gale_coro_count(), 0);
+}
+END_TEST
+
+START_TEST(test_coro_handler_suspended_when_app_freed_unwinds)
+{
+    int fd = test_connect_tcp(g_port);
+    const char req[] = "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(test_write_all(fd, req, sizeof req - 1), 0);
+    int want = 1;
+    ck_assert(test_wait_until(g_loop, is_suspended, &want, 5.0));
+    gale_app_free(g_app);
+    g_app = NULL;
+    ck_assert(test_wait_until(g_loop, handlers_done, &want, 5.0));
+    ck_assert_int_eq(handler_cancelled, 1);
+    ck_assert_int_eq(handler_finished, 1);
+    ck_assert_uint_eq(gale_coro_count(), 0);
+    close(fd);
+}
+END_TEST
+
+/* ---- the demo's /relay route ---- */
+
+static char *http_get(int port, const char *target, size_t *len)
+{
+    int fd = test_connect_tcp(port);
+    ck_assert_int_ge(fd, 0);
+    test_set_timeouts(fd, 10);
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                     target);
+    ck_assert_int_eq(test_write_all(fd, req, (size_t)n), 0);
+    char *resp = test_read_all(fd, 1 << 20, len);
+    close(fd);
+    return resp;
+}
+
+static void expect_response(int port, const char *target, const char *status, const char *body)
+{
+    size_t len;
+    char *resp = http_get(port, target, &len);
+    ck_assert_ptr_nonnull(resp);
+    ck_assert_msg(strncmp(resp, status, strlen(status)) == 0, "%s -> %s", target, resp);
+    if (body) {
+        const char *b = strstr(resp, "\r\n\r\n");
+        ck_assert_ptr_nonnull(b);
+        ck_assert_str_eq(b + 4, body);
+    }
+    free(resp);
+}
+
+START_TEST(test_coro_demo_relay_route)
+{
+    int port = test_free_port();
+    char pbuf[16];
+    snprintf(pbuf, sizeof pbuf, "%d", port);
+    char *const argv[] = {"demo", "--port", pbuf, NULL};
+    pid_t pid = test_start_app("demo", argv, port);
+    ck_assert_int_gt(pid, 0);
+    expect_response(port, "/relay?path=/user/7", "HTTP/1.1 200", "relayed 200 user 7");
+    expect_response(port, "/relay?path=/greet%3Fname%3Dgale", "HTTP/1.1 200",
+                    "relayed 200 Hello, gale!");
+    expect_response(port, "/relay?path=/status/404", "HTTP/1.1 200", "relayed 404 status 404");
+    expect_response(port, "/relay?path=/delay%3Fms%3D20", "HTTP/1.1 200",
+                    "relayed 200 waited 20 ms");
+    expect_response(port, "/relay?path=user/7", "HTTP/1.1 400", NULL);
+    expect_response(port, "/relay?path=//evil/x", "HTTP/1.1 400", NULL);
+    expect_response(port, "/relay?path=/relay", "HTTP/1.1 400", NULL);
+    expect_response(port, "/relay?path=/relay%3Fpath%3D/", "HTTP/1.1 400", NULL);
+    expect_response(port, "/relay?path=/relay/x", "HTTP/1.1 400", NULL);
+    expect_response(port, "/relay", "HTTP/1.1 400", NULL);
+    expect_response(port, "/relay?path=", "HTTP/1.1 400", NULL);
+    /* A client leaving mid-relay does not disturb the server. */
+    int fd = test_connect_tcp(port);
+    const char req[] = "GET /relay?path=/delay%3Fms%3D300 HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(test_write_all(fd, req, sizeof req - 1), 0);
+    close(fd);
+    expect_response(port, "/relay?path=/", "HTTP/1.1 200", "relayed 200 Hello, world!");
+    int status = test_stop_app(pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
 static Suite *coro_suite(void)
 {
     Suite *s = suite_create("coro");
@@ -754,6 +975,15 @@ static Suite *coro_suite(void)
     tcase_add_test(tc, test_coro_stream_future_forms_read_write_in_a_coroutine);
     tcase_add_test(tc, test_coro_stream_future_fails_with_close_reason);
     tcase_add_test(tc, test_coro_stream_connect_future_then_write);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("web");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, web_setup, web_teardown);
+    tcase_add_test(tc, test_coro_handler_awaits_fetch_under_50_concurrent_requests);
+    tcase_add_test(tc, test_coro_handler_client_disconnects_while_suspended);
+    tcase_add_test(tc, test_coro_handler_suspended_when_app_freed_unwinds);
+    tcase_add_test(tc, test_coro_demo_relay_route);
     suite_add_tcase(s, tc);
     return s;
 }
