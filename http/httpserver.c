@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -1304,16 +1305,15 @@ int gale_http_response_clear_header(gale_http_request *req, const char *name)
     return 0;
 }
 
-static int add_header(struct req *r, const char *name, const char *value)
+/* Appends a header whose name and value were validated; `copy`: into the arena, else the caller
+ * keeps the strings alive until the response finishes. */
+static int push_header(struct req *r, const char *name, size_t nl, const char *value, size_t vl,
+                       bool copy)
 {
-    size_t nl, vl;
-    int rc = check_header(name, value, &nl, &vl);
-    if (rc < 0)
-        return rc;
     if (r->headers_sent || r->finished)
         return -EALREADY;
     long long cl = -1;
-    if (gale_str_ieq(name, nl, "Content-Length")) {
+    if (nl == 14 && gale_str_ieq(name, nl, "Content-Length")) {
         size_t l = vl;
         const char *v = trim(value, &l);
         if (!l || l > 18)
@@ -1335,13 +1335,25 @@ static int add_header(struct req *r, const char *name, const char *value)
         r->rh.items = items;
         r->rh.cap = ncap;
     }
-    char *n = arena_strndup(r, name, nl), *v = arena_strndup(r, value, vl);
-    if (!n || !v)
-        return -ENOMEM;
-    r->rh.items[r->rh.n++] = (gale_http_header){{n, nl}, {v, vl}};
+    if (copy) {
+        name = arena_strndup(r, name, nl);
+        value = arena_strndup(r, value, vl);
+        if (!name || !value)
+            return -ENOMEM;
+    }
+    r->rh.items[r->rh.n++] = (gale_http_header){{name, nl}, {value, vl}};
     if (cl >= 0)
         r->user_cl = cl;
     return 0;
+}
+
+static int add_header(struct req *r, const char *name, const char *value)
+{
+    size_t nl, vl;
+    int rc = check_header(name, value, &nl, &vl);
+    if (rc < 0)
+        return rc;
+    return push_header(r, name, nl, value, vl, true);
 }
 
 int gale_http_response_set_header(gale_http_request *req, const char *name, const char *value)
@@ -1366,6 +1378,15 @@ int gale_http_response_add_header(gale_http_request *req, const char *name, cons
     if (!r)
         return -EINVAL;
     return add_header(r, name, value);
+}
+
+int gale_http_response_add_header_trusted(gale_http_request *req, const char *name,
+                                          size_t name_len, const char *value, size_t value_len)
+{
+    struct req *r = req_of(req);
+    if (!r || !name || !name_len || !value)
+        return -EINVAL;
+    return push_header(r, name, name_len, value, value_len, false);
 }
 
 int gale_http_response_write(gale_http_request *req, const void *data, size_t len)
@@ -1411,9 +1432,36 @@ static int header_kind(const gale_http_header *h)
     }
 }
 
+/* "Server: gale\r\nDate: <IMF-fixdate>\r\n", rebuilt once a second. Validity is kept on the
+ * loop's monotonic clock, whose reading the caller already has, so a response costs no clock
+ * read of its own: the block is valid until the wall clock's next second began, as seen at the
+ * last rebuild (a wall clock step shows within a second). */
+#define SERVER_LINE "Server: gale\r\n"
+#define SERVER_LINE_LEN (sizeof SERVER_LINE - 1)
+#define DATE_LINE_LEN (6 + 29 + 2)
+
+static _Thread_local struct {
+    double valid_until; /* loop time */
+    char block[SERVER_LINE_LEN + DATE_LINE_LEN + 1];
+} tls_head;
+
+static const char *server_date_block(double now)
+{
+    if (now >= tls_head.valid_until || tls_head.block[0] == '\0') {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char *p = tls_head.block;
+        memcpy(p, SERVER_LINE "Date: ", SERVER_LINE_LEN + 6);
+        gale_http_format_date((long long)ts.tv_sec, p + SERVER_LINE_LEN + 6);
+        memcpy(p + SERVER_LINE_LEN + 6 + 29, "\r\n", 3);
+        tls_head.valid_until = now + (1e9 - (double)ts.tv_nsec) / 1e9;
+    }
+    return tls_head.block;
+}
+
 /* Appends the status line and headers to the connection's output. `final`: the response is
- * complete (Content-Length known) rather than being flushed. */
-static int emit_head(struct req *r, bool final)
+ * complete (Content-Length known) rather than being flushed. `now`: a recent loop time. */
+static int emit_head(struct req *r, bool final, double now)
 {
     struct gale_http_conn *c = r->conn;
     bool bodyless = r->head || bodyless_status(r->status);
@@ -1469,12 +1517,14 @@ static int emit_head(struct req *r, bool final)
     *p++ = ' ';
     p = put_str(p, reason, rlen);
     p = PUT_LIT(p, "\r\n");
-    if (!has_server)
-        p = PUT_LIT(p, "Server: gale\r\n");
-    if (!has_date) {
-        p = PUT_LIT(p, "Date: ");
-        p = put_str(p, gale_http_date(), 29);
-        p = PUT_LIT(p, "\r\n");
+    if (!has_server || !has_date) {
+        const char *block = server_date_block(now);
+        if (!has_server && !has_date)
+            p = put_str(p, block, SERVER_LINE_LEN + DATE_LINE_LEN);
+        else if (!has_date)
+            p = put_str(p, block + SERVER_LINE_LEN, DATE_LINE_LEN);
+        else
+            p = put_str(p, block, SERVER_LINE_LEN);
     }
     for (size_t i = 0; i < r->rh.n; i++) {
         const gale_http_header *h = &r->rh.items[i];
@@ -1549,7 +1599,7 @@ int gale_http_response_flush(gale_http_request *req)
     struct gale_http_conn *c = r->conn;
     int rc = 0;
     if (!r->headers_sent)
-        rc = emit_head(r, false);
+        rc = emit_head(r, false, c->in_batch ? c->batch_time : gale_loop_time(c->loop));
     if (rc == 0)
         rc = emit_body(r);
     if (!c->in_batch)
@@ -1557,7 +1607,8 @@ int gale_http_response_flush(gale_http_request *req)
     return rc;
 }
 
-/* "200 GET /path (127.0.0.1) 0.21ms", formatted by hand: this runs once per request. */
+/* "200 GET /path (127.0.0.1) 0.21ms", formatted by hand and handed to the logger preformatted
+ * (no printf pass): this runs once per request. */
 static void access_log(struct req *r, double now)
 {
     gale_log_level lvl = r->status < 400   ? GALE_LOG_INFO
@@ -1589,8 +1640,7 @@ static void access_log(struct req *r, double now)
     *p++ = (char)('0' + hundredths / 10 % 10);
     *p++ = (char)('0' + hundredths % 10);
     p = PUT_LIT(p, "ms");
-    *p = '\0';
-    gale_log(lvl, GALE_LOG_ACCESS, "%s", line);
+    gale_log_write(lvl, GALE_LOG_ACCESS, line, (size_t)(p - line));
 }
 
 int gale_http_response_finish(gale_http_request *req)
@@ -1604,9 +1654,14 @@ int gale_http_response_finish(gale_http_request *req)
     r->finished = true;
     int rc = 0;
     bool alive = !r->closed && conn_open(c) && c->req == r;
+    /* One clock read serves the Date header, the access log and the idle deadline. Within a
+     * batch its arrival time is fresh enough for the last two; the access log wants the real
+     * duration. */
+    bool logging = c->srv && !c->srv->opts.no_access_log;
+    double now = logging || !c->in_batch ? gale_loop_time(c->loop) : c->batch_time;
     if (alive) {
         if (!r->headers_sent)
-            rc = emit_head(r, true);
+            rc = emit_head(r, true, now);
         if (rc == 0)
             rc = emit_body(r);
         if (rc == 0 && r->framing == FR_CHUNKED)
@@ -1622,10 +1677,6 @@ int gale_http_response_finish(gale_http_request *req)
     } else {
         rc = -EPIPE;
     }
-    /* Within a batch its arrival time is fresh enough for the idle deadline; the access log
-     * wants the real duration. */
-    bool logging = c->srv && !c->srv->opts.no_access_log;
-    double now = logging || !c->in_batch ? gale_loop_time(c->loop) : c->batch_time;
     if (logging)
         access_log(r, now);
     bool keep = alive && rc == 0 && r->keep_alive;

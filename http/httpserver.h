@@ -121,6 +121,14 @@ int gale_http_response_set_status(gale_http_request *req, int code, const char *
  * headers went out. */
 int gale_http_response_set_header(gale_http_request *req, const char *name, const char *value);
 int gale_http_response_add_header(gale_http_request *req, const char *name, const char *value);
+/* The fast path of add_header for strings that are already valid and live long enough: string
+ * constants, or copies the caller made and validated (the web layer's). Neither validates nor
+ * copies: `name` (name_len bytes) must be a non-empty token and `value` (value_len bytes) free of
+ * CR and LF. A Content-Length value is still checked (digits only). Ownership: both must stay
+ * valid until the response finishes. Returns 0, -EINVAL (NULL or empty name, NULL value, a
+ * non-numeric Content-Length), -EALREADY (headers sent) or -ENOMEM. */
+int gale_http_response_add_header_trusted(gale_http_request *req, const char *name,
+                                          size_t name_len, const char *value, size_t value_len);
 /* clear_header removes every header called `name` and returns 0 (also when there was none). */
 int gale_http_response_clear_header(gale_http_request *req, const char *name);
 

@@ -37,6 +37,7 @@ struct gale_app {
 struct out_header {
     const char *name;
     const char *value;
+    size_t name_len, value_len;
 };
 
 struct gale_handler {
@@ -56,8 +57,9 @@ struct gale_handler {
     struct out_header *headers;
     size_t nheaders, headers_cap;
     bool default_ctype; /* Content-Type: text/html; charset=UTF-8 still applies */
-    char *out;          /* body written but not yet handed to the server (malloc'ed) */
+    char *out;          /* body written but not yet handed to the server */
     size_t out_len, out_cap;
+    bool out_heap;      /* `out` is malloc'ed (else it is from the request arena) */
 
     gale_coro *coro;          /* the method's coroutine while it runs (gale_handler_run_coro) */
     gale_handler_fn coro_fn;
@@ -268,7 +270,8 @@ static void release(gale_handler *h)
     h->released = true;
     if (h->cls->on_finish)
         h->cls->on_finish(h);
-    free(h->out);
+    if (h->out_heap)
+        free(h->out);
     h->out = NULL;
     gale_http_response_finish(h->req); /* frees h */
 }
@@ -713,11 +716,12 @@ static int append_header(gale_handler *h, const char *name, const char *value)
         h->headers = n;
         h->headers_cap = ncap;
     }
-    char *nc = gale_http_request_strdup(h->req, name, strlen(name));
-    char *vc = gale_http_request_strdup(h->req, value, strlen(value));
+    size_t nl = strlen(name), vl = strlen(value);
+    char *nc = gale_http_request_strdup(h->req, name, nl);
+    char *vc = gale_http_request_strdup(h->req, value, vl);
     if (!nc || !vc)
         return -ENOMEM;
-    h->headers[h->nheaders++] = (struct out_header){nc, vc};
+    h->headers[h->nheaders++] = (struct out_header){nc, vc, nl, vl};
     if (strcasecmp(name, "Content-Type") == 0)
         h->default_ctype = false;
     return 0;
@@ -758,7 +762,17 @@ static int out_reserve(gale_handler *h, size_t more)
     size_t ncap = h->out_cap ? h->out_cap : 256;
     while (ncap - h->out_len < more)
         ncap *= 2;
-    char *n = realloc(h->out, ncap);
+    char *n;
+    if (h->out_heap) {
+        n = realloc(h->out, ncap);
+    } else {
+        /* Up to 1 KiB from the request arena: a small response costs no malloc and free. */
+        n = ncap <= 1024 ? gale_http_request_alloc(h->req, ncap) : malloc(ncap);
+        if (n && h->out_len)
+            memcpy(n, h->out, h->out_len);
+        if (n && ncap > 1024)
+            h->out_heap = true;
+    }
     if (!n)
         return -ENOMEM;
     h->out = n;
@@ -828,12 +842,18 @@ static int send_headers(gale_handler *h)
     gale_http_request *req = h->req;
     h->headers_sent = true;
     int rc = gale_http_response_set_status(req, h->status, NULL);
+    /* The default is a constant and the handler's headers were validated and copied into the
+     * request arena by gale_set_header: hand them over without a second check and copy. */
     if (h->default_ctype && !bodyless_status(h->status))
-        rc = rc ? rc : gale_http_response_set_header(req, "Content-Type", DEFAULT_CTYPE);
+        rc = rc ? rc
+                : gale_http_response_add_header_trusted(req, "Content-Type", 12, DEFAULT_CTYPE,
+                                                        sizeof DEFAULT_CTYPE - 1);
     for (size_t i = 0; i < h->nheaders; i++) {
-        if (bodyless_status(h->status) && strcasecmp(h->headers[i].name, "Content-Type") == 0)
+        const struct out_header *o = &h->headers[i];
+        if (bodyless_status(h->status) && strcasecmp(o->name, "Content-Type") == 0)
             continue;
-        int r = gale_http_response_add_header(req, h->headers[i].name, h->headers[i].value);
+        int r = gale_http_response_add_header_trusted(req, o->name, o->name_len, o->value,
+                                                      o->value_len);
         rc = rc ? rc : r;
     }
     return rc;
