@@ -1,5 +1,6 @@
 /* Tornado's asynchronous download example grown into a tool: fetches every URL concurrently on one
- * loop, then prints the bodies (with -i, the status line and headers first) to stdout in the
+ * loop, each in its own coroutine that awaits the response (Tornado's
+ * `response = await http_client.fetch(url)`), then prints the bodies (with -i, the status line and headers first) to stdout in the
  * order the URLs were given, and one summary line per URL to stderr as each completes. Exits 0
  * when every fetch succeeded (a 2xx after redirects), 1 when any failed, 2 on bad usage. */
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/coro.h"
 #include "core/errors.h"
 #include "core/loop.h"
 #include "http/httpclient.h"
@@ -26,24 +28,55 @@ static const char USAGE[] =
 
 struct job {
     const char *url;
-    gale_http_response *resp;
+    gale_http_client *client;
     gale_loop *loop;
-    int *left;
+    const gale_http_request *tmpl; /* method, headers, body, timeouts shared by every URL */
+    gale_http_response *resp;      /* kept for printing in argument order */
+    bool failed;
 };
 
-static void on_done(gale_http_response *resp, void *arg)
+/* The per-URL work, straight-line: fetch, await the response, report it on stderr. */
+static int fetch_one(void *arg)
 {
     struct job *j = arg;
-    j->resp = gale_http_response_keep(resp);
-    if (resp->error)
-        fprintf(stderr, "%d %s: %s (%s) %zu bytes %.3fs %s\n", resp->code,
-                resp->code == GALE_HTTP_NO_RESPONSE ? "error" : "failed", resp->error_message,
-                gale_err_name(resp->error), resp->body_len, resp->request_time, j->url);
-    else
-        fprintf(stderr, "%d %s %zu bytes %.3fs %s\n", resp->code, resp->reason, resp->body_len,
-                resp->request_time, resp->effective_url);
-    if (--*j->left == 0)
-        gale_loop_stop(j->loop);
+    gale_http_request req = *j->tmpl;
+    req.url = j->url;
+    req.raise_error = false; /* a non-2xx response still comes back, with its body */
+    gale_loop *loop = j->loop;
+    double t0 = gale_loop_time(loop);
+    gale_future *f = gale_http_fetch_future(j->client, &req);
+    if (!f) {
+        fprintf(stderr, "fetch: out of memory\n");
+        j->failed = true;
+        return -ENOMEM;
+    }
+    int rc = gale_await(f);
+    if (rc == 0) {
+        gale_http_response *resp = j->resp = gale_future_steal_result(f);
+        int err = resp->error;
+        if (!err && (resp->code < 200 || resp->code > 299))
+            err = GALE_EBADSTATUS;
+        j->failed = err != 0;
+        if (!err)
+            fprintf(stderr, "%d %s %zu bytes %.3fs %s\n", resp->code, resp->reason,
+                    resp->body_len, resp->request_time, resp->effective_url);
+        else if (resp->error)
+            fprintf(stderr, "%d failed: %s (%s) %zu bytes %.3fs %s\n", resp->code,
+                    resp->error_message, gale_err_name(err), resp->body_len, resp->request_time,
+                    j->url);
+        else
+            fprintf(stderr, "%d failed: HTTP %d: %s (%s) %zu bytes %.3fs %s\n", resp->code,
+                    resp->code, resp->reason, gale_err_name(err), resp->body_len,
+                    resp->request_time, j->url);
+    } else {
+        /* No response at all (refused, timeout, bad URL...): the future carries the error. */
+        j->failed = true;
+        fprintf(stderr, "%d error: %s (%s) 0 bytes %.3fs %s\n", GALE_HTTP_NO_RESPONSE,
+                gale_future_error_message(f), gale_err_name(rc), gale_loop_time(loop) - t0,
+                j->url);
+    }
+    gale_future_unref(f);
+    return 0;
 }
 
 static void print_response(const gale_http_response *r, bool headers)
@@ -142,34 +175,44 @@ int main(int argc, char **argv)
         goto out;
     }
     struct job *jobs = calloc((size_t)n, sizeof *jobs);
-    int left = n;
-    rc = jobs ? 0 : 1;
-    for (int i = 0; jobs && i < n; i++) {
-        gale_http_request req;
-        gale_http_request_init(&req, urls[i]);
-        req.method = method ? method : body ? "POST" : "GET";
-        req.body = body;
-        req.body_len = body ? strlen(body) : 0;
-        req.headers = headers;
-        req.connect_timeout = req.request_timeout = timeout;
-        req.follow_redirects = redirects;
-        jobs[i] = (struct job){.url = urls[i], .loop = loop, .left = &left};
-        if (gale_http_fetch(client, &req, on_done, &jobs[i]) != 0) {
+    gale_future **done = calloc((size_t)n, sizeof *done);
+    gale_http_request tmpl;
+    gale_http_request_init(&tmpl, "");
+    tmpl.method = method ? method : body ? "POST" : "GET";
+    tmpl.body = body;
+    tmpl.body_len = body ? strlen(body) : 0;
+    tmpl.headers = headers;
+    tmpl.connect_timeout = tmpl.request_timeout = timeout;
+    tmpl.follow_redirects = redirects;
+    int spawned = 0;
+    rc = jobs && done ? 0 : 1;
+    for (int i = 0; !rc && i < n; i++) {
+        jobs[i] = (struct job){.url = urls[i], .client = client, .loop = loop, .tmpl = &tmpl};
+        /* Runs until its first await, then the next URL starts. */
+        if (!(done[i] = gale_coro_spawn(loop, fetch_one, &jobs[i], NULL))) {
             fprintf(stderr, "fetch: out of memory\n");
-            left -= n - i;
             rc = 1;
             break;
         }
+        spawned++;
     }
-    if (jobs && left > 0)
-        gale_loop_run(loop);
+    gale_future *all = spawned ? gale_future_all(loop, done, (size_t)spawned) : NULL;
+    if (all)
+        gale_loop_run_until(loop, all, 0);
+    else if (spawned)
+        rc = 1;
+    gale_future_unref(all);
+    for (int i = 0; i < spawned; i++)
+        gale_future_unref(done[i]);
+    free(done);
     gale_http_client_free(client);
+    gale_coro_shutdown(loop); /* none left unless the loop failed; then they unwind here */
     gale_loop_free(loop);
     for (int i = 0; jobs && i < n; i++) {
+        if (jobs[i].failed)
+            rc = 1;
         if (!jobs[i].resp)
             continue;
-        if (jobs[i].resp->error)
-            rc = 1;
         print_response(jobs[i].resp, show_headers);
         gale_http_response_free(jobs[i].resp);
     }
