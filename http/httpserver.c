@@ -879,12 +879,19 @@ static int on_headers_complete(http_parser *p)
     const gale_http_headers *h = &r->pub.headers;
     size_t cur = 0, nte = 0, ncl = 0;
     const gale_http_header *it, *te = NULL, *cl = NULL;
-    while ((it = gale_http_headers_next(h, "Transfer-Encoding", &cur))) {
+#if (HTTP_PARSER_VERSION_MAJOR * 10000 + HTTP_PARSER_VERSION_MINOR * 100 +                    \
+     HTTP_PARSER_VERSION_PATCH) >= 20903
+    /* The parser (2.9.3 on) flags both headers: most requests have neither, so skip the scans. */
+    bool scan = p->uses_transfer_encoding || (p->flags & F_CONTENTLENGTH);
+#else
+    bool scan = true;
+#endif
+    while (scan && (it = gale_http_headers_next(h, "Transfer-Encoding", &cur))) {
         te = it;
         nte++;
     }
     cur = 0;
-    while ((it = gale_http_headers_next(h, "Content-Length", &cur))) {
+    while (scan && (it = gale_http_headers_next(h, "Content-Length", &cur))) {
         if (cl) {
             size_t a = cl->value.len, b = it->value.len;
             const char *x = trim(cl->value.p, &a), *y = trim(it->value.p, &b);
@@ -1467,12 +1474,17 @@ static int emit_head(struct req *r, bool final, double now)
     bool bodyless = r->head || bodyless_status(r->status);
     bool has_server = false, has_date = false;
     size_t need = 256;
-    const char *reason = r->reason ? r->reason : gale_http_reason(r->status);
+    const char *reason = r->reason        ? r->reason
+                         : r->status == 200 ? "OK"
+                                            : gale_http_reason(r->status);
     size_t rlen = strlen(reason);
     need += rlen;
+    uint8_t kinds[16]; /* header_kind of the first 16 headers, for the second pass */
     for (size_t i = 0; i < r->rh.n; i++) {
         const gale_http_header *h = &r->rh.items[i];
         int k = header_kind(h);
+        if (i < 16)
+            kinds[i] = (uint8_t)k;
         if (k == HK_SERVER)
             has_server = true;
         else if (k == HK_DATE)
@@ -1528,7 +1540,7 @@ static int emit_head(struct req *r, bool final, double now)
     }
     for (size_t i = 0; i < r->rh.n; i++) {
         const gale_http_header *h = &r->rh.items[i];
-        int k = header_kind(h);
+        int k = i < 16 ? kinds[i] : header_kind(h);
         if (k == HK_TE || k == HK_CONNECTION || (k == HK_CL && strip_cl))
             continue;
         p = put_str(p, h->name.p, h->name.len);
@@ -1620,6 +1632,7 @@ static void access_log(struct req *r, double now)
     p = put_uint(p, (unsigned)r->status);
     *p++ = ' ';
     const char *parts[3] = {r->pub.method, r->pub.uri, r->pub.remote_ip};
+    size_t lens[3] = {0, r->url_len, 0}; /* the uri is url_len bytes long */
     for (int i = 0; i < 3; i++) {
         if (i == 2) {
             *p++ = ' ';
@@ -1627,7 +1640,7 @@ static void access_log(struct req *r, double now)
         } else if (i == 1) {
             *p++ = ' ';
         }
-        size_t n = strlen(parts[i]);
+        size_t n = i == 1 ? lens[1] : strlen(parts[i]);
         if (n > (size_t)(end - p))
             n = (size_t)(end - p);
         p = put_str(p, parts[i], n);
