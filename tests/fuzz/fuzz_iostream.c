@@ -105,8 +105,16 @@ static long predict_until(struct run *r, const struct op *op)
     } else {
         regmatch_t m[1] = {{.rm_so = 0, .rm_eo = (regoff_t)left}};
         regex_t *re = &r->re[op->param % (sizeof patterns / sizeof patterns[0])];
-        if (regexec(re, (const char *)rest, 1, m, REG_STARTEND | REG_NOTEOL) == 0)
+        /* A NUL-terminated copy: the sanitizers' regexec interceptor reads up to a NUL whatever
+         * REG_STARTEND says. */
+        char *copy = malloc(left + 1);
+        if (!copy)
+            fuzz_fail("out of memory");
+        memcpy(copy, rest, left);
+        copy[left] = '\0';
+        if (regexec(re, copy, 1, m, REG_STARTEND | REG_NOTEOL) == 0)
             end = m[0].rm_eo;
+        free(copy);
     }
     if (end >= 0)
         return max && (size_t)end > max ? -EMSGSIZE : end;
