@@ -82,6 +82,7 @@ struct gale_stream {
     bool delivering;      /* inside a read callback of deliver(): reads just arm */
     bool connecting;      /* connect() in progress */
     bool connect_pending; /* connect callback not yet called */
+    bool peer_eof;        /* the peer half-closed while writes were queued: close when flushed */
     gale_buffer rbuf;
     size_t some_wait; /* read_some waits for more than this many bytes (its cb used none) */
 
@@ -467,6 +468,8 @@ static void deliver(gale_stream *s, const char *ext, size_t extlen)
  * as bytes arrive. */
 static void handle_read(gale_stream *s)
 {
+    if (s->peer_eof)
+        return;
     for (int round = 0; round < MAX_RECV_PER_EVENT && !s->closed; round++) {
         bool pending = s->read_kind != RK_NONE;
         size_t buffered = gale_buffer_len(&s->rbuf);
@@ -513,6 +516,12 @@ static void handle_read(gale_stream *s)
             return;
         }
         if (n == 0) {
+            if (s->wq_head) {
+                /* A half-close (the peer's SHUT_WR): it may still read, so finish sending what
+                 * is queued and close with GALE_EEOF after that (handle_write). */
+                s->peer_eof = true;
+                return;
+            }
             close_internal(s, GALE_EEOF);
             return;
         }
@@ -552,7 +561,7 @@ static void advance(gale_stream *s, size_t n)
     }
 }
 
-static void handle_write(gale_stream *s)
+static void flush_queue(gale_stream *s)
 {
     for (int round = 0; round < MAX_WRITE_ROUNDS && s->wq_head && !s->closed; round++) {
         struct iovec iov[MAX_IOV];
@@ -583,6 +592,14 @@ static void handle_write(gale_stream *s)
         if ((size_t)n < offered)
             return;
     }
+}
+
+static void handle_write(gale_stream *s)
+{
+    flush_queue(s);
+    /* The peer half-closed while bytes were queued: close once they have left. */
+    if (s->peer_eof && !s->wq_head && !s->closed)
+        close_internal(s, GALE_EEOF);
 }
 
 static void copy_iov(char *dst, const struct iovec *iov, int iovcnt, size_t skip)
@@ -699,7 +716,8 @@ static void update_events(gale_stream *s)
     if (s->connecting) {
         want = GALE_WRITE;
     } else if (!s->connect_pending) {
-        if (s->read_kind != RK_NONE || gale_buffer_len(&s->rbuf) < idle_limit(s))
+        if (!s->peer_eof &&
+            (s->read_kind != RK_NONE || gale_buffer_len(&s->rbuf) < idle_limit(s)))
             want |= GALE_READ;
         if (s->wq_head)
             want |= GALE_WRITE;

@@ -27,6 +27,10 @@
  * are dropped and their callbacks get the reason; to close after the data left, close from the
  * last write's callback.
  *
+ * Half-close: a peer close (FIN) that arrives while writes are queued is taken as the peer's
+ * SHUT_WR: the stream stops reading, keeps sending, and closes with GALE_EEOF once the queue has
+ * left (or with the send error). A pending read completes then, as for any close.
+ *
  * Close: gale_stream_close() is idempotent and legal inside any callback of the stream. It stops
  * I/O, closes the fd, fails pending operations, then runs the close callback once from the loop;
  * after the close callback returns the library frees the stream. The close callback is where users

@@ -1151,6 +1151,64 @@ START_TEST(test_iostream_connect_then_echo)
 }
 END_TEST
 
+/* A peer that sends its request and shuts down its write side (SHUT_WR) still reads: a reply
+ * larger than the socket buffers must reach it whole, then the stream closes with GALE_EEOF. */
+struct halfclose {
+    struct rec r;
+    int peer;
+    size_t got;
+    bool bad, eof;
+};
+
+static bool halfclose_drained(void *arg)
+{
+    struct halfclose *h = arg;
+    static unsigned char buf[65536];
+    for (;;) {
+        ssize_t n = recv(h->peer, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            for (ssize_t k = 0; k < n; k++)
+                if (buf[k] != pattern_byte(h->got + (size_t)k))
+                    h->bad = true;
+            h->got += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            h->eof = true;
+        break;
+    }
+    return h->eof && h->r.closes > 0;
+}
+
+START_TEST(test_iostream_peer_half_close_still_gets_queued_reply)
+{
+    gale_loop *loop = new_loop(_i);
+    int peer;
+    gale_stream *s = make_pair(loop, true, &peer);
+    struct halfclose h = {.peer = peer};
+    gale_stream_set_close_cb(s, on_close, &h.r);
+    const size_t size = 8u * 1024 * 1024;
+    unsigned char *src = malloc(size);
+    ck_assert_ptr_nonnull(src);
+    for (size_t i = 0; i < size; i++)
+        src[i] = pattern_byte(i);
+    ck_assert_int_eq(gale_stream_write(s, src, size, on_write, &h.r), 0);
+    free(src);
+    ck_assert_uint_gt(gale_stream_write_pending(s), 0); /* more than the kernel takes at once */
+    ck_assert_int_eq(shutdown(peer, SHUT_WR), 0);
+    test_run_for(loop, 0.05); /* the stream sees the FIN while its queue is full */
+    ck_assert(test_wait_until(loop, halfclose_drained, &h, 30));
+    ck_assert_uint_eq(h.got, size);
+    ck_assert(!h.bad);
+    ck_assert_int_eq(h.r.writes, 1);
+    ck_assert_int_eq(h.r.write_status, 0);
+    ck_assert_int_eq(h.r.closes, 1);
+    ck_assert_int_eq(h.r.close_reason, GALE_EEOF);
+    ck_assert_int_lt(h.r.write_order, h.r.close_order);
+    finish(loop, s, &h.r, peer);
+}
+END_TEST
+
 static Suite *iostream_suite(void)
 {
     Suite *s = suite_create("iostream");
@@ -1198,6 +1256,7 @@ static Suite *iostream_suite(void)
     tcase_add_loop_test(closing, test_iostream_peer_close_while_idle_fires_close_cb, 0, 2);
     tcase_add_loop_test(closing, test_iostream_peer_close_after_unread_data_while_idle, 0, 2);
     tcase_add_loop_test(closing, test_iostream_peer_reset_closes_econnreset, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_peer_half_close_still_gets_queued_reply, 0, 2);
     tcase_add_loop_test(closing, test_iostream_close_inside_read_cb, 0, 2);
     tcase_add_loop_test(closing, test_iostream_close_inside_write_cb, 0, 2);
     tcase_add_test(closing, test_iostream_close_inside_close_cb_is_harmless);
