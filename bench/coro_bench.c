@@ -10,6 +10,8 @@
  *                  makecontext/swapcontext, same wake path through the loop: what gale would cost
  *                  with a ucontext switch.
  *   switch pair    one switch into a context and back: gale's switch against swapcontext.
+ *   spawn          spawn a coroutine that returns at once, and drop its future: what running a
+ *                  handler method as a coroutine adds per request (stack from the pool).
  *
  * Then the memory per suspended coroutine: VmRSS before and after spawning 10,000 coroutines
  * that all await one pending future, divided by 10,000 (their stacks, records and futures).
@@ -86,6 +88,18 @@ static double run_await(void)
     double t = (now() - t0) / (double)iters;
     gale_future_unref(co);
     return t;
+}
+
+/* ---- spawn to completion: what a coroutine handler adds per request ---- */
+
+static int empty_fn(void *arg) { return 0; }
+
+static double run_spawn(void)
+{
+    double t0 = now();
+    for (long i = 0; i < iters; i++)
+        gale_future_unref(gale_coro_spawn(loop, empty_fn, NULL, NULL));
+    return (now() - t0) / (double)iters;
 }
 
 /* ---- ucontext await: the same wake path, switching with swapcontext ---- */
@@ -250,9 +264,10 @@ int main(int argc, char **argv)
     gale_loop_make_current(loop);
     uc_stack = malloc(GALE_CORO_DEFAULT_STACK);
 
-    enum { CB, AWAIT, UCAWAIT, ASMSW, UCSW, NS };
+    enum { CB, AWAIT, UCAWAIT, ASMSW, UCSW, SPAWN, NS };
     static const char *names[NS] = {"callback hop", "await (gale)", "await (ucontext)",
-                                     "switch pair (gale)", "switch pair (swapcontext)"};
+                                     "switch pair (gale)", "switch pair (swapcontext)",
+                                     "spawn + return + free"};
     double t[NS][100];
     for (int r = 0; r < rounds; r++) {
         /* Alternate which goes first. */
@@ -270,6 +285,7 @@ int main(int argc, char **argv)
         t[ASMSW][r] = 0;
 #endif
         t[UCSW][r] = run_uc_switch();
+        t[SPAWN][r] = run_spawn();
     }
     printf("%ld iterations x %d rounds (ns per operation)\n", iters, rounds);
     printf("%-28s %10s %10s\n", "scenario", "best", "median");
