@@ -6,7 +6,8 @@
 #
 # Environment: BUILD_DIR (default build-fuzz), FUZZ_ARGS (extra libFuzzer flags, e.g. -dict=...).
 # New inputs go to $BUILD_DIR/fuzz-corpus/<target> (the seeds in tests/fuzz/corpus stay as they
-# are); crashes to $BUILD_DIR/fuzz-artifacts/<target>/. Exits non-zero if any target failed.
+# are); crashes to $BUILD_DIR/fuzz-artifacts/<target>/; tests/fuzz/<target>.dict is passed as
+# -dict when present. Exits non-zero if any target failed.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,11 +35,13 @@ for t in $targets; do
     seeds=
     [ -d "$here/corpus/$t" ] && seeds="$here/corpus/$t"
     [ -d "$here/regress/$t" ] && seeds="$seeds $here/regress/$t"
+    dict=
+    [ -f "$here/$t.dict" ] && dict="-dict=$here/$t.dict"
     log="$build/fuzz-$t.log"
     echo "== fuzz_$t: ${seconds}s (log: $log)"
     # shellcheck disable=SC2086
     if "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" ${FUZZ_ARGS:-} \
+        -print_final_stats=1 -artifact_prefix="$artifacts/" $dict ${FUZZ_ARGS:-} \
         "$corpus" $seeds >"$log" 2>&1; then
         result=ok
     else
