@@ -5,7 +5,8 @@
  * decoded size is within the server's limit, the first response must be a 200 echoing exactly the
  * decoded bytes.
  *
- * Input: byte 0 mod 8 = k piece sizes that follow (each byte + 1, cycled), then the body. */
+ * Input: byte 0 = flags (bits 0-2: k piece sizes follow, each byte + 1, cycled; bit 3: hold the
+ * connection open until the server is quiet), then the body. */
 #include "http_harness.h"
 
 static const char head[] = "POST /echo HTTP/1.1\r\nHost: f\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -63,7 +64,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fuzz_in in = {data, size};
-    size_t k = fuzz_u8(&in) % 8;
+    unsigned flags = fuzz_u8(&in);
+    size_t k = flags % 8;
     if (k > in.n)
         k = in.n;
     const uint8_t *sizes = in.p;
@@ -76,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(req, head, hlen);
     memcpy(req + hlen, in.p, in.n);
     static struct h_result res;
-    h_exchange(req, hlen + in.n, sizes, k, &res);
+    h_exchange(req, hlen + in.n, sizes, k, flags & 8, &res);
     static uint8_t want[H_MAX_BODY];
     long wlen = ref_dechunk(in.p, in.n, want);
     if (wlen >= 0) {

@@ -3,7 +3,9 @@
  * arguments, cookies, path arguments, status and header setting, redirects, errors) listening on
  * 127.0.0.1 port 0, created once per process. Each input opens one client connection, sends its
  * bytes in pieces whose sizes come from the input (one piece per loop iteration, so the server
- * sees each split), half-closes, reads until the server closes, and checks:
+ * sees each split), half-closes (at once, or once the server has gone quiet with no handler
+ * pending, so pipelined requests behind asynchronous ones are served), reads until the server
+ * closes, and checks:
  *   - every response starts with a valid "HTTP/1.1 NNN reason" line and well-formed headers, and
  *     its framing (Content-Length, chunked, none for HEAD/204/304, close-delimited last) holds;
  *   - no more final responses than requests a reference http-parser saw begin, and any response
@@ -283,6 +285,8 @@ struct h_conn {
     size_t len, sent;
     const uint8_t *sizes; /* piece sizes, cycled; none: everything at once */
     size_t nsizes, piece;
+    bool hold;      /* keep the connection open until the server is quiet, then half-close */
+    unsigned quiet; /* iterations without response bytes */
     bool shut, eof, reset;
     char *resp;
     size_t rlen, rcap;
@@ -305,11 +309,14 @@ static bool h_step(void *arg)
             else if (w < 0 && errno != EAGAIN && errno != EINTR)
                 c->sent = c->len; /* the server is gone: stop sending */
         }
-        if (c->sent == c->len) {
+        /* Holding: asynchronous handlers finish and pipelined requests behind them are parsed
+         * before the half-close (which would close the connection on them). */
+        if (c->sent == c->len && (!c->hold || (h_inflight == 0 && c->quiet >= 8))) {
             shutdown(c->fd, SHUT_WR);
             c->shut = true;
         }
     }
+    c->quiet++;
     while (!c->eof) {
         if (c->rcap - c->rlen < 4096) {
             size_t cap = c->rcap ? c->rcap * 2 : 16384;
@@ -322,6 +329,7 @@ static bool h_step(void *arg)
         ssize_t r = recv(c->fd, c->resp + c->rlen, c->rcap - c->rlen, 0);
         if (r > 0) {
             c->rlen += (size_t)r;
+            c->quiet = 0;
             continue;
         }
         if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -526,12 +534,12 @@ static bool h_settled(void *arg)
 
 /* Runs one exchange: `data` sent at splits taken from `sizes`. */
 static void h_exchange(const uint8_t *data, size_t len, const uint8_t *sizes, size_t nsizes,
-                       struct h_result *res)
+                       bool hold, struct h_result *res)
 {
     h_setup();
     int fd0 = fuzz_lowest_free_fd();
     size_t timers0 = gale_loop_timer_count(h_loop);
-    struct h_conn c = {.data = data, .len = len, .sizes = sizes, .nsizes = nsizes};
+    struct h_conn c = {.data = data, .len = len, .sizes = sizes, .nsizes = nsizes, .hold = hold};
     c.fd = fuzz_connect_loopback(h_port);
     fuzz_drive(h_loop, h_step, &c, 10.0, "http exchange");
     close(c.fd);
