@@ -105,6 +105,7 @@ struct gale_http_conn {
     int busy;       /* inside a callback that must not see the connection freed */
     uint8_t phase;
     bool in_batch, close_after_write, linger, wait_drain;
+    uint8_t ip_len;
     char ip[INET6_ADDRSTRLEN];
 };
 
@@ -1120,6 +1121,7 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
                   sizeof c->ip);
     else
         strcpy(c->ip, "0.0.0.0");
+    c->ip_len = (uint8_t)strlen(c->ip);
     if (peer && peer->sa_family != AF_UNIX)
         gale_stream_set_nodelay(s, true);
     c->next = srv->conns;
@@ -1632,7 +1634,8 @@ static void access_log(struct req *r, double now)
     p = put_uint(p, (unsigned)r->status);
     *p++ = ' ';
     const char *parts[3] = {r->pub.method, r->pub.uri, r->pub.remote_ip};
-    size_t lens[3] = {0, r->url_len, 0}; /* the uri is url_len bytes long */
+    /* The uri's length is known; so is the peer's, unless xheaders replaced it. */
+    size_t lens[3] = {0, r->url_len, r->pub.remote_ip == r->conn->ip ? r->conn->ip_len : 0};
     for (int i = 0; i < 3; i++) {
         if (i == 2) {
             *p++ = ' ';
@@ -1640,7 +1643,7 @@ static void access_log(struct req *r, double now)
         } else if (i == 1) {
             *p++ = ' ';
         }
-        size_t n = i == 1 ? lens[1] : strlen(parts[i]);
+        size_t n = lens[i] || i == 1 ? lens[i] : strlen(parts[i]);
         if (n > (size_t)(end - p))
             n = (size_t)(end - p);
         p = put_str(p, parts[i], n);
