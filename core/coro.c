@@ -103,7 +103,7 @@ struct sched {
 };
 
 static __thread struct sched tls;
-static size_t page_size;
+static size_t page_size; /* set once, under segv_once */
 
 /* ---- stack overflow detection ---- */
 
@@ -143,6 +143,7 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
 
 static void install_segv(void)
 {
+    page_size = (size_t)sysconf(_SC_PAGESIZE);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_segv;
@@ -432,10 +433,8 @@ gale_future *gale_coro_spawn(gale_loop *loop, gale_coro_fn fn, void *arg,
         gale_future_set_error(f, -EINVAL, "coroutine stack size out of range");
         return f;
     }
-    if (!page_size)
-        page_size = (size_t)sysconf(_SC_PAGESIZE);
+    thread_setup(); /* also sets page_size, once per process */
     size = (size + page_size - 1) & ~(page_size - 1);
-    thread_setup();
 
     gale_coro *co = calloc(1, sizeof *co);
     if (!co) {
