@@ -610,6 +610,95 @@ START_TEST(test_tcpserver_emfile_pauses_without_spinning_and_recovers)
 }
 END_TEST
 
+/* max_connections: clients past the cap wait in the backlog (connected, not accepted, not closed)
+ * and are accepted one per close; one warning for the episode; the count follows closes even
+ * when the user replaced the stream's close callback; freeing the server with connections open
+ * is safe. */
+static int user_closes;
+static void user_close_cb(gale_stream *s, int status, void *arg) { user_closes++; }
+
+static bool still_waiting(int fd)
+{
+    char c;
+    ssize_t r = recv(fd, &c, 1, MSG_DONTWAIT);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+START_TEST(test_tcpserver_max_connections_waits_in_backlog)
+{
+    int logp[2];
+    ck_assert_int_eq(pipe2(logp, O_CLOEXEC | O_NONBLOCK), 0);
+    gale_log_set_fd(logp[1]);
+    gale_loop *loop;
+    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
+    struct accepted a = {0};
+    gale_server *srv;
+    ck_assert_int_eq(gale_server_new(loop, on_accept, &a, &srv), 0);
+    ck_assert_int_eq(gale_server_set_max_connections(NULL, 2), -EINVAL);
+    ck_assert_int_eq(gale_server_set_max_connections(srv, 2), 0);
+    ck_assert_int_eq(gale_server_listen(srv, 0, "127.0.0.1"), 0);
+    int port = gale_server_port(srv);
+    int c[5];
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_ge(c[i] = test_connect_tcp(port), 0);
+    struct want w = {&a, 2};
+    ck_assert(test_wait_until(loop, have_accepted, &w, 5));
+    test_run_for(loop, 0.05);
+    ck_assert_int_eq(a.n, 2);
+    ck_assert_uint_eq(gale_server_connections(srv), 2);
+    for (int i = 2; i < 5; i++)
+        ck_assert(still_waiting(c[i]));
+    for (int i = 0; i < a.n; i++)
+        gale_stream_set_close_cb(a.streams[i], user_close_cb, NULL);
+
+    /* Each close lets exactly one more in. */
+    gale_stream_close(a.streams[0], 0);
+    a.streams[0] = NULL; /* freed after its close callback */
+    w.n = 3;
+    ck_assert(test_wait_until(loop, have_accepted, &w, 5));
+    test_run_for(loop, 0.05);
+    ck_assert_int_eq(a.n, 3);
+    ck_assert_int_eq(user_closes, 1);
+    ck_assert_uint_eq(gale_server_connections(srv), 2);
+    ck_assert(still_waiting(c[3]) && still_waiting(c[4]));
+
+    /* Raising the cap takes the rest at once. */
+    ck_assert_int_eq(gale_server_set_max_connections(srv, 0), 0);
+    w.n = 5;
+    ck_assert(test_wait_until(loop, have_accepted, &w, 5));
+    ck_assert_uint_eq(gale_server_connections(srv), 4);
+
+    /* That episode is over: one warning however often the cap was hit, one closing line. */
+    static char log[65536];
+    ssize_t ln = read(logp[0], log, sizeof log - 1);
+    log[ln > 0 ? ln : 0] = '\0';
+    int warnings = 0;
+    for (char *q = log; (q = strstr(q, "max_connections (")); q++)
+        warnings++;
+    ck_assert_msg(warnings == 1, "%d max_connections warnings in:\n%s", warnings, log);
+    ck_assert_msg(strstr(log, "backlog drained") != NULL, "no end of episode in:\n%s", log);
+
+    /* Lowering the cap to the current count stops accepting again. */
+    ck_assert_int_eq(gale_server_set_max_connections(srv, 4), 0);
+    int late = test_connect_tcp(port);
+    ck_assert_int_ge(late, 0);
+    test_run_for(loop, 0.05);
+    ck_assert_int_eq(a.n, 5);
+    ck_assert(still_waiting(late));
+
+    /* Freed with connections open: they go on, and closing them later is safe. */
+    gale_server_free(srv);
+    close_accepted(loop, &a);
+    ck_assert_int_eq(user_closes, 2);
+    for (int i = 0; i < 5; i++)
+        close(c[i]);
+    close(late);
+    gale_loop_free(loop);
+    close(logp[0]);
+    close(logp[1]);
+}
+END_TEST
+
 static Suite *tcpserver_suite(void)
 {
     Suite *s = suite_create("tcpserver");
@@ -623,6 +712,7 @@ static Suite *tcpserver_suite(void)
     tcase_add_test(tc, test_tcpserver_free_inside_accept_callback);
     tcase_add_test(tc, test_tcpserver_bad_arguments);
     tcase_add_test(tc, test_tcpserver_emfile_pauses_without_spinning_and_recovers);
+    tcase_add_test(tc, test_tcpserver_max_connections_waits_in_backlog);
     suite_add_tcase(s, tc);
     TCase *pf = tcase_create("prefork");
     tcase_set_timeout(pf, 30);
