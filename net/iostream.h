@@ -175,7 +175,10 @@ void gale_stream_set_owner_hook(gale_stream *s, gale_stream_hook hook, void *arg
  * gale_stream_data (the bytes copied out of the stream, owned by the future: steal it and free()
  * it to keep it); on failure the future fails with the status (the bytes read so far are
  * dropped). When the operation cannot start (-EBUSY, -EPIPE, -EINVAL...) the future is completed
- * with that error at once. Return NULL only when out of memory. In a coroutine:
+ * with that error at once. Return NULL only when out of memory. A coroutine starts its next read
+ * when it resumes, one loop iteration after the previous read completed: if the peer's last bytes
+ * and its FIN arrive in between, the stream closes (GALE_EEOF, see "Reads" above) and that read
+ * fails; read_until_close_future is the safe way to take a final message. In a coroutine:
  *
  *     gale_future *f = gale_stream_read_until_future(s, "\r\n\r\n", 4, 65536);
  *     if (gale_await(f) == 0) { const gale_stream_data *d = gale_future_result(f); ... }
