@@ -37,7 +37,7 @@ struct run {
     size_t body_len, streamed, headers_seen;
 };
 
-static void on_header(const gale_http_response *resp, void *arg)
+static void on_header(const gale_http_client_response *resp, void *arg)
 {
     struct run *r = arg;
     r->headers_seen++;
@@ -51,7 +51,7 @@ static void on_stream(const char *data, size_t len, void *arg)
     r->streamed += len;
 }
 
-static void on_fetch(gale_http_response *resp, void *arg)
+static void on_fetch(gale_http_client_response *resp, void *arg)
 {
     struct run *r = arg;
     r->completions++;
@@ -165,8 +165,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int fd0 = fuzz_lowest_free_fd();
     size_t timers0 = gale_loop_timer_count(loop);
-    gale_http_request req;
-    gale_http_request_init(&req, url);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, url);
     req.follow_redirects = false;
     req.raise_error = false;
     req.request_timeout = 60; /* the harness's own limit (10 s) reports a stall first */

@@ -10,6 +10,9 @@
  *     its framing (Content-Length, chunked, none for HEAD/204/304, close-delimited last) holds;
  *   - no more final responses than requests a reference http-parser saw begin, and any response
  *     past the requests it saw complete is the last one and says "Connection: close";
+ *   - a request whose Transfer-Encoding is anything but one header saying "chunked" (two TE
+ *     headers, "chunked, chunked", "gzip, chunked"...) is answered 400 and the connection closes
+ *     (request smuggling, LESSONS 6-7);
  *   - the server closes the connection within a bounded number of iterations after the client
  *     half-closed, every asynchronous handler finished, no timer and no descriptor is left.
  * Used by fuzz_http.c (raw request bytes) and fuzz_chunked.c (a chunked body). */
@@ -240,22 +243,89 @@ static void h_setup(void)
 struct h_ref {
     size_t begun, complete;
     unsigned char method[H_MAX_REQS];
+    /* Framing the server must refuse (RFC 9112; LESSONS 6-7): a Transfer-Encoding other than one
+     * header whose value is exactly "chunked". Judged only for header blocks without folding. */
+    bool must_reject[H_MAX_REQS];
+    /* the header being read */
+    char field[32];
+    size_t flen;
+    char value[64];
+    size_t vlen;
+    bool in_value, folded, field_long, value_long;
+    int te_count;
+    bool te_bad;
 };
+
+static bool ref_is(const char *s, size_t n, const char *lit)
+{
+    return n == strlen(lit) && strncasecmp(s, lit, n) == 0;
+}
+
+static void ref_end_header(struct h_ref *r)
+{
+    if (!r->in_value)
+        return;
+    if (!r->field_long && ref_is(r->field, r->flen, "Transfer-Encoding")) {
+        const char *v = r->value;
+        size_t n = r->vlen;
+        while (n && (*v == ' ' || *v == '\t'))
+            v++, n--;
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        r->te_count++;
+        if (r->value_long || !ref_is(v, n, "chunked"))
+            r->te_bad = true;
+    }
+    r->flen = r->vlen = 0;
+    r->in_value = r->field_long = r->value_long = false;
+}
 
 static int ref_begin(http_parser *p)
 {
     struct h_ref *r = p->data;
-    if (r->begun < H_MAX_REQS)
+    if (r->begun < H_MAX_REQS) {
         r->method[r->begun] = 0xff;
+        r->must_reject[r->begun] = false;
+    }
     r->begun++;
+    r->flen = r->vlen = 0;
+    r->in_value = r->folded = r->field_long = r->value_long = r->te_bad = false;
+    r->te_count = 0;
+    return 0;
+}
+
+static int ref_field(http_parser *p, const char *at, size_t len)
+{
+    struct h_ref *r = p->data;
+    ref_end_header(r);
+    if (r->flen + len > sizeof r->field)
+        r->field_long = true;
+    else
+        memcpy(r->field + r->flen, at, len), r->flen += len;
+    return 0;
+}
+
+static int ref_value(http_parser *p, const char *at, size_t len)
+{
+    struct h_ref *r = p->data;
+    if (r->in_value)
+        r->folded = true; /* a second piece of one value: an obsolete line fold */
+    r->in_value = true;
+    if (r->vlen + len > sizeof r->value)
+        r->value_long = true;
+    else
+        memcpy(r->value + r->vlen, at, len), r->vlen += len;
     return 0;
 }
 
 static int ref_headers(http_parser *p)
 {
     struct h_ref *r = p->data;
-    if (r->begun && r->begun <= H_MAX_REQS)
+    ref_end_header(r);
+    if (r->begun && r->begun <= H_MAX_REQS) {
         r->method[r->begun - 1] = (unsigned char)p->method;
+        r->must_reject[r->begun - 1] = !r->folded && (r->te_count > 1 || r->te_bad);
+    }
     return 0;
 }
 
@@ -269,6 +339,8 @@ static int ref_complete(http_parser *p)
 static void h_reference(const uint8_t *data, size_t len, struct h_ref *r)
 {
     static const http_parser_settings s = {.on_message_begin = ref_begin,
+                                           .on_header_field = ref_field,
+                                           .on_header_value = ref_value,
                                            .on_headers_complete = ref_headers,
                                            .on_message_complete = ref_complete};
     http_parser p;
@@ -509,6 +581,10 @@ static void h_check_responses(const struct h_conn *c, const struct h_ref *ref,
         nfinal++;
         FUZZ_CHECK(nfinal <= ref->begun + 1, "%zu responses for %zu requests begun", nfinal,
                    ref->begun);
+        if (nfinal <= ref->begun && nfinal <= H_MAX_REQS && ref->must_reject[nfinal - 1])
+            FUZZ_CHECK(r.status == 400 && r.close,
+                       "request %zu with a Transfer-Encoding other than one \"chunked\" answered "
+                       "%d%s", nfinal, r.status, r.close ? "" : " without closing");
         if (nfinal > ref->complete) {
             FUZZ_CHECK(r.close, "response %zu (status %d) to an incomplete request keeps the "
                                 "connection", nfinal, r.status);
