@@ -6,11 +6,7 @@
 
 #include "core/coro.h"
 #include "core/loop.h"
-/* The client's request type shares its name with the server's gale_http_request: rename it here
- * (functions are unaffected), since this program uses both. */
-#define gale_http_request gale_http_client_request
 #include "http/httpclient.h"
-#undef gale_http_request
 #include "http/web.h"
 
 static const char USAGE[] =
@@ -243,13 +239,13 @@ static void relay(gale_handler *h)
     }
     snprintf(url, cap, "http://127.0.0.1:%d%s", gale_app_port(gale_handler_app(h)), path);
     gale_http_client_request req;
-    gale_http_request_init(&req, url);
+    gale_http_client_request_init(&req, url);
     req.raise_error = false;      /* relay every status, not only 2xx */
     req.follow_redirects = false; /* relay the redirect itself */
     gale_future *f = gale_http_fetch_future(relay_client, &req);
     int rc = gale_await(f);
     if (rc == 0) {
-        const gale_http_response *resp = gale_future_result(f);
+        const gale_http_client_response *resp = gale_future_result(f);
         gale_writef(h, "relayed %d ", resp->code);
         gale_write(h, resp->body, resp->body_len);
     } else if (rc != -ECANCELED) { /* -ECANCELED: our client left; nothing to answer */

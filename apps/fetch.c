@@ -30,8 +30,8 @@ struct job {
     const char *url;
     gale_http_client *client;
     gale_loop *loop;
-    const gale_http_request *tmpl; /* method, headers, body, timeouts shared by every URL */
-    gale_http_response *resp;      /* kept for printing in argument order */
+    const gale_http_client_request *tmpl; /* method, headers, body, timeouts shared by every URL */
+    gale_http_client_response *resp;      /* kept for printing in argument order */
     bool failed;
 };
 
@@ -39,7 +39,7 @@ struct job {
 static int fetch_one(void *arg)
 {
     struct job *j = arg;
-    gale_http_request req = *j->tmpl;
+    gale_http_client_request req = *j->tmpl;
     req.url = j->url;
     req.raise_error = false; /* a non-2xx response still comes back, with its body */
     gale_loop *loop = j->loop;
@@ -52,7 +52,7 @@ static int fetch_one(void *arg)
     }
     int rc = gale_await(f);
     if (rc == 0) {
-        gale_http_response *resp = j->resp = gale_future_steal_result(f);
+        gale_http_client_response *resp = j->resp = gale_future_steal_result(f);
         int err = resp->error;
         if (!err && (resp->code < 200 || resp->code > 299))
             err = GALE_EBADSTATUS;
@@ -79,7 +79,7 @@ static int fetch_one(void *arg)
     return 0;
 }
 
-static void print_response(const gale_http_response *r, bool headers)
+static void print_response(const gale_http_client_response *r, bool headers)
 {
     if (r->code == GALE_HTTP_NO_RESPONSE && r->error)
         return;
@@ -176,8 +176,8 @@ int main(int argc, char **argv)
     }
     struct job *jobs = calloc((size_t)n, sizeof *jobs);
     gale_future **done = calloc((size_t)n, sizeof *done);
-    gale_http_request tmpl;
-    gale_http_request_init(&tmpl, "");
+    gale_http_client_request tmpl;
+    gale_http_client_request_init(&tmpl, "");
     tmpl.method = method ? method : body ? "POST" : "GET";
     tmpl.body = body;
     tmpl.body_len = body ? strlen(body) : 0;
@@ -214,7 +214,7 @@ int main(int argc, char **argv)
         if (!jobs[i].resp)
             continue;
         print_response(jobs[i].resp, show_headers);
-        gale_http_response_free(jobs[i].resp);
+        gale_http_client_response_free(jobs[i].resp);
     }
     fflush(stdout);
     free(jobs);

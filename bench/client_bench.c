@@ -19,7 +19,7 @@ struct state {
     int first_error;
 };
 
-static void on_done(gale_http_response *resp, void *arg)
+static void on_done(gale_http_client_response *resp, void *arg)
 {
     struct state *st = arg;
     if (resp->error) {
@@ -54,8 +54,8 @@ int main(int argc, char **argv)
     struct state st = {.loop = loop, .left = n};
     double t0 = gale_loop_time(loop);
     for (long i = 0; i < n; i++) {
-        gale_http_request req;
-        gale_http_request_init(&req, url);
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, url);
         /* Generous timeouts: the queue wait of the last request is part of the run. */
         req.connect_timeout = req.request_timeout = 120;
         if (gale_http_fetch(c, &req, on_done, &st) != 0) {

@@ -41,7 +41,7 @@ struct gale_http_client {
 };
 
 struct resp_impl {
-    gale_http_response pub; /* first: the public pointer is the impl pointer */
+    gale_http_client_response pub; /* first: the public pointer is the impl pointer */
     char *raw;              /* copy of the header block the slices point into */
     char *body;
     size_t body_cap;
@@ -358,7 +358,7 @@ static struct resp_impl *resp_new(void)
     return r;
 }
 
-void gale_http_response_free(gale_http_response *resp)
+void gale_http_client_response_free(gale_http_client_response *resp)
 {
     if (!resp)
         return;
@@ -371,14 +371,14 @@ void gale_http_response_free(gale_http_response *resp)
     free(r);
 }
 
-gale_http_response *gale_http_response_keep(gale_http_response *resp)
+gale_http_client_response *gale_http_client_response_keep(gale_http_client_response *resp)
 {
     if (resp)
         ((struct resp_impl *)resp)->kept = true;
     return resp;
 }
 
-static void resp_free_void(void *p) { gale_http_response_free(p); }
+static void resp_free_void(void *p) { gale_http_client_response_free(p); }
 
 static int body_append(struct resp_impl *r, const char *data, size_t len)
 {
@@ -412,7 +412,7 @@ static void fetch_free(struct fetch *f)
     free(f->user_agent);
     url_free(&f->u);
     if (f->resp)
-        gale_http_response_free(&f->resp->pub);
+        gale_http_client_response_free(&f->resp->pub);
     free(f);
 }
 
@@ -426,15 +426,15 @@ static void deliver(gale_loop *loop, void *arg)
         f->future = NULL;
         if (r->pub.error && (f->raise_error || r->pub.code == GALE_HTTP_NO_RESPONSE)) {
             gale_future_set_error(fut, r->pub.error, r->pub.error_message);
-            gale_http_response_free(&r->pub);
+            gale_http_client_response_free(&r->pub);
         } else if (gale_future_set_result(fut, r, resp_free_void) != 0) {
-            gale_http_response_free(&r->pub);
+            gale_http_client_response_free(&r->pub);
         }
         gale_future_unref(fut);
     } else {
         f->cb(&r->pub, f->arg);
         if (!r->kept)
-            gale_http_response_free(&r->pub);
+            gale_http_client_response_free(&r->pub);
     }
     fetch_free(f);
 }
@@ -478,7 +478,7 @@ static void finish(struct fetch *f, int err, const char *msg)
     if (!keep_response) {
         /* A failure never carries a partial response: no truncated success is possible. */
         if (r)
-            gale_http_response_free(&r->pub);
+            gale_http_client_response_free(&r->pub);
         r = f->resp = resp_new();
     }
     if (r) {
@@ -1033,7 +1033,7 @@ static bool follow_redirect(struct fetch *f)
         gale_loop_remove_timeout(f->loop, f->timer);
         f->timer = 0;
     }
-    gale_http_response_free(&f->resp->pub);
+    gale_http_client_response_free(&f->resp->pub);
     f->resp = NULL;
     free(f->url);
     f->url = next;
@@ -1078,7 +1078,7 @@ static void on_head(gale_stream *s, int status, const char *data, size_t len, vo
         return;
     }
     if (f->resp)
-        gale_http_response_free(&f->resp->pub);
+        gale_http_client_response_free(&f->resp->pub);
     f->resp = r;
     int rc = parse_head(r, data, len);
     if (rc) {
@@ -1092,7 +1092,7 @@ static void on_head(gale_stream *s, int status, const char *data, size_t len, vo
             return;
         }
         /* Interim response (100 Continue, 103 Early Hints): the real one follows. */
-        gale_http_response_free(&r->pub);
+        gale_http_client_response_free(&r->pub);
         f->resp = NULL;
         read_head(f);
         return;
@@ -1163,7 +1163,7 @@ static void read_head(struct fetch *f)
 
 /* ---- public API ---- */
 
-void gale_http_request_init(gale_http_request *req, const char *url)
+void gale_http_client_request_init(gale_http_client_request *req, const char *url)
 {
     if (!req)
         return;
@@ -1229,7 +1229,7 @@ size_t gale_http_client_queued(const gale_http_client *c) { return c ? c->n_queu
 
 /* Copies the request into `f`. Returns 0, -ENOMEM, or -EINVAL for a header or method that would
  * let bytes be injected into the request. */
-static int copy_request(struct fetch *f, const gale_http_client *c, const gale_http_request *req)
+static int copy_request(struct fetch *f, const gale_http_client *c, const gale_http_client_request *req)
 {
     const char *method = req->method ? req->method : "GET";
     f->url = strdup(req->url);
@@ -1287,7 +1287,7 @@ static int copy_request(struct fetch *f, const gale_http_client *c, const gale_h
     return 0;
 }
 
-static int fetch_common(gale_http_client *c, const gale_http_request *req, gale_http_fetch_cb cb,
+static int fetch_common(gale_http_client *c, const gale_http_client_request *req, gale_http_fetch_cb cb,
                         void *arg, gale_future *future)
 {
     struct fetch *f = calloc(1, sizeof *f);
@@ -1338,7 +1338,7 @@ static int fetch_common(gale_http_client *c, const gale_http_request *req, gale_
     return 0;
 }
 
-int gale_http_fetch(gale_http_client *c, const gale_http_request *req, gale_http_fetch_cb cb,
+int gale_http_fetch(gale_http_client *c, const gale_http_client_request *req, gale_http_fetch_cb cb,
                     void *arg)
 {
     if (!c || !req || !req->url || !cb || c->freeing)
@@ -1346,7 +1346,7 @@ int gale_http_fetch(gale_http_client *c, const gale_http_request *req, gale_http
     return fetch_common(c, req, cb, arg, NULL);
 }
 
-gale_future *gale_http_fetch_future(gale_http_client *c, const gale_http_request *req)
+gale_future *gale_http_fetch_future(gale_http_client *c, const gale_http_client_request *req)
 {
     if (!c)
         return NULL;

@@ -40,20 +40,20 @@
 #define GALE_HTTP_NO_RESPONSE 599
 
 typedef struct gale_http_client gale_http_client;
-typedef struct gale_http_response gale_http_response;
+typedef struct gale_http_client_response gale_http_client_response;
 
 /* Called once per response that will be returned to the user (not for redirects being followed)
  * when its status line and headers are parsed, before the body: `resp` has code, reason and
  * headers set, no body yet. Valid only during the call. */
-typedef void (*gale_http_header_cb)(const gale_http_response *resp, void *arg);
+typedef void (*gale_http_header_cb)(const gale_http_client_response *resp, void *arg);
 /* Called with each piece of the body as it arrives (nothing is buffered: the response's body
  * stays empty). `data` is valid only during the call. */
 typedef void (*gale_http_streaming_cb)(const char *data, size_t len, void *arg);
 
-/* A request. Fill it after gale_http_request_init(); the fetch copies everything it needs (url,
+/* A request. Fill it after gale_http_client_request_init(); the fetch copies everything it needs (url,
  * method, header slices and their bytes, body), so the struct and what it points at may be
  * released as soon as gale_http_fetch() returns. */
-typedef struct gale_http_request {
+typedef struct gale_http_client_request {
     const char *url;           /* http://[userinfo@]host[:port][/path][?query]; IPv6 in [] */
     const char *method;        /* NULL: "GET" */
     gale_http_headers headers; /* extra headers; Host, User-Agent given here replace the defaults */
@@ -70,10 +70,10 @@ typedef struct gale_http_request {
     gale_http_header_cb header_cb;
     gale_http_streaming_cb streaming_cb;
     void *cb_arg;              /* for header_cb and streaming_cb */
-} gale_http_request;
+} gale_http_client_request;
 
 /* A completed fetch. Read-only for users. */
-struct gale_http_response {
+struct gale_http_client_response {
     int code;                 /* HTTP status, or GALE_HTTP_NO_RESPONSE (599) without a response */
     const char *reason;       /* reason phrase as sent, or the failure's description with 599 */
     gale_http_headers headers; /* case-insensitive lookups via gale_http_headers_get() */
@@ -91,8 +91,8 @@ struct gale_http_response {
 };
 
 /* Completion of gale_http_fetch(). Ownership: `resp` is freed after the callback returns unless
- * the callback takes it with gale_http_response_keep(). */
-typedef void (*gale_http_fetch_cb)(gale_http_response *resp, void *arg);
+ * the callback takes it with gale_http_client_response_keep(). */
+typedef void (*gale_http_fetch_cb)(gale_http_client_response *resp, void *arg);
 
 typedef struct gale_http_client_opts {
     int max_clients;         /* 0: 10 */
@@ -103,7 +103,7 @@ typedef struct gale_http_client_opts {
 
 /* Sets `req` to Tornado's defaults for `url`: GET, no headers or body, 20 s connect and request
  * timeouts, follow_redirects on with at most 5, raise_error on. */
-void gale_http_request_init(gale_http_request *req, const char *url);
+void gale_http_client_request_init(gale_http_client_request *req, const char *url);
 
 /* Creates a client on `loop` (NULL: gale_loop_current()) with `opts` (NULL: defaults). Returns
  * 0, -EINVAL (negative max_clients) or -ENOMEM. Ownership: free with gale_http_client_free(). */
@@ -121,23 +121,23 @@ void gale_http_client_free(gale_http_client *c);
  * never called. A bad URL (-EINVAL), an unsupported scheme (GALE_ESCHEME) or a header containing
  * CR/LF (-EINVAL) is reported through `cb` like any other failure. Callbacks: `cb` runs exactly
  * once, from the loop, never inside this call; header_cb and streaming_cb as described above. */
-int gale_http_fetch(gale_http_client *c, const gale_http_request *req, gale_http_fetch_cb cb,
+int gale_http_fetch(gale_http_client *c, const gale_http_client_request *req, gale_http_fetch_cb cb,
                     void *arg);
 
 /* Future form: returns a new future (the caller's reference) whose result is the
- * gale_http_response (owned by the future; gale_future_steal_result() then
- * gale_http_response_free() to keep it). When the response has an error and raise_error is on
+ * gale_http_client_response (owned by the future; gale_future_steal_result() then
+ * gale_http_client_response_free() to keep it). When the response has an error and raise_error is on
  * (always for transport errors) the future fails instead with that error and message. Returns
  * NULL only when out of memory (or on NULL arguments). */
-gale_future *gale_http_fetch_future(gale_http_client *c, const gale_http_request *req);
+gale_future *gale_http_fetch_future(gale_http_client *c, const gale_http_client_request *req);
 
 /* Inside a fetch callback: takes ownership of `resp` (the library will not free it). Free it
- * with gale_http_response_free(). Returns resp. */
-gale_http_response *gale_http_response_keep(gale_http_response *resp);
+ * with gale_http_client_response_free(). Returns resp. */
+gale_http_client_response *gale_http_client_response_keep(gale_http_client_response *resp);
 
-/* Frees a response taken with gale_http_response_keep() or stolen from a future. NULL is a
+/* Frees a response taken with gale_http_client_response_keep() or stolen from a future. NULL is a
  * no-op. */
-void gale_http_response_free(gale_http_response *resp);
+void gale_http_client_response_free(gale_http_client_response *resp);
 
 /* Requests in flight and queued, for tests and back-pressure. */
 size_t gale_http_client_active(const gale_http_client *c);

@@ -19,10 +19,7 @@
 #include "core/future.h"
 #include "core/log.h"
 #include "core/loop.h"
-/* The client's request struct shares its name with the server's: rename it in this file. */
-#define gale_http_request gale_http_client_request
 #include "http/httpclient.h"
-#undef gale_http_request
 #include "http/web.h"
 #include "net/iostream.h"
 #include "testutil.h"
@@ -740,11 +737,11 @@ static void fetching(gale_handler *h)
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/data", g_port);
     gale_http_client_request req;
-    gale_http_request_init(&req, url);
+    gale_http_client_request_init(&req, url);
     gale_future *f = gale_http_fetch_future(g_client, &req);
     int rc = gale_await(f);
     if (rc == 0) {
-        const gale_http_response *resp = gale_future_result(f);
+        const gale_http_client_response *resp = gale_future_result(f);
         gale_writef(h, "got %d %.*s", resp->code, (int)resp->body_len, resp->body);
     } else {
         gale_send_error(h, 502);
@@ -807,7 +804,7 @@ static void web_teardown(void)
 
 static int fetched_ok;
 
-static void on_outer(gale_http_response *resp, void *arg)
+static void on_outer(gale_http_client_response *resp, void *arg)
 {
     if (resp->error == 0 && resp->code == 200 && resp->body_len == 15 &&
         memcmp(resp->body, "got 200 payload", 15) == 0)
@@ -828,7 +825,7 @@ START_TEST(test_coro_handler_awaits_fetch_under_50_concurrent_requests)
     outer_done = fetched_ok = 0;
     for (int i = 0; i < NCONC; i++) {
         gale_http_client_request req;
-        gale_http_request_init(&req, url);
+        gale_http_client_request_init(&req, url);
         ck_assert_int_eq(gale_http_fetch(load, &req, on_outer, &outer_done), 0);
     }
     ck_assert(test_wait_until(g_loop, all_outer, NULL, 20.0));

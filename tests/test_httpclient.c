@@ -52,17 +52,17 @@ static gale_http_client *new_client(gale_loop *loop, int max_clients)
 struct result {
     int calls;
     int order; /* completion rank, from 1 */
-    gale_http_response *resp;
+    gale_http_client_response *resp;
 };
 
 static int completion_rank;
 
-static void on_result(gale_http_response *resp, void *arg)
+static void on_result(gale_http_client_response *resp, void *arg)
 {
     struct result *r = arg;
     r->calls++;
     r->order = ++completion_rank;
-    r->resp = gale_http_response_keep(resp);
+    r->resp = gale_http_client_response_keep(resp);
 }
 
 static bool result_done(void *arg) { return ((struct result *)arg)->calls > 0; }
@@ -83,17 +83,17 @@ static bool all_done(void *arg)
 
 static void result_clear(struct result *r)
 {
-    gale_http_response_free(r->resp);
+    gale_http_client_response_free(r->resp);
     memset(r, 0, sizeof *r);
 }
 
 /* Fetches `url` with `req` (NULL: defaults) and waits for the result. */
-static void fetch_wait(gale_loop *loop, gale_http_client *c, gale_http_request *req,
+static void fetch_wait(gale_loop *loop, gale_http_client *c, gale_http_client_request *req,
                        const char *url, struct result *r)
 {
-    gale_http_request def;
+    gale_http_client_request def;
     if (!req) {
-        gale_http_request_init(&def, url);
+        gale_http_client_request_init(&def, url);
         req = &def;
     }
     req->url = url;
@@ -343,7 +343,7 @@ static char *peer_url(const struct peer *p, const char *path)
 }
 
 /* Runs one fetch against a fresh peer that sends `response` in `mode`. */
-static void fetch_raw(enum peer_mode mode, const char *response, gale_http_request *req,
+static void fetch_raw(enum peer_mode mode, const char *response, gale_http_client_request *req,
                       struct result *r)
 {
     gale_loop *loop = new_loop();
@@ -426,8 +426,8 @@ START_TEST(test_httpclient_demo_chunked_and_echo)
     ck_assert_str_eq(r.resp->body, want);
     result_clear(&r);
 
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.method = "PUT";
     req.body = "payload\0with nul";
     req.body_len = 16;
@@ -454,8 +454,8 @@ START_TEST(test_httpclient_head_204_304_have_no_body)
     gale_loop *loop = new_loop();
     gale_http_client *c = new_client(loop, 0);
     struct result r;
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.method = "HEAD";
     fetch_wait(loop, c, &req, demo_url("/"), &r);
     ck_assert_int_eq(r.resp->error, 0);
@@ -464,7 +464,7 @@ START_TEST(test_httpclient_head_204_304_have_no_body)
     result_clear(&r);
     const char *paths[] = {"/status/204", "/status/304"};
     for (int i = 0; i < 2; i++) {
-        gale_http_request_init(&req, NULL);
+        gale_http_client_request_init(&req, NULL);
         req.raise_error = false;
         fetch_wait(loop, c, &req, demo_url(paths[i]), &r);
         ck_assert_int_eq(r.resp->error, 0);
@@ -557,7 +557,7 @@ static void on_piece(const char *data, size_t len, void *arg)
         st->largest = len;
 }
 
-static void on_headers(const gale_http_response *resp, void *arg)
+static void on_headers(const gale_http_client_response *resp, void *arg)
 {
     struct stream_stats *st = arg;
     st->headers_seen++;
@@ -606,8 +606,8 @@ static void big_fetch(bool streaming)
     b.lfd = test_listen_tcp(&b.port);
     ck_assert_int_eq(pthread_create(&b.th, NULL, big_peer_main, &b), 0);
     struct stream_stats st = {.pattern_ok = true};
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     if (streaming) {
         req.streaming_cb = on_piece;
         req.header_cb = on_headers;
@@ -664,8 +664,8 @@ START_TEST(test_httpclient_follows_redirect_on_demo)
     ck_assert_str_eq(r.resp->effective_url, demo_url("/user/7"));
     result_clear(&r);
 
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.follow_redirects = false;
     fetch_wait(loop, c, &req, demo_url("/redirect?to=/user/7"), &r);
     ck_assert_int_eq(r.resp->code, 302);
@@ -684,8 +684,8 @@ START_TEST(test_httpclient_redirect_loop_stops_at_max_redirects)
     gale_http_client *c = new_client(loop, 0);
     peer_start(&p, P_WHOLE, "HTTP/1.1 302 Found\r\nLocation: loop\r\nContent-Length: 3\r\n\r\nabc");
     peer_run(&p);
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.max_redirects = 3;
     struct result r;
     fetch_wait(loop, c, &req, peer_url(&p, "/a/start"), &r);
@@ -721,8 +721,8 @@ START_TEST(test_httpclient_303_switches_to_get_307_keeps_post)
     peer_start(&p, P_WHOLE, NULL);
     p.respond = see_other_respond;
     peer_run(&p);
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.method = "POST";
     req.body = "form=1";
     req.body_len = 6;
@@ -803,8 +803,8 @@ START_TEST(test_httpclient_connect_timeout_without_fd_leak)
     }
     test_run_for(loop, 0.05);
     gale_http_client *c = new_client(loop, 0);
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.connect_timeout = 0.2;
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(sin.sin_port));
@@ -829,8 +829,8 @@ START_TEST(test_httpclient_request_timeout_on_silent_server)
     struct peer p;
     peer_start(&p, P_SILENT, NULL);
     peer_run(&p);
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.request_timeout = 0.2;
     struct result r;
     fetch_wait(loop, c, &req, peer_url(&p, "/"), &r);
@@ -943,8 +943,8 @@ END_TEST
 
 START_TEST(test_httpclient_body_over_max_body_size)
 {
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.max_body_size = 10;
     struct result r;
     fetch_raw(P_WHOLE, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n0123456789a", &req, &r);
@@ -985,8 +985,8 @@ START_TEST(test_httpclient_https_is_unsupported_scheme)
         result_clear(&r);
     }
     ck_assert_int_eq(gale_http_fetch(c, NULL, on_result, &r), -EINVAL);
-    gale_http_request req;
-    gale_http_request_init(&req, "http://127.0.0.1/");
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, "http://127.0.0.1/");
     ck_assert_int_eq(gale_http_fetch(c, &req, NULL, NULL), -EINVAL);
     /* header injection */
     gale_http_headers_add(&req.headers, "X-A", 3, "1\r\nX-B: 2", 9);
@@ -1009,8 +1009,8 @@ START_TEST(test_httpclient_request_line_and_headers)
     gale_http_client *c = new_client(loop, 0);
     peer_start(&p, P_WHOLE, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     peer_run(&p);
-    gale_http_request req;
-    gale_http_request_init(&req, NULL);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, NULL);
     req.user_agent = "tester/1";
     gale_http_headers_add(&req.headers, "X-Custom", 8, "v1", 2);
     struct result r;
@@ -1085,8 +1085,8 @@ START_TEST(test_httpclient_max_clients_fifo_order)
     for (int i = 0; i < 6; i++) {
         char path[16];
         snprintf(path, sizeof path, "/%d", i);
-        gale_http_request req;
-        gale_http_request_init(&req, peer_url(&p, path));
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, peer_url(&p, path));
         ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &r[i]), 0);
     }
     ck_assert_uint_eq(gale_http_client_active(c), 1);
@@ -1122,8 +1122,8 @@ START_TEST(test_httpclient_at_most_max_clients_in_flight)
     peer_run(&p);
     struct result r[12] = {0};
     for (int i = 0; i < 12; i++) {
-        gale_http_request req;
-        gale_http_request_init(&req, peer_url(&p, "/"));
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, peer_url(&p, "/"));
         ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &r[i]), 0);
     }
     struct many m = {r, 12};
@@ -1147,11 +1147,11 @@ START_TEST(test_httpclient_queue_timeout_never_sends)
     peer_start(&p, P_SILENT, NULL);
     peer_run(&p);
     struct result first = {0}, second = {0};
-    gale_http_request req;
-    gale_http_request_init(&req, peer_url(&p, "/first"));
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, peer_url(&p, "/first"));
     req.request_timeout = 10;
     ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &first), 0);
-    gale_http_request_init(&req, peer_url(&p, "/second"));
+    gale_http_client_request_init(&req, peer_url(&p, "/second"));
     req.connect_timeout = 0.1;
     req.request_timeout = 5;
     ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &second), 0);
@@ -1182,8 +1182,8 @@ START_TEST(test_httpclient_free_cancels_queued_and_connecting)
     gale_http_client *c = new_client(loop, 2);
     struct result r[5] = {0};
     for (int i = 0; i < 5; i++) {
-        gale_http_request req;
-        gale_http_request_init(&req, demo_url("/delay?ms=50"));
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, demo_url("/delay?ms=50"));
         ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &r[i]), 0);
     }
     gale_http_client_free(c);
@@ -1202,7 +1202,7 @@ END_TEST
 
 static gale_http_client *freed_in_cb;
 
-static void free_client_then_record(gale_http_response *resp, void *arg)
+static void free_client_then_record(gale_http_client_response *resp, void *arg)
 {
     gale_http_client_free(freed_in_cb);
     freed_in_cb = NULL;
@@ -1216,8 +1216,8 @@ START_TEST(test_httpclient_free_inside_fetch_callback)
     freed_in_cb = new_client(loop, 1);
     struct result r[3] = {0};
     for (int i = 0; i < 3; i++) {
-        gale_http_request req;
-        gale_http_request_init(&req, demo_url("/"));
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, demo_url("/"));
         ck_assert_int_eq(gale_http_fetch(freed_in_cb, &req,
                                          i ? on_result : free_client_then_record, &r[i]), 0);
     }
@@ -1249,8 +1249,8 @@ START_TEST(test_httpclient_200_concurrent_fetches)
     for (int i = 0; i < 200; i++) {
         char path[32];
         snprintf(path, sizeof path, "/user/%d", i);
-        gale_http_request req;
-        gale_http_request_init(&req, demo_url(path));
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, demo_url(path));
         ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &r[i]), 0);
     }
     struct many m = {r, 200};
@@ -1271,8 +1271,8 @@ END_TEST
 static gale_http_client *future_client;
 static gale_future *start_future_fetch(gale_loop *loop, void *arg)
 {
-    gale_http_request req;
-    gale_http_request_init(&req, arg);
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, arg);
     return gale_http_fetch_future(future_client, &req);
 }
 
@@ -1283,7 +1283,7 @@ START_TEST(test_httpclient_future_form)
     future_client = new_client(loop, 0);
     gale_future *f;
     ck_assert_int_eq(gale_loop_run_sync(loop, start_future_fetch, demo_url("/user/3"), 10, &f), 0);
-    gale_http_response *resp = gale_future_result(f);
+    gale_http_client_response *resp = gale_future_result(f);
     ck_assert_ptr_nonnull(resp);
     ck_assert_str_eq(resp->body, "user 3");
     gale_future_unref(f);
