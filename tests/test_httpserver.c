@@ -1125,6 +1125,124 @@ START_TEST(test_httpserver_body_exactly_at_limit_accepted)
 }
 END_TEST
 
+/* ---- access log ---- */
+
+/* Sends the log to an unlinked temporary file at INFO; returns its fd. */
+static int capture_log(void)
+{
+    char path[] = "/tmp/gale-test-httpserver-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    gale_log_set_fd(fd);
+    gale_log_set_level(GALE_LOG_INFO);
+    return fd;
+}
+
+/* Everything logged so far (malloc'ed, NUL-terminated). */
+static char *read_log(int fd)
+{
+    gale_log_flush();
+    size_t cap = 1 << 20;
+    char *buf = calloc(1, cap);
+    ssize_t n = pread(fd, buf, cap - 1, 0);
+    ck_assert_int_ge(n, 0);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The access lines of finished requests in `log`, in order, cut after the peer's ")" (durations
+ * vary); error lines are skipped. Returns the count; each lines[i] is malloc'ed. Checks that each
+ * line ends with a duration in ms. */
+static int access_lines(const char *log, char *lines[], int max)
+{
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, " access] ")) && n < max;) {
+        p += strlen(" access] ");
+        const char *eol = strchr(p, '\n');
+        ck_assert_ptr_nonnull(eol);
+        const char *why = strstr(p, "): ");
+        if (why && why < eol) { /* an error line: "400 - - (127.0.0.1): reason" */
+            p = eol;
+            continue;
+        }
+        const char *close = eol;
+        while (close > p && close[-1] != ')')
+            close--;
+        ck_assert_msg(close > p, "no peer in an access line");
+        ck_assert_msg(eol - close >= 6 && strncmp(eol - 2, "ms", 2) == 0 && close[0] == ' ',
+                      "no duration in an access line");
+        lines[n++] = strndup(p, (size_t)(close - p));
+        p = eol;
+    }
+    return n;
+}
+
+START_TEST(test_httpserver_access_log_one_line_per_request_in_order)
+{
+    int fd = capture_log();
+    /* Two requests answered inside the first batch, one answered later from a timer, one in the
+     * batch after it, then a syntax error answered after them. */
+    struct client *c = run("GET /hello?1 HTTP/1.1\r\n\r\nGET /status?404 HTTP/1.1\r\n\r\n"
+                           "GET /async HTTP/1.1\r\n\r\nGET /hello?2 HTTP/1.1\r\n\r\n"
+                           "GARBAGE\x01\r\n\r\n",
+                           0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 5);
+    ck_assert_int_eq(p.status[4], 400);
+    client_free(c);
+    char *log = read_log(fd);
+    char *lines[8];
+    int n = access_lines(log, lines, 8);
+    ck_assert_int_eq(n, 4);
+    ck_assert_str_eq(lines[0], "200 GET /hello?1 (127.0.0.1)");
+    ck_assert_str_eq(lines[1], "404 GET /status?404 (127.0.0.1)");
+    ck_assert_str_eq(lines[2], "200 GET /async (127.0.0.1)");
+    ck_assert_str_eq(lines[3], "200 GET /hello?2 (127.0.0.1)");
+    ck_assert_ptr_nonnull(strstr(log, "[W ")); /* the 404 is a warning */
+    ck_assert_ptr_nonnull(strstr(log, "400 - - (127.0.0.1): ")); /* the error line comes last */
+    ck_assert(strstr(log, "400 - - (127.0.0.1): ") > strstr(log, "200 GET /hello?2 "));
+    for (int i = 0; i < n; i++)
+        free(lines[i]);
+    free(log);
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_httpserver_access_log_long_uri_cut)
+{
+    /* The longest peer address there is (through xheaders) after a uri past the line's room. */
+    teardown();
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.xheaders = true;
+    start_server(&o);
+    int fd = capture_log();
+    const char *ip = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+    size_t ulen = 3000;
+    char *req = malloc(ulen + 128);
+    memcpy(req, "GET /", 5);
+    memset(req + 5, 'u', ulen);
+    sprintf(req + 5 + ulen, " HTTP/1.1\r\nX-Real-IP: %s\r\n\r\n", ip);
+    struct client *c = run(req, 1);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    client_free(c);
+    free(req);
+    char *log = read_log(fd);
+    char *lines[2];
+    ck_assert_int_eq(access_lines(log, lines, 2), 1);
+    ck_assert_int_eq(strncmp(lines[0], "200 GET /uuuu", 13), 0);
+    ck_assert_uint_gt(strlen(lines[0]), 900);
+    ck_assert_uint_lt(strlen(lines[0]), 1100);
+    ck_assert_int_eq(lines[0][strlen(lines[0]) - 1], ')');
+    free(lines[0]);
+    free(log);
+    close(fd);
+}
+END_TEST
+
 static Suite *httpserver_suite(void)
 {
     Suite *s = suite_create("httpserver");
@@ -1177,6 +1295,9 @@ static Suite *httpserver_suite(void)
           test_httpserver_client_not_reading_stops_pipeline,
           test_httpserver_finish_inside_close_callback, test_httpserver_request_arena_and_status,
           test_httpserver_body_exactly_at_limit_accepted}},
+        {"accesslog",
+         {test_httpserver_access_log_one_line_per_request_in_order,
+          test_httpserver_access_log_long_uri_cut}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         TCase *tc = tcase_create(groups[g].name);
