@@ -24,7 +24,10 @@
  * Responses: Content-Length when the handler finishes without flushing; chunked when it flushes
  * first on HTTP/1.1 (HTTP/1.0: close-delimited). HEAD, 1xx, 204 and 304 never carry a body. A
  * Date header is added (cached per second), and a Server header unless set. One access log line
- * per request: "200 GET / (127.0.0.1) 0.21ms" (INFO below 400, WARNING 4xx, ERROR 5xx).
+ * per request: "200 GET / (127.0.0.1) 0.21ms" (INFO below 400, WARNING 4xx, ERROR 5xx); the
+ * duration runs from the arrival of the request's last bytes until its response is handed to the
+ * connection (for responses produced while a batch of input is processed: the end of the batch,
+ * when they are written together).
  * Framing headers belong to the server: a handler's Transfer-Encoding header is dropped, its
  * Connection header is replaced (a "close" in it ends the connection after the response), and a
  * Content-Length it sets must match the bytes written (a mismatch is logged and the connection
