@@ -585,15 +585,24 @@ static int conn_write_through(struct gale_http_conn *c, const char *data, size_t
 
 static char *put_uint(char *p, unsigned long long v)
 {
-    char tmp[24];
-    int n = 0;
+    int n = 1;
+    for (unsigned long long t = v; t >= 10; t /= 10)
+        n++;
+    char *e = p + n;
     do {
-        tmp[n++] = (char)('0' + v % 10);
+        *--e = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
+    return p + n;
+}
+
+/* A status code: always three digits (100..999). */
+static char *put_status(char *p, int status)
+{
+    p[0] = (char)('0' + status / 100);
+    p[1] = (char)('0' + status / 10 % 10);
+    p[2] = (char)('0' + status % 10);
+    return p + 3;
 }
 
 static char *put_str(char *p, const char *s, size_t n)
@@ -1533,7 +1542,7 @@ static int emit_head(struct req *r, bool final, double now)
         return -ENOMEM;
     char *start = p;
     p = PUT_LIT(p, "HTTP/1.1 ");
-    p = put_uint(p, (unsigned)r->status);
+    p = put_status(p, r->status);
     *p++ = ' ';
     p = put_str(p, reason, rlen);
     p = PUT_LIT(p, "\r\n");
@@ -1662,7 +1671,7 @@ static gale_log_level access_level(int status)
 static size_t access_head(const struct req *r, char *out)
 {
     char *p = out, *end = out + ACCESS_HEAD_MAX - 8;
-    p = put_uint(p, (unsigned)r->status);
+    p = put_status(p, r->status);
     *p++ = ' ';
     const char *parts[3] = {r->pub.method, r->pub.uri, r->pub.remote_ip};
     /* The uri's length is known; so is the peer's, unless xheaders replaced it. */
@@ -1701,11 +1710,19 @@ static void access_flush(double now)
 {
     size_t used = tls_access.used;
     tls_access.used = 0;
+    /* The lines of one batch share their start, so their tail is formatted once. */
+    double tail_start = -1;
+    char tail[ACCESS_TAIL_MAX];
+    size_t tail_len = 0;
     for (size_t off = 0; off < used;) {
         struct access_entry e;
         memcpy(&e, tls_access.buf + off, sizeof e);
         char *head = tls_access.buf + off + sizeof e;
-        char *end = access_tail(head + e.len, now - e.start); /* room was kept for it */
+        if (e.start != tail_start) {
+            tail_start = e.start;
+            tail_len = (size_t)(access_tail(tail, now - e.start) - tail);
+        }
+        char *end = put_str(head + e.len, tail, tail_len); /* room was kept for it */
         gale_log_write((gale_log_level)e.level, GALE_LOG_ACCESS, head, (size_t)(end - head));
         off += sizeof e + ALIGN16(e.len + ACCESS_TAIL_MAX);
     }
