@@ -84,7 +84,7 @@ static bool step(void *arg)
             ; /* the request: not checked here */
         if (!r->done_sending) {
             size_t n = r->len - r->sent;
-            if (r->nsizes && n) {
+            if (r->nsizes && n && r->piece < FUZZ_MAX_PIECES) {
                 size_t want = (size_t)r->sizes[r->piece++ % r->nsizes] + 1;
                 if (want < n)
                     n = want;

@@ -60,6 +60,10 @@ static inline unsigned fuzz_u16(struct fuzz_in *in)
     return hi << 8 | fuzz_u8(in);
 }
 
+/* Inputs are sent in at most this many input-chosen pieces, the rest at once: one loop iteration
+ * per piece, so byte-by-byte feeding of a long input would cost more than it finds. */
+#define FUZZ_MAX_PIECES 64
+
 /* The lowest free descriptor number: a descriptor leaked by an input shows up as a change. */
 static inline int fuzz_lowest_free_fd(void)
 {

@@ -371,7 +371,7 @@ static bool h_step(void *arg)
     if (!c->shut && !c->eof) {
         if (c->sent < c->len) {
             size_t n = c->len - c->sent;
-            if (c->nsizes) {
+            if (c->nsizes && c->piece < FUZZ_MAX_PIECES) {
                 size_t want = (size_t)c->sizes[c->piece++ % c->nsizes] + 1;
                 if (want < n)
                     n = want;
