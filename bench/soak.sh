@@ -41,7 +41,8 @@ cmake --build "$BUILD" -j2 --target hello demo >"$OUT/build.log" 2>&1 ||
     { cat "$OUT/build.log"; exit 1; }
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }

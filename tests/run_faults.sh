@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 builddir=${1:-build-fault}
 sanitize=OFF
 [ "${GALE_SANITIZE:-0}" = 1 ] && sanitize=ON
-plan=${GALE_FAULTS:-"recv:eagain=0.1,eintr=0.05,short=0.25;send:eagain=0.1,eintr=0.05,short=0.3;accept:eagain=0.1,eintr=0.05,emfile=0.02"}
+plan=${GALE_FAULTS:-"recv:eagain=0.1,eintr=0.05,short=0.25;send:eagain=0.1,eintr=0.05,short=0.3;\
+accept:eagain=0.1,eintr=0.05,emfile=0.02"}
 
 cmake -S . -B "$builddir" -DCMAKE_BUILD_TYPE=Debug -DGALE_FAULT_INJECTION=ON \
     -DGALE_SANITIZE=$sanitize >/dev/null
