@@ -745,6 +745,8 @@ struct big_rec {
 static bool big_written(void *arg)
 {
     struct big_rec *b = arg;
+    if (b->r.closes > 0)
+        return true; /* closed (a peer reset): the stream is gone; the asserts say what failed */
     size_t p = gale_stream_write_pending(b->r.s);
     if (p > b->max_pending)
         b->max_pending = p;
@@ -789,6 +791,7 @@ START_TEST(test_iostream_write_64mib_to_slow_reader)
     for (size_t i = 0; i < BIG; i++)
         src[i] = pattern_byte(i);
     struct big_rec b = {.r = {.s = s}, .pending_ok = true};
+    gale_stream_set_close_cb(s, on_close, &b.r);
     ck_assert_int_eq(gale_stream_write(s, src, BIG, on_write, &b.r), 0);
     free(src); /* write copied what it queued */
     ck_assert_uint_le(gale_stream_write_pending(s), BIG);
