@@ -11,11 +11,19 @@
 
 static const char USAGE[] =
     "usage: demo [--port 8888] [--idle-timeout S] [--max-body BYTES] [--processes N]\n"
+    "            [--max-connections N] [--shutdown-timeout S]\n"
     "\n"
     "  --port N           listen on port N (default 8888)\n"
     "  --idle-timeout S   close connections idle for S seconds (default 60)\n"
     "  --max-body BYTES   largest request body accepted, else 413 (default 1048576)\n"
     "  --processes N      fork N workers sharing the port (0: one per CPU; default 1)\n"
+    "  --max-connections N\n"
+    "                     open connections at most per process; more clients wait in the\n"
+    "                     listen backlog (default 0: no cap)\n"
+    "  --shutdown-timeout S\n"
+    "                     on SIGTERM/SIGINT stop accepting, close idle connections and let\n"
+    "                     requests in flight finish for up to S seconds (default 30); a\n"
+    "                     second signal closes what is left at once\n"
     "\n"
     "routes (HEAD works wherever GET does; other paths 404, other methods 405):\n"
     "  GET  /                 Hello, world!\n"
@@ -275,6 +283,16 @@ static bool parse_option(const char *name, const char *value, gale_http_server_o
         double v = strtod(value, &end);
         opts->idle_connection_timeout = v;
         return *value && !*end && !errno && v > 0;
+    }
+    if (strcmp(name, "--max-connections") == 0) {
+        unsigned long long v = strtoull(value, &end, 10);
+        opts->max_connections = (size_t)v;
+        return *value && !*end && !errno && value[0] != '-' && v <= 1000000;
+    }
+    if (strcmp(name, "--shutdown-timeout") == 0) {
+        double v = strtod(value, &end);
+        opts->shutdown_timeout = v;
+        return *value && !*end && !errno && v >= 0 && v <= 86400;
     }
     if (strcmp(name, "--max-body") == 0) {
         unsigned long long v = strtoull(value, &end, 10);

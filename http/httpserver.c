@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -101,6 +102,7 @@ struct gale_http_conn {
     double batch_time; /* when the current batch of input arrived */
     double deadline; /* end of the current phase (0: none) */
     size_t drained;
+    size_t batch_left; /* bytes of the current batch after the request being dispatched */
     int err_status; /* status chosen by a parser callback that failed */
     int busy;       /* inside a callback that must not see the connection freed */
     uint8_t phase;
@@ -164,6 +166,14 @@ struct gale_http_server {
     void *arg;
     struct gale_http_conn *conns;
     size_t nconns;
+    /* graceful shutdown */
+    bool draining, done_called;
+    gale_loop *dloop;             /* the loop the drain's timers run on */
+    gale_timeout drain_timer;     /* the deadline */
+    gale_timeout done_timer;      /* `done`, due from the loop */
+    double drain_deadline;
+    gale_cb done;
+    void *done_arg;
 };
 
 static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t len, void *arg);
@@ -309,6 +319,19 @@ static inline bool conn_open(const struct gale_http_conn *c)
     return c->stream && !gale_stream_closed(c->stream);
 }
 
+static inline bool draining(const struct gale_http_conn *c) { return c->srv && c->srv->draining; }
+
+/* Whether input follows the request being answered: the rest of the batch being parsed, bytes
+ * left in the stream, or bytes the kernel holds for the socket (one ioctl; asked only while
+ * the server shuts down, where it decides between keep-alive and "Connection: close"). */
+static bool input_waiting(const struct gale_http_conn *c)
+{
+    if (c->in_batch ? c->batch_left > 0 : gale_stream_read_buffered(c->stream) > 0)
+        return true;
+    int fd = gale_stream_fd(c->stream), n = 0;
+    return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 /* ---- output of a connection ---- */
 
 static struct obuf *conn_out(struct gale_http_conn *c)
@@ -435,6 +458,8 @@ static void conn_on_timer(gale_loop *loop, void *arg)
 
 /* ---- closing ---- */
 
+static void drain_check(gale_http_server *srv);
+
 static void conn_maybe_free(struct gale_http_conn *c)
 {
     if (!c->stream && !c->req && !c->busy)
@@ -465,7 +490,10 @@ static void conn_on_close(gale_stream *s, int reason, void *arg)
         gale_loop_remove_timeout(c->loop, c->timer);
     c->timer = 0;
     out_release(c);
+    gale_http_server *srv = c->srv;
     conn_unlink(c);
+    if (srv)
+        drain_check(srv);
     struct req *r = c->req;
     if (r && !r->dispatched) {
         c->req = NULL;
@@ -1038,6 +1066,7 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED && c->req && c->req->rphase == R_DONE) {
+        c->batch_left = len - n;
         dispatch(c);
         return n;
     }
@@ -1117,6 +1146,10 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
                       socklen_t peerlen, void *arg)
 {
     gale_http_server *srv = arg;
+    if (srv->draining) { /* the listening sockets are closed: only a batch in progress gets here */
+        gale_stream_close(s, 0);
+        return;
+    }
     struct gale_http_conn *c = calloc(1, sizeof *c);
     if (!c) {
         gale_log(GALE_LOG_ERROR, GALE_LOG_GENERAL, "dropping connection: %s",
@@ -1161,6 +1194,7 @@ void gale_http_server_opts_init(gale_http_server_opts *o)
     o->max_body_size = 100u * 1024 * 1024;
     o->idle_connection_timeout = 60;
     o->body_timeout = 60;
+    o->shutdown_timeout = 30;
 }
 
 static _Atomic uint32_t parser_header_limit = HTTP_MAX_HEADER_SIZE;
@@ -1178,7 +1212,8 @@ int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
         gale_http_server_opts_init(&o);
     if (o.max_header_size == 0 || o.max_header_size > UINT32_MAX / 4 ||
         isnan(o.idle_connection_timeout) || o.idle_connection_timeout < 0 ||
-        isnan(o.body_timeout) || o.body_timeout < 0)
+        isnan(o.body_timeout) || o.body_timeout < 0 || isnan(o.shutdown_timeout) ||
+        o.shutdown_timeout < 0)
         return -EINVAL;
     /* A NULL loop stays unresolved: the TCP server takes the current loop of the process that
      * starts accepting, so start(n > 1) never creates a loop (an epoll instance and its waker)
@@ -1200,7 +1235,10 @@ int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
     srv->cb = cb;
     srv->arg = arg;
     int rc = gale_server_new(loop, on_accept, srv, &srv->tcp);
+    if (rc == 0 && o.max_connections)
+        rc = gale_server_set_max_connections(srv->tcp, o.max_connections);
     if (rc < 0) {
+        gale_server_free(srv->tcp);
         free(srv);
         return rc;
     }
@@ -1242,10 +1280,112 @@ void gale_http_server_stop(gale_http_server *srv)
         gale_server_stop(srv->tcp);
 }
 
+/* ---- graceful shutdown ---- */
+
+static void drain_finish(gale_loop *loop, void *arg)
+{
+    gale_http_server *srv = arg;
+    srv->done_timer = 0;
+    srv->done_called = true;
+    gale_loop_remove_timeout(loop, srv->drain_timer);
+    srv->drain_timer = 0;
+    gale_log_info(GALE_LOG_GENERAL, "shutdown: all connections closed");
+    if (srv->done)
+        srv->done(loop, srv->done_arg); /* may free the server */
+}
+
+/* Once the last connection has gone, `done` is due (from the loop). */
+static void drain_check(gale_http_server *srv)
+{
+    if (srv->draining && srv->nconns == 0 && !srv->done_timer && !srv->done_called &&
+        gale_loop_call_later(srv->dloop, 0, drain_finish, srv, &srv->done_timer) < 0)
+        gale_log_error(GALE_LOG_GENERAL, "shutdown: cannot schedule the end of the drain: %s",
+                       gale_strerror(-ENOMEM));
+}
+
+static void drain_expired(gale_loop *loop, void *arg)
+{
+    gale_http_server *srv = arg;
+    srv->drain_timer = 0;
+    if (srv->nconns)
+        gale_log_warning(GALE_LOG_GENERAL, "shutdown deadline: closing %zu connections",
+                         srv->nconns);
+    /* Close callbacks run from the loop, so the list stays intact while it is walked. */
+    for (struct gale_http_conn *c = srv->conns; c; c = c->next)
+        if (c->stream)
+            gale_stream_close(c->stream, -ETIMEDOUT);
+}
+
+static int arm_drain_deadline(gale_http_server *srv, double at)
+{
+    if (srv->drain_timer)
+        gale_loop_remove_timeout(srv->dloop, srv->drain_timer);
+    srv->drain_timer = 0;
+    srv->drain_deadline = at;
+    return gale_loop_call_at(srv->dloop, at, drain_expired, srv, &srv->drain_timer);
+}
+
+/* Idle: waiting for a request with nothing of it received (neither parsed, nor buffered, nor
+ * in the socket). A request the client sent before the listening sockets closed is in one of
+ * those places, so it is never lost by closing an idle connection. */
+static bool conn_idle(const struct gale_http_conn *c)
+{
+    return conn_open(c) && c->phase == PH_IDLE && !c->req && !c->in_batch && !c->busy &&
+           !input_waiting(c);
+}
+
+int gale_http_server_shutdown(gale_http_server *srv, double timeout, gale_cb done, void *arg)
+{
+    if (!srv || isnan(timeout) || timeout < 0)
+        return -EINVAL;
+    if (srv->draining) {
+        double at = gale_loop_time(srv->dloop) + timeout;
+        if (!srv->done_called && at < srv->drain_deadline)
+            arm_drain_deadline(srv, at);
+        return -EALREADY;
+    }
+    gale_loop *loop = srv->loop ? srv->loop : gale_loop_current();
+    if (!loop)
+        return -ENOMEM;
+    srv->dloop = loop;
+    int rc = arm_drain_deadline(srv, gale_loop_time(loop) + timeout);
+    if (rc < 0)
+        return rc;
+    srv->draining = true;
+    srv->done = done;
+    srv->done_arg = arg;
+    gale_server_stop(srv->tcp); /* new connects are refused from here on */
+    size_t idle = 0;
+    for (struct gale_http_conn *c = srv->conns; c; c = c->next) {
+        if (!conn_idle(c))
+            continue;
+        /* Closes once what is queued for it was written (an empty write completes after it). */
+        idle++;
+        c->phase = PH_CLOSING;
+        c->close_after_write = true;
+        c->deadline = 0;
+        set_deadline(c, LINGER_SECONDS);
+        conn_flush(c);
+    }
+    gale_log_info(GALE_LOG_GENERAL,
+                  "shutting down: stopped accepting, closing %zu idle connections, %zu busy "
+                  "(deadline %.3g s)", idle, srv->nconns - idle, timeout);
+    drain_check(srv);
+    return 0;
+}
+
+bool gale_http_server_shutting_down(const gale_http_server *srv) { return srv && srv->draining; }
+
+size_t gale_http_server_connections(const gale_http_server *srv) { return srv ? srv->nconns : 0; }
+
 void gale_http_server_free(gale_http_server *srv)
 {
     if (!srv)
         return;
+    if (srv->dloop) {
+        gale_loop_remove_timeout(srv->dloop, srv->drain_timer);
+        gale_loop_remove_timeout(srv->dloop, srv->done_timer);
+    }
     gale_server_free(srv->tcp);
     while (srv->conns) {
         struct gale_http_conn *c = srv->conns;
@@ -1535,6 +1675,8 @@ static int emit_head(struct req *r, bool final, double now)
     }
     if (!c->srv)
         r->keep_alive = false;
+    else if (r->keep_alive && c->srv->draining && !input_waiting(c))
+        r->keep_alive = false; /* shutting down: this is the connection's last response */
 
     struct obuf *o = conn_out(c);
     char *p;
@@ -1770,6 +1912,8 @@ int gale_http_response_finish(gale_http_request *req)
     if (alive) {
         if (!r->headers_sent)
             rc = emit_head(r, true, now);
+        else if (r->keep_alive && draining(c) && !input_waiting(c))
+            r->keep_alive = false; /* flushed before the shutdown: close after it */
         if (rc == 0)
             rc = emit_body(r);
         if (rc == 0 && r->framing == FR_CHUNKED)

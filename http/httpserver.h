@@ -21,6 +21,17 @@
  * whole body. "Expect: 100-continue" is answered before the body is read. A client that pipelines
  * without reading its responses is not parsed further while more than 1 MiB of output is queued.
  *
+ * Graceful shutdown (gale_http_server_shutdown): the listening sockets close (new connects are
+ * refused), idle keep-alive connections close at once, and every request received before the
+ * shutdown began is answered: the response that leaves no further input waiting on its connection
+ * carries "Connection: close" and the connection closes once it is written (pipelined requests
+ * already received are answered first). When no connection is left, or at the deadline (what is
+ * left is closed: handlers get their close callback), `done` runs.
+ *
+ * Connection limit (max_connections): at the cap the server stops accepting, so new clients wait
+ * in the kernel's listen backlog rather than being accepted and dropped; one warning per episode
+ * (net/tcpserver.h, gale_server_set_max_connections).
+ *
  * Responses: Content-Length when the handler finishes without flushing; chunked when it flushes
  * first on HTTP/1.1 (HTTP/1.0: close-delimited). HEAD, 1xx, 204 and 304 never carry a body. A
  * Date header is added (cached per second), and a Server header unless set. One access log line
@@ -80,6 +91,10 @@ typedef struct gale_http_server_opts {
     bool no_keep_alive;             /* close after every response */
     bool xheaders;                  /* trust X-Real-IP / X-Forwarded-For / X-Scheme */
     bool no_access_log;             /* skip the access log line */
+    size_t max_connections;         /* open connections at most (0, the default: no cap; the
+                                     * descriptor limit and the EMFILE pause still bound them) */
+    double shutdown_timeout;        /* seconds, default 30: the drain deadline the web layer uses
+                                     * on SIGTERM/SIGINT (gale_app_shutdown) */
 } gale_http_server_opts;
 
 /* Fills `o` with the defaults above. */
@@ -107,6 +122,27 @@ int gale_http_server_port(const gale_http_server *srv);
 
 /* Stops accepting (existing connections go on). */
 void gale_http_server_stop(gale_http_server *srv);
+
+/* Graceful shutdown (Tornado's server.stop() + a drain): stops accepting and closes the
+ * listening sockets, closes idle keep-alive connections (no request under way, no input waiting),
+ * and lets every in-flight request finish; a response after which no further input waits on its
+ * connection gets "Connection: close" and the connection closes once it is written. Pipelined
+ * requests already received are answered before that. When no connection is left, or `timeout`
+ * seconds from now (0: at once) when the remaining connections are closed (their in-flight
+ * requests get the close callback and must still finish), `done(loop, arg)` runs once, from the
+ * loop (never inside this call). The server stays allocated: free it afterwards (also legal
+ * before `done` ran: then `done` never runs).
+ * Returns 0; -EINVAL (NULL srv, negative or NaN timeout); -EALREADY when a shutdown is already
+ * under way: `done` is not registered again, but a deadline earlier than the current one
+ * replaces it (a second call with 0 closes what is left now); -ENOMEM (no loop). `done` may be
+ * NULL. */
+int gale_http_server_shutdown(gale_http_server *srv, double timeout, gale_cb done, void *arg);
+
+/* True once gale_http_server_shutdown() was called. */
+bool gale_http_server_shutting_down(const gale_http_server *srv);
+
+/* Open connections of this server (those whose close callback has not run). */
+size_t gale_http_server_connections(const gale_http_server *srv);
 
 /* Stops accepting, closes every connection (in-flight requests get their close callback from the
  * loop's next iteration; their memory is released when the handler calls finish) and frees the

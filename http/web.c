@@ -2,6 +2,7 @@
 #include "http/web.h"
 
 #include <errno.h>
+#include <math.h>
 #include <regex.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +32,8 @@ struct gale_app {
     gale_http_server_opts opts;
     gale_http_server *srv;
     gale_loop *loop;
+    bool draining;      /* gale_app_shutdown() was called */
+    double signal_time; /* loop time of the signal that began the drain (0: none) */
 };
 
 /* One response header set by the handler, copied into the request arena. */
@@ -214,10 +217,48 @@ int gale_app_port(const gale_app *app)
 
 gale_http_server *gale_app_server(gale_app *app) { return app ? app->srv : NULL; }
 
+/* Signals closer together than this are one request to stop: Ctrl-C reaches every process of the
+ * terminal's group, and a prefork parent forwards it to its workers as well. */
+#define SIGNAL_REPEAT_WINDOW 1.0
+
 static void on_signal(gale_loop *loop, int signum, void *arg)
 {
-    gale_log_info(GALE_LOG_GENERAL, "received %s, stopping", strsignal(signum));
-    gale_loop_stop(loop);
+    gale_app *app = arg;
+    double now = gale_loop_time(loop);
+    if (!app->draining) {
+        gale_log_info(GALE_LOG_GENERAL,
+                      "received %s: draining connections (up to %.3g s; another signal ends the "
+                      "drain at once)", strsignal(signum), app->opts.shutdown_timeout);
+        app->signal_time = now;
+        gale_app_shutdown(app, app->opts.shutdown_timeout);
+        return;
+    }
+    if (app->signal_time > 0 && now - app->signal_time < SIGNAL_REPEAT_WINDOW)
+        return;
+    gale_log_warning(GALE_LOG_GENERAL, "received %s again: closing the remaining connections",
+                     strsignal(signum));
+    gale_app_shutdown(app, 0);
+}
+
+static void on_drained(gale_loop *loop, void *arg)
+{
+    gale_app *app = arg;
+    gale_loop_stop(app->loop ? app->loop : loop);
+}
+
+int gale_app_shutdown(gale_app *app, double timeout)
+{
+    if (!app || isnan(timeout) || timeout < 0)
+        return -EINVAL;
+    if (!app->srv) {
+        app->draining = true;
+        gale_loop_stop(app->loop ? app->loop : gale_loop_current());
+        return 0;
+    }
+    int rc = gale_http_server_shutdown(app->srv, timeout, on_drained, app);
+    if (rc == 0 || rc == -EALREADY)
+        app->draining = true;
+    return rc == -EALREADY ? 0 : rc;
 }
 
 int gale_app_run(gale_app *app)

@@ -106,10 +106,21 @@ int gale_app_port(const gale_app *app);
 /* The HTTP server (NULL before listen/bind). */
 gale_http_server *gale_app_server(gale_app *app);
 
-/* Runs gale_loop_current() until gale_app_stop(), SIGINT or SIGTERM (handled through
- * gale_loop_add_signal, so a signal stops the loop cleanly between callbacks). Returns 0, or a
- * negative errno if the loop could not run. */
+/* Runs gale_loop_current() until gale_app_stop() or the end of a graceful shutdown. SIGINT and
+ * SIGTERM (handled through gale_loop_add_signal, between callbacks) start one:
+ * gale_app_shutdown(app, opts.shutdown_timeout), 30 s by default. A further signal during the
+ * drain (at least a second after the first: signals arriving together, as Ctrl-C reaching a
+ * prefork parent and its workers, count as one) closes the remaining connections at once. Logs
+ * are flushed before it returns. Returns 0, or a negative errno if the loop could not run. */
 int gale_app_run(gale_app *app);
+
+/* Graceful shutdown (gale_http_server_shutdown): stops accepting, closes idle keep-alive
+ * connections, lets in-flight requests finish (their responses carry "Connection: close"), and
+ * when no connection is left, or `timeout` seconds from now (0: at once) when what is left is
+ * closed, makes gale_app_run() return 0. A second call may only bring the deadline forward.
+ * Without a server it just stops the loop. Returns 0, -EINVAL (NULL app, negative or NaN timeout)
+ * or -ENOMEM. */
+int gale_app_shutdown(gale_app *app, double timeout);
 
 /* Makes gale_app_run() return after the current loop iteration. */
 void gale_app_stop(gale_app *app);
