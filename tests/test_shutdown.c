@@ -716,6 +716,105 @@ START_TEST(test_shutdown_demo_prefork_sigterm_drains_workers)
 }
 END_TEST
 
+/* Waits up to `secs` for `fd` to become readable; returns the bytes read (0: EOF), -1 on error,
+ * -2 on timeout. */
+static ssize_t recv_within(int fd, char *buf, size_t cap, double secs)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, (int)(secs * 1000)) <= 0)
+        return -2;
+    return recv(fd, buf, cap, 0);
+}
+
+static pid_t start_demo(int *port, const char *opt, const char *val)
+{
+    *port = test_free_port();
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%d", *port);
+    char *argv[] = {"demo", "--port", port_s, (char *)opt, (char *)val, NULL};
+    pid_t pid = test_start_app("demo", argv, *port);
+    ck_assert_int_gt(pid, 0);
+    return pid;
+}
+
+static int wait_exit(pid_t pid, double secs)
+{
+    int status = 0;
+    for (int i = 0; i < (int)(secs * 100); i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return status;
+        poll(NULL, 0, 10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    ck_abort_msg("demo did not exit in %.1f s", secs);
+    return status;
+}
+
+START_TEST(test_shutdown_demo_max_connections_queues_in_backlog)
+{
+    int p;
+    pid_t pid = start_demo(&p, "--max-connections", "1");
+    char buf[4096];
+    const char *req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    int a = test_connect_tcp(p);
+    ck_assert_int_eq(test_write_all(a, req, strlen(req)), 0);
+    ck_assert_int_gt(recv_within(a, buf, sizeof buf, 5), 0);
+    int b = test_connect_tcp(p); /* completed by the kernel, not accepted */
+    ck_assert_int_ge(b, 0);
+    ck_assert_int_eq(test_write_all(b, req, strlen(req)), 0);
+    ck_assert_int_eq(recv_within(b, buf, sizeof buf, 0.3), -2);
+    ck_assert_int_eq(test_write_all(a, req, strlen(req)), 0); /* the first is still served */
+    ck_assert_int_gt(recv_within(a, buf, sizeof buf, 5), 0);
+    close(a);
+    ssize_t n = recv_within(b, buf, sizeof buf - 1, 5);
+    ck_assert_int_gt(n, 0);
+    buf[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(buf, "Hello, world!"));
+    close(b);
+    int status = test_stop_app(pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
+START_TEST(test_shutdown_demo_deadline_closes_slow_request_exit_0)
+{
+    int p;
+    pid_t pid = start_demo(&p, "--shutdown-timeout", "0.3");
+    int fd = test_connect_tcp(p);
+    const char *req = "GET /delay?ms=10000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(test_write_all(fd, req, strlen(req)), 0);
+    char buf[256];
+    ck_assert_int_eq(recv_within(fd, buf, sizeof buf, 0.1), -2); /* in flight */
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert_int_eq(recv_within(fd, buf, sizeof buf, 5), 0); /* closed at the deadline */
+    int status = wait_exit(pid, 5);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fd);
+}
+END_TEST
+
+START_TEST(test_shutdown_demo_second_signal_ends_drain)
+{
+    int p;
+    pid_t pid = start_demo(&p, "--shutdown-timeout", "60");
+    int fd = test_connect_tcp(p);
+    const char *req = "GET /delay?ms=10000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(test_write_all(fd, req, strlen(req)), 0);
+    char buf[256];
+    ck_assert_int_eq(recv_within(fd, buf, sizeof buf, 0.1), -2);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    /* the same signal again at once counts as one (Ctrl-C reaching a group): still draining */
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert_int_eq(recv_within(fd, buf, sizeof buf, 1.3), -2);
+    ck_assert_int_eq(kill(pid, SIGINT), 0); /* over a second later: ends the drain */
+    ck_assert_int_eq(recv_within(fd, buf, sizeof buf, 5), 0);
+    int status = wait_exit(pid, 5);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(fd);
+}
+END_TEST
+
 static Suite *shutdown_suite(void)
 {
     Suite *s = suite_create("shutdown");
@@ -739,6 +838,9 @@ static Suite *shutdown_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_shutdown_demo_sigterm_under_load_loses_no_response);
     tcase_add_test(tc, test_shutdown_demo_prefork_sigterm_drains_workers);
+    tcase_add_test(tc, test_shutdown_demo_max_connections_queues_in_backlog);
+    tcase_add_test(tc, test_shutdown_demo_deadline_closes_slow_request_exit_0);
+    tcase_add_test(tc, test_shutdown_demo_second_signal_ends_drain);
     suite_add_tcase(s, tc);
     return s;
 }
