@@ -636,8 +636,8 @@ static int load_run(int processes, double run_for, int *answered, int *late, int
         struct pollfd pfd[NCONN];
         int open = 0;
         for (int i = 0; i < NCONN; i++) {
-            pfd[i] = (struct pollfd){.fd = ld.c[i].done && ld.c[i].outstanding < 0 ? -1 : ld.c[i].fd,
-                                     .events = POLLIN};
+            bool idle = ld.c[i].done && ld.c[i].outstanding < 0;
+            pfd[i] = (struct pollfd){.fd = idle ? -1 : ld.c[i].fd, .events = POLLIN};
             open += pfd[i].fd >= 0;
         }
         if (!open && killed_at)
