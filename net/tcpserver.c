@@ -317,6 +317,7 @@ static void leave_limit(gale_server *srv)
 }
 
 static void conn_closed(gale_stream *s, void *arg);
+static int fork_processes(int n, int max_restarts, const int *listen_fds, size_t nlisten);
 
 /* Accepts up to a batch on `fd`. Returns false if the server was stopped or freed meanwhile. */
 static bool accept_batch(gale_server *srv, int fd)
@@ -521,7 +522,10 @@ int gale_server_start(gale_server *srv, int nprocs)
                              "server start(%d): the server's loop exists before the fork, so the "
                              "workers share one epoll instance; create the server with a NULL "
                              "loop and the loop after start()", nprocs);
-        int id = gale_fork_processes(nprocs, 100);
+        /* The supervisor gets the listening sockets so it can close its copies when told to
+         * stop: after that no worker is restarted, and a listener left open in the parent would
+         * take connections into its backlog that nobody accepts (reset at its exit). */
+        int id = fork_processes(nprocs, 100, srv->fds, srv->nfds);
         if (id < 0)
             return id;
     }
@@ -593,6 +597,15 @@ int gale_task_id(void) { return task_id; }
 
 int gale_fork_processes(int n, int max_restarts)
 {
+    return fork_processes(n, max_restarts, NULL, 0);
+}
+
+/* gale_fork_processes, plus the listening sockets `listen_fds[0..nlisten)` that the supervising
+ * parent closes on the first SIGTERM/SIGINT, before forwarding it: the workers' copies keep the
+ * sockets listening until the workers close them (a graceful drain), then new clients are refused
+ * (ECONNREFUSED) instead of being queued in a backlog that only the exiting parent still holds. */
+static int fork_processes(int n, int max_restarts, const int *listen_fds, size_t nlisten)
+{
     if (task_id != -1)
         return -EALREADY;
     if (n <= 0)
@@ -652,6 +665,10 @@ int gale_fork_processes(int n, int max_restarts)
             stop_signal = sig;
             gale_log_info(GALE_LOG_GENERAL, "signal %d: stopping %d children", sig, alive);
             gale_log_flush();
+            /* No restart from now on: the parent needs its listeners no more. */
+            for (size_t i = 0; i < nlisten; i++)
+                close(listen_fds[i]);
+            nlisten = 0;
         }
         if (sig == SIGTERM || sig == SIGINT) {
             for (int i = 0; i < n; i++)

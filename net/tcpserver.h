@@ -71,7 +71,10 @@ int gale_server_bind(gale_server *srv, int port, const char *address, int family
  * accepts on the inherited sockets. Returns 0 in the process that should now run the loop, or a
  * negative errno (-ENOTCONN: nothing bound; -EALREADY: already accepting). Call it before
  * creating threads or running the loop; the supervising parent never returns (see
- * gale_fork_processes). */
+ * gale_fork_processes). The parent keeps its copies of the listening sockets only to restart
+ * workers: on the first SIGTERM/SIGINT it closes them before forwarding the signal, so once the
+ * workers have closed theirs (a graceful drain) new clients are refused rather than left in a
+ * backlog nobody accepts from. */
 int gale_server_start(gale_server *srv, int nprocs);
 
 /* The local port of the first listening socket (useful after binding port 0), or a negative

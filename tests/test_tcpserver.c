@@ -437,6 +437,104 @@ START_TEST(test_tcpserver_prefork_two_workers_and_restart)
 }
 END_TEST
 
+/* Workers of the drain test: on SIGTERM they close their listeners, say so, and exit 0.5 s later
+ * (a slow graceful drain). */
+struct drain_worker {
+    gale_server *srv;
+    int report_fd;
+};
+
+static void drain_exit(gale_loop *loop, void *arg) { gale_loop_stop(loop); }
+
+static void drain_on_signal(gale_loop *loop, int signum, void *arg)
+{
+    struct drain_worker *w = arg;
+    gale_server_stop(w->srv);
+    char line[32];
+    int len = snprintf(line, sizeof line, "stopped %d\n", gale_task_id());
+    if (write(w->report_fd, line, (size_t)len) != len)
+        _exit(5);
+    gale_loop_call_later(loop, 0.5, drain_exit, NULL, NULL);
+}
+
+static void run_draining_supervisor(int port_fd, int report_fd)
+{
+    struct drain_worker w = {.report_fd = report_fd};
+    if (gale_server_new(NULL, pid_accept, NULL, &w.srv) != 0 ||
+        gale_server_bind(w.srv, 0, "127.0.0.1", AF_INET, 0, false) != 0)
+        _exit(3);
+    int port = gale_server_port(w.srv);
+    if (write(port_fd, &port, sizeof port) != sizeof port)
+        _exit(3);
+    if (gale_server_start(w.srv, 2) != 0) /* the supervisor never returns from here */
+        _exit(4);
+    gale_loop *loop = gale_loop_current();
+    gale_loop_add_signal(loop, SIGTERM, drain_on_signal, &w);
+    char line[64];
+    int len = snprintf(line, sizeof line, "ready %d\n", gale_task_id());
+    if (write(report_fd, line, (size_t)len) != len)
+        _exit(5);
+    gale_loop_run(loop);
+    gale_server_free(w.srv);
+    gale_log_flush();
+    _exit(0);
+}
+
+START_TEST(test_tcpserver_prefork_parent_closes_listeners_on_sigterm)
+{
+    int port_pipe[2], report_pipe[2];
+    ck_assert_int_eq(pipe2(port_pipe, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(report_pipe, O_CLOEXEC), 0);
+    pid_t sup = fork();
+    ck_assert_int_ge(sup, 0);
+    if (sup == 0) {
+        close(port_pipe[0]);
+        close(report_pipe[0]);
+        run_draining_supervisor(port_pipe[1], report_pipe[1]);
+    }
+    close(port_pipe[1]);
+    close(report_pipe[1]);
+    int port = 0;
+    struct pollfd p = {.fd = port_pipe[0], .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 10000), 1);
+    ck_assert_int_eq(read(port_pipe[0], &port, sizeof port), (ssize_t)sizeof port);
+    ck_assert_int_gt(port, 0);
+    char line[64];
+    for (int i = 0; i < 2; i++) {
+        ck_assert(read_line(report_pipe[0], line, sizeof line, 10000));
+        ck_assert_msg(strncmp(line, "ready ", 6) == 0, "unexpected report \"%s\"", line);
+    }
+    int c = test_connect_tcp(port);
+    ck_assert_int_ge(c, 0); /* served while running */
+    close(c);
+
+    /* The parent closes its listeners before forwarding the signal; once both workers have
+     * closed theirs (and are still draining), nothing listens: a new client is refused at once
+     * instead of completing into a backlog that is reset when the parent exits. */
+    ck_assert_int_eq(kill(sup, SIGTERM), 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert(read_line(report_pipe[0], line, sizeof line, 10000));
+        ck_assert_msg(strncmp(line, "stopped ", 8) == 0, "unexpected report \"%s\"", line);
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = connect(fd, (struct sockaddr *)&sin, sizeof sin);
+    int err = rc < 0 ? errno : 0;
+    close(fd);
+    ck_assert_msg(rc < 0 && err == ECONNREFUSED, "connect after SIGTERM: rc %d, %s", rc,
+                  strerror(err));
+
+    int status;
+    ck_assert_int_eq(waitpid(sup, &status, 0), sup);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+    close(port_pipe[0]);
+    close(report_pipe[0]);
+}
+END_TEST
+
 START_TEST(test_tcpserver_fork_processes_gives_up_after_max_restarts)
 {
     pid_t sup = fork();
@@ -718,6 +816,7 @@ static Suite *tcpserver_suite(void)
     tcase_set_timeout(pf, 30);
     tcase_add_test(pf, test_tcpserver_prefork_two_workers_and_restart);
     tcase_add_test(pf, test_tcpserver_fork_processes_gives_up_after_max_restarts);
+    tcase_add_test(pf, test_tcpserver_prefork_parent_closes_listeners_on_sigterm);
     suite_add_tcase(s, pf);
     return s;
 }
