@@ -45,6 +45,7 @@
 #define LINGER_SECONDS 2.0      /* drain input this long after an error response */
 #define LINGER_MAX_BYTES (1024 * 1024)
 #define WRITE_HIGH_WATER (1024 * 1024) /* stop parsing while more output than this is queued */
+#define WRITE_LOOKS 4 /* looks at write progress per idle_connection_timeout while output waits */
 
 /* ---- output buffers ---- */
 
@@ -101,6 +102,10 @@ struct gale_http_conn {
     double timer_at; /* when `timer` fires */
     double batch_time; /* when the current batch of input arrived */
     double deadline; /* end of the current phase (0: none) */
+    double wlook;     /* next look at write progress (0: no output waiting) */
+    double wprogress; /* when the kernel was last seen taking output (or the wait began) */
+    uint64_t wgiven;  /* response bytes handed to the stream */
+    uint64_t wsent;   /* of those, taken by the kernel as of the last look */
     size_t drained;
     size_t batch_left; /* bytes of the current batch after the request being dispatched */
     int err_status; /* status chosen by a parser callback that failed */
@@ -418,22 +423,13 @@ static double idle_timeout(const struct gale_http_conn *c)
     return c->srv ? c->srv->opts.idle_connection_timeout : 0;
 }
 
-static void conn_on_timer(gale_loop *loop, void *arg)
+/* A phase deadline passed. */
+static void phase_expired(struct gale_http_conn *c, double now)
 {
-    struct gale_http_conn *c = arg;
-    c->timer = 0;
-    if (!conn_open(c) || c->deadline == 0)
-        return;
-    double now = gale_loop_time(loop);
-    if (now < c->deadline) {
-        arm_timer(c, c->deadline);
-        return;
-    }
     if (c->phase == PH_IDLE && !c->req && gale_stream_write_pending(c->stream) > 0) {
         /* Idle time starts once the last response is out (a slow reader of a large body is
-         * not idle). */
+         * not idle; one that reads nothing is closed by the look at write progress below). */
         c->deadline = now + idle_timeout(c);
-        arm_timer(c, c->deadline);
         return;
     }
     c->deadline = 0;
@@ -454,6 +450,81 @@ static void conn_on_timer(gale_loop *loop, void *arg)
     default:
         break;
     }
+}
+
+/* ---- write progress ----
+ *
+ * A client that stops reading leaves response bytes queued in the stream (the kernel takes
+ * none), and the idle deadline does not run while output waits (a slow reader of a large body is
+ * not idle). So while output waits, the connection's one timer also looks at how many bytes the
+ * kernel took, every idle_connection_timeout / WRITE_LOOKS: never per write, never per byte. Any
+ * bytes taken are progress (a slow but steady reader keeps its connection however long its
+ * download takes); none taken for idle_connection_timeout closes the connection. A stall is
+ * noticed between 1 and 1 + 1/WRITE_LOOKS timeouts after the last progress. */
+
+/* `len` response bytes were handed to the stream: watches them if the kernel did not take all. */
+static void output_given(struct gale_http_conn *c, size_t len)
+{
+    c->wgiven += len;
+    if (c->wlook || !conn_open(c))
+        return;
+    size_t pending = gale_stream_write_pending(c->stream);
+    double t = idle_timeout(c);
+    if (pending == 0 || !(t > 0))
+        return;
+    double now = gale_loop_time(c->loop);
+    c->wsent = c->wgiven - pending;
+    c->wprogress = now;
+    c->wlook = now + t / WRITE_LOOKS;
+    if (!c->timer || c->timer_at > c->wlook)
+        arm_timer(c, c->wlook);
+}
+
+/* Looks at write progress. Returns false when it closed the connection for a stall. */
+static bool output_look(struct gale_http_conn *c, double now)
+{
+    size_t pending = gale_stream_write_pending(c->stream);
+    double t = idle_timeout(c);
+    if (pending == 0 || !(t > 0)) {
+        c->wlook = 0;
+        return true;
+    }
+    uint64_t sent = c->wgiven - pending;
+    if (sent != c->wsent) {
+        c->wsent = sent;
+        c->wprogress = now;
+    } else if (now - c->wprogress >= t) {
+        gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
+                 "closing connection from %s: the client read none of %zu queued response "
+                 "bytes in %.3g s", c->ip, pending, now - c->wprogress);
+        c->wlook = 0;
+        gale_stream_close(c->stream, -ETIMEDOUT);
+        return false;
+    }
+    c->wlook = now + t / WRITE_LOOKS;
+    if (c->wlook > c->wprogress + t)
+        c->wlook = c->wprogress + t;
+    return true;
+}
+
+static void conn_on_timer(gale_loop *loop, void *arg)
+{
+    struct gale_http_conn *c = arg;
+    c->timer = 0;
+    if (!conn_open(c))
+        return;
+    double now = gale_loop_time(loop);
+    if (c->wlook && now >= c->wlook && !output_look(c, now))
+        return;
+    if (c->deadline && now >= c->deadline)
+        phase_expired(c, now);
+    /* Re-armed for the earlier of the phase deadline and the next look, unless the expiry
+     * closed the connection or armed the timer early enough itself (conn_fail). */
+    double next = c->deadline;
+    if (c->wlook && (!next || c->wlook < next))
+        next = c->wlook;
+    if (next && conn_open(c) && (!c->timer || c->timer_at > next))
+        arm_timer(c, next);
 }
 
 /* ---- closing ---- */
@@ -579,10 +650,13 @@ static void conn_flush(struct gale_http_conn *c)
     struct obuf *o = c->out;
     if (o && o->len) {
         bool closing = c->close_after_write;
-        int rc = gale_stream_write(c->stream, o->p, o->len, closing ? on_written_close : NULL,
+        size_t len = o->len;
+        int rc = gale_stream_write(c->stream, o->p, len, closing ? on_written_close : NULL,
                                    closing ? c : NULL);
         out_release(c);
-        if (rc < 0 && rc != -EPIPE)
+        if (rc == 0)
+            output_given(c, len);
+        else if (rc != -EPIPE)
             gale_stream_close(c->stream, rc);
     } else {
         out_release(c);
@@ -604,6 +678,8 @@ static int conn_write_through(struct gale_http_conn *c, const char *data, size_t
         iov[n++] = (struct iovec){o->p, o->len};
     iov[n++] = (struct iovec){(void *)data, len};
     int rc = gale_stream_writev(c->stream, iov, n, NULL, NULL);
+    if (rc == 0)
+        output_given(c, (n == 2 ? iov[0].iov_len : 0) + len);
     if (o)
         o->len = 0;
     return rc;

@@ -20,6 +20,11 @@
  * client sending its request too slowly: not reset by each byte); body_timeout a deadline for the
  * whole body. "Expect: 100-continue" is answered before the body is read. A client that pipelines
  * without reading its responses is not parsed further while more than 1 MiB of output is queued.
+ * idle_connection_timeout also bounds a stalled reader: while response bytes wait in the
+ * connection and the kernel takes none of them for that long, the connection closes (a DEBUG log
+ * line; an in-flight request gets its close callback). Any bytes taken reset it, so a slow but
+ * steady download is never cut however long it takes. Progress is sampled four times per timeout
+ * (not per write), so a stall is noticed 1 to 1.25 timeouts after the last progress.
  *
  * Graceful shutdown (gale_http_server_shutdown): the listening sockets close (new connects are
  * refused), idle keep-alive connections close at once, and every request received before the
@@ -86,7 +91,9 @@ typedef void (*gale_http_close_cb)(gale_http_request *req, void *arg);
 typedef struct gale_http_server_opts {
     size_t max_header_size;         /* default 65536 */
     size_t max_body_size;           /* default 100 MiB; 0 refuses every body (413) */
-    double idle_connection_timeout; /* seconds, default 60; deadline for a header block; 0: none */
+    double idle_connection_timeout; /* seconds, default 60; deadline for a header block, and
+                                     * the longest the kernel may take none of the queued
+                                     * response bytes (see above); 0: none */
     double body_timeout;            /* seconds, default 60; deadline for a body (then 408); 0: none */
     bool no_keep_alive;             /* close after every response */
     bool xheaders;                  /* trust X-Real-IP / X-Forwarded-For / X-Scheme */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -197,6 +198,9 @@ struct client {
     size_t len;
     bool read_after_go; /* wait for `go` before reading anything */
     int reads;          /* recv calls that returned data */
+    int rcvbuf;         /* SO_RCVBUF set before connecting (0: the default) */
+    size_t read_chunk;  /* read at most this much per recv (0: as much as fits) */
+    double read_pause;  /* seconds between reads (a slow reader) */
     bool eof;           /* the server closed */
     int send_err;
     atomic_int done;
@@ -300,12 +304,29 @@ static int parse_responses(const char *buf, size_t len, bool head, struct parsed
     return out->n;
 }
 
+/* A blocking connection to the server whose receive buffer is `rcvbuf` bytes (set before the
+ * connect, so the advertised window stays small). */
+static int connect_small_rcvbuf(int rcvbuf)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0 ||
+        connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static void *client_main(void *arg)
 {
     struct client *c = arg;
     c->cap = 262144;
     c->buf = calloc(1, c->cap);
-    int fd = test_connect_tcp(port);
+    int fd = c->rcvbuf ? connect_small_rcvbuf(c->rcvbuf) : test_connect_tcp(port);
     if (fd < 0) {
         c->send_err = -1;
         atomic_store(&c->done, 1);
@@ -346,7 +367,14 @@ static void *client_main(void *arg)
             c->cap = c->cap ? c->cap * 2 : 262144;
             c->buf = realloc(c->buf, c->cap);
         }
-        ssize_t n = recv(fd, c->buf + c->len, c->cap - 1 - c->len, 0);
+        size_t room = c->cap - 1 - c->len;
+        if (c->read_chunk && room > c->read_chunk)
+            room = c->read_chunk;
+        if (c->read_pause > 0 && c->reads > 0) {
+            struct timespec ts = {0, (long)(c->read_pause * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        ssize_t n = recv(fd, c->buf + c->len, room, 0);
         if (n == 0) {
             c->eof = true;
             break;
@@ -395,6 +423,15 @@ static struct client *run_client(const char *req, size_t len, int expect, bool b
 static struct client *run(const char *req, int expect)
 {
     return run_client(req, strlen(req), expect, false);
+}
+
+/* The body /big?n answers with. */
+static bool body_is_pattern(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (char)('a' + i % 26))
+            return false;
+    return true;
 }
 
 /* ---- basics ---- */
@@ -832,6 +869,70 @@ START_TEST(test_httpserver_stalled_body_closed_after_body_timeout)
 }
 END_TEST
 
+static bool server_had_and_lost_connection(void *arg)
+{
+    return nrequests > 0 && gale_http_server_connections(srv) == 0;
+}
+
+START_TEST(test_httpserver_client_never_reading_closed_after_idle_timeout)
+{
+    /* 40 pipelined responses of 500 kB to a client that reads nothing: once the kernel takes no
+     * more of the queued output for idle_connection_timeout, the server closes the connection
+     * instead of holding it (and a megabyte of output) for ever. */
+    start_with_timeouts(0.3, 5);
+    static char req[40 * 64];
+    size_t off = 0;
+    for (int i = 0; i < 40; i++)
+        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\n\r\n");
+    struct client *c = calloc(1, sizeof *c);
+    c->req = req;
+    c->req_len = off;
+    c->rcvbuf = 16384;
+    c->read_after_go = true;
+    atomic_store(&go, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    bool closed = test_wait_until(loop, server_had_and_lost_connection, NULL, 15);
+    atomic_store(&go, 1); /* the client may read now, and finds the connection closed */
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    ck_assert(closed);
+    ck_assert_int_gt(nrequests, 0);
+    ck_assert_int_lt(nrequests, 40); /* closed while the rest waited unparsed */
+    ck_assert(c->eof);
+    ck_assert_uint_lt(c->len, 40 * 500000);
+    client_free(c);
+}
+END_TEST
+
+START_TEST(test_httpserver_slow_steady_reader_gets_whole_body)
+{
+    /* A 12 MB body read 16 kB at a time through a small window: the kernel takes the first
+     * megabytes at once and frees room in steps (a third of its send buffer), so the rest waits
+     * in the stream for about two idle timeouts, with progress at every step: the download is
+     * never cut. */
+    start_with_timeouts(0.3, 5);
+    struct client *c = calloc(1, sizeof *c);
+    c->req = "GET /big?12000000 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    c->req_len = strlen(c->req);
+    c->rcvbuf = 16384;
+    c->read_chunk = 16384;
+    c->read_pause = 0.001;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 25));
+    pthread_join(t, NULL);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_uint_eq(p.body_len[0], 12000000);
+    ck_assert(body_is_pattern(c->buf + p.body_off[0], 12000000));
+    ck_assert(c->eof);
+    ck_assert_int_eq(nrequests, 1);
+    client_free(c);
+}
+END_TEST
+
 /* ---- responses ---- */
 
 START_TEST(test_httpserver_head_keeps_content_length_without_body)
@@ -1000,14 +1101,6 @@ START_TEST(test_httpserver_bad_options_and_arguments)
     ck_assert_int_eq(gale_http_response_write(NULL, "x", 1), -EINVAL);
 }
 END_TEST
-
-static bool body_is_pattern(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != (char)('a' + i % 26))
-            return false;
-    return true;
-}
 
 START_TEST(test_httpserver_large_body_then_pipelined_request)
 {
@@ -1280,7 +1373,9 @@ static Suite *httpserver_suite(void)
          {test_httpserver_idle_keep_alive_connection_closed,
           test_httpserver_unused_connection_closed,
           test_httpserver_slowloris_closed_at_header_deadline,
-          test_httpserver_stalled_body_closed_after_body_timeout}},
+          test_httpserver_stalled_body_closed_after_body_timeout,
+          test_httpserver_client_never_reading_closed_after_idle_timeout,
+          test_httpserver_slow_steady_reader_gets_whole_body}},
         {"responses",
          {test_httpserver_head_keeps_content_length_without_body,
           test_httpserver_204_and_304_have_no_body, test_httpserver_flush_sends_chunked_with_terminator,
