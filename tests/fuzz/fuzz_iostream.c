@@ -2,7 +2,8 @@
  * harness as the peer on the other. The input is a program of reads (read_until, read_bytes,
  * read_bytes partial, read_until_regex, read_some, read_stream, read_until_close) run one after
  * the other (each started from the previous one's callback), the bytes the peer sends at
- * input-chosen splits, then a half-close. A reference reader over the whole byte string predicts
+ * input-chosen splits, then a half-close (the harness closes the stream itself if it is still open
+ * a while after the program ended). A reference reader over the whole byte string predicts
  * each read's outcome and data; the stream must match it exactly, complete every read once, echo
  * (through gale_stream_write) exactly the bytes it delivered in order, close once, and leave no
  * descriptor or timer behind.
@@ -47,6 +48,7 @@ struct run {
     const uint8_t *sizes;
     size_t nsizes, piece;
     bool shut, peer_eof, closed, local_close;
+    unsigned idle; /* iterations since the program ended */
     int close_reason;
     int done_reads; /* completions seen for the current op */
     size_t stream_got;  /* read_stream: bytes received so far */
@@ -347,6 +349,12 @@ static bool step(void *arg)
         if (n == 0 || (errno != EAGAIN && errno != EINTR))
             r->peer_eof = true;
         break;
+    }
+    /* The program ended with the peer's bytes all sent: a stream may keep unread bytes after a
+     * FIN for a later read, so after a quiet while the owner closes it. */
+    if (!r->closed && r->shut && r->cur >= r->nops && ++r->idle > 16 && !r->local_close) {
+        r->local_close = true;
+        gale_stream_close(r->s, 0);
     }
     return r->closed && r->peer_eof;
 }
