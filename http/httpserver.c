@@ -109,6 +109,7 @@ struct gale_http_conn {
     size_t drained;
     size_t batch_left; /* bytes of the current batch after the request being dispatched */
     int err_status; /* status chosen by a parser callback that failed */
+    const char *err_why; /* and the reason for its log line, if it has a better one */
     int busy;       /* inside a callback that must not see the connection freed */
     uint8_t phase;
     bool in_batch, close_after_write, linger, wait_drain;
@@ -991,6 +992,19 @@ static int on_headers_complete(http_parser *p)
     } else {
         r->pub.path = uri;
     }
+    /* http-parser takes any one-digit version, and reports a request line without one
+     * (HTTP/0.9's "GET /path") as 0.9: that is malformed for HTTP/1.x (400); any other version
+     * but 1.0 and 1.1 is one we do not serve (505). Checked once method and uri are known, for
+     * the log line. */
+    if (p->http_major == 0) {
+        c->err_status = 400;
+        c->err_why = "request line without an HTTP/1.x version";
+        return -1;
+    }
+    if (p->http_major != 1 || p->http_minor > 1) {
+        c->err_status = 505;
+        return -1;
+    }
 
     /* Framing (RFC 9112 6.1, 6.3): a Transfer-Encoding must be exactly one final "chunked" and
      * never comes with a Content-Length; duplicate Content-Lengths must agree. */
@@ -1133,6 +1147,7 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
 {
     c->exec_data = data;
     c->err_status = 0;
+    c->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0); /* the previous request finished */
     if (c->req) {
@@ -1152,10 +1167,13 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
             status = 431;
         const char *why = c->err_status == 413   ? "body too large"
                           : c->err_status == 431 ? "header block too large"
+                          : c->err_status == 505 ? "HTTP version not supported"
                           : c->err_status        ? "invalid request"
                                                  : http_errno_description(e);
         if (e == HPE_HEADER_OVERFLOW)
             why = "header block too large";
+        else if (c->err_why)
+            why = c->err_why;
         conn_fail(c, status, why);
         return len;
     }

@@ -801,6 +801,57 @@ START_TEST(test_httpserver_bad_chunk_size_400)
 }
 END_TEST
 
+START_TEST(test_httpserver_versions_other_than_1_0_and_1_1_get_505)
+{
+    static const char *const reqs[] = {"GET /hello HTTP/9.9\r\n\r\n",
+                                       "GET /hello HTTP/2.0\r\nHost: x\r\n\r\n",
+                                       "GET /hello HTTP/1.2\r\nHost: x\r\n\r\n",
+                                       "POST /info HTTP/3.0\r\nContent-Length: 2\r\n\r\nab"};
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        struct client *c = run(reqs[i], 0);
+        struct parsed p;
+        ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+        ck_assert_int_eq(p.status[0], 505);
+        const char *line = "HTTP/1.1 505 HTTP Version Not Supported\r\n";
+        ck_assert(strncmp(c->buf, line, strlen(line)) == 0);
+        ck_assert_str_eq(find_header(p.head[0], "Connection"), "close");
+        ck_assert(c->eof);
+        client_free(c);
+    }
+    ck_assert_int_eq(nrequests, 0);
+}
+END_TEST
+
+START_TEST(test_httpserver_versions_1_0_and_1_1_served)
+{
+    struct client *c = run("GET /info HTTP/1.0\r\n\r\n", 0);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "GET /info ?  v1.0 127.0.0.1 http []");
+    client_free(c);
+    c = run("GET /info HTTP/1.1\r\n\r\n", 1);
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "GET /info ?  v1.1 127.0.0.1 http []");
+    client_free(c);
+    ck_assert_int_eq(nrequests, 2);
+}
+END_TEST
+
+START_TEST(test_httpserver_request_line_without_version_400)
+{
+    /* http-parser takes HTTP/0.9's "GET /path" (no version) as version 0.9: the server refuses
+     * it (and an explicit 0.x) as malformed; versions of more than one digit the parser itself
+     * refuses. */
+    expect_error("GET /hello\r\n\r\n", 400);
+    expect_error("GET /hello\r\nHost: x\r\n\r\n", 400);
+    expect_error("GET /hello HTTP/0.9\r\n\r\n", 400);
+    expect_error("GET /hello HTTP/10.0\r\n\r\n", 400);
+    expect_error("GET /hello HTTP/1.10\r\n\r\n", 400);
+}
+END_TEST
+
 /* ---- timeouts ---- */
 
 static void start_with_timeouts(double idle, double body)
@@ -1336,6 +1387,19 @@ START_TEST(test_httpserver_access_log_long_uri_cut)
 }
 END_TEST
 
+START_TEST(test_httpserver_505_logged_with_method_and_uri)
+{
+    int fd = capture_log();
+    struct client *c = run("GET /hello HTTP/9.9\r\n\r\n", 0);
+    client_free(c);
+    char *log = read_log(fd);
+    ck_assert_ptr_nonnull(strstr(log, "505 GET /hello (127.0.0.1): HTTP version not supported"));
+    ck_assert_ptr_nonnull(strstr(log, "[E ")); /* a 5xx */
+    free(log);
+    close(fd);
+}
+END_TEST
+
 static Suite *httpserver_suite(void)
 {
     Suite *s = suite_create("httpserver");
@@ -1368,7 +1432,10 @@ static Suite *httpserver_suite(void)
           test_httpserver_te_not_single_final_chunked_400, test_httpserver_te_twice_400,
           test_httpserver_te_identity_400, test_httpserver_content_length_plus_sign_400,
           test_httpserver_content_length_trailing_junk_400, test_httpserver_garbage_400,
-          test_httpserver_bad_chunk_size_400}},
+          test_httpserver_bad_chunk_size_400,
+          test_httpserver_versions_other_than_1_0_and_1_1_get_505,
+          test_httpserver_versions_1_0_and_1_1_served,
+          test_httpserver_request_line_without_version_400}},
         {"timeouts",
          {test_httpserver_idle_keep_alive_connection_closed,
           test_httpserver_unused_connection_closed,
@@ -1392,7 +1459,8 @@ static Suite *httpserver_suite(void)
           test_httpserver_body_exactly_at_limit_accepted}},
         {"accesslog",
          {test_httpserver_access_log_one_line_per_request_in_order,
-          test_httpserver_access_log_long_uri_cut}},
+          test_httpserver_access_log_long_uri_cut,
+          test_httpserver_505_logged_with_method_and_uri}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         TCase *tc = tcase_create(groups[g].name);
