@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "http/httpserver.h"
@@ -603,8 +604,14 @@ START_TEST(test_httpserver_pipelined_three_in_order_one_read)
         ck_assert_str_eq(p.body[i], want);
     }
     int sends = atomic_load(&server_sends);
-    ck_assert_int_eq(sends, 1); /* the batch went out in one write */
-    ck_assert_int_eq(c->reads, 1);
+    if (gale_fault_enabled()) {
+        /* An injected short send or EAGAIN legitimately splits the batch's one write. */
+        ck_assert_int_ge(sends, 1);
+        ck_assert_int_ge(c->reads, 1);
+    } else {
+        ck_assert_int_eq(sends, 1); /* the batch went out in one write */
+        ck_assert_int_eq(c->reads, 1);
+    }
     ck_assert_int_eq(nrequests, 3);
     client_free(c);
 }
