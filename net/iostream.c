@@ -9,8 +9,9 @@
  * into its buffer up to GALE_STREAM_IDLE_LIMIT bytes (64 KiB, or the buffer cap if smaller), then
  * drops READ interest until a read is started, so TCP pushes back on a peer nobody reads from. This
  * sees a peer's FIN or RST while the application is busy (the close callback fires, which the HTTP
- * server turns into on_connection_close), including a FIN that follows unread data, and costs no
- * extra system call on the hot path. Past the idle limit a close is seen only when a read starts.
+ * server turns into on_connection_close), and costs no extra system call on the hot path. A FIN
+ * that follows unread data keeps the stream open for the reads that data can still satisfy
+ * (peer_eof, settle_eof). Past the idle limit a close is seen only when a read starts.
  *
  * System calls: after a recv that filled less than the space offered, the stream waits for the
  * next readiness event instead of calling recv again (which would return EAGAIN). Writes are tried
@@ -82,7 +83,8 @@ struct gale_stream {
     bool delivering;      /* inside a read callback of deliver(): reads just arm */
     bool connecting;      /* connect() in progress */
     bool connect_pending; /* connect callback not yet called */
-    bool peer_eof;        /* the peer half-closed while writes were queued: close when flushed */
+    bool peer_eof;        /* the peer's FIN was seen: no more reading; see settle_eof() */
+    bool unwatched;       /* hung up after the FIN: the fd is off the loop (see on_events) */
     gale_buffer rbuf;
     size_t some_wait; /* read_some waits for more than this many bytes (its cb used none) */
 
@@ -450,6 +452,18 @@ unsatisfiable:
     return -1;
 }
 
+/* After the peer's FIN (Tornado's _try_inline_read: the buffer first, then the closed check): a
+ * read still pending once deliver() tried the buffer can never be satisfied, so the stream closes
+ * with GALE_EEOF and the read gets that status with the bytes so far (read_until_close and an
+ * unbounded read_stream get status 0). With writes queued the close waits until they have left
+ * (the peer may only have shut down its sending side); handle_write() closes then. With no read
+ * pending nothing happens: the buffered bytes wait for the owner's next read. */
+static void settle_eof(gale_stream *s)
+{
+    if (s->peer_eof && !s->closed && !s->wq_head && s->read_kind != RK_NONE)
+        close_internal(s, GALE_EEOF);
+}
+
 /* Runs pending reads while they complete. `ext`/`extlen` are fresh bytes in the scratch area
  * (the buffer is empty then); what the reads leave of them is appended to the buffer. */
 static void deliver(gale_stream *s, const char *ext, size_t extlen)
@@ -482,6 +496,7 @@ static void deliver(gale_stream *s, const char *ext, size_t extlen)
             close_internal(s, rc);
         }
     }
+    settle_eof(s);
 }
 
 /* The socket is readable: receive while a read is pending (or up to the idle limit), delivering
@@ -536,13 +551,17 @@ static void handle_read(gale_stream *s)
             return;
         }
         if (n == 0) {
-            if (s->wq_head) {
-                /* A half-close (the peer's SHUT_WR): it may still read, so finish sending what
-                 * is queued and close with GALE_EEOF after that (handle_write). */
-                s->peer_eof = true;
+            s->peer_eof = true;
+            if (gale_buffer_len(&s->rbuf) == 0 && !s->wq_head) {
+                /* Nothing left for anyone: the peer is gone, say so at once. */
+                close_internal(s, GALE_EEOF);
                 return;
             }
-            close_internal(s, GALE_EEOF);
+            /* Bytes still buffered, or writes queued (the peer's SHUT_WR: it may still read):
+             * stay open. Reads are served from the buffer while it can satisfy them; the first
+             * one it cannot closes the stream (settle_eof), and a queue that has left with
+             * nothing buffered closes it too (handle_write). */
+            deliver(s, NULL, 0);
             return;
         }
         if (ext) {
@@ -617,8 +636,10 @@ static void flush_queue(gale_stream *s)
 static void handle_write(gale_stream *s)
 {
     flush_queue(s);
-    /* The peer half-closed while bytes were queued: close once they have left. */
-    if (s->peer_eof && !s->wq_head && !s->closed)
+    /* The peer half-closed while bytes were queued: once they have left, close if nothing is
+     * buffered for the owner or a pending read is waiting for bytes that will never come. */
+    if (s->peer_eof && !s->wq_head && !s->closed &&
+        (s->read_kind != RK_NONE || gale_buffer_len(&s->rbuf) == 0))
         close_internal(s, GALE_EEOF);
 }
 
@@ -732,6 +753,12 @@ static void update_events(gale_stream *s)
 {
     if (s->closed || s->fd < 0)
         return;
+    if (s->unwatched) {
+        /* Hung up: a write the kernel did not take at once can never leave. */
+        if (s->wq_head)
+            close_internal(s, -EPIPE);
+        return;
+    }
     unsigned want = 0;
     if (s->connecting) {
         want = GALE_WRITE;
@@ -790,7 +817,17 @@ static void on_events(gale_loop *loop, int fd, unsigned events, void *arg)
                 socklen_t len = sizeof err;
                 if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
                     err = errno;
-                close_internal(s, err ? -err : GALE_EEOF);
+                if (!err && s->peer_eof && !s->wq_head) {
+                    /* The hang-up that follows a FIN already seen (a unix socket whose peer
+                     * closed, or a TCP socket whose sending side is shut down too): nothing
+                     * more can arrive or leave. Bytes still buffered wait for the owner's reads;
+                     * stop watching the fd so the level-triggered hang-up cannot spin the loop. */
+                    gale_loop_remove_handler(s->loop, s->fd);
+                    s->events = 0;
+                    s->unwatched = true;
+                } else {
+                    close_internal(s, err ? -err : GALE_EEOF);
+                }
             }
         }
     }
@@ -931,7 +968,7 @@ static void read_armed(gale_stream *s, bool ready)
 {
     if (s->delivering)
         return;
-    if (ready || gale_buffer_len(&s->rbuf) > 0)
+    if (ready || gale_buffer_len(&s->rbuf) > 0 || s->peer_eof)
         schedule(s);
     update_events(s);
 }
@@ -1046,7 +1083,7 @@ int gale_stream_read_some(gale_stream *s, gale_consume_cb cb, void *arg)
     s->rarg = arg;
     if (s->delivering)
         return 0;
-    if (gale_buffer_len(&s->rbuf) > s->some_wait)
+    if (gale_buffer_len(&s->rbuf) > s->some_wait || s->peer_eof)
         schedule(s);
     update_events(s);
     return 0;

@@ -15,9 +15,19 @@
  * pending (so TCP flow control pushes back on a peer nobody reads from), but it keeps watching for
  * the peer's close while idle so the close callback fires promptly: with no read pending it still
  * receives into its buffer up to 64 KiB (or max_buffer_size if smaller), which also reveals a FIN
- * or RST that follows unread bytes, and stops watching once that much is buffered. A clean peer
- * close closes the stream (reason GALE_EEOF) even if bytes are still buffered: start the next read
- * from inside the previous read's callback to be sure to get them.
+ * or RST that follows unread bytes, and stops watching once that much is buffered.
+ *
+ * Peer close (FIN), as Tornado: bytes that arrived before it are never lost. With nothing buffered
+ * (and no writes queued) the stream closes at once with GALE_EEOF, so a client that leaves is
+ * noticed while its connection is idle. With bytes still buffered the stream stops reading and
+ * stays open (writes still work: the peer may only have shut down its sending side); every read,
+ * pending or started later from any callback, is served from the buffer while it can be satisfied
+ * (read_until finds its delimiter, read_bytes has n bytes, or >= 1 with `partial`, read_some and
+ * read_stream get what is there). The first read that the buffer cannot satisfy completes with
+ * GALE_EEOF and the bytes so far (read_until_close: all of them, status 0) and the stream closes
+ * with GALE_EEOF. If the owner never reads again the stream stays open until the owner closes it
+ * (its choice, as with a file descriptor; an idle timeout is the usual guard). An RST
+ * (-ECONNRESET) still closes at once and drops what is buffered.
  *
  * Writes: write() tries the socket at once and buffers only what the kernel did not take; WRITE
  * interest is registered only while bytes are pending; queued chunks go out with writev. Write
@@ -28,8 +38,9 @@
  * last write's callback.
  *
  * Half-close: a peer close (FIN) that arrives while writes are queued is taken as the peer's
- * SHUT_WR: the stream stops reading, keeps sending, and closes with GALE_EEOF once the queue has
- * left (or with the send error). A pending read completes then, as for any close.
+ * SHUT_WR: the stream stops reading, keeps sending, and once the queue has left (or with the send
+ * error) closes with GALE_EEOF if nothing is buffered or a read is waiting for bytes the buffer
+ * cannot give; a read that cannot be satisfied meanwhile completes then, as for any close.
  *
  * Close: gale_stream_close() is idempotent and legal inside any callback of the stream. It stops
  * I/O, closes the fd, fails pending operations, then runs the close callback once from the loop;
@@ -176,9 +187,9 @@ void gale_stream_set_owner_hook(gale_stream *s, gale_stream_hook hook, void *arg
  * it to keep it); on failure the future fails with the status (the bytes read so far are
  * dropped). When the operation cannot start (-EBUSY, -EPIPE, -EINVAL...) the future is completed
  * with that error at once. Return NULL only when out of memory. A coroutine starts its next read
- * when it resumes, one loop iteration after the previous read completed: if the peer's last bytes
- * and its FIN arrive in between, the stream closes (GALE_EEOF, see "Reads" above) and that read
- * fails; read_until_close_future is the safe way to take a final message. In a coroutine:
+ * when it resumes, one loop iteration after the previous read completed; bytes that arrived with
+ * the peer's FIN in between stay buffered for it (see "Peer close" above), and only a read the
+ * buffer cannot satisfy fails with GALE_EEOF. In a coroutine:
  *
  *     gale_future *f = gale_stream_read_until_future(s, "\r\n\r\n", 4, 65536);
  *     if (gale_await(f) == 0) { const gale_stream_data *d = gale_future_result(f); ... }

@@ -651,6 +651,68 @@ START_TEST(test_coro_stream_future_forms_read_write_in_a_coroutine)
 }
 END_TEST
 
+/* The peer sent two messages and closed before the coroutine read either: each awaited read
+ * resumes a loop iteration after its completion and starts the next one then; the bytes that
+ * came with the FIN are still there for it, and only a third read sees the end. */
+struct eof_case {
+    gale_stream *s;
+    int closes;
+    int close_status;
+};
+
+static int two_reads_after_eof_fn(void *arg)
+{
+    struct eof_case *c = arg;
+    gale_future *f = gale_stream_read_until_future(c->s, "\n", 1, 1024);
+    ck_assert_int_eq(gale_await(f), 0);
+    ck_assert_str_eq(((const gale_stream_data *)gale_future_result(f))->data, "first\n");
+    gale_future_unref(f);
+    ck_assert_int_eq(gale_await_drop(gale_sleep(NULL, 0.005)), 0); /* a few more loop turns */
+    f = gale_stream_read_until_future(c->s, "\n", 1, 1024);
+    ck_assert_int_eq(gale_await(f), 0);
+    ck_assert_str_eq(((const gale_stream_data *)gale_future_result(f))->data, "second\n");
+    gale_future_unref(f);
+    ck_assert_int_eq(c->closes, 0);
+    f = gale_stream_read_bytes_future(c->s, 1, true);
+    ck_assert_int_eq(gale_await(f), GALE_EEOF);
+    gale_future_unref(f);
+    return 0;
+}
+
+static void eof_case_closed(gale_stream *s, int status, void *arg)
+{
+    struct eof_case *c = arg;
+    c->closes++;
+    c->close_status = status;
+}
+
+static bool eof_case_buffered(void *arg)
+{
+    return gale_stream_read_buffered(((struct eof_case *)arg)->s) == 13;
+}
+
+START_TEST(test_coro_two_awaited_reads_after_peer_sent_both_and_closed)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct eof_case c = {0};
+    ck_assert_int_eq(gale_stream_new(g_loop, sv[0], &c.s), 0);
+    gale_stream_set_close_cb(c.s, eof_case_closed, &c);
+    ck_assert_int_eq(write(sv[1], "first\nsecond\n", 13), 13);
+    close(sv[1]);
+    ck_assert(test_wait_until(g_loop, eof_case_buffered, &c, 5.0));
+    test_run_for(g_loop, 0.005); /* the stream sees the FIN before any read starts */
+    ck_assert_int_eq(c.closes, 0);
+    gale_future *co = gale_coro_spawn(g_loop, two_reads_after_eof_fn, &c, NULL);
+    wait_future(co);
+    ck_assert_int_eq(gale_future_error(co), 0);
+    gale_future_unref(co);
+    test_run_for(g_loop, 0.002);
+    ck_assert_int_eq(c.closes, 1);
+    ck_assert_int_eq(c.close_status, GALE_EEOF);
+}
+END_TEST
+
 static int closed_read_fn(void *arg)
 {
     gale_future *f = gale_stream_read_bytes_future(arg, 10, false);
@@ -971,6 +1033,7 @@ static Suite *coro_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_coro_stream_future_forms_read_write_in_a_coroutine);
     tcase_add_test(tc, test_coro_stream_future_fails_with_close_reason);
+    tcase_add_test(tc, test_coro_two_awaited_reads_after_peer_sent_both_and_closed);
     tcase_add_test(tc, test_coro_stream_connect_future_then_write);
     suite_add_tcase(s, tc);
 

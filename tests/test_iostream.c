@@ -620,7 +620,6 @@ START_TEST(test_iostream_closed_stream_refuses_operations)
     gale_stream_close(s, -EIO); /* idempotent: the first reason stays */
     ck_assert(gale_stream_closed(s));
     ck_assert_int_eq(gale_stream_fd(s), -1);
-    ck_assert_int_eq(gale_stream_read_bytes(s, 1, false, on_read, &r), -EPIPE);
     ck_assert_int_eq(gale_stream_write(s, "x", 1, on_write, &r), -EPIPE);
     ck_assert_int_eq(r.closes, 0); /* not from inside close() */
     ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
@@ -990,7 +989,7 @@ START_TEST(test_iostream_peer_close_while_idle_fires_close_cb)
 }
 END_TEST
 
-START_TEST(test_iostream_peer_close_after_unread_data_while_idle)
+START_TEST(test_iostream_peer_close_after_unread_data_keeps_it)
 {
     gale_loop *loop = new_loop(_i);
     int peer;
@@ -999,8 +998,220 @@ START_TEST(test_iostream_peer_close_after_unread_data_while_idle)
     gale_stream_set_close_cb(s, on_close, &r);
     ck_assert_int_eq(test_write_all(peer, "unrequested", 11), 0);
     close(peer);
+    struct buffered_pred bp = {.s = s, .n = 11, .r = &r};
+    ck_assert(test_wait_until(loop, buffered_at_least, &bp, WAIT));
+    test_run_for(loop, 0.02); /* the FIN is seen: the bytes stay for the owner */
+    ck_assert_int_eq(r.closes, 0);
+    ck_assert(!gale_stream_closed(s));
+    ck_assert_int_eq(gale_stream_read_until_close(s, on_read, &r), 0);
+    ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
+    ck_assert_int_eq(r.reads, 1);
+    ck_assert_int_eq(r.read_status, 0);
+    ck_assert_str_eq(r.data, "unrequested");
+    ck_assert_int_eq(r.close_status, GALE_EEOF);
+    ck_assert_int_lt(r.read_order, r.close_order);
+    finish(loop, s, &r, -1);
+}
+END_TEST
+
+/* ---- bytes that arrive with the peer's FIN ---- */
+
+/* A read started from a loop callback, after the one that queued it returned. */
+struct later_read {
+    gale_stream *s;
+    struct rec *r;
+    int kind; /* 0: read_until "\n", 1: read_bytes(n), 2: read_bytes(n, partial), 3: read_some */
+    size_t n;
+    int rc;
+};
+
+static size_t take_all(gale_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    on_read(s, status, data, len, arg);
+    return len;
+}
+
+static void start_read_later(gale_loop *loop, void *arg)
+{
+    struct later_read *l = arg;
+    switch (l->kind) {
+    case 0:
+        l->rc = gale_stream_read_until(l->s, "\n", 1, 0, on_read, l->r);
+        break;
+    case 1:
+    case 2:
+        l->rc = gale_stream_read_bytes(l->s, l->n, l->kind == 2, on_read, l->r);
+        break;
+    default:
+        l->rc = gale_stream_read_some(l->s, take_all, l->r);
+        break;
+    }
+}
+
+struct later_wait {
+    struct later_read *l;
+    int before;
+};
+
+static bool later_read_done(void *arg)
+{
+    struct later_wait *w = arg;
+    return w->l->rc < 0 || (w->l->rc == 0 && w->l->r->reads > w->before);
+}
+
+/* Queues the read on the loop, runs until its callback ran; returns the read's start code. */
+static int read_from_later_callback(gale_loop *loop, gale_stream *s, struct rec *r, int kind,
+                                    size_t n)
+{
+    struct later_read l = {.s = s, .r = r, .kind = kind, .n = n, .rc = 1};
+    struct later_wait w = {.l = &l, .before = r->reads};
+    ck_assert_int_eq(gale_loop_add_callback(loop, start_read_later, &l), 0);
+    ck_assert(test_wait_until(loop, later_read_done, &w, WAIT));
+    return l.rc;
+}
+
+/* The peer sent its last bytes and closed; no read was pending. */
+static gale_stream *eof_after_on(gale_loop *loop, bool tcp, const char *bytes, struct rec *r)
+{
+    int peer;
+    gale_stream *s = make_pair(loop, tcp, &peer);
+    gale_stream_set_close_cb(s, on_close, r);
+    ck_assert_int_eq(test_write_all(peer, bytes, strlen(bytes)), 0);
+    close(peer);
+    struct buffered_pred bp = {.s = s, .n = strlen(bytes), .r = r};
+    ck_assert(test_wait_until(loop, buffered_at_least, &bp, WAIT));
+    test_run_for(loop, 0.02); /* time for the FIN to be seen */
+    ck_assert_int_eq(r->closes, 0);
+    return s;
+}
+
+static gale_stream *eof_after(gale_loop *loop, const char *bytes, struct rec *r)
+{
+    return eof_after_on(loop, true, bytes, r);
+}
+
+START_TEST(test_iostream_eof_read_until_twice_from_later_callbacks)
+{
+    gale_loop *loop = new_loop(_i);
+    struct rec r = {0};
+    gale_stream *s = eof_after(loop, "a\nb\n", &r);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 0, 0), 0);
+    ck_assert_int_eq(r.reads, 1);
+    ck_assert_int_eq(r.read_status, 0);
+    ck_assert_str_eq(r.data, "a\n");
+    test_run_for(loop, 0.02); /* a loop turn between the reads: the stream stays open */
+    ck_assert_int_eq(r.closes, 0);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 0, 0), 0);
+    ck_assert_int_eq(r.reads, 2);
+    ck_assert_int_eq(r.read_status, 0);
+    ck_assert_str_eq(r.data, "b\n");
+    ck_assert_int_eq(r.closes, 0);
+    /* Nothing left: the third read ends with the peer's close, then the close callback. */
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 0, 0), 0);
+    ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
+    ck_assert_int_eq(r.reads, 3);
+    ck_assert_int_eq(r.read_status, GALE_EEOF);
+    ck_assert_uint_eq(r.len, 0);
+    ck_assert_int_eq(r.close_status, GALE_EEOF);
+    ck_assert_int_lt(r.read_order, r.close_order);
+    finish(loop, s, &r, -1);
+}
+END_TEST
+
+START_TEST(test_iostream_eof_read_bytes_from_later_callbacks)
+{
+    gale_loop *loop = new_loop(_i);
+    struct rec r = {0};
+    gale_stream *s = eof_after(loop, "a\nb\ncd", &r);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 1, 2), 0);
+    ck_assert_int_eq(r.read_status, 0);
+    ck_assert_str_eq(r.data, "a\n");
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 2, 100), 0); /* partial: what is left */
+    ck_assert_int_eq(r.read_status, 0);
+    ck_assert_str_eq(r.data, "b\ncd");
+    ck_assert_int_eq(r.closes, 0);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 2, 1), 0);
+    ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
+    ck_assert_int_eq(r.reads, 3);
+    ck_assert_int_eq(r.read_status, GALE_EEOF);
+    ck_assert_int_eq(r.close_status, GALE_EEOF);
+    ck_assert_int_eq(r.closes, 1);
+    finish(loop, s, &r, -1);
+}
+END_TEST
+
+START_TEST(test_iostream_eof_unsatisfiable_read_gets_the_bytes_so_far)
+{
+    gale_loop *loop = new_loop(_i);
+    struct rec r = {0};
+    gale_stream *s = eof_after(loop, "a\nrest", &r);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 0, 0), 0);
+    ck_assert_str_eq(r.data, "a\n");
+    /* Six bytes wanted, four left and no more coming. */
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 1, 6), 0);
+    ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
+    ck_assert_int_eq(r.reads, 2);
+    ck_assert_int_eq(r.read_status, GALE_EEOF);
+    ck_assert_str_eq(r.data, "rest");
+    ck_assert_int_eq(r.close_status, GALE_EEOF);
+    finish(loop, s, &r, -1);
+}
+END_TEST
+
+START_TEST(test_iostream_eof_read_some_gets_the_rest_then_eof)
+{
+    gale_loop *loop = new_loop(_i);
+    struct rec r = {0};
+    gale_stream *s = eof_after(loop, "last words", &r);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 3, 0), 0);
+    ck_assert_int_eq(r.read_status, 0);
+    ck_assert_str_eq(r.data, "last words");
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 3, 0), 0);
+    ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
+    ck_assert_int_eq(r.reads, 2);
+    ck_assert_int_eq(r.read_status, GALE_EEOF);
+    ck_assert_int_eq(r.close_status, GALE_EEOF);
+    finish(loop, s, &r, -1);
+}
+END_TEST
+
+START_TEST(test_iostream_eof_unix_hangup_keeps_bytes_for_later_reads)
+{
+    /* A unix socket whose peer closed reports a hang-up on every poll: the stream must keep the
+     * buffered bytes for the owner and stop watching instead of closing or spinning. */
+    gale_loop *loop = new_loop(_i);
+    struct rec r = {0};
+    gale_stream *s = eof_after_on(loop, false, "one\ntwo\n", &r);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 0, 0), 0);
+    ck_assert_str_eq(r.data, "one\n");
+    test_run_for(loop, 0.02);
+    ck_assert_int_eq(r.closes, 0);
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 0, 0), 0);
+    ck_assert_str_eq(r.data, "two\n");
+    ck_assert_int_eq(read_from_later_callback(loop, s, &r, 0, 0), 0);
+    ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
+    ck_assert_int_eq(r.reads, 3);
+    ck_assert_int_eq(r.read_status, GALE_EEOF);
+    ck_assert_int_eq(r.close_status, GALE_EEOF);
+    finish(loop, s, &r, -1);
+}
+END_TEST
+
+START_TEST(test_iostream_eof_with_empty_buffer_closes_at_once)
+{
+    gale_loop *loop = new_loop(_i);
+    int peer;
+    gale_stream *s = make_pair(loop, true, &peer);
+    struct rec r = {0};
+    gale_stream_set_close_cb(s, on_close, &r);
+    ck_assert_int_eq(test_write_all(peer, "x", 1), 0);
+    ck_assert_int_eq(gale_stream_read_bytes(s, 1, false, on_read, &r), 0);
+    ck_assert(test_wait_until(loop, has_read, &r, WAIT));
+    ck_assert_str_eq(r.data, "x");
+    close(peer); /* nothing buffered, no read pending: the close is reported without a read */
     ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
     ck_assert_int_eq(r.close_status, GALE_EEOF);
+    ck_assert_int_eq(r.reads, 1);
     finish(loop, s, &r, -1);
 }
 END_TEST
@@ -1267,8 +1478,16 @@ static Suite *iostream_suite(void)
     tcase_set_timeout(closing, 60);
     tcase_add_loop_test(closing, test_iostream_pending_read_gets_reason_before_close_cb, 0, 2);
     tcase_add_loop_test(closing, test_iostream_peer_close_while_idle_fires_close_cb, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_peer_close_after_unread_data_while_idle, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_peer_close_after_unread_data_keeps_it, 0, 2);
     tcase_add_loop_test(closing, test_iostream_peer_reset_closes_econnreset, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_eof_read_until_twice_from_later_callbacks, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_eof_read_bytes_from_later_callbacks, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_eof_unsatisfiable_read_gets_the_bytes_so_far, 0,
+                        2);
+    tcase_add_loop_test(closing, test_iostream_eof_read_some_gets_the_rest_then_eof, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_eof_with_empty_buffer_closes_at_once, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_eof_unix_hangup_keeps_bytes_for_later_reads, 0,
+                        2);
     tcase_add_loop_test(closing, test_iostream_peer_half_close_still_gets_queued_reply, 0, 2);
     tcase_add_loop_test(closing, test_iostream_close_inside_read_cb, 0, 2);
     tcase_add_loop_test(closing, test_iostream_close_inside_write_cb, 0, 2);
