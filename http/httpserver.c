@@ -973,7 +973,7 @@ static int on_headers_complete(http_parser *p)
     }
     r->pub.headers = (gale_http_headers){items, r->hn, r->hn};
     r->pub.version_major = p->http_major;
-    r->pub.version_minor = p->http_minor;
+    r->pub.version_minor = p->http_minor > 1 ? 1 : p->http_minor;
     r->pub.method = http_method_str((enum http_method)p->method);
     char *uri = arena_strndup(r, r->hstore ? r->hstore + r->url_off : "", r->url_len);
     if (!uri) {
@@ -993,15 +993,15 @@ static int on_headers_complete(http_parser *p)
         r->pub.path = uri;
     }
     /* http-parser takes any one-digit version, and reports a request line without one
-     * (HTTP/0.9's "GET /path") as 0.9: that is malformed for HTTP/1.x (400); any other version
-     * but 1.0 and 1.1 is one we do not serve (505). Checked once method and uri are known, for
-     * the log line. */
+     * (HTTP/0.9's "GET /path") as 0.9: that is malformed for HTTP/1.x (400); another major
+     * version is one we do not serve (505). A higher 1.x minor is served as 1.1 (RFC 9112 2.3).
+     * Checked once method and uri are known, for the log line. */
     if (p->http_major == 0) {
         c->err_status = 400;
         c->err_why = "request line without an HTTP/1.x version";
         return -1;
     }
-    if (p->http_major != 1 || p->http_minor > 1) {
+    if (p->http_major != 1) {
         c->err_status = 505;
         return -1;
     }

@@ -808,11 +808,10 @@ START_TEST(test_httpserver_bad_chunk_size_400)
 }
 END_TEST
 
-START_TEST(test_httpserver_versions_other_than_1_0_and_1_1_get_505)
+START_TEST(test_httpserver_major_versions_other_than_1_get_505)
 {
     static const char *const reqs[] = {"GET /hello HTTP/9.9\r\n\r\n",
                                        "GET /hello HTTP/2.0\r\nHost: x\r\n\r\n",
-                                       "GET /hello HTTP/1.2\r\nHost: x\r\n\r\n",
                                        "POST /info HTTP/3.0\r\nContent-Length: 2\r\n\r\nab"};
     for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
         struct client *c = run(reqs[i], 0);
@@ -829,7 +828,7 @@ START_TEST(test_httpserver_versions_other_than_1_0_and_1_1_get_505)
 }
 END_TEST
 
-START_TEST(test_httpserver_versions_1_0_and_1_1_served)
+START_TEST(test_httpserver_versions_1_0_1_1_and_later_1_x_served)
 {
     struct client *c = run("GET /info HTTP/1.0\r\n\r\n", 0);
     struct parsed p;
@@ -842,7 +841,13 @@ START_TEST(test_httpserver_versions_1_0_and_1_1_served)
     ck_assert_int_eq(p.status[0], 200);
     ck_assert_str_eq(p.body[0], "GET /info ?  v1.1 127.0.0.1 http []");
     client_free(c);
-    ck_assert_int_eq(nrequests, 2);
+    /* A later 1.x minor is served as 1.1 (RFC 9112 2.3): keep-alive and all. */
+    c = run("GET /info HTTP/1.2\r\n\r\n", 1);
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "GET /info ?  v1.1 127.0.0.1 http []");
+    client_free(c);
+    ck_assert_int_eq(nrequests, 3);
 }
 END_TEST
 
@@ -1440,8 +1445,8 @@ static Suite *httpserver_suite(void)
           test_httpserver_te_identity_400, test_httpserver_content_length_plus_sign_400,
           test_httpserver_content_length_trailing_junk_400, test_httpserver_garbage_400,
           test_httpserver_bad_chunk_size_400,
-          test_httpserver_versions_other_than_1_0_and_1_1_get_505,
-          test_httpserver_versions_1_0_and_1_1_served,
+          test_httpserver_major_versions_other_than_1_get_505,
+          test_httpserver_versions_1_0_1_1_and_later_1_x_served,
           test_httpserver_request_line_without_version_400}},
         {"timeouts",
          {test_httpserver_idle_keep_alive_connection_closed,
