@@ -1445,6 +1445,10 @@ int gale_http_server_shutdown(gale_http_server *srv, double timeout, gale_cb don
     int rc = arm_drain_deadline(srv, gale_loop_time(loop) + timeout);
     if (rc < 0)
         return rc;
+    /* Clients already in the backlog sent their requests before the listener closed: take
+     * them in (they are answered below like any connection with a request waiting) rather than
+     * let the close reset them. */
+    gale_server_accept_pending(srv->tcp);
     srv->draining = true;
     srv->done = done;
     srv->done_arg = arg;

@@ -3,6 +3,8 @@
 #include "net/tcpserver.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -543,6 +545,31 @@ int gale_server_port(const gale_server *srv)
     if (getsockname(srv->fds[0], (struct sockaddr *)&ss, &len) < 0)
         return -errno;
     return sockaddr_port((struct sockaddr *)&ss);
+}
+
+int gale_server_accept_pending(gale_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    if (!srv->accepting || !srv->loop)
+        return 0;
+    size_t before = srv->live;
+    srv->dispatching++;
+    for (size_t i = 0; i < srv->nfds && !srv->free_pending && srv->accepting; i++) {
+        /* Ask the kernel rather than trust EAGAIN (an injected one would end the pass early);
+         * bounded, so a flood of new clients cannot hold the loop here. */
+        for (int round = 0; round < 64 && !full(srv); round++) {
+            struct pollfd p = {.fd = srv->fds[i], .events = POLLIN};
+            if (poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN))
+                break;
+            if (!accept_batch(srv, srv->fds[i]))
+                break;
+        }
+    }
+    srv->dispatching--;
+    size_t accepted = srv->live > before ? srv->live - before : 0;
+    maybe_free(srv);
+    return (int)(accepted > INT_MAX ? INT_MAX : accepted);
 }
 
 void gale_server_stop(gale_server *srv)

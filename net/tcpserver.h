@@ -81,6 +81,12 @@ int gale_server_start(gale_server *srv, int nprocs);
  * errno. */
 int gale_server_port(const gale_server *srv);
 
+/* Accepts, now, the clients already waiting in the listening sockets' backlogs (bounded: at most
+ * 64 batches per socket; the connection limit still applies), so a graceful shutdown can answer
+ * them instead of resetting them when it closes the sockets. Each goes to the accept callback as
+ * usual. Returns how many were accepted, or -EINVAL. */
+int gale_server_accept_pending(gale_server *srv);
+
 /* Stops accepting and closes the listening sockets; existing connections are untouched. */
 void gale_server_stop(gale_server *srv);
 

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fault.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "http/httpserver.h"
@@ -218,6 +219,33 @@ START_TEST(test_shutdown_inflight_finishes_idle_closes_new_refused)
     ck_assert_uint_eq(gale_http_server_connections(srv), 0);
     close(busy.fd);
     close(idle.fd);
+    stop_server();
+}
+END_TEST
+
+/* A client the loop has not accepted yet (still in the kernel's backlog) already sent its request
+ * before the listener closed: the drain takes it in and answers it instead of resetting it. */
+START_TEST(test_shutdown_backlog_clients_are_answered)
+{
+    start_server(NULL);
+    struct client a, b;
+    client_open(&a, port); /* the loop has not run: both wait in the backlog */
+    client_open(&b, port);
+    client_send(&a, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    client_send(&b, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    ck_assert_uint_eq(gale_http_server_connections(srv), 0);
+    ck_assert_int_eq(gale_http_server_shutdown(srv, 5, on_done, &ndone), 0);
+    ck_assert_uint_eq(gale_http_server_connections(srv), 2);
+    ck_assert_int_lt(test_connect_tcp(port), 0);
+    struct want wa = {&a, 1, true}, wb = {&b, 1, true};
+    ck_assert(test_wait_until(loop, client_has, &wa, 5));
+    ck_assert(test_wait_until(loop, client_has, &wb, 5));
+    ck_assert_ptr_nonnull(strstr(a.buf, "\r\n\r\nok"));
+    ck_assert_ptr_nonnull(strstr(b.buf, "\r\n\r\nslow"));
+    ck_assert(test_wait_until(loop, done_fired, NULL, 5));
+    ck_assert_int_eq(nrequests, 2);
+    close(a.fd);
+    close(b.fd);
     stop_server();
 }
 END_TEST
@@ -495,7 +523,12 @@ START_TEST(test_shutdown_max_connections_third_waits_in_backlog)
     test_run_for(loop, 0.1);
     client_pump(&c[5]);
     ck_assert_uint_eq(c[5].len, 0);
-    ck_assert_int_eq(count_log("max_connections (2) reached"), 2);
+    /* An injected EAGAIN cannot tell "nobody waiting", so under fault injection the first
+     * episode may still be open here and no second warning is due. */
+    if (gale_fault_enabled())
+        ck_assert_int_ge(count_log("max_connections (2) reached"), 1);
+    else
+        ck_assert_int_eq(count_log("max_connections (2) reached"), 2);
     close(c[3].fd);
     ck_assert(test_wait_until(loop, client_has, &w[5], 5));
     ck_assert_int_eq(nrequests, 7);
@@ -821,6 +854,7 @@ static Suite *shutdown_suite(void)
     TCase *tc = tcase_create("drain");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_shutdown_inflight_finishes_idle_closes_new_refused);
+    tcase_add_test(tc, test_shutdown_backlog_clients_are_answered);
     tcase_add_test(tc, test_shutdown_deadline_closes_stuck_handler);
     tcase_add_test(tc, test_shutdown_second_call_brings_deadline_forward);
     tcase_add_test(tc, test_shutdown_pipelined_requests_received_are_answered);
