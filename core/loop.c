@@ -1052,7 +1052,9 @@ static void periodic_schedule(gale_periodic *p)
     int64_t now = gale_time_ns();
     int64_t period = p->period_ns;
     if (p->jitter > 0) {
-        period = (int64_t)((double)period * (1 + p->jitter * (periodic_rand(p) - 0.5)));
+        /* In double first: a period near the clamp times a factor above 1 is past int64. */
+        double j = (double)period * (1 + p->jitter * (periodic_rand(p) - 0.5));
+        period = j >= 9e18 ? (int64_t)9e18 : (int64_t)j;
         if (period < 1)
             period = 1;
     }

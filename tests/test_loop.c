@@ -971,6 +971,31 @@ START_TEST(test_loop_free_with_pending_work_leaks_nothing)
 }
 END_TEST
 
+/* ---- periodic with a huge period ---- */
+
+/* A jittered period past the int64 nanosecond range must stay far in the future: converting it
+ * unclamped overflowed to a negative interval, clamped to 1 ns, and the callback fired at once. */
+START_TEST(test_loop_periodic_huge_jittered_period_stays_in_future)
+{
+    gale_loop *loop = new_loop();
+    enum { N = 32 };
+    gale_periodic *p[N];
+    int fired = 0;
+    int64_t now = gale_time_ns();
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(gale_periodic_new(loop, 1e12, 0.9, count_cb, &fired, &p[i]), 0);
+        ck_assert_int_eq(gale_periodic_start(p[i]), 0);
+        ck_assert(gale__periodic_next_ns(p[i]) > now + 1000000000LL * 3600);
+    }
+    test_run_for(loop, 0.02);
+    ck_assert_int_eq(fired, 0);
+    for (int i = 0; i < N; i++)
+        gale_periodic_free(p[i]);
+    ck_assert_int_eq((int)gale_loop_timer_count(loop), 0);
+    gale_loop_free(loop);
+}
+END_TEST
+
 static Suite *loop_suite(const char *name)
 {
     Suite *s = suite_create(name);
@@ -998,7 +1023,8 @@ static Suite *loop_suite(const char *name)
         {"signals", {test_loop_signal_arrives_as_callback, NULL}},
         {"periodic",
          {test_loop_periodic_skips_missed_beats_on_grid,
-          test_loop_periodic_stop_and_free_inside_own_callback, NULL}},
+          test_loop_periodic_stop_and_free_inside_own_callback,
+          test_loop_periodic_huge_jittered_period_stays_in_future, NULL}},
         {"watchdog", {test_loop_blocking_threshold_logs_slow_callback, NULL}},
         {"errors",
          {test_loop_invalid_arguments_return_errno, test_loop_backend_env_selection,
