@@ -53,6 +53,10 @@ static int make_room(gale_buffer *b, size_t len)
     size_t ncap = b->cap > MIN_ALLOC / 2 ? b->cap : MIN_ALLOC / 2;
     while (ncap < need)
         ncap = ncap > SIZE_MAX / 2 ? SIZE_MAX : ncap * 2;
+    /* At least twice the live bytes: a move must leave room for as many appends as it copied,
+     * else a full buffer that trickles (consume a byte, append a byte) copies itself each time. */
+    if (ncap / 2 < live)
+        ncap = live > SIZE_MAX / 2 ? SIZE_MAX : live * 2;
     if (ncap > b->max)
         ncap = b->max; /* never allocate past the cap: need <= max holds */
     char *nd;

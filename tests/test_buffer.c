@@ -284,6 +284,36 @@ START_TEST(test_buffer_find_is_linear_for_byte_at_a_time_input)
 }
 END_TEST
 
+/* A full buffer that loses one byte at the front and gains one at the end, over and over: the
+ * live bytes may move only O(log n) times, not once per append (amortised O(1) per byte). */
+START_TEST(test_buffer_trickle_through_full_buffer_moves_rarely)
+{
+    gale_buffer b;
+    gale_buffer_init(&b, 0);
+    static char fill[8192];
+    for (size_t i = 0; i < sizeof fill; i++)
+        fill[i] = (char)(i % 251);
+    ck_assert_int_eq(gale_buffer_append(&b, fill, 4096), 0);
+    ck_assert_uint_eq(b.end, b.cap); /* full: the next append needs room */
+    size_t in = 4096, out = 0;
+    int moves = 0;
+    for (int i = 0; i < 20000; i++) {
+        ck_assert_int_eq(gale_buffer_data(&b)[0], (char)(out % 251));
+        gale_buffer_consume(&b, 1);
+        out++;
+        const char *before = b.data;
+        char c = (char)(in % 251);
+        ck_assert_int_eq(gale_buffer_append(&b, &c, 1), 0);
+        in++;
+        moves += b.data != before;
+        CHECKED(&b);
+    }
+    ck_assert_uint_eq(gale_buffer_len(&b), 4096);
+    ck_assert_int_le(moves, 16);
+    gale_buffer_free(&b);
+}
+END_TEST
+
 static Suite *buffer_suite(void)
 {
     Suite *s = suite_create("buffer");
@@ -301,6 +331,7 @@ static Suite *buffer_suite(void)
     tcase_add_test(tc, test_buffer_find_single_byte_delimiter);
     tcase_add_test(tc, test_buffer_find_resets_on_consume_and_other_delimiter);
     tcase_add_test(tc, test_buffer_find_is_linear_for_byte_at_a_time_input);
+    tcase_add_test(tc, test_buffer_trickle_through_full_buffer_moves_rarely);
     suite_add_tcase(s, tc);
     return s;
 }
