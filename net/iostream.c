@@ -637,10 +637,15 @@ static void handle_write(gale_stream *s)
 {
     flush_queue(s);
     /* The peer half-closed while bytes were queued: once they have left, close if nothing is
-     * buffered for the owner or a pending read is waiting for bytes that will never come. */
-    if (s->peer_eof && !s->wq_head && !s->closed &&
-        (s->read_kind != RK_NONE || gale_buffer_len(&s->rbuf) == 0))
-        close_internal(s, GALE_EEOF);
+     * buffered for the owner. A pending read may still be served by the buffered bytes (a read
+     * armed after the FIN waits for its deferred delivery): deliver() tries the buffer first and
+     * settle_eof() closes only if it cannot be satisfied. */
+    if (s->peer_eof && !s->wq_head && !s->closed) {
+        if (s->read_kind != RK_NONE)
+            schedule(s);
+        else if (gale_buffer_len(&s->rbuf) == 0)
+            close_internal(s, GALE_EEOF);
+    }
 }
 
 static void copy_iov(char *dst, const struct iovec *iov, int iovcnt, size_t skip)

@@ -12,10 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/errors.h"
 #include "core/log.h"
 #include "core/fault.h"
 #include "core/loop.h"
 #include "http/httpserver.h"
+#include "net/iostream.h"
 #include "testutil.h"
 
 #define WAIT 10.0
@@ -165,6 +167,137 @@ START_TEST(test_halfclose_pipelined_requests_then_fin_async_handler_all_answered
 }
 END_TEST
 
+/* ---- the stream underneath ---- */
+
+struct stream_case {
+    gale_stream *s;
+    int first_reads;
+    int some_calls; /* with status 0 */
+    int some_failures;
+    int some_status;
+    char got[16];
+    size_t got_len;
+    int rc;
+    int closes;
+    int close_reason;
+};
+
+static void on_first(gale_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    struct stream_case *sc = arg;
+    ck_assert_int_eq(status, 0);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_int_eq(memcmp(data, "AAAA", 4), 0);
+    sc->first_reads++;
+}
+
+/* Takes everything and asks for more, as the HTTP server does between requests. */
+static size_t on_rest(gale_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    struct stream_case *sc = arg;
+    if (status < 0) {
+        sc->some_failures++;
+        sc->some_status = status;
+        return len;
+    }
+    sc->some_calls++;
+    if (len <= sizeof sc->got - sc->got_len) {
+        memcpy(sc->got + sc->got_len, data, len);
+        sc->got_len += len;
+    }
+    sc->rc = gale_stream_read_some(s, on_rest, sc);
+    return len;
+}
+
+static void read_rest_from_timer(gale_loop *loop, void *arg)
+{
+    struct stream_case *sc = arg;
+    sc->rc = gale_stream_read_some(sc->s, on_rest, sc);
+}
+
+static void on_stream_close(gale_stream *s, int status, void *arg)
+{
+    struct stream_case *sc = arg;
+    sc->closes++;
+    sc->close_reason = gale_stream_close_reason(s);
+}
+
+static bool first_read(void *arg) { return ((struct stream_case *)arg)->first_reads > 0; }
+static bool stream_closed(void *arg) { return ((struct stream_case *)arg)->closes > 0; }
+
+/* Reads what the peer holds without blocking; returns the byte count. */
+static size_t drain_peer(int fd)
+{
+    static char sink[65536];
+    size_t total = 0;
+    ssize_t n;
+    while ((n = recv(fd, sink, sizeof sink, MSG_DONTWAIT)) > 0)
+        total += (size_t)n;
+    return total;
+}
+
+/* The peer sent two messages and its FIN while the stream's reply was still queued. The owner
+ * takes the first message, finishes its reply and asks for the next one from a timer; the
+ * queued reply leaves in the same loop turn, before the read's deferred delivery. The buffered
+ * second message must still reach the read: running out of output is no reason to drop input. */
+START_TEST(test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_queue_drains)
+{
+    gale_loop *loop = NULL;
+    ck_assert_int_eq(gale_loop_new(_i ? GALE_BACKEND_POLL : GALE_BACKEND_EPOLL, &loop), 0);
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int fl = fcntl(sv[0], F_GETFL);
+    ck_assert_int_eq(fcntl(sv[0], F_SETFL, fl | O_NONBLOCK), 0);
+
+    /* How much one send puts in the kernel: the reply is that plus a little, so exactly a small
+     * rest stays queued and leaves at once when the peer reads. */
+    const size_t big = 8u * 1024 * 1024;
+    char *out = calloc(1, big);
+    ck_assert_ptr_nonnull(out);
+    ssize_t cap = send(sv[0], out, big, MSG_DONTWAIT);
+    ck_assert_int_gt(cap, 4096);
+    ck_assert_uint_eq(drain_peer(sv[1]), (size_t)cap);
+    const size_t reply = (size_t)cap + 1000;
+
+    struct stream_case sc = {.rc = 1};
+    ck_assert_int_eq(gale_stream_new(loop, sv[0], &sc.s), 0);
+    gale_stream_set_close_cb(sc.s, on_stream_close, &sc);
+    /* Room for the two messages only: the FIN is then read in the same turn as they are. */
+    ck_assert_int_eq(gale_stream_set_max_buffer_size(sc.s, 8), 0);
+    ck_assert_int_eq(gale_stream_write(sc.s, out, reply, NULL, NULL), 0);
+    free(out);
+    size_t queued = gale_stream_write_pending(sc.s);
+    ck_assert_uint_gt(queued, 0);
+    ck_assert_uint_lt(queued, (size_t)cap);
+
+    ck_assert_int_eq(test_write_all(sv[1], "AAAABBBB", 8), 0);
+    ck_assert_int_eq(shutdown(sv[1], SHUT_WR), 0);
+    ck_assert_int_eq(gale_stream_read_bytes(sc.s, 4, false, on_first, &sc), 0);
+    ck_assert(test_wait_until(loop, first_read, &sc, WAIT));
+    ck_assert_uint_eq(gale_stream_read_buffered(sc.s), 4);
+    ck_assert_int_eq(sc.closes, 0);
+
+    size_t got = drain_peer(sv[1]); /* the queued rest can leave now */
+    ck_assert_int_eq(gale_loop_call_later(loop, 0, read_rest_from_timer, &sc, NULL), 0);
+    ck_assert(test_wait_until(loop, stream_closed, &sc, WAIT));
+    ck_assert_int_eq(sc.rc, 0);
+    ck_assert_int_eq(sc.some_calls, 1);
+    ck_assert_uint_eq(sc.got_len, 4);
+    ck_assert_int_eq(memcmp(sc.got, "BBBB", 4), 0);
+    /* Then nothing more can come: the next read ends the stream. */
+    ck_assert_int_eq(sc.some_failures, 1);
+    ck_assert_int_eq(sc.some_status, GALE_EEOF);
+    ck_assert_int_eq(sc.closes, 1);
+    ck_assert_int_eq(sc.close_reason, GALE_EEOF);
+    got += drain_peer(sv[1]);
+    ck_assert_uint_eq(got, reply); /* the whole reply arrived */
+
+    close(sv[1]);
+    test_run_for(loop, 0.01);
+    gale_loop_free(loop);
+}
+END_TEST
+
 static Suite *halfclose_suite(void)
 {
     Suite *s = suite_create("halfclose");
@@ -173,6 +306,12 @@ static Suite *halfclose_suite(void)
     tcase_add_test(tc, test_halfclose_pipelined_requests_then_fin_all_answered);
     tcase_add_test(tc, test_halfclose_pipelined_requests_then_fin_async_handler_all_answered);
     suite_add_tcase(s, tc);
+    TCase *st = tcase_create("stream");
+    tcase_set_timeout(st, 30);
+    tcase_add_loop_test(
+        st, test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_queue_drains, 0,
+        2);
+    suite_add_tcase(s, st);
     return s;
 }
 
