@@ -180,6 +180,8 @@ struct stream_case {
     int rc;
     int closes;
     int close_reason;
+    int peer;
+    size_t peer_got;
 };
 
 static void on_first(gale_stream *s, int status, const char *data, size_t len, void *arg)
@@ -223,8 +225,6 @@ static void on_stream_close(gale_stream *s, int status, void *arg)
 }
 
 static bool first_read(void *arg) { return ((struct stream_case *)arg)->first_reads > 0; }
-static bool stream_closed(void *arg) { return ((struct stream_case *)arg)->closes > 0; }
-
 /* Reads what the peer holds without blocking; returns the byte count. */
 static size_t drain_peer(int fd)
 {
@@ -234,6 +234,13 @@ static size_t drain_peer(int fd)
     while ((n = recv(fd, sink, sizeof sink, MSG_DONTWAIT)) > 0)
         total += (size_t)n;
     return total;
+}
+
+static bool stream_closed_peer_drained(void *arg)
+{
+    struct stream_case *sc = arg;
+    sc->peer_got += drain_peer(sc->peer);
+    return sc->closes > 0;
 }
 
 /* The peer sent two messages and its FIN while the stream's reply was still queued. The owner
@@ -266,20 +273,27 @@ START_TEST(test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_q
     ck_assert_int_eq(gale_stream_set_max_buffer_size(sc.s, 8), 0);
     ck_assert_int_eq(gale_stream_write(sc.s, out, reply, NULL, NULL), 0);
     free(out);
+    /* Injected faults (short sends and reads) blur the turn order this test sets up; what the
+     * peer and the owner see must not change, so only the setup checks are left out then. */
+    bool exact = !gale_fault_enabled();
     size_t queued = gale_stream_write_pending(sc.s);
-    ck_assert_uint_gt(queued, 0);
-    ck_assert_uint_lt(queued, (size_t)cap);
+    if (exact) {
+        ck_assert_uint_gt(queued, 0);
+        ck_assert_uint_lt(queued, (size_t)cap);
+    }
 
     ck_assert_int_eq(test_write_all(sv[1], "AAAABBBB", 8), 0);
     ck_assert_int_eq(shutdown(sv[1], SHUT_WR), 0);
     ck_assert_int_eq(gale_stream_read_bytes(sc.s, 4, false, on_first, &sc), 0);
     ck_assert(test_wait_until(loop, first_read, &sc, WAIT));
-    ck_assert_uint_eq(gale_stream_read_buffered(sc.s), 4);
+    if (exact)
+        ck_assert_uint_eq(gale_stream_read_buffered(sc.s), 4);
     ck_assert_int_eq(sc.closes, 0);
 
-    size_t got = drain_peer(sv[1]); /* the queued rest can leave now */
+    sc.peer = sv[1];
+    sc.peer_got = drain_peer(sv[1]); /* the queued rest can leave now */
     ck_assert_int_eq(gale_loop_call_later(loop, 0, read_rest_from_timer, &sc, NULL), 0);
-    ck_assert(test_wait_until(loop, stream_closed, &sc, WAIT));
+    ck_assert(test_wait_until(loop, stream_closed_peer_drained, &sc, WAIT));
     ck_assert_int_eq(sc.rc, 0);
     ck_assert_int_eq(sc.some_calls, 1);
     ck_assert_uint_eq(sc.got_len, 4);
@@ -289,8 +303,8 @@ START_TEST(test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_q
     ck_assert_int_eq(sc.some_status, GALE_EEOF);
     ck_assert_int_eq(sc.closes, 1);
     ck_assert_int_eq(sc.close_reason, GALE_EEOF);
-    got += drain_peer(sv[1]);
-    ck_assert_uint_eq(got, reply); /* the whole reply arrived */
+    sc.peer_got += drain_peer(sv[1]);
+    ck_assert_uint_eq(sc.peer_got, reply); /* the whole reply arrived */
 
     close(sv[1]);
     test_run_for(loop, 0.01);
