@@ -151,6 +151,12 @@ START_TEST(test_log_buffer_overflow_flushes_in_order)
     char buf[65536];
     total += drain(buf, sizeof buf);
     strcat(all, buf);
+    /* Every line arrived whole: the bytes read equal the text kept, with 400 newlines. */
+    ck_assert_uint_eq(total, strlen(all));
+    size_t lines = 0;
+    for (const char *q = all; (q = strchr(q, '\n')) != NULL; q++)
+        lines++;
+    ck_assert_uint_eq(lines, 400);
     const char *p = all;
     for (int i = 0; i < 400; i++) {
         char want[16];
