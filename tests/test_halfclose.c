@@ -101,6 +101,12 @@ static bool client_got_eof(void *arg)
     }
 }
 
+static bool all_finished(void *arg)
+{
+    struct server_case *sc = arg;
+    return sc->finished == sc->requests;
+}
+
 static size_t count(const char *hay, size_t len, const char *needle)
 {
     size_t n = 0, nl = strlen(needle);
@@ -148,6 +154,9 @@ static void pipelined_then_shut_wr(bool async)
         ck_assert_ptr_nonnull(two);
         ck_assert(one < two); /* in order */
     }
+    /* Every handler answers, even to a client that left: nothing may outlive the test. */
+    ck_assert(test_wait_until(loop, all_finished, &sc, WAIT));
+    ck_assert_int_eq(sc.finished, sc.requests);
     close(c.fd);
 
     gale_http_server_free(sc.srv);
