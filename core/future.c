@@ -26,6 +26,7 @@ struct gale_future {
     char *msg;
     void *result;
     void (*dtor)(void *);
+    void (*unlink)(void *); /* set_result_linked(): told when steal_result takes the result */
     gale_future *keep; /* chain(): the source whose result this future shares */
     struct done_cb *cbs;
     size_t ncbs, capcbs;
@@ -90,6 +91,15 @@ int gale_future_set_result(gale_future *f, void *result, void (*dtor)(void *))
     return 0;
 }
 
+int gale_future_set_result_linked(gale_future *f, void *result, void (*dtor)(void *),
+                                  void (*unlink)(void *))
+{
+    if (!f || f->done)
+        return -EINVAL;
+    f->unlink = unlink;
+    return gale_future_set_result(f, result, dtor);
+}
+
 int gale_future_set_error(gale_future *f, int code, const char *message)
 {
     if (!f || f->done || code >= 0)
@@ -127,8 +137,12 @@ void *gale_future_steal_result(gale_future *f)
     if (!f || !f->done || f->err)
         return NULL;
     void *r = f->result;
+    void (*unlink)(void *) = f->unlink;
     f->result = NULL;
     f->dtor = NULL;
+    f->unlink = NULL;
+    if (unlink && r)
+        unlink(r);
     return r;
 }
 

@@ -31,6 +31,14 @@ void gale_future_unref(gale_future *f);       /* NULL is a no-op */
  * is already done (then `dtor(result)` is NOT called: the caller keeps `result`). */
 int gale_future_set_result(gale_future *f, void *result, void (*dtor)(void *));
 
+/* Like gale_future_set_result(), for a result that may end on its own while it sits in the future
+ * (a connected stream whose peer closes it): `unlink(result)` (may be NULL) runs when
+ * gale_future_steal_result() takes the result out, so the result can forget the future. The
+ * result's side ends the link by calling gale_future_steal_result() itself before it goes away;
+ * the future then holds NULL. Returns as gale_future_set_result(). */
+int gale_future_set_result_linked(gale_future *f, void *result, void (*dtor)(void *),
+                                  void (*unlink)(void *));
+
 /* Completes `f` with error `code` (a negative errno or GALE_E*; 0 or positive is -EINVAL) and a
  * copy of `message` (may be NULL: then gale_strerror(code)). Returns 0, -EINVAL (already done or
  * bad code) or -ENOMEM (the message copy failed; the future still completes, without it). */

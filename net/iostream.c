@@ -46,6 +46,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "net/fault_internal.h"
+#include "net/iostream_internal.h"
 
 #define GALE_STREAM_IDLE_LIMIT GALE_STREAM_READ_CHUNK
 #define DELIM_INLINE 16
@@ -70,6 +71,7 @@ struct wreq {
 
 struct gale_stream {
     gale_loop *loop;
+    gale_future *owner_future; /* a connect future still holding this stream as its result */
     int fd;
     int refs; /* 1 while open + 1 per dispatch or queued deferred callback */
     int close_reason;
@@ -174,6 +176,10 @@ static void clear_read(gale_stream *s)
 
 static void free_stream(gale_stream *s)
 {
+    /* Still the result of a connect future nobody took it from: empty the future first, so
+     * neither freeing it later nor reading its result touches this memory. */
+    if (s->owner_future)
+        gale_future_steal_result(s->owner_future); /* clears owner_future through the unlink */
     clear_read(s);
     gale_buffer_free(&s->rbuf);
     free(s);
@@ -1187,4 +1193,26 @@ int gale_stream_peer_addr(const gale_stream *s, struct sockaddr_storage *addr, s
     if (getpeername(s->fd, (struct sockaddr *)addr, len) < 0)
         return -errno;
     return 0;
+}
+
+/* ---- a stream as a future's result ---- */
+
+static void future_stream_dtor(void *p)
+{
+    gale_stream *s = p;
+    s->owner_future = NULL;
+    gale_stream_close(s, 0);
+}
+
+static void future_stream_unlink(void *p) { ((gale_stream *)p)->owner_future = NULL; }
+
+/* Linked before completing: a done callback may steal the stream (unlink clears the link) or
+ * drop the last reference to the future (its dtor clears it). */
+int gale__stream_set_future_result(gale_future *f, gale_stream *s)
+{
+    s->owner_future = f;
+    int rc = gale_future_set_result_linked(f, s, future_stream_dtor, future_stream_unlink);
+    if (rc)
+        s->owner_future = NULL;
+    return rc;
 }

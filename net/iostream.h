@@ -216,10 +216,9 @@ gale_future *gale_stream_write_future(gale_stream *s, const void *data, size_t l
 /* Connects as gale_stream_connect(); the future's result is the connected stream, owned by the
  * future until gale_future_steal_result() takes it (a future freed with the stream still inside
  * closes it, as gale_tcp_connect_future). On failure the stream is closed by the library and the
- * future fails with the reason. Known limitation: take the stream as soon as the future is done
- * (right after gale_await returns, or in the done callback): if the peer closes the connection
- * while the stream still sits in the future, the stream is freed, and freeing the future later
- * closes freed memory. */
+ * future fails with the reason. If the peer closes the connection while the stream still sits in
+ * the future, the stream's close empties the future: its result (and steal_result) is then NULL,
+ * so check it. */
 gale_future *gale_stream_connect_future(gale_loop *loop, const struct sockaddr *addr,
                                         socklen_t addrlen);
 

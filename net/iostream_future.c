@@ -6,6 +6,7 @@
 
 #include "core/future.h"
 #include "net/iostream.h"
+#include "net/iostream_internal.h"
 
 static gale_future *failed(gale_loop *loop, int rc)
 {
@@ -114,15 +115,13 @@ gale_future *gale_stream_write_future(gale_stream *s, const void *data, size_t l
     return started(f, gale_stream_write(s, data, len, write_done, f));
 }
 
-static void close_stream(void *p) { gale_stream_close(p, 0); }
-
 static void connect_done(gale_stream *s, int status, void *arg)
 {
     gale_future *f = arg;
     if (status)
         gale_future_set_error(f, status, NULL); /* the stream closes itself after a failure */
     else
-        gale_future_set_result(f, s, close_stream);
+        gale__stream_set_future_result(f, s);
     gale_future_unref(f);
 }
 

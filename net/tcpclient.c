@@ -13,6 +13,8 @@
  * hold no reference: report() removes them. */
 #include "net/tcpclient.h"
 
+#include "net/iostream_internal.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -276,13 +278,11 @@ int gale_tcp_connect_addrinfo(gale_loop *loop, const struct addrinfo *addrs, dou
     return 0;
 }
 
-static void close_stream_dtor(void *p) { gale_stream_close(p, 0); }
-
 static void future_done(gale_stream *s, int status, void *arg)
 {
     gale_future *f = arg;
     if (status == 0) {
-        if (gale_future_set_result(f, s, close_stream_dtor) != 0)
+        if (gale__stream_set_future_result(f, s) != 0)
             gale_stream_close(s, 0);
     } else {
         gale_future_set_error(f, status, NULL);

@@ -40,8 +40,8 @@ int gale_tcp_connect_addrinfo(gale_loop *loop, const struct addrinfo *addrs, dou
 /* Future form: a new future (the caller's reference) whose result is the connected gale_stream.
  * The future owns the stream until gale_future_steal_result() takes it; a future freed with the
  * stream still inside closes it. Errors as above (argument errors complete it at once). Returns
- * NULL only when out of memory. Take the stream as soon as the future is done: the limitation
- * described at gale_stream_connect_future() applies. */
+ * NULL only when out of memory. A stream whose peer closed it before it was taken leaves the
+ * future empty (result NULL), as gale_stream_connect_future() describes. */
 gale_future *gale_tcp_connect_future(gale_loop *loop, const char *host, int port, double timeout);
 
 #endif

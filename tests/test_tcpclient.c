@@ -236,6 +236,56 @@ START_TEST(test_tcpclient_future_form)
 }
 END_TEST
 
+static bool future_emptied(void *arg) { return gale_future_result(arg) == NULL; }
+
+/* The peer closes the connection while the stream still sits in the future nobody took it from:
+ * the stream's close empties the future, so reading its result gives NULL and freeing it later
+ * touches no freed memory (ASan checks). */
+START_TEST(test_tcpclient_future_peer_close_before_steal_empties_future)
+{
+    gale_loop *loop = new_loop();
+    int port;
+    int lfd = test_listen_tcp(&port);
+    gale_future *f = gale_tcp_connect_future(loop, "127.0.0.1", port, 5);
+    ck_assert(test_wait_until(loop, future_done, f, 5));
+    ck_assert_int_eq(gale_future_error(f), 0);
+    ck_assert_ptr_nonnull(gale_future_result(f));
+    int peer = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(peer, 0);
+    close(peer); /* FIN: the idle stream sees it and closes */
+    ck_assert(test_wait_until(loop, future_emptied, f, 5));
+    ck_assert_ptr_null(gale_future_steal_result(f));
+    test_run_for(loop, 0.02);
+    gale_future_unref(f);
+
+    /* The same through the stream's own connect future. */
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    f = gale_stream_connect_future(loop, (struct sockaddr *)&sin, sizeof sin);
+    ck_assert(test_wait_until(loop, future_done, f, 5));
+    ck_assert_ptr_nonnull(gale_future_result(f));
+    peer = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(peer, 0);
+    close(peer);
+    ck_assert(test_wait_until(loop, future_emptied, f, 5));
+    gale_future_unref(f);
+
+    /* Stolen first: the stream is the caller's, and the future no longer knows it. */
+    f = gale_tcp_connect_future(loop, "127.0.0.1", port, 5);
+    ck_assert(test_wait_until(loop, future_done, f, 5));
+    gale_stream *s = gale_future_steal_result(f);
+    ck_assert_ptr_nonnull(s);
+    gale_future_unref(f);
+    peer = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(peer, 0);
+    close(peer);
+    test_run_for(loop, 0.05); /* the stream closes and frees itself: no future to touch */
+    close(lfd);
+    test_run_for(loop, 0.02);
+    gale_loop_free(loop);
+}
+END_TEST
+
 START_TEST(test_tcpclient_bad_arguments)
 {
     gale_loop *loop = new_loop();
@@ -403,6 +453,7 @@ static Suite *tcpclient_suite(void)
     tcase_add_test(tc, test_tcpclient_connects_and_exchanges_bytes);
     tcase_add_test(tc, test_tcpclient_connect_by_name);
     tcase_add_test(tc, test_tcpclient_connection_refused);
+    tcase_add_test(tc, test_tcpclient_future_peer_close_before_steal_empties_future);
     tcase_add_test(tc, test_tcpclient_timeout_closes_half_open_stream);
     tcase_add_test(tc, test_tcpclient_unknown_host);
     tcase_add_test(tc, test_tcpclient_future_form);
