@@ -316,6 +316,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(USAGE, stdout);
+            gale_app_free(app);
             return 0;
         }
         char name[32];
@@ -334,6 +335,7 @@ int main(int argc, char **argv)
         }
         if (!parse_option(name, value, opts, &port, &processes)) {
             fprintf(stderr, "demo: bad option %s\n\n%s", argv[i], USAGE);
+            gale_app_free(app);
             return 2;
         }
     }
@@ -354,13 +356,14 @@ int main(int argc, char **argv)
         {"/error", &error_handler},
         {"/relay", &relay_handler},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (gale_app_route(app, routes[i].pattern, routes[i].cls, NULL) != 0)
-            return 1;
-    }
-    if (gale_app_bind(app, port, NULL) != 0 || gale_app_start(app, processes) != 0)
-        return 1;
-    int rc = gale_app_run(app);
+    int rc = 0;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0] && rc == 0; i++)
+        rc = gale_app_route(app, routes[i].pattern, routes[i].cls, NULL);
+    /* A failure (a port in use...) was logged; free everything on the way out all the same. */
+    if (rc == 0 && (gale_app_bind(app, port, NULL) != 0 || gale_app_start(app, processes) != 0))
+        rc = 1;
+    if (rc == 0)
+        rc = gale_app_run(app);
     gale_app_free(app);
     gale_http_client_free(relay_client);
     gale_coro_shutdown(NULL); /* relays still waiting unwind, and their requests are released */

@@ -181,11 +181,13 @@ int main(int argc, char **argv)
     if (err) {
         gale_log_error(GALE_LOG_GENERAL, "echo: cannot listen on port %ld: %s", port,
                        gale_strerror(err));
+        gale_server_free(server);
         return 1;
     }
     err = gale_server_start(server, (int)procs);
     if (err) {
         gale_log_error(GALE_LOG_GENERAL, "echo: cannot start: %s", gale_strerror(err));
+        gale_server_free(server);
         return 1;
     }
     gale_loop *loop = gale_loop_current();

@@ -27,10 +27,15 @@ int main(int argc, char **argv)
     }
 
     gale_app *app = gale_app_new(NULL);
-    if (!app || gale_app_route(app, "^/$", &main_handler, NULL) ||
-        gale_app_bind(app, port, NULL) || gale_app_start(app, processes))
+    if (!app)
         return 1;
-    int rc = gale_app_run(app);
+    int rc = gale_app_route(app, "^/$", &main_handler, NULL);
+    if (rc == 0)
+        rc = gale_app_bind(app, port, NULL); /* logs why it failed, e.g. port in use */
+    if (rc == 0)
+        rc = gale_app_start(app, processes);
+    if (rc == 0)
+        rc = gale_app_run(app);
     gale_app_free(app);
     return rc ? 1 : 0;
 }
