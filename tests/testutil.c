@@ -154,14 +154,58 @@ const char *test_app_path(const char *name)
     return path;
 }
 
+/* Binds `port` on the wildcard address of `family` (SO_REUSEADDR, as the apps do). */
+static bool port_bindable(int family, int port)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return family == AF_INET6; /* no IPv6 on this machine: nothing to collide with */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        len = sizeof *sin;
+    } else {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        len = sizeof *sin6;
+    }
+    int rc = bind(fd, (struct sockaddr *)&ss, len);
+    int err = errno;
+    close(fd);
+    return rc == 0 || (family == AF_INET6 && err == EADDRNOTAVAIL);
+}
+
+/* A port for an app to listen on. Chosen below the kernel's ephemeral range, because the
+ * outgoing connections of suites running alongside take their local ports from that range and
+ * could grab a port picked from it between this check and the app's bind. */
 int test_free_port(void)
 {
-    int port = 0;
-    int fd = test_listen_tcp(&port);
-    if (fd < 0)
+    int lo = 32768;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d", &lo) != 1)
+            lo = 32768;
+        fclose(f);
+    }
+    int base = lo > 12000 ? lo - 10000 : 1024, span = lo > 12000 ? 10000 : lo - 1024;
+    if (span <= 0)
         return -1;
-    close(fd);
-    return port;
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    for (int i = 0; i < 200; i++) {
+        int port = base + (int)(rand_r(&seed) % (unsigned)span);
+        if (port_bindable(AF_INET, port) && port_bindable(AF_INET6, port))
+            return port;
+    }
+    return -1;
 }
 
 pid_t test_start_app(const char *name, char *const argv[], int port)

@@ -32,7 +32,8 @@ const char *test_app_path(const char *name);
 /* Starts an app with argv (argv[0] ignored, NULL-terminated) and waits until it accepts TCP
  * connections on 127.0.0.1:port (up to 10 s). Returns the pid, or -1. */
 pid_t test_start_app(const char *name, char *const argv[], int port);
-/* A free TCP port on 127.0.0.1 (bound, read back, closed). */
+/* A TCP port free on every address, below the ephemeral range (so no outgoing connection of a
+ * suite running alongside can take it before the app binds it). -1 if none is found. */
 int test_free_port(void);
 /* SIGTERM, then SIGKILL after 5 s; reaps. Returns the wait status. */
 int test_stop_app(pid_t pid);
