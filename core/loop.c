@@ -922,12 +922,10 @@ static void until_timeout(gale_loop *loop, void *arg)
 }
 
 /* Runs until u->done or the timeout; f may be NULL until a callback sets u->f. */
-static int run_until_state(gale_loop *loop, struct until_state *u, double timeout)
+/* Runs `loop` until `u` is done or its timeout timer `t` (0: none, already armed) fired. */
+static int run_until_armed(gale_loop *loop, struct until_state *u, gale_timeout t)
 {
-    gale_timeout t = 0;
     int err;
-    if (timeout > 0 && (err = gale_loop_call_later(loop, timeout, until_timeout, u, &t)))
-        return err;
     while (!u->done && !u->timed_out) {
         err = gale_loop_run(loop);
         if (err) {
@@ -937,6 +935,15 @@ static int run_until_state(gale_loop *loop, struct until_state *u, double timeou
     }
     gale_loop_remove_timeout(loop, t);
     return u->done ? 0 : -ETIMEDOUT;
+}
+
+static int run_until_state(gale_loop *loop, struct until_state *u, double timeout)
+{
+    gale_timeout t = 0;
+    int err;
+    if (timeout > 0 && (err = gale_loop_call_later(loop, timeout, until_timeout, u, &t)))
+        return err;
+    return run_until_armed(loop, u, t);
 }
 
 int gale_loop_run_until(gale_loop *loop, gale_future *f, double timeout)
@@ -991,14 +998,22 @@ int gale_loop_run_sync(gale_loop *loop, gale_future *(*fn)(gale_loop *loop, void
     if (atomic_load(&loop->running))
         return -EBUSY;
     struct sync_state s = {.u.loop = loop, .fn = fn, .arg = arg};
+    /* The timeout is armed before fn is queued: once sync_start (which points at this frame) is
+     * queued, nothing may fail before the loop runs it. */
+    gale_timeout t = 0;
+    int err;
+    if (timeout > 0 && (err = gale_loop_call_later(loop, timeout, until_timeout, &s.u, &t)))
+        return err;
     /* fn runs from within the loop, as a callback of its first iteration. */
     gale_loop *prev = tls_current;
     tls_current = loop;
-    int err = gale_loop_add_callback(loop, sync_start, &s);
+    err = gale_loop_add_callback(loop, sync_start, &s);
     tls_current = prev;
-    if (err)
+    if (err) {
+        gale_loop_remove_timeout(loop, t);
         return err;
-    err = run_until_state(loop, &s.u, timeout);
+    }
+    err = run_until_armed(loop, &s.u, t);
     if (s.null_future)
         return -EINVAL;
     gale_future *f = s.u.f;
