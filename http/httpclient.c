@@ -740,6 +740,18 @@ static void fail_read(struct fetch *f, int status, const char *what)
         finish(f, status, NULL);
 }
 
+/* The fetch a read callback belongs to; NULL when it is gone, or when the read failed (the fetch
+ * is then failed with `what`, see fail_read). */
+static struct fetch *read_ok(void *arg, int status, const char *what)
+{
+    struct fetch *f = conn_fetch(arg);
+    if (f && status) {
+        fail_read(f, status, what);
+        return NULL;
+    }
+    return f;
+}
+
 /* ---- the body ---- */
 
 static void on_piece(gale_stream *s, int status, const char *data, size_t len, void *arg)
@@ -761,25 +773,17 @@ static void on_piece(gale_stream *s, int status, const char *data, size_t len, v
 
 static void on_body_done(gale_stream *s, int status, const char *data, size_t len, void *arg)
 {
-    struct fetch *f = conn_fetch(arg);
+    struct fetch *f = read_ok(arg, status, "Connection closed before the response body was complete");
     if (!f)
         return;
-    if (status) {
-        fail_read(f, status, "Connection closed before the response body was complete");
-        return;
-    }
     complete(f);
 }
 
 static void on_trailer_line(gale_stream *s, int status, const char *data, size_t len, void *arg)
 {
-    struct fetch *f = conn_fetch(arg);
+    struct fetch *f = read_ok(arg, status, "Connection closed in the chunked trailer");
     if (!f)
         return;
-    if (status) {
-        fail_read(f, status, "Connection closed in the chunked trailer");
-        return;
-    }
     if (len == 2) {
         complete(f);
         return;
@@ -803,13 +807,9 @@ static void on_trailer_line(gale_stream *s, int status, const char *data, size_t
 
 static void on_chunk_crlf(gale_stream *s, int status, const char *data, size_t len, void *arg)
 {
-    struct fetch *f = conn_fetch(arg);
+    struct fetch *f = read_ok(arg, status, "Connection closed inside a chunk");
     if (!f)
         return;
-    if (status) {
-        fail_read(f, status, "Connection closed inside a chunk");
-        return;
-    }
     if (len != 2 || data[0] != '\r' || data[1] != '\n') {
         finish(f, GALE_EHTTP, "Chunk data not followed by CRLF");
         return;
@@ -819,13 +819,9 @@ static void on_chunk_crlf(gale_stream *s, int status, const char *data, size_t l
 
 static void on_chunk_data_done(gale_stream *s, int status, const char *data, size_t len, void *arg)
 {
-    struct fetch *f = conn_fetch(arg);
+    struct fetch *f = read_ok(arg, status, "Connection closed inside a chunk");
     if (!f)
         return;
-    if (status) {
-        fail_read(f, status, "Connection closed inside a chunk");
-        return;
-    }
     int rc = gale_stream_read_bytes(s, 2, false, on_chunk_crlf, arg);
     if (rc)
         finish(f, rc, NULL);
@@ -866,13 +862,9 @@ static int parse_chunk_size(const char *p, size_t len, size_t *out)
 
 static void on_chunk_size(gale_stream *s, int status, const char *data, size_t len, void *arg)
 {
-    struct fetch *f = conn_fetch(arg);
+    struct fetch *f = read_ok(arg, status, "Connection closed before the last chunk");
     if (!f)
         return;
-    if (status) {
-        fail_read(f, status, "Connection closed before the last chunk");
-        return;
-    }
     size_t size;
     if (parse_chunk_size(data, len, &size) != 0) {
         finish(f, GALE_EHTTP, "Malformed chunk size");
