@@ -2007,6 +2007,19 @@ int gale_http_response_finish(gale_http_request *req)
      * batch its arrival time serves (the access line waits for the batch's end). */
     bool logging = c->srv && !c->srv->opts.no_access_log;
     double now = c->in_batch ? c->batch_time : gale_loop_time(c->loop);
+    if (alive && !r->headers_sent && !r->head && !bodyless_status(r->status) &&
+        r->user_cl >= 0 && (unsigned long long)r->user_cl != r->wlen) {
+        /* The whole body is known and contradicts the handler's Content-Length: no valid
+         * response can say both, so answer 500 rather than send a truncated or overlong one. */
+        gale_log(GALE_LOG_ERROR, GALE_LOG_GENERAL,
+                 "%s %s: Content-Length %lld does not match the %zu-byte body; answering 500",
+                 r->pub.method, r->pub.uri, r->user_cl, r->wlen);
+        r->status = 500;
+        r->reason = NULL;
+        r->user_cl = -1;
+        r->rh.n = 0;
+        r->wlen = 0;
+    }
     if (alive) {
         if (!r->headers_sent)
             rc = emit_head(r, true, now);

@@ -130,6 +130,10 @@ static void handler(gale_http_request *req, void *arg)
         gale_http_response_write(req, "cde", 3);
         gale_http_response_flush(req);
         gale_http_response_write(req, "f", 1);
+    } else if (strcmp(path, "/badlength") == 0) {
+        /* Content-Length from the query, body "abc" */
+        gale_http_response_set_header(req, "Content-Length", req->query);
+        gale_http_response_write(req, "abc", 3);
     } else if (strcmp(path, "/inject") == 0) {
         inject_rc[0] = gale_http_response_set_header(req, "X-A", "a\r\nSet-Cookie: evil=1");
         inject_rc[1] = gale_http_response_set_header(req, "X-B\r\nX-C", "b");
@@ -808,6 +812,23 @@ START_TEST(test_httpserver_bad_chunk_size_400)
 }
 END_TEST
 
+/* A handler whose Content-Length contradicts its (unflushed) body gets a well-formed 500 instead
+ * of a truncated or overlong response, and the connection keeps serving. */
+START_TEST(test_httpserver_content_length_mismatch_before_flush_is_500)
+{
+    struct client *c = run("GET /badlength?8 HTTP/1.1\r\n\r\n"
+                           "GET /badlength?1 HTTP/1.1\r\n\r\n"
+                           "GET /badlength?3 HTTP/1.1\r\n\r\n", 3);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
+    ck_assert_int_eq(p.status[0], 500);
+    ck_assert_int_eq(p.status[1], 500);
+    ck_assert_int_eq(p.status[2], 200);
+    ck_assert_str_eq(p.body[2], "abc");
+    client_free(c);
+}
+END_TEST
+
 START_TEST(test_httpserver_major_versions_other_than_1_get_505)
 {
     static const char *const reqs[] = {"GET /hello HTTP/9.9\r\n\r\n",
@@ -1446,6 +1467,7 @@ static Suite *httpserver_suite(void)
           test_httpserver_content_length_trailing_junk_400, test_httpserver_garbage_400,
           test_httpserver_bad_chunk_size_400,
           test_httpserver_major_versions_other_than_1_get_505,
+          test_httpserver_content_length_mismatch_before_flush_is_500,
           test_httpserver_versions_1_0_1_1_and_later_1_x_served,
           test_httpserver_request_line_without_version_400}},
         {"timeouts",
