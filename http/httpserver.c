@@ -1354,6 +1354,13 @@ int gale_http_server_bind(gale_http_server *srv, int port, const char *address)
     return gale_server_bind(srv->tcp, port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG, false);
 }
 
+int gale_http_server_add_socket(gale_http_server *srv, int fd)
+{
+    if (!srv)
+        return -EINVAL;
+    return gale_server_add_socket(srv->tcp, fd);
+}
+
 int gale_http_server_start(gale_http_server *srv, int nprocs)
 {
     if (!srv)

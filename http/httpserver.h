@@ -126,6 +126,12 @@ int gale_http_server_listen(gale_http_server *srv, int port, const char *address
 int gale_http_server_bind(gale_http_server *srv, int port, const char *address);
 int gale_http_server_start(gale_http_server *srv, int nprocs);
 
+/* Tornado's add_sockets(): serves a listening socket bound elsewhere (gale_bind_sockets,
+ * gale_bind_unix_socket for running behind a proxy, one inherited from a supervisor). The server
+ * owns the fd once this returns 0; on error the caller keeps it. May be combined with listen.
+ * Requests on a unix socket report remote_ip "0.0.0.0" (use xheaders behind a proxy). */
+int gale_http_server_add_socket(gale_http_server *srv, int fd);
+
 /* The bound port, or a negative errno. */
 int gale_http_server_port(const gale_http_server *srv);
 

@@ -183,6 +183,25 @@ int gale_app_listen(gale_app *app, int port, const char *address)
     return 0;
 }
 
+int gale_app_add_socket(gale_app *app, int fd)
+{
+    if (!app || fd < 0)
+        return -EINVAL;
+    bool created = !app->srv;
+    int rc = created ? make_server(app) : 0;
+    if (rc)
+        return rc;
+    rc = gale_http_server_add_socket(app->srv, fd);
+    if (rc) {
+        gale_log_error(GALE_LOG_GENERAL, "cannot serve socket %d: %s", fd, gale_strerror(rc));
+        if (created) {
+            gale_http_server_free(app->srv);
+            app->srv = NULL;
+        }
+    }
+    return rc;
+}
+
 int gale_app_bind(gale_app *app, int port, const char *address)
 {
     if (!app)

@@ -95,6 +95,11 @@ int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class 
  * a negative errno (-EALREADY if already listening). */
 int gale_app_listen(gale_app *app, int port, const char *address);
 
+/* Tornado's add_sockets(): serves an already bound listening socket too (e.g. from
+ * gale_bind_unix_socket()), creating the server on gale_loop_current() if listen has not. The app
+ * owns the fd once this returns 0; on error the caller keeps it. Returns 0 or a negative errno. */
+int gale_app_add_socket(gale_app *app, int fd);
+
 /* Tornado's bind() + start(n): binds now, then gale_app_start() forks `nprocs` workers (<= 0: one
  * per CPU, 1: no fork) that all accept on the socket. Call start before any loop runs. */
 int gale_app_bind(gale_app *app, int port, const char *address);

@@ -12,11 +12,13 @@
 #include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/tcpserver.h"
 #include "core/loop.h"
 #include "http/web.h"
 #include "testutil.h"
@@ -24,6 +26,7 @@
 static gale_loop *loop;
 static gale_app *app;
 static int port;
+static const char *unix_path; /* set: clients connect to this unix socket instead of port */
 
 /* Counters the handlers bump; each test runs in its own process (CK_FORK). */
 static int n_prepare, n_method, n_finish, n_close, last_rc;
@@ -45,7 +48,16 @@ struct client {
 static void *client_main(void *arg)
 {
     struct client *c = arg;
-    int fd = test_connect_tcp(port);
+    int fd = unix_path ? -1 : test_connect_tcp(port);
+    if (unix_path) {
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        snprintf(sun.sun_path, sizeof sun.sun_path, "%s", unix_path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
     if (fd >= 0) {
         test_set_timeouts(fd, 10);
         test_write_all(fd, c->req, c->reqlen);
@@ -407,6 +419,51 @@ static void teardown(void)
     gale_loop_make_current(NULL);
     gale_loop_free(loop);
 }
+
+/* ---- sockets ---- */
+
+/* Tornado's add_sockets: a unix socket bound by the caller (behind a proxy) is served next to
+ * the TCP listener, with the same routes. */
+START_TEST(test_web_add_socket_serves_a_unix_socket)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/gale-web-%d.sock", (int)getpid());
+    int fd = gale_bind_unix_socket(path, 0600, 16);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(gale_app_add_socket(app, fd), 0);
+    unix_path = path;
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "Hello, world!");
+    free(r.raw);
+    r = http("GET", "/nowhere", NULL, NULL);
+    ck_assert_int_eq(r.status, 404);
+    free(r.raw);
+    unix_path = NULL; /* the TCP listener still serves */
+    r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+    unlink(path);
+}
+END_TEST
+
+START_TEST(test_web_add_socket_refuses_bad_descriptors)
+{
+    ck_assert_int_eq(gale_app_add_socket(app, -1), -EINVAL);
+    ck_assert_int_eq(gale_app_add_socket(NULL, 0), -EINVAL);
+    ck_assert_int_eq(gale_app_add_socket(app, 1000), -EBADF); /* not open */
+    /* A fresh app: the server created for the refused socket is freed again. */
+    gale_app *other = gale_app_new(NULL);
+    ck_assert_ptr_nonnull(other);
+    ck_assert_int_eq(gale_app_add_socket(other, 1000), -EBADF);
+    ck_assert_ptr_null(gale_app_server(other));
+    gale_app_free(other);
+    /* The app still serves on its port. */
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+}
+END_TEST
 
 /* ---- routing ---- */
 
@@ -949,6 +1006,8 @@ static Suite *web_suite(void)
     TCase *t = tcase_create("routing");
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_web_add_socket_serves_a_unix_socket);
+    tcase_add_test(t, test_web_add_socket_refuses_bad_descriptors);
     tcase_add_test(t, test_web_route_literal_path);
     tcase_add_test(t, test_web_route_captures_are_decoded_path_args);
     tcase_add_test(t, test_web_route_anchored_both_ends);

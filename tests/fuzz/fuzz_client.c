@@ -8,8 +8,10 @@
  * Input: byte 0 = flags (bit 0: streaming callback, bit 1: header callback, bit 2: HEAD request,
  * bit 3: shut down the peer's write side instead of closing, bits 4-7: k piece sizes mod 8
  * follow), then the response bytes. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
