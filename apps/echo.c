@@ -3,8 +3,9 @@
  *     echo [--port 10000] [--address A] [--processes N]
  *
  * Back-pressure: a connection stops reading while more than HIGH_WATER bytes wait to be sent to
- * its client, and resumes when they have been handed to the kernel, so a client that sends but
- * never reads holds the server to a bounded buffer (TCP pushes back on it). SIGINT and SIGTERM
+ * its client, and resumes once no more than half of that is left (the gap keeps a fast client
+ * from flapping between the two states on every write), so a client that sends but never reads
+ * holds the server to a bounded buffer (TCP pushes back on it). SIGINT and SIGTERM
  * stop accepting, close the connections and exit 0.
  */
 #include <errno.h>
@@ -25,6 +26,7 @@
 struct conn {
     struct conn *prev, *next;
     gale_stream *s;
+    bool paused; /* not reading: over HIGH_WATER queued */
 };
 
 static struct conn *conns;
@@ -41,11 +43,16 @@ static void read_more(struct conn *c)
         gale_stream_close(c->s, err);
 }
 
-/* Fires once the bytes written when the connection paused have left the buffer. */
-static void on_drained(gale_stream *s, int status, void *arg)
+/* Fires as writes queued above the low-water mark leave: resumes a paused connection once its
+ * queue is back under it. (The last write of a paused connection always has this callback, and
+ * its queue is empty when it fires.) A failed write ends the connection: `arg` may be gone. */
+static void on_written(gale_stream *s, int status, void *arg)
 {
-    if (status == 0)
-        read_more(arg);
+    struct conn *c = arg;
+    if (status == 0 && c->paused && gale_stream_write_pending(s) <= HIGH_WATER / 2) {
+        c->paused = false;
+        read_more(c);
+    }
 }
 
 static void close_when_sent(gale_stream *s, int status, void *arg) { gale_stream_close(s, 0); }
@@ -63,17 +70,17 @@ static void on_read(gale_stream *s, int status, const char *data, size_t len, vo
         gale_stream_close(s, status);
         return;
     }
-    int err;
-    if (gale_stream_write_pending(s) + len > HIGH_WATER) {
-        /* Too much queued: write with a completion callback and read again only after it. */
-        err = gale_stream_write(s, data, len, on_drained, c);
-    } else {
-        err = gale_stream_write(s, data, len, NULL, NULL);
-        if (!err)
-            read_more(c);
-    }
-    if (err)
+    /* Most echoes leave at once; only those queued behind a deep queue need a callback. */
+    size_t queued = gale_stream_write_pending(s) + len;
+    int err = gale_stream_write(s, data, len, queued > HIGH_WATER / 2 ? on_written : NULL, c);
+    if (err) {
         gale_stream_close(s, err); /* no-op if the failed send already closed it */
+        return;
+    }
+    if (gale_stream_write_pending(s) > HIGH_WATER)
+        c->paused = true;
+    else
+        read_more(c);
 }
 
 static void on_close(gale_stream *s, int status, void *arg)
