@@ -281,8 +281,19 @@ static void enter_emfile(gale_server *srv, int fd, int err, bool drop)
     watch(srv, false);
     if (drop)
         drop_waiting_clients(srv, fd);
-    if (!srv->retry)
-        gale_loop_call_later(srv->loop, EMFILE_RETRY_DELAY, emfile_retry, srv, &srv->retry);
+    if (!srv->retry) {
+        int rc = gale__fault_alloc() ? -ENOMEM
+                                     : gale_loop_call_later(srv->loop, EMFILE_RETRY_DELAY,
+                                                            emfile_retry, srv, &srv->retry);
+        if (rc < 0) {
+            /* No timer: never stay paused with nothing to resume us; the next readiness event
+             * retries instead (busier, but accepting goes on once descriptors free up). */
+            srv->retry = 0;
+            gale_log_error(GALE_LOG_GENERAL, "accept: cannot arm the retry timer (%s); watching "
+                           "the listening sockets instead", gale_strerror(rc));
+            watch(srv, true);
+        }
+    }
 }
 
 static void leave_emfile(gale_server *srv)
@@ -486,11 +497,22 @@ int gale_server_bind(gale_server *srv, int port, const char *address, int family
     if (err)
         return err;
     size_t first = srv->nfds;
-    srv->nfds += n;
     if (srv->accepting && srv->watching) {
-        for (size_t i = first; i < srv->nfds; i++)
-            gale_loop_add_handler(srv->loop, srv->fds[i], GALE_READ, accept_handler, srv);
+        /* Already accepting: the new sockets must be watched too, or none is added. */
+        for (size_t i = first; i < first + n; i++) {
+            err = gale_loop_add_handler(srv->loop, srv->fds[i], GALE_READ, accept_handler, srv);
+            if (err) {
+                gale_log_error(GALE_LOG_GENERAL, "cannot watch listening socket %d: %s",
+                               srv->fds[i], gale_strerror(err));
+                for (size_t j = first; j < i; j++)
+                    gale_loop_remove_handler(srv->loop, srv->fds[j]);
+                for (size_t j = first; j < first + n; j++)
+                    close(srv->fds[j]);
+                return err;
+            }
+        }
     }
+    srv->nfds += n;
     return 0;
 }
 

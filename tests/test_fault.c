@@ -513,6 +513,16 @@ START_TEST(test_fault_accept_eintr_and_eagain_keep_the_client)
 }
 END_TEST
 
+/* EMFILE with no memory for the retry timer: the acceptor must not stay paused with nothing to
+ * resume it; it watches the socket again and the client is still served. */
+START_TEST(test_fault_accept_emfile_without_retry_timer_keeps_accepting)
+{
+    ck_assert_int_eq(gale_fault_script(GALE_FAULT_ALLOC, 1, GALE_FAULT_ENOMEM), 0);
+    accept_fault_is_retried(GALE_FAULT_EMFILE);
+    ck_assert_uint_eq(gale_fault_injected(GALE_FAULT_ALLOC, GALE_FAULT_ENOMEM), 1);
+}
+END_TEST
+
 /* A connection whose stream cannot be allocated is closed (the client sees the end at once) and
  * the next client is served. */
 START_TEST(test_fault_accept_stream_enomem_drops_one_serves_next)
@@ -575,6 +585,7 @@ static Suite *fault_suite(void)
     tcase_add_test(acc, test_fault_accept_emfile_pauses_and_keeps_the_client);
     tcase_add_test(acc, test_fault_accept_enomem_pauses_and_keeps_the_client);
     tcase_add_test(acc, test_fault_accept_eintr_and_eagain_keep_the_client);
+    tcase_add_test(acc, test_fault_accept_emfile_without_retry_timer_keeps_accepting);
     tcase_add_test(acc, test_fault_accept_stream_enomem_drops_one_serves_next);
     suite_add_tcase(s, acc);
     return s;
