@@ -220,13 +220,14 @@ int gale_future_chain(gale_future *src, gale_future *dst)
 struct all_state {
     gale_future *out;
     size_t n, left;
+    int setup_err; /* an input could not be watched: the output fails with this */
     gale_future *in[];
 };
 
 static void all_finish(struct all_state *s)
 {
-    int err = 0;
-    const char *msg = NULL;
+    int err = s->setup_err;
+    const char *msg = err ? "gale_future_all: cannot watch every input" : NULL;
     for (size_t i = 0; i < s->n && !err; i++) {
         if (s->in[i]->err) {
             err = s->in[i]->err;
@@ -272,13 +273,17 @@ gale_future *gale_future_all(gale_loop *loop, gale_future *const *futures, size_
     }
     s->out = gale_future_ref(out);
     s->n = n;
+    s->setup_err = 0;
     /* One extra count so inputs already done cannot finish the state while it is being set up. */
     s->left = n + 1;
     for (size_t i = 0; i < n; i++)
         s->in[i] = gale_future_ref(futures[i]);
     for (size_t i = 0; i < n; i++) {
-        if (gale_future_add_done_callback(s->in[i], all_done, s) != 0) {
-            /* Out of memory: count it as done; the output still completes. */
+        int err = gale_future_add_done_callback(s->in[i], all_done, s);
+        if (err != 0) {
+            /* Out of memory: this input would never be counted. Count it now and fail the
+             * output once the others are done, rather than report a success it cannot know. */
+            s->setup_err = err;
             s->left--;
         }
     }

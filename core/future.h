@@ -69,7 +69,8 @@ int gale_future_chain(gale_future *src, gale_future *dst);
 
 /* gen.multi: returns a new future that completes when all `n` futures have completed (n == 0: at
  * once). Its result is NULL; its error is the first error among the inputs in index order (or 0).
- * Holds a reference to each input until then. Returns NULL when out of memory. */
+ * Holds a reference to each input until then. Returns NULL when out of memory; if memory runs
+ * out while watching the inputs, the output fails with -ENOMEM once the watched ones are done. */
 gale_future *gale_future_all(gale_loop *loop, gale_future *const *futures, size_t n);
 
 #endif
