@@ -166,12 +166,31 @@ static void deliver(gale_loop *loop, void *unused)
 
 /* Caller holds mu. Posting under the lock means gale_resolver_cancel_loop() (which takes it) can
  * never see a loop pointer still about to be used. */
-static void post_done(struct req *r)
+static int post_done(struct req *r)
 {
     list_push(&done, r);
     int err = gale_loop_add_callback(r->loop, deliver, NULL);
     if (err)
         gale_log_error(GALE_LOG_GENERAL, "resolver: cannot wake loop: %s", gale_strerror(err));
+    return err;
+}
+
+/* Caller (a worker) holds mu. The wake-up for `loop` could not be queued (out of memory): a
+ * finished lookup must not wait for some other completion to be noticed, so retry every 10 ms
+ * while any of that loop's results is still undelivered. The lock is dropped while sleeping,
+ * and `loop` is only used under it (gale_resolver_cancel_loop takes it too). */
+static void retry_wake(gale_loop *loop)
+{
+    for (;;) {
+        bool waiting = false;
+        for (struct req *d = done; d && !waiting; d = d->next)
+            waiting = d->loop == loop;
+        if (!waiting || stopping || gale_loop_add_callback(loop, deliver, NULL) == 0)
+            return;
+        pthread_mutex_unlock(&mu);
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+        pthread_mutex_lock(&mu);
+    }
 }
 
 static void *worker(void *unused)
@@ -189,10 +208,13 @@ static void *worker(void *unused)
         lookup(r, 0);
         pthread_mutex_lock(&mu);
         list_remove(r);
-        if (r->cancelled)
+        if (r->cancelled) {
             req_free(r);
-        else
-            post_done(r);
+        } else {
+            gale_loop *loop = r->loop;
+            if (post_done(r) != 0)
+                retry_wake(loop); /* r may be delivered meanwhile: not used again */
+        }
     }
     pthread_mutex_unlock(&mu);
     return NULL;
@@ -298,8 +320,21 @@ static int start(gale_loop *loop, const char *host, int port, int family, gale_r
     /* Numeric addresses need no thread. */
     lookup(r, AI_NUMERICHOST);
     pthread_mutex_lock(&mu);
+    if (r->gai == EAI_NONAME && stopping) {
+        /* gale_resolver_shutdown() is running: its workers are leaving and would never take
+         * this request; it fails like the requests the shutdown found queued. */
+        r->gai = 0;
+        r->status = -ECANCELED;
+    }
     if (r->gai != EAI_NONAME) {
-        post_done(r);
+        int err = post_done(r);
+        if (err) { /* on the caller's thread: report it rather than wait for memory */
+            list_remove(r);
+            r->fut = NULL; /* the caller still holds its reference and fails it */
+            pthread_mutex_unlock(&mu);
+            req_free(r);
+            return err;
+        }
         pthread_mutex_unlock(&mu);
         return 0;
     }

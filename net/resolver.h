@@ -52,7 +52,8 @@ gale_future *gale_resolve_future(gale_loop *loop, const char *host, int port, in
 void gale_resolver_cancel_loop(gale_loop *loop);
 
 /* Stops the worker threads after the lookups they are running (which still report to their
- * loops); queued lookups complete with -ECANCELED. The pool restarts on the next gale_resolve.
+ * loops); queued lookups, and name lookups started on other threads while it runs, complete with
+ * -ECANCELED. The pool restarts on the next gale_resolve after it returns.
  * Must not be called from a resolve callback's own worker (it is not: callbacks run on loops). */
 void gale_resolver_shutdown(void);
 

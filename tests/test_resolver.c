@@ -4,6 +4,8 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,6 +252,44 @@ START_TEST(test_resolver_shutdown_then_restart)
 }
 END_TEST
 
+/* Lookups started while another thread shuts the pool down: each one completes, resolved or
+ * -ECANCELED, and none is stranded in the queue of a pool whose workers are leaving. */
+static atomic_bool stop_shutting;
+
+static void *shutdown_repeatedly(void *unused)
+{
+    while (!atomic_load(&stop_shutting))
+        gale_resolver_shutdown();
+    return NULL;
+}
+
+START_TEST(test_resolver_lookups_racing_shutdown_all_complete)
+{
+    gale_loop *loop = new_loop();
+    static struct many m;
+    memset(&m, 0, sizeof m);
+    m.n = 200;
+    atomic_store(&stop_shutting, false);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, shutdown_repeatedly, NULL), 0);
+    /* One at a time: a lookup stranded in the queue is never picked up by a later one. */
+    bool all = true;
+    for (int i = 0; i < m.n && all; i++) {
+        ck_assert_int_eq(gale_resolve(loop, "localhost", i, AF_UNSPEC, on_resolved, &m.r[i]), 0);
+        all = test_wait_until(loop, called, &m.r[i], 5);
+    }
+    atomic_store(&stop_shutting, true);
+    pthread_join(t, NULL);
+    ck_assert_msg(all, "a lookup started during a shutdown never completed");
+    for (int i = 0; i < m.n; i++) {
+        ck_assert_int_eq(m.r[i].calls, 1);
+        if (m.r[i].status != -ECANCELED)
+            ck_assert_int_eq(m.r[i].status, 0);
+    }
+    gale_loop_free(loop);
+}
+END_TEST
+
 static Suite *resolver_suite(void)
 {
     Suite *s = suite_create("resolver");
@@ -263,6 +303,7 @@ static Suite *resolver_suite(void)
     tcase_add_test(tc, test_resolver_bad_arguments_never_call_back);
     tcase_add_test(tc, test_resolver_cancel_loop_then_free_is_safe);
     tcase_add_test(tc, test_resolver_shutdown_then_restart);
+    tcase_add_test(tc, test_resolver_lookups_racing_shutdown_all_complete);
     suite_add_tcase(s, tc);
     return s;
 }
