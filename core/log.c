@@ -18,6 +18,12 @@ struct log_tls {
     size_t used;
     time_t stamp_sec;
     char stamp[24]; /* "261125 19:18:05" */
+    /* The last prefix built: consecutive lines of one level and category within a second (an
+     * access log under load) copy it instead of formatting it again. */
+    char pfx[128];
+    size_t pfx_len, pfx_cat_len;
+    time_t pfx_sec;
+    gale_log_level pfx_level;
     int registered;
     char buf[LOG_BUF_SIZE];
 };
@@ -191,6 +197,21 @@ void gale_logv(gale_log_level level, const char *category, const char *fmt, va_l
     queue_line(level, line, len);
 }
 
+/* The prefix for (level, category) now, in tls.pfx; returns its length. */
+static size_t cached_prefix(gale_log_level level, const char *category)
+{
+    time_t now = time(NULL);
+    size_t cl = tls.pfx_cat_len; /* the category sits at the end: "... category] " */
+    if (now == tls.pfx_sec && level == tls.pfx_level && tls.pfx_len &&
+        strncmp(category, tls.pfx + tls.pfx_len - 2 - cl, cl) == 0 && category[cl] == '\0')
+        return tls.pfx_len;
+    tls.pfx_len = format_prefix(tls.pfx, level, category); /* 64 + 64 bytes at most */
+    tls.pfx_cat_len = strnlen(category, 64);
+    tls.pfx_sec = tls.stamp_sec;
+    tls.pfx_level = level;
+    return tls.pfx_len;
+}
+
 void gale_log_write(gale_log_level level, const char *category, const char *msg, size_t len)
 {
     if ((int)level < current_level())
@@ -203,11 +224,11 @@ void gale_log_write(gale_log_level level, const char *category, const char *msg,
     if (len > LOG_LINE_MAX - 128)
         len = LOG_LINE_MAX - 128;
     /* Build the line in place in the thread's buffer when it fits: one copy of the message. */
-    size_t need = 64 + strnlen(category, 64) + len + 1;
-    if (tls.used + need > sizeof tls.buf)
+    size_t n = cached_prefix(level, category);
+    if (tls.used + n + len + 1 > sizeof tls.buf)
         gale_log_flush();
     char *out = tls.buf + tls.used;
-    size_t n = format_prefix(out, level, category);
+    memcpy(out, tls.pfx, n);
     memcpy(out + n, msg, len);
     n += len;
     out[n++] = '\n';

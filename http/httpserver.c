@@ -1678,6 +1678,17 @@ int gale_http_response_write(gale_http_request *req, const void *data, size_t le
     return 0;
 }
 
+int gale_http_response_clear_body(gale_http_request *req)
+{
+    struct req *r = req_of(req);
+    if (!r)
+        return -EINVAL;
+    if (r->finished)
+        return -EALREADY;
+    r->wlen = 0;
+    return 0;
+}
+
 static bool bodyless_status(int s) { return s < 200 || s == 204 || s == 304; }
 
 /* True when a Connection header's value lists "close". */

@@ -189,6 +189,10 @@ int gale_http_response_clear_header(gale_http_request *req, const char *name);
 /* Appends body bytes (copied). Returns 0, -EPIPE (client gone), -EALREADY (finished), -ENOMEM. */
 int gale_http_response_write(gale_http_request *req, const void *data, size_t len);
 
+/* Drops the body written since the last flush (nothing of it has been sent yet), e.g. to replace
+ * it with an error page. Returns 0, -EINVAL or -EALREADY (finished). */
+int gale_http_response_clear_body(gale_http_request *req);
+
 /* Sends the headers and what was written so far now (chunked on HTTP/1.1 unless a Content-Length
  * header was set). Returns 0, -EPIPE, -EALREADY. */
 int gale_http_response_flush(gale_http_request *req);

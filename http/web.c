@@ -60,9 +60,8 @@ struct gale_handler {
     struct out_header *headers;
     size_t nheaders, headers_cap;
     bool default_ctype; /* Content-Type: text/html; charset=UTF-8 still applies */
-    char *out;          /* body written but not yet handed to the server */
-    size_t out_len, out_cap;
-    bool out_heap;      /* `out` is malloc'ed (else it is from the request arena) */
+    /* The body is buffered by the server's response itself (gale_http_response_write) until
+     * a flush or the finish, so it is copied once on its way out. */
 
     gale_coro *coro;          /* the method's coroutine while it runs (gale_handler_run_coro) */
     gale_handler_fn coro_fn;
@@ -330,9 +329,6 @@ static void release(gale_handler *h)
     h->released = true;
     if (h->cls->on_finish)
         h->cls->on_finish(h);
-    if (h->out_heap)
-        free(h->out);
-    h->out = NULL;
     gale_http_response_finish(h->req); /* frees h */
 }
 
@@ -813,31 +809,12 @@ int gale_clear_header(gale_handler *h, const char *name)
     return 0;
 }
 
-static int out_reserve(gale_handler *h, size_t more)
+/* Appends to the response's body. A connection that has gone away takes writes silently (its
+ * bytes are dropped), as Tornado's write() does: the handler learns it from flush or finish. */
+static int body_write(gale_handler *h, const void *data, size_t len)
 {
-    if (h->out_cap - h->out_len >= more)
-        return 0;
-    if (more > SIZE_MAX / 2 - h->out_len)
-        return -ENOMEM;
-    size_t ncap = h->out_cap ? h->out_cap : 256;
-    while (ncap - h->out_len < more)
-        ncap *= 2;
-    char *n;
-    if (h->out_heap) {
-        n = realloc(h->out, ncap);
-    } else {
-        /* Up to 1 KiB from the request arena: a small response costs no malloc and free. */
-        n = ncap <= 1024 ? gale_http_request_alloc(h->req, ncap) : malloc(ncap);
-        if (n && h->out_len)
-            memcpy(n, h->out, h->out_len);
-        if (n && ncap > 1024)
-            h->out_heap = true;
-    }
-    if (!n)
-        return -ENOMEM;
-    h->out = n;
-    h->out_cap = ncap;
-    return 0;
+    int rc = gale_http_response_write(h->req, data, len);
+    return rc == -EPIPE ? 0 : rc;
 }
 
 int gale_write(gale_handler *h, const void *data, size_t len)
@@ -848,12 +825,7 @@ int gale_write(gale_handler *h, const void *data, size_t len)
         return 0;
     if (!data)
         return -EINVAL;
-    int rc = out_reserve(h, len);
-    if (rc)
-        return rc;
-    memcpy(h->out + h->out_len, data, len);
-    h->out_len += len;
-    return 0;
+    return body_write(h, data, len);
 }
 
 int gale_write_str(gale_handler *h, const char *s)
@@ -867,23 +839,22 @@ int gale_vwritef(gale_handler *h, const char *fmt, va_list ap)
         return -EALREADY;
     if (!fmt)
         return -EINVAL;
-    int rc = out_reserve(h, 128);
-    if (rc)
-        return rc;
+    char small[512];
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(h->out + h->out_len, h->out_cap - h->out_len, fmt, ap2);
+    int n = vsnprintf(small, sizeof small, fmt, ap2);
     va_end(ap2);
     if (n < 0)
         return -EINVAL;
-    if ((size_t)n >= h->out_cap - h->out_len) {
-        rc = out_reserve(h, (size_t)n + 1);
-        if (rc)
-            return rc;
-        vsnprintf(h->out + h->out_len, h->out_cap - h->out_len, fmt, ap);
-    }
-    h->out_len += (size_t)n;
-    return 0;
+    if ((size_t)n < sizeof small)
+        return body_write(h, small, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big)
+        return -ENOMEM;
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    int rc = body_write(h, big, (size_t)n);
+    free(big);
+    return rc;
 }
 
 int gale_writef(gale_handler *h, const char *fmt, ...)
@@ -919,22 +890,11 @@ static int send_headers(gale_handler *h)
     return rc;
 }
 
-static int send_body(gale_handler *h)
-{
-    if (h->out_len == 0)
-        return 0;
-    int rc = gale_http_response_write(h->req, h->out, h->out_len);
-    h->out_len = 0;
-    return rc;
-}
-
 int gale_flush(gale_handler *h)
 {
     if (h->finished)
         return -EALREADY;
-    if (!h->headers_sent)
-        send_headers(h);
-    int rc = send_body(h);
+    int rc = h->headers_sent ? 0 : send_headers(h);
     int r = gale_http_response_flush(h->req);
     if (h->closed || gale_http_request_connection_closed(h->req))
         return -EPIPE;
@@ -947,10 +907,9 @@ int gale_finish(gale_handler *h)
         return -EALREADY;
     h->finished = true;
     if (bodyless_status(h->status))
-        h->out_len = 0;
+        gale_http_response_clear_body(h->req);
     if (!h->headers_sent)
         send_headers(h);
-    send_body(h);
     int rc = h->closed || gale_http_request_connection_closed(h->req) ? -EPIPE : 0;
     if (h->busy == 0)
         release(h);
@@ -988,7 +947,7 @@ int gale_send_error(gale_handler *h, int code)
     /* Tornado's clear(): back to the default headers and an empty body. */
     h->nheaders = 0;
     h->default_ctype = true;
-    h->out_len = 0;
+    gale_http_response_clear_body(h->req);
     h->status = code;
     const char *reason = gale_http_reason(code);
     gale_writef(h, "<html><title>%d: %s</title><body>%d: %s</body></html>", code, reason, code,
