@@ -96,7 +96,12 @@ struct gale_http_conn {
     gale_loop *loop;
     struct req *req;  /* request being parsed or handled */
     struct obuf *out; /* output collected in this batch */
-    const char *exec_data; /* input of the current parser call */
+    /* Where the current request's bytes begin in the current parser call: the call's input, or
+     * for a request that follows one answered within the same call, its first piece (the URL;
+     * NULL until then). The header-size limit counts from here. */
+    const char *exec_data;
+    const char *exec_end;  /* end of the current parser call's input */
+    const char *piece_end; /* end of the last URL, header or body piece in it (or its start) */
     http_parser parser;
     gale_timeout timer;
     double timer_at; /* when `timer` fires */
@@ -187,6 +192,8 @@ static void access_flush(double now);
 static bool access_pending(void);
 static void conn_flush(struct gale_http_conn *c);
 static void conn_fail(struct gale_http_conn *c, int status, const char *why);
+static void dispatch(struct gale_http_conn *c);
+static bool over_high_water(const struct gale_http_conn *c);
 
 /* ---- request blocks and arena ---- */
 
@@ -773,16 +780,21 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-static int hdr_piece(http_parser *p, int kind, const char *at, size_t len)
+/* Inlined into the three callbacks: they run once per URL, field and value. */
+static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int kind,
+                                                          const char *at, size_t len)
 {
     struct gale_http_conn *c = p->data;
     struct req *r = c->req;
     if (!r || r->rphase != R_HEADERS)
         return 0; /* trailers of a chunked body: ignored */
+    if (!c->exec_data)
+        c->exec_data = at;
     if (!r->run_base)
         r->run_base = at;
     size_t off = r->hlen + (size_t)(at - r->run_base);
     r->run_end = at + len;
+    c->piece_end = at + len;
     if (off + len > UINT32_MAX / 2) {
         c->err_status = 431;
         return -1;
@@ -1097,6 +1109,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
     }
     memcpy(r->body + r->blen, at, len);
     r->blen += len;
+    c->piece_end = at + len;
     return 0;
 }
 
@@ -1113,6 +1126,23 @@ static int on_message_complete(http_parser *p)
         r->pub.body_len = r->blen;
     }
     r->pub.start_time = c->batch_time;
+    /* Answer it now, inside this parser call, and go on with the next pipelined request in the
+     * same call when it finished at once (the common case: one parser call per batch instead of
+     * one per request). Otherwise pause: conn_parse dispatches it, or sees that it is running
+     * or that the connection stopped. A drain needs the exact input left after each request
+     * (input_waiting), which only a pause gives. */
+    if (c->in_batch && !draining(c)) {
+        /* Whether input follows, for a drain that the handler might start: after the last piece
+         * come at most the "\r\n\r\n" ending the head (or a chunked body's last line);
+         * anything longer is more input. */
+        c->batch_left = c->exec_end - c->piece_end > 5 ? 1 : 0;
+        dispatch(c);
+        if (!c->req && c->phase == PH_IDLE && conn_open(c) && c->srv && !draining(c) &&
+            !over_high_water(c)) {
+            c->exec_data = NULL; /* the next request's bytes start at its first piece */
+            return 0;
+        }
+    }
     http_parser_pause(p, 1);
     return 0;
 }
@@ -1146,6 +1176,8 @@ static void dispatch(struct gale_http_conn *c)
 static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
 {
     c->exec_data = data;
+    c->exec_end = data + len;
+    c->piece_end = data;
     c->err_status = 0;
     c->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
@@ -1156,9 +1188,12 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
     }
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e == HPE_PAUSED && c->req && c->req->rphase == R_DONE) {
-        c->batch_left = len - n;
-        dispatch(c);
+    if (e == HPE_PAUSED) {
+        /* A complete request: dispatch it unless on_message_complete already did. */
+        if (c->req && c->req->rphase == R_DONE && !c->req->dispatched) {
+            c->batch_left = len - n;
+            dispatch(c);
+        }
         return n;
     }
     if (e != HPE_OK) {
@@ -1183,7 +1218,7 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
             conn_fail(c, 503, "out of memory");
             return len;
         }
-        r->hfed += n;
+        r->hfed += c->exec_data ? (size_t)(data + n - c->exec_data) : 0;
         if (c->srv && r->hfed > c->srv->opts.max_header_size) {
             conn_fail(c, 431, "header block too large");
             return len;
