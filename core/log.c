@@ -201,10 +201,16 @@ void gale_logv(gale_log_level level, const char *category, const char *fmt, va_l
 static size_t cached_prefix(gale_log_level level, const char *category)
 {
     time_t now = time(NULL);
-    size_t cl = tls.pfx_cat_len; /* the category sits at the end: "... category] " */
-    if (now == tls.pfx_sec && level == tls.pfx_level && tls.pfx_len &&
-        strncmp(category, tls.pfx + tls.pfx_len - 2 - cl, cl) == 0 && category[cl] == '\0')
-        return tls.pfx_len;
+    if (now == tls.pfx_sec && level == tls.pfx_level && tls.pfx_len) {
+        /* Same text as the cached category (which sits at the end: "... category] ")? Names
+         * are a few letters: compare them in place rather than call strncmp. */
+        const char *c = tls.pfx + tls.pfx_len - 2 - tls.pfx_cat_len;
+        size_t i = 0;
+        while (i < tls.pfx_cat_len && category[i] == c[i])
+            i++;
+        if (i == tls.pfx_cat_len && category[i] == '\0')
+            return tls.pfx_len;
+    }
     tls.pfx_len = format_prefix(tls.pfx, level, category); /* 64 + 64 bytes at most */
     tls.pfx_cat_len = strnlen(category, 64);
     tls.pfx_sec = tls.stamp_sec;

@@ -254,15 +254,24 @@ static void req_free(struct req *r)
 }
 
 /* Uninitialised arena memory, 16-byte aligned. */
-static void *arena_raw(struct req *r, size_t size)
+static void *arena_more(struct req *r, size_t size);
+
+/* The common case (room left in the current part) inline: it runs several times per request. */
+static inline void *arena_raw(struct req *r, size_t size)
 {
     size = ALIGN16(size ? size : 1);
-    if (size <= r->aleft) {
+    if (__builtin_expect(size <= r->aleft, 1)) {
         void *p = r->apos;
         r->apos += size;
         r->aleft -= size;
         return p;
     }
+    return arena_more(r, size);
+}
+
+/* A new arena part (or a block of its own for a big `size`, already rounded). */
+static void *arena_more(struct req *r, size_t size)
+{
     size_t hdr = ALIGN16(sizeof(struct arena_big));
     bool own = size > REQ_BLOCK / 2;
     size_t bsize = own ? size : REQ_BLOCK;
@@ -292,11 +301,27 @@ static char *arena_strndup(struct req *r, const char *s, size_t len)
 }
 
 /* Grows a request-owned buffer: small ones come from the arena, larger ones from the heap. */
-static int grow(struct req *r, char **buf, size_t len, size_t *cap, bool *heap, size_t need,
-                size_t limit)
+static int grow_more(struct req *r, char **buf, size_t len, size_t *cap, bool *heap, size_t need,
+                     size_t limit);
+
+/* Inline for the common cases: room already there, or a first small buffer from the arena (the
+ * header copy and the response body of most requests). */
+static inline int grow(struct req *r, char **buf, size_t len, size_t *cap, bool *heap,
+                       size_t need, size_t limit)
 {
-    if (need <= *cap)
+    if (__builtin_expect(need <= *cap, 1))
         return 0;
+    if (*cap == 0 && need <= 256 && 256 <= r->aleft && (!limit || limit >= 256)) {
+        *buf = arena_raw(r, 256);
+        *cap = 256;
+        return 0;
+    }
+    return grow_more(r, buf, len, cap, heap, need, limit);
+}
+
+static int grow_more(struct req *r, char **buf, size_t len, size_t *cap, bool *heap, size_t need,
+                     size_t limit)
+{
     size_t ncap = *cap ? *cap * 2 : 256;
     if (limit && ncap > limit)
         ncap = limit;
