@@ -1859,11 +1859,15 @@ static int emit_head(struct req *r, bool final, double now)
     if (!o || obuf_reserve(o, need, &p) < 0)
         return -ENOMEM;
     char *start = p;
-    p = PUT_LIT(p, "HTTP/1.1 ");
-    p = put_status(p, r->status);
-    *p++ = ' ';
-    p = put_str(p, reason, rlen);
-    p = PUT_LIT(p, "\r\n");
+    if (r->status == 200 && !r->reason) {
+        p = PUT_LIT(p, "HTTP/1.1 200 OK\r\n"); /* most responses: one constant-size copy */
+    } else {
+        p = PUT_LIT(p, "HTTP/1.1 ");
+        p = put_status(p, r->status);
+        *p++ = ' ';
+        p = put_str(p, reason, rlen);
+        p = PUT_LIT(p, "\r\n");
+    }
     if (!has_server || !has_date) {
         const char *block = server_date_block(now);
         if (!has_server && !has_date)
@@ -1988,25 +1992,23 @@ static gale_log_level access_level(int status)
 /* Writes "200 GET /path (127.0.0.1" to `out` (ACCESS_HEAD_MAX bytes); returns its length. */
 static size_t access_head(const struct req *r, char *out)
 {
-    char *p = out, *end = out + ACCESS_HEAD_MAX - 8;
-    p = put_status(p, r->status);
+    char *p = out;
+    if (r->status == 200)
+        p = PUT_LIT(p, "200 ");
+    else
+        p = put_status(p, r->status), *p++ = ' ';
+    /* Method names are a few letters (copied in place); the uri's length is known, and so is
+     * the peer's unless xheaders replaced it. The uri is cut to keep the line bounded. */
+    for (const char *m = r->pub.method; *m && p < out + 32; m++)
+        *p++ = *m;
     *p++ = ' ';
-    const char *parts[3] = {r->pub.method, r->pub.uri, r->pub.remote_ip};
-    /* The uri's length is known; so is the peer's, unless xheaders replaced it. */
-    size_t lens[3] = {0, r->url_len, r->pub.remote_ip == r->conn->ip ? r->conn->ip_len : 0};
-    for (int i = 0; i < 3; i++) {
-        if (i == 2) {
-            *p++ = ' ';
-            *p++ = '(';
-        } else if (i == 1) {
-            *p++ = ' ';
-        }
-        size_t n = lens[i] || i == 1 ? lens[i] : strlen(parts[i]);
-        size_t room = p < end ? (size_t)(end - p) : 0; /* a separator may pass `end` */
-        if (n > room)
-            n = room;
-        p = put_str(p, parts[i], n);
-    }
+    size_t n = r->url_len < ACCESS_HEAD_MAX - 120 ? r->url_len : ACCESS_HEAD_MAX - 120;
+    p = put_str(p, r->pub.uri, n);
+    *p++ = ' ';
+    *p++ = '(';
+    const char *ip = r->pub.remote_ip;
+    n = ip == r->conn->ip ? r->conn->ip_len : strnlen(ip, 64);
+    p = put_str(p, ip, n);
     return (size_t)(p - out);
 }
 
