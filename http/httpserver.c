@@ -1012,7 +1012,15 @@ static int on_headers_complete(http_parser *p)
     r->pub.version_major = p->http_major;
     r->pub.version_minor = p->http_minor > 1 ? 1 : p->http_minor;
     r->pub.method = http_method_str((enum http_method)p->method);
-    char *uri = arena_strndup(r, r->hstore ? r->hstore + r->url_off : "", r->url_len);
+    /* The uri ends in place when the copied head holds the byte after it (the space before
+     * the version): no copy. Otherwise (no version) it is copied. */
+    char *uri;
+    if (r->hstore && (size_t)r->url_off + r->url_len < r->hlen) {
+        uri = r->hstore + r->url_off;
+        uri[r->url_len] = '\0';
+    } else {
+        uri = arena_strndup(r, r->hstore ? r->hstore + r->url_off : "", r->url_len);
+    }
     if (!uri) {
         c->err_status = 503;
         return -1;
