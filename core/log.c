@@ -1,5 +1,6 @@
 /* Buffered, per-thread logging. See core/log.h for the format and the flushing rules. */
 #include "core/log.h"
+#include "core/log_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -216,6 +217,32 @@ static size_t cached_prefix(gale_log_level level, const char *category)
     tls.pfx_sec = tls.stamp_sec;
     tls.pfx_level = level;
     return tls.pfx_len;
+}
+
+size_t gale__log_prefix(gale_log_level level, const char *category, const char **pfx)
+{
+    size_t n = cached_prefix(level, category ? category : GALE_LOG_GENERAL);
+    *pfx = tls.pfx;
+    return n;
+}
+
+void gale__log_append(gale_log_level level, const char *pfx, size_t plen, const char *head,
+                      size_t hlen, const char *tail, size_t tlen)
+{
+    register_thread();
+    size_t n = plen + hlen + tlen + 1;
+    if (tls.used + n > sizeof tls.buf)
+        gale_log_flush();
+    if (n > sizeof tls.buf)
+        return; /* cannot happen for the short lines this takes */
+    char *out = tls.buf + tls.used;
+    memcpy(out, pfx, plen);
+    memcpy(out + plen, head, hlen);
+    memcpy(out + plen + hlen, tail, tlen);
+    out[n - 1] = '\n';
+    tls.used += n;
+    if (level >= GALE_LOG_WARNING)
+        gale_log_flush();
 }
 
 void gale_log_write(gale_log_level level, const char *category, const char *msg, size_t len)

@@ -35,6 +35,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/log_internal.h"
 #include "net/iostream.h"
 #include "net/tcpserver.h"
 
@@ -2038,20 +2039,27 @@ static void access_flush(double now)
 {
     size_t used = tls_access.used;
     tls_access.used = 0;
-    /* The lines of one batch share their start, so their tail is formatted once. */
+    /* The lines of one batch share their start, so their tail is formatted once, and mostly
+     * their level, so the line prefix is looked up once per run of one level. */
     double tail_start = -1;
     char tail[ACCESS_TAIL_MAX];
     size_t tail_len = 0;
+    int level = -1;
+    const char *pfx = NULL;
+    size_t plen = 0;
     for (size_t off = 0; off < used;) {
         struct access_entry e;
         memcpy(&e, tls_access.buf + off, sizeof e);
-        char *head = tls_access.buf + off + sizeof e;
+        const char *head = tls_access.buf + off + sizeof e;
         if (e.start != tail_start) {
             tail_start = e.start;
             tail_len = (size_t)(access_tail(tail, now - e.start) - tail);
         }
-        char *end = put_str(head + e.len, tail, tail_len); /* room was kept for it */
-        gale_log_write((gale_log_level)e.level, GALE_LOG_ACCESS, head, (size_t)(end - head));
+        if (e.level != level) {
+            level = e.level;
+            plen = gale__log_prefix((gale_log_level)level, GALE_LOG_ACCESS, &pfx);
+        }
+        gale__log_append((gale_log_level)level, pfx, plen, head, e.len, tail, tail_len);
         off += sizeof e + ALIGN16(e.len + ACCESS_TAIL_MAX);
     }
 }
