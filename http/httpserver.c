@@ -723,6 +723,12 @@ static int conn_write_through(struct gale_http_conn *c, const char *data, size_t
 
 static char *put_uint(char *p, unsigned long long v)
 {
+    if (v < 100) { /* most Content-Lengths of small responses, and durations */
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10);
+        *p++ = (char)('0' + v % 10);
+        return p;
+    }
     int n = 1;
     for (unsigned long long t = v; t >= 10; t /= 10)
         n++;
@@ -1096,7 +1102,11 @@ static int on_headers_complete(http_parser *p)
         return -1;
     }
 
-    r->keep_alive = http_should_keep_alive(p) && !srv->opts.no_keep_alive && !p->upgrade;
+    /* http_should_keep_alive() for a request (which never needs EOF framing), without the two
+     * library calls: HTTP/1.1 unless "Connection: close", HTTP/1.0 only with "keep-alive". */
+    bool keep = p->http_major > 0 && p->http_minor > 0 ? !(p->flags & F_CONNECTION_CLOSE)
+                                                        : (p->flags & F_CONNECTION_KEEP_ALIVE);
+    r->keep_alive = keep && !srv->opts.no_keep_alive && !p->upgrade;
     r->head = p->method == HTTP_HEAD;
     if (srv->opts.xheaders)
         apply_xheaders(r);
