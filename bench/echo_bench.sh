@@ -63,7 +63,7 @@ median() {
         END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 
-declare -A PP BULK PPCPU BKCPU
+declare -A PP BULK PPCPU BKCPU PPR BULKR
 for round in $(seq "$ROUNDS"); do
     for server in gale uv; do
         start_server "$server" || exit 1
@@ -83,6 +83,8 @@ for round in $(seq "$ROUNDS"); do
             "$round" "$server" "$pp" "$ppcpu"
         printf '   bulk %7s MB/s (%s ms CPU/MB)\n' "$bulk" "$bkcpu"
         PP[$server]="${PP[$server]:-} $pp"
+        PPR["$server,$round"]=$pp
+        BULKR["$server,$round"]=$bulk
         BULK[$server]="${BULK[$server]:-} $bulk"
         PPCPU[$server]="${PPCPU[$server]:-} $ppcpu"
         BKCPU[$server]="${BKCPU[$server]:-} $bkcpu"
@@ -105,3 +107,15 @@ awk -v a="$M_PP_gale" -v b="$M_PP_uv" -v c="$M_BULK_gale" -v d="$M_BULK_uv" \
 awk -v a="$M_CP_gale" -v b="$M_CP_uv" -v c="$M_CB_gale" -v d="$M_CB_uv" \
     'BEGIN {printf "ratio libuv/gale (server CPU per unit, >1: gale cheaper): " \
             "ping-pong %.2f, bulk %.2f\n", b / a, d / c}'
+# Paired: each round's gale/libuv ratio (the two servers run back to back), then the median, which
+# a slow drift of a shared machine moves far less than the ratio of the two medians.
+pairs_pp= pairs_bulk=
+for round in $(seq "$ROUNDS"); do
+    pairs_pp="$pairs_pp $(awk -v a="${PPR[gale,$round]:-0}" -v b="${PPR[uv,$round]:-0}" \
+        'BEGIN {if (b > 0) printf "%.4f", a / b}')"
+    pairs_bulk="$pairs_bulk $(awk -v a="${BULKR[gale,$round]:-0}" -v b="${BULKR[uv,$round]:-0}" \
+        'BEGIN {if (b > 0) printf "%.4f", a / b}')"
+done
+printf 'paired ratio gale/libuv (median of per-round ratios): ping-pong %.2f, bulk %.2f\n' \
+    "$(echo "$pairs_pp" | tr ' ' '\n' | grep . | median)" \
+    "$(echo "$pairs_bulk" | tr ' ' '\n' | grep . | median)"

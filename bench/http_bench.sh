@@ -204,6 +204,37 @@ END {
         }
 }' "$RESULTS"
 
+echo
+echo "== paired: median over rounds of each round's ratio to libuv (the runs of a round are next"
+echo "   to each other, so slow drifts of a shared machine mostly cancel)"
+awk -F'\t' '
+function median(s,    n, i, j, t, a) {
+    n = split(s, a, " ")
+    for (i = 2; i <= n; i++)
+        for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) {
+            t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+        }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{ rps[$1 SUBSEP $2 SUBSEP $3] = $4; cpu[$1 SUBSEP $2 SUBSEP $3] = $7; if ($3 > nr) nr = $3
+  srv[$1] = 1 }
+END {
+    split("plain pipelined", modes, " ")
+    for (name in srv) {
+        if (name == "uv") continue
+        for (m = 1; m <= 2; m++) {
+            mode = modes[m]; rr = ""; cr = ""; n = 0
+            for (r = 1; r <= nr; r++) {
+                a = name SUBSEP mode SUBSEP r; b = "uv" SUBSEP mode SUBSEP r
+                if (!(a in rps) || !(b in rps) || rps[b] <= 0 || cpu[b] <= 0) continue
+                rr = rr " " rps[a] / rps[b]; cr = cr " " cpu[a] / cpu[b]; n++
+            }
+            if (n) printf "%-8s %-9s req/s ratio %.2f   cpu us/req ratio %.2f   (%d rounds)\n",
+                name, mode, median(rr), median(cr), n
+        }
+    }
+}' "$RESULTS" | sort
+
 if [ "$IDLE_CONNS" -gt 0 ]; then
     echo
     echo "== memory per idle keep-alive connection ($IDLE_CONNS connections, one request each;" \
