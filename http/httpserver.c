@@ -98,11 +98,12 @@ struct gale_http_conn {
     struct req *req;  /* request being parsed or handled */
     struct obuf *out; /* output collected in this batch */
     /* Where the current request's bytes begin in the current parser call: the call's input, or
-     * for a request that follows one answered within the same call, its first piece (the URL;
-     * NULL until then). The header-size limit counts from here. */
+     * for a request that follows one answered within the same call, the end of that one. The
+     * header-size limit counts from here. */
     const char *exec_data;
     const char *exec_end;  /* end of the current parser call's input */
-    const char *piece_end; /* end of the last URL, header or body piece in it (or its start) */
+    const char *piece_end; /* end of the request's last URL, header or body piece in this call
+                            * (NULL: none yet) */
     http_parser parser;
     gale_timeout timer;
     double timer_at; /* when `timer` fires */
@@ -820,8 +821,6 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
     struct req *r = c->req;
     if (!r || r->rphase != R_HEADERS)
         return 0; /* trailers of a chunked body: ignored */
-    if (!c->exec_data)
-        c->exec_data = at;
     if (!r->run_base)
         r->run_base = at;
     size_t off = r->hlen + (size_t)(at - r->run_base);
@@ -1019,10 +1018,13 @@ static int on_headers_complete(http_parser *p)
     r->pub.version_major = p->http_major;
     r->pub.version_minor = p->http_minor > 1 ? 1 : p->http_minor;
     r->pub.method = http_method_str((enum http_method)p->method);
-    /* The uri ends in place when the copied head holds the byte after it (the space before
-     * the version): no copy. Otherwise (no version) it is copied. */
+    /* The uri ends in place when the copied head holds the byte that followed it in the input
+     * (the space before the version): no copy. The head is copied from each parser call's first
+     * piece on, so when a read ended between the uri and the first header name, what follows
+     * the uri in the copy is that name: then, and without any header, the uri is copied. */
     char *uri;
-    if (r->hstore && (size_t)r->url_off + r->url_len < r->hlen) {
+    size_t url_end = (size_t)r->url_off + r->url_len;
+    if (r->hstore && r->hn && r->hs[0].name_off > url_end) {
         uri = r->hstore + r->url_off;
         uri[r->url_len] = '\0';
     } else {
@@ -1157,6 +1159,35 @@ static int on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Where the request that just completed ends in the parser call's input, found from its last
+ * piece; NULL when that cannot be told (no piece of it in this call, or no blank line seen). A
+ * Content-Length body ends the message with its last byte. Otherwise the head (no body) or
+ * the chunked body's last chunk and trailers end at the first empty line after the last
+ * piece: the bytes in between are the rest of a header or request line ("\r\n" or "\n" line
+ * ends), the end of a chunk, the "0" line and trailer lines, never an empty line. */
+static const char *message_end(const struct gale_http_conn *c, const http_parser *p,
+                               const struct req *r)
+{
+    const char *q = c->piece_end, *e = c->exec_end;
+    if (!q)
+        return NULL;
+    if (p->flags & F_CHUNKED) {
+        if (!r->blen)
+            return NULL; /* "0\r\n\r\n" right after the head: its blank line comes first */
+    } else if (r->blen) {
+        return q;
+    }
+    for (; q < e; q++) {
+        if (*q != '\n')
+            continue;
+        if (e - q > 1 && q[1] == '\n')
+            return q + 2;
+        if (e - q > 2 && q[1] == '\r' && q[2] == '\n')
+            return q + 3;
+    }
+    return NULL;
+}
+
 static int on_message_complete(http_parser *p)
 {
     struct gale_http_conn *c = p->data;
@@ -1172,18 +1203,18 @@ static int on_message_complete(http_parser *p)
     r->pub.start_time = c->batch_time;
     /* Answer it now, inside this parser call, and go on with the next pipelined request in the
      * same call when it finished at once (the common case: one parser call per batch instead of
-     * one per request). Otherwise pause: conn_parse dispatches it, or sees that it is running
-     * or that the connection stopped. A drain needs the exact input left after each request
-     * (input_waiting), which only a pause gives. */
-    if (c->in_batch && !draining(c)) {
-        /* Whether input follows, for a drain that the handler might start: after the last piece
-         * come at most the "\r\n\r\n" ending the head (or a chunked body's last line);
-         * anything longer is more input. */
-        c->batch_left = c->exec_end - c->piece_end > 5 ? 1 : 0;
+     * one per request). That needs to know where this request ends, for the input left after it
+     * (a drain the handler starts decides on it whether to keep the connection) and for where
+     * the next one begins. Otherwise, or when the handler runs on, the connection stops or a
+     * drain began, pause: conn_parse then has the exact position. */
+    const char *end = c->in_batch && !draining(c) ? message_end(c, p, r) : NULL;
+    if (end) {
+        c->batch_left = (size_t)(c->exec_end - end);
         dispatch(c);
         if (!c->req && c->phase == PH_IDLE && conn_open(c) && c->srv && !draining(c) &&
             !over_high_water(c)) {
-            c->exec_data = NULL; /* the next request's bytes start at its first piece */
+            c->exec_data = end;
+            c->piece_end = NULL;
             return 0;
         }
     }
@@ -1221,7 +1252,7 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
 {
     c->exec_data = data;
     c->exec_end = data + len;
-    c->piece_end = data;
+    c->piece_end = NULL;
     c->err_status = 0;
     c->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
@@ -1262,7 +1293,7 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
             conn_fail(c, 503, "out of memory");
             return len;
         }
-        r->hfed += c->exec_data ? (size_t)(data + n - c->exec_data) : 0;
+        r->hfed += (size_t)(data + n - c->exec_data);
         if (c->srv && r->hfed > c->srv->opts.max_header_size) {
             conn_fail(c, 431, "header block too large");
             return len;

@@ -78,6 +78,8 @@ static void handler(gale_http_request *req, void *arg)
 {
     nrequests++;
     const char *path = req->path;
+    if (strcmp(path, "/drain") == 0) /* a handler that starts the graceful shutdown */
+        ck_assert_int_eq(gale_http_server_shutdown(srv, 5, NULL, NULL), 0);
     if (strcmp(path, "/async") == 0) {
         gale_loop_call_later(gale_http_request_loop(req), 0.05, finish_later, req, NULL);
         return;
@@ -198,6 +200,7 @@ struct client {
     int expect;         /* stop reading after this many final responses (0: until EOF) */
     bool wait_held;     /* close the connection once the server holds a request */
     double trickle;     /* seconds between bytes (slowloris) */
+    const char *req2;   /* sent after the first part and a pause of 0.1 s (NULL: none) */
     char *buf;
     size_t cap;
     size_t len;
@@ -352,6 +355,11 @@ static void *client_main(void *arg)
     } else if (c->req_len) {
         c->send_err = test_write_all(fd, c->req, c->req_len);
     }
+    if (c->req2 && !c->send_err) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        c->send_err = test_write_all(fd, c->req2, strlen(c->req2));
+    }
     if (c->read_after_go) {
         while (!atomic_load(&go)) {
             struct timespec ts = {0, 1000000};
@@ -483,6 +491,109 @@ START_TEST(test_httpserver_post_content_length_byte_by_byte)
 {
     struct client *c = run_client(post_req, sizeof post_req - 1, 1, true);
     check_post(c);
+    client_free(c);
+}
+END_TEST
+
+/* Each byte in a read of its own: the copied head then holds the uri immediately followed by the
+ * first header's name (the request line's tail arrived in reads without any piece). Ending the
+ * uri in place would overwrite that name. */
+START_TEST(test_httpserver_request_line_tail_in_its_own_reads_keeps_first_header)
+{
+    struct client *c = calloc(1, sizeof *c);
+    c->req = "GET /header?Host HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n";
+    c->req_len = strlen(c->req);
+    c->trickle = 0.002;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_uint_eq(p.body_len[0], 7);
+    ck_assert(memcmp(p.body[0], "example", 7) == 0);
+    client_free(c);
+}
+END_TEST
+
+/* A handler starts the drain while answering the last request of the input, sent with a chunked
+ * body or with no header at all: the response says "Connection: close" and the connection ends
+ * at once (not at the idle timeout). */
+static void drain_closes_after(const char *req)
+{
+    double t0 = gale_loop_time(loop);
+    struct client *c = run(req, 0);
+    double took = gale_loop_time(loop) - t0;
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_ptr_nonnull(strstr(p.head[0], "\r\nConnection: close\r\n"));
+    ck_assert(c->eof);
+    ck_assert_msg(took < 2, "the drained connection stayed open %.2f s", took);
+    client_free(c);
+}
+
+START_TEST(test_httpserver_drain_from_handler_closes_after_chunked_request)
+{
+    drain_closes_after("POST /drain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "3\r\nabc\r\n0\r\n\r\n");
+}
+END_TEST
+
+START_TEST(test_httpserver_drain_from_handler_closes_after_headerless_request)
+{
+    drain_closes_after("GET /drain HTTP/1.1\r\n\r\n");
+}
+END_TEST
+
+/* The first bytes of the next request came in the same read as the body of the one whose handler
+ * starts the drain: that request was sent before the drain and is answered. */
+START_TEST(test_httpserver_drain_from_handler_answers_request_begun_in_same_read)
+{
+    struct client *c = calloc(1, sizeof *c);
+    c->req = "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabGET";
+    c->req_len = strlen(c->req);
+    c->req2 = " /info HTTP/1.1\r\nHost: x\r\n\r\n";
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
+    ck_assert_int_eq(p.status[1], 200);
+    ck_assert_ptr_null(strstr(p.head[0], "\r\nConnection: close\r\n"));
+    ck_assert_ptr_nonnull(strstr(p.head[1], "\r\nConnection: close\r\n"));
+    ck_assert(memcmp(p.body[1], "GET /info", 9) == 0);
+    client_free(c);
+}
+END_TEST
+
+/* The header-size limit counts a request's own bytes, whether it came alone or behind another
+ * answered in the same parser call. */
+START_TEST(test_httpserver_header_limit_same_alone_and_pipelined)
+{
+    gale_http_server_free(srv);
+    test_run_for(loop, 0.01);
+    gale_loop_make_current(NULL);
+    gale_loop_free(loop);
+    gale_http_server_opts o;
+    gale_http_server_opts_init(&o);
+    o.max_header_size = 40;
+    start_server(&o);
+    /* 42 bytes up to the end of the last header value (what the limit counts), 38 from the uri */
+    const char *big = "GET /a HTTP/1.1\r\nX-P: 12345678901234567890\r\n\r\n";
+    struct client *c = run(big, 1);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.status[0], 431);
+    client_free(c);
+    char two[256];
+    snprintf(two, sizeof two, "GET /b HTTP/1.1\r\n\r\n%s", big);
+    c = run(two, 2);
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_int_eq(p.status[1], 431);
     client_free(c);
 }
 END_TEST
@@ -1444,6 +1555,7 @@ static Suite *httpserver_suite(void)
          {test_httpserver_get_hello, test_httpserver_post_content_length_in_one_block,
           test_httpserver_post_content_length_byte_by_byte,
           test_httpserver_long_headers_split_across_reads,
+          test_httpserver_request_line_tail_in_its_own_reads_keeps_first_header,
           test_httpserver_chunked_body_uppercase_with_extensions,
           test_httpserver_chunked_body_byte_by_byte, test_httpserver_bad_options_and_arguments}},
         {"keepalive",
@@ -1454,7 +1566,11 @@ static Suite *httpserver_suite(void)
         {"pipelining",
          {test_httpserver_pipelined_three_in_order_one_read,
           test_httpserver_pipelined_behind_async_keeps_order,
-          test_httpserver_invalid_second_request_answered_after_first}},
+          test_httpserver_invalid_second_request_answered_after_first,
+          test_httpserver_drain_from_handler_closes_after_chunked_request,
+          test_httpserver_drain_from_handler_closes_after_headerless_request,
+          test_httpserver_drain_from_handler_answers_request_begun_in_same_read,
+          test_httpserver_header_limit_same_alone_and_pipelined}},
         {"limits",
          {test_httpserver_expect_100_continue, test_httpserver_header_block_over_limit_431,
           test_httpserver_header_block_over_default_limit_431,
