@@ -418,7 +418,17 @@ static void client_free(struct client *c)
 
 static bool client_done(void *arg) { return atomic_load(&((struct client *)arg)->done); }
 
-/* Runs a client with `req` until it is done; the loop runs meanwhile. */
+/* Runs the prepared client `c` until it is done; the loop runs meanwhile. Returns `c`. */
+static struct client *run_prepared(struct client *c)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    return c;
+}
+
+/* Runs a client with `req` until it is done. */
 static struct client *run_client(const char *req, size_t len, int expect, bool byte_by_byte)
 {
     struct client *c = calloc(1, sizeof *c);
@@ -426,11 +436,7 @@ static struct client *run_client(const char *req, size_t len, int expect, bool b
     c->req_len = len;
     c->expect = expect;
     c->byte_by_byte = byte_by_byte;
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
-    ck_assert(test_wait_until(loop, client_done, c, 15));
-    pthread_join(t, NULL);
-    return c;
+    return run_prepared(c);
 }
 
 static struct client *run(const char *req, int expect)
@@ -504,10 +510,7 @@ START_TEST(test_httpserver_request_line_tail_in_its_own_reads_keeps_first_header
     c->req = "GET /header?Host HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n";
     c->req_len = strlen(c->req);
     c->trickle = 0.002;
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
-    ck_assert(test_wait_until(loop, client_done, c, 15));
-    pthread_join(t, NULL);
+    run_prepared(c);
     struct parsed p;
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.status[0], 200);
@@ -555,10 +558,7 @@ START_TEST(test_httpserver_drain_from_handler_answers_request_begun_in_same_read
     c->req = "POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabGET";
     c->req_len = strlen(c->req);
     c->req2 = " /info HTTP/1.1\r\nHost: x\r\n\r\n";
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
-    ck_assert(test_wait_until(loop, client_done, c, 15));
-    pthread_join(t, NULL);
+    run_prepared(c);
     struct parsed p;
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert_int_eq(p.status[1], 200);
@@ -1041,10 +1041,7 @@ START_TEST(test_httpserver_slowloris_closed_at_header_deadline)
     c->req = req;
     c->req_len = strlen(req);
     c->trickle = 0.02;
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
-    ck_assert(test_wait_until(loop, client_done, c, 15));
-    pthread_join(t, NULL);
+    run_prepared(c);
     ck_assert_int_ne(c->send_err, 0); /* the server closed while bytes were still coming */
     ck_assert_int_eq(nrequests, 0);
     client_free(c);
@@ -1213,10 +1210,7 @@ START_TEST(test_httpserver_client_disconnect_during_async_handler)
     c->req = "GET /hold HTTP/1.1\r\n\r\n";
     c->req_len = strlen(c->req);
     c->wait_held = true;
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
-    ck_assert(test_wait_until(loop, client_done, c, 15));
-    pthread_join(t, NULL);
+    run_prepared(c);
     ck_assert_ptr_nonnull(held);
     ck_assert(test_wait_until(loop, closed_once, NULL, 10));
     ck_assert(gale_http_request_connection_closed(held));
@@ -1376,10 +1370,7 @@ START_TEST(test_httpserver_finish_inside_close_callback)
     c->req = "GET /hold_finish_on_close HTTP/1.1\r\n\r\n";
     c->req_len = strlen(c->req);
     c->wait_held = true;
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
-    ck_assert(test_wait_until(loop, client_done, c, 15));
-    pthread_join(t, NULL);
+    run_prepared(c);
     ck_assert(test_wait_until(loop, closed_once, NULL, 10));
     ck_assert_int_eq(close_finish_rc, -EPIPE);
     test_run_for(loop, 0.01);
