@@ -1857,11 +1857,15 @@ static int emit_head(struct req *r, bool final, double now)
     bool bodyless = r->head || bodyless_status(r->status);
     bool has_server = false, has_date = false;
     size_t need = 256;
-    const char *reason = r->reason        ? r->reason
-                         : r->status == 200 ? "OK"
-                                            : gale_http_reason(r->status);
-    size_t rlen = strlen(reason);
-    need += rlen;
+    /* Most responses are "200 OK": one constant-size copy below, no reason to look up. */
+    bool plain_ok = r->status == 200 && !r->reason;
+    const char *reason = NULL;
+    size_t rlen = 0;
+    if (!plain_ok) {
+        reason = r->reason ? r->reason : gale_http_reason(r->status);
+        rlen = strlen(reason);
+        need += rlen;
+    }
     uint8_t kinds[16]; /* header_kind of the first 16 headers, for the second pass */
     for (size_t i = 0; i < r->rh.n; i++) {
         const gale_http_header *h = &r->rh.items[i];
@@ -1909,8 +1913,8 @@ static int emit_head(struct req *r, bool final, double now)
     if (!o || obuf_reserve(o, need, &p) < 0)
         return -ENOMEM;
     char *start = p;
-    if (r->status == 200 && !r->reason) {
-        p = PUT_LIT(p, "HTTP/1.1 200 OK\r\n"); /* most responses: one constant-size copy */
+    if (plain_ok) {
+        p = PUT_LIT(p, "HTTP/1.1 200 OK\r\n");
     } else {
         p = PUT_LIT(p, "HTTP/1.1 ");
         p = put_status(p, r->status);
@@ -2101,7 +2105,7 @@ static void access_flush(double now)
             plen = gale__log_prefix((gale_log_level)level, GALE_LOG_ACCESS, &pfx);
         }
         gale__log_append((gale_log_level)level, pfx, plen, head, e.len, tail, tail_len);
-        off += sizeof e + ALIGN16(e.len + ACCESS_TAIL_MAX);
+        off += sizeof e + ALIGN16(e.len);
     }
 }
 
@@ -2112,14 +2116,14 @@ static void access_log(struct req *r, double now)
         return;
     struct gale_http_conn *c = r->conn;
     if (c->in_batch) {
-        size_t room = sizeof(struct access_entry) + ACCESS_HEAD_MAX + ACCESS_TAIL_MAX;
+        size_t room = sizeof(struct access_entry) + ACCESS_HEAD_MAX;
         if (tls_access.used + room > sizeof tls_access.buf)
             access_flush(gale_loop_time(c->loop));
         char *at = tls_access.buf + tls_access.used;
         struct access_entry e = {r->pub.start_time, 0, (int)lvl};
         e.len = (uint32_t)access_head(r, at + sizeof e);
         memcpy(at, &e, sizeof e);
-        tls_access.used += sizeof e + ALIGN16(e.len + ACCESS_TAIL_MAX);
+        tls_access.used += sizeof e + ALIGN16(e.len);
         return;
     }
     if (access_pending())
