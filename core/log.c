@@ -1,5 +1,6 @@
 /* Buffered, per-thread logging. See core/log.h for the format and the flushing rules. */
 #include "core/log.h"
+#include "core/copy_internal.h"
 #include "core/log_internal.h"
 
 #include <errno.h>
@@ -236,9 +237,9 @@ void gale__log_append(gale_log_level level, const char *pfx, size_t plen, const 
     if (n > sizeof tls.buf)
         return; /* cannot happen for the short lines this takes */
     char *out = tls.buf + tls.used;
-    memcpy(out, pfx, plen);
-    memcpy(out + plen, head, hlen);
-    memcpy(out + plen + hlen, tail, tlen);
+    gale__copy(out, pfx, plen);
+    gale__copy(out + plen, head, hlen);
+    gale__copy(out + plen + hlen, tail, tlen);
     out[n - 1] = '\n';
     tls.used += n;
     if (level >= GALE_LOG_WARNING)

@@ -17,6 +17,7 @@
  * simply extended) and turned into pointers when the header block is complete.
  */
 #include "http/httpserver.h"
+#include "http/httpserver_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,6 +34,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/copy_internal.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/log_internal.h"
@@ -61,21 +63,28 @@ struct obuf {
 static _Thread_local struct obuf tls_scratch;
 static _Thread_local struct gale_http_conn *tls_scratch_owner;
 
-static int obuf_reserve(struct obuf *o, size_t more, char **at)
+static int obuf_grow(struct obuf *o, size_t more)
 {
-    if (o->cap - o->len < more) {
-        size_t cap = o->cap ? o->cap : 1024;
-        while (cap - o->len < more) {
-            if (cap > SIZE_MAX / 2)
-                return -ENOMEM;
-            cap *= 2;
-        }
-        char *p = realloc(o->p, cap);
-        if (!p)
+    size_t cap = o->cap ? o->cap : 1024;
+    while (cap - o->len < more) {
+        if (cap > SIZE_MAX / 2)
             return -ENOMEM;
-        o->p = p;
-        o->cap = cap;
+        cap *= 2;
     }
+    char *p = realloc(o->p, cap);
+    if (!p)
+        return -ENOMEM;
+    o->p = p;
+    o->cap = cap;
+    return 0;
+}
+
+/* Room for `more` bytes at the end of `o`, at `*at`. */
+static inline __attribute__((always_inline)) int obuf_reserve(struct obuf *o, size_t more,
+                                                              char **at)
+{
+    if (__builtin_expect(o->cap - o->len < more, 0) && obuf_grow(o, more) < 0)
+        return -ENOMEM;
     *at = o->p + o->len;
     return 0;
 }
@@ -158,6 +167,8 @@ struct req {
     size_t blen, bcap, blimit;
     /* response */
     gale_http_headers rh;
+    const char *preset; /* header lines written before rh (gale__http_response_preset) */
+    size_t preset_len;
     char *w;
     size_t wlen, wcap;
     const char *reason;
@@ -166,6 +177,7 @@ struct req {
     int status;
     uint8_t rphase, last_cb, framing;
     bool body_heap, w_heap, hstore_heap;
+    bool get; /* the method is GET */
     bool keep_alive, head, headers_sent, closed, finished, dispatched, in_close_cb;
     gale_http_close_cb close_cb;
     void *close_arg;
@@ -413,7 +425,7 @@ static int out_append(struct gale_http_conn *c, const void *data, size_t len)
     char *at;
     if (!o || obuf_reserve(o, len, &at) < 0)
         return -ENOMEM;
-    memcpy(at, data, len);
+    gale__copy(at, data, len);
     o->len += len;
     return 0;
 }
@@ -722,14 +734,8 @@ static int conn_write_through(struct gale_http_conn *c, const char *data, size_t
 
 /* ---- error responses ---- */
 
-static char *put_uint(char *p, unsigned long long v)
+static char *put_uint_long(char *p, unsigned long long v)
 {
-    if (v < 100) { /* most Content-Lengths of small responses, and durations */
-        if (v >= 10)
-            *p++ = (char)('0' + v / 10);
-        *p++ = (char)('0' + v % 10);
-        return p;
-    }
     int n = 1;
     for (unsigned long long t = v; t >= 10; t /= 10)
         n++;
@@ -741,6 +747,17 @@ static char *put_uint(char *p, unsigned long long v)
     return p + n;
 }
 
+static inline __attribute__((always_inline)) char *put_uint(char *p, unsigned long long v)
+{
+    if (v >= 100)
+        return put_uint_long(p, v);
+    /* most Content-Lengths of small responses, and durations */
+    if (v >= 10)
+        *p++ = (char)('0' + v / 10);
+    *p++ = (char)('0' + v % 10);
+    return p;
+}
+
 /* A status code: always three digits (100..999). */
 static char *put_status(char *p, int status)
 {
@@ -750,9 +767,9 @@ static char *put_status(char *p, int status)
     return p + 3;
 }
 
-static char *put_str(char *p, const char *s, size_t n)
+static inline __attribute__((always_inline)) char *put_str(char *p, const char *s, size_t n)
 {
-    memcpy(p, s, n);
+    gale__copy(p, s, n);
     return p + n;
 }
 
@@ -1017,7 +1034,8 @@ static int on_headers_complete(http_parser *p)
     r->pub.headers = (gale_http_headers){items, r->hn, r->hn};
     r->pub.version_major = p->http_major;
     r->pub.version_minor = p->http_minor > 1 ? 1 : p->http_minor;
-    r->pub.method = http_method_str((enum http_method)p->method);
+    r->get = p->method == HTTP_GET;
+    r->pub.method = r->get ? "GET" : http_method_str((enum http_method)p->method);
     /* The uri ends in place when the copied head holds the byte that followed it in the input
      * (the space before the version): no copy. The head is copied from each parser call's first
      * piece on, so when a read ended between the uri and the first header name, what follows
@@ -1768,6 +1786,18 @@ int gale_http_response_add_header_trusted(gale_http_request *req, const char *na
     return push_header(r, name, name_len, value, value_len, false);
 }
 
+int gale__http_response_preset(gale_http_request *req, const char *lines, size_t len)
+{
+    struct req *r = req_of(req);
+    if (!r || (!lines && len))
+        return -EINVAL;
+    if (r->headers_sent || r->finished)
+        return -EALREADY;
+    r->preset = lines;
+    r->preset_len = len;
+    return 0;
+}
+
 int gale_http_response_write(gale_http_request *req, const void *data, size_t len)
 {
     struct req *r = req_of(req);
@@ -1880,6 +1910,7 @@ static int emit_head(struct req *r, bool final, double now)
             r->keep_alive = false;
         need += h->name.len + h->value.len + 4;
     }
+    need += r->preset_len;
     /* Framing. */
     bool strip_cl = r->status < 200 || r->status == 204;
     bool add_cl = false;
@@ -1931,6 +1962,7 @@ static int emit_head(struct req *r, bool final, double now)
         else
             p = put_str(p, block, SERVER_LINE_LEN);
     }
+    p = put_str(p, r->preset, r->preset_len);
     for (size_t i = 0; i < r->rh.n; i++) {
         const gale_http_header *h = &r->rh.items[i];
         int k = i < 16 ? kinds[i] : header_kind(h);
@@ -2053,9 +2085,13 @@ static size_t access_head(const struct req *r, char *out)
         p = put_status(p, r->status), *p++ = ' ';
     /* Method names are a few letters (copied in place); the uri's length is known, and so is
      * the peer's unless xheaders replaced it. The uri is cut to keep the line bounded. */
-    for (const char *m = r->pub.method; *m && p < out + 32; m++)
-        *p++ = *m;
-    *p++ = ' ';
+    if (r->get) {
+        p = PUT_LIT(p, "GET ");
+    } else {
+        for (const char *m = r->pub.method; *m && p < out + 32; m++)
+            *p++ = *m;
+        *p++ = ' ';
+    }
     size_t n = r->url_len < ACCESS_HEAD_MAX - 120 ? r->url_len : ACCESS_HEAD_MAX - 120;
     p = put_str(p, r->pub.uri, n);
     *p++ = ' ';
@@ -2159,6 +2195,7 @@ int gale_http_response_finish(gale_http_request *req)
         r->reason = NULL;
         r->user_cl = -1;
         r->rh.n = 0;
+        r->preset_len = 0;
         r->wlen = 0;
     }
     if (alive) {
@@ -2246,6 +2283,11 @@ void *gale_http_request_alloc(gale_http_request *req, size_t size)
     if (p)
         memset(p, 0, size ? size : 1);
     return p;
+}
+
+void *gale__http_request_alloc_raw(gale_http_request *req, size_t size)
+{
+    return req ? arena_raw(req_of(req), size) : NULL;
 }
 
 char *gale_http_request_strdup(gale_http_request *req, const char *s, size_t len)

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <regex.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "core/coro.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "http/httpserver_internal.h"
 
 /* ---- application ---- */
 
@@ -53,7 +55,6 @@ struct gale_handler {
     size_t *pargs_len;
     size_t npargs;
 
-    gale_form query, body, cookies;
     bool query_parsed, body_parsed, cookies_parsed;
 
     int status;
@@ -74,9 +75,13 @@ struct gale_handler {
     bool released;
     bool closed;
     bool close_called;
+
+    /* Last: on_request zeroes only what comes before these; each is set up when first parsed
+     * (the *_parsed flags above). */
+    gale_form query, body, cookies;
 };
 
-static const char DEFAULT_CTYPE[] = "text/html; charset=UTF-8";
+static const char DEFAULT_CTYPE_LINE[] = "Content-Type: text/html; charset=UTF-8\r\n";
 
 gale_app *gale_app_new(const gale_http_server_opts *opts)
 {
@@ -466,13 +471,14 @@ static void on_request(gale_http_request *req, void *arg)
     const struct route *r = match(app, req, stack_pm, STACK_GROUPS, &pm);
     const gale_handler_class *cls = r ? r->cls : &no_handler;
 
-    gale_handler *h = gale_http_request_alloc(req, sizeof *h);
+    gale_handler *h = gale__http_request_alloc_raw(req, sizeof *h);
     if (!h) {
         gale_log_error(GALE_LOG_GENERAL, "%s %s: out of memory", req->method, req->uri);
         gale_http_response_set_status(req, 500, NULL);
         gale_http_response_finish(req);
         return;
     }
+    memset(h, 0, offsetof(gale_handler, query));
     h->app = app;
     h->req = req;
     h->cls = cls;
@@ -880,9 +886,8 @@ static int send_headers(gale_handler *h)
     /* The default is a constant and the handler's headers were validated and copied into the
      * request arena by gale_set_header: hand them over without a second check and copy. */
     if (h->default_ctype && !bodyless_status(h->status))
-        rc = rc ? rc
-                : gale_http_response_add_header_trusted(req, "Content-Type", 12, DEFAULT_CTYPE,
-                                                        sizeof DEFAULT_CTYPE - 1);
+        rc = rc ? rc : gale__http_response_preset(req, DEFAULT_CTYPE_LINE,
+                                                  sizeof DEFAULT_CTYPE_LINE - 1);
     for (size_t i = 0; i < h->nheaders; i++) {
         const struct out_header *o = &h->headers[i];
         if (bodyless_status(h->status) && strcasecmp(o->name, "Content-Type") == 0)

@@ -1,0 +1,21 @@
+/* The web layer's fast path into the HTTP server's response (not installed). */
+#ifndef GALE_HTTP_HTTPSERVER_INTERNAL_H
+#define GALE_HTTP_HTTPSERVER_INTERNAL_H
+
+#include <stddef.h>
+
+#include "http/httpserver.h"
+
+/* Header lines written, as they are, right after Server and Date and before the headers added
+ * with gale_http_response_add_header and friends: "Name: value\r\n" each, for a default that
+ * applies to most responses (the web layer's Content-Type), so that it costs one copy rather than
+ * a header entry. `lines` (len bytes) must stay valid until the response finishes (a constant)
+ * and must not hold Server, Date, Content-Length, Transfer-Encoding or Connection: the server
+ * neither reads nor checks it. A second call replaces the first; len 0 removes it. Returns 0,
+ * -EINVAL or -EALREADY (headers sent). */
+int gale__http_response_preset(gale_http_request *req, const char *lines, size_t len);
+
+/* gale_http_request_alloc without the zeroing: for a block the caller initialises itself. */
+void *gale__http_request_alloc_raw(gale_http_request *req, size_t size);
+
+#endif
