@@ -419,7 +419,8 @@ static void out_release(struct gale_http_conn *c)
     }
 }
 
-static int out_append(struct gale_http_conn *c, const void *data, size_t len)
+static inline __attribute__((always_inline)) int out_append(struct gale_http_conn *c,
+                                                            const void *data, size_t len)
 {
     struct obuf *o = conn_out(c);
     char *at;
@@ -998,6 +999,17 @@ static void apply_xheaders(struct req *r)
     }
 }
 
+/* The '?' that begins the uri's query, or NULL. Most uris are a few bytes: no call for them. */
+static inline char *find_query(char *uri, size_t len)
+{
+    if (len > 16)
+        return memchr(uri, '?', len);
+    for (size_t i = 0; i < len; i++)
+        if (uri[i] == '?')
+            return uri + i;
+    return NULL;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct gale_http_conn *c = p->data;
@@ -1053,7 +1065,7 @@ static int on_headers_complete(http_parser *p)
         return -1;
     }
     r->pub.uri = uri;
-    char *q = memchr(uri, '?', r->url_len);
+    char *q = find_query(uri, r->url_len);
     if (q) {
         r->pub.path = arena_strndup(r, uri, (size_t)(q - uri));
         r->pub.query = q + 1;
@@ -1813,7 +1825,7 @@ int gale_http_response_write(gale_http_request *req, const void *data, size_t le
         return -ENOMEM;
     if (grow(r, &r->w, r->wlen, &r->wcap, &r->w_heap, r->wlen + len, 0) < 0)
         return -ENOMEM;
-    memcpy(r->w + r->wlen, data, len);
+    gale__copy(r->w + r->wlen, data, len);
     r->wlen += len;
     return 0;
 }
@@ -2008,11 +2020,12 @@ static int emit_body(struct req *r)
         }
         r->sent += len;
     }
-    if (r->framing == FR_CHUNKED) {
-        char hex[24];
-        int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
-        if (out_append(c, hex, (size_t)n) < 0)
+    if (r->framing == FR_CHUNKED) { /* the chunk's size line, in place */
+        struct obuf *o = conn_out(c);
+        char *at;
+        if (!o || obuf_reserve(o, 24, &at) < 0)
             return -ENOMEM;
+        o->len += (size_t)snprintf(at, 24, "%zx\r\n", len);
     }
     int rc = 0;
     if (len >= BIG_BODY)
