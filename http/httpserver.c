@@ -167,7 +167,7 @@ struct req {
     size_t blen, bcap, blimit;
     /* response */
     gale_http_headers rh;
-    const char *preset; /* header lines written before rh (gale__http_response_preset) */
+    const char *preset; /* a header line written before rh (gale__http_response_preset) */
     size_t preset_len;
     char *w;
     size_t wlen, wcap;
@@ -1709,7 +1709,10 @@ int gale_http_response_clear_header(gale_http_request *req, const char *name)
         if (!gale_str_ieq(r->rh.items[i].name.p, r->rh.items[i].name.len, name))
             r->rh.items[j++] = r->rh.items[i];
     r->rh.n = j;
-    if (gale_str_ieq(name, strlen(name), "Content-Length"))
+    size_t nl = strlen(name);
+    if (r->preset_len > nl && r->preset[nl] == ':' && gale_str_ieq(r->preset, nl, name))
+        r->preset_len = 0; /* the preset line is this header's */
+    if (gale_str_ieq(name, nl, "Content-Length"))
         r->user_cl = -1;
     return 0;
 }
@@ -1776,7 +1779,7 @@ int gale_http_response_set_header(gale_http_request *req, const char *name, cons
         return rc;
     if (r->headers_sent || r->finished)
         return -EALREADY;
-    if (r->rh.n)
+    if (r->rh.n || r->preset_len)
         gale_http_response_clear_header(req, name);
     return add_header(r, name, value);
 }
@@ -1798,14 +1801,14 @@ int gale_http_response_add_header_trusted(gale_http_request *req, const char *na
     return push_header(r, name, name_len, value, value_len, false);
 }
 
-int gale__http_response_preset(gale_http_request *req, const char *lines, size_t len)
+int gale__http_response_preset(gale_http_request *req, const char *line, size_t len)
 {
     struct req *r = req_of(req);
-    if (!r || (!lines && len))
+    if (!r || (!line && len))
         return -EINVAL;
     if (r->headers_sent || r->finished)
         return -EALREADY;
-    r->preset = lines;
+    r->preset = line;
     r->preset_len = len;
     return 0;
 }

@@ -6,14 +6,14 @@
 
 #include "http/httpserver.h"
 
-/* Header lines written, as they are, right after Server and Date and before the headers added
- * with gale_http_response_add_header and friends: "Name: value\r\n" each, for a default that
- * applies to most responses (the web layer's Content-Type), so that it costs one copy rather than
- * a header entry. `lines` (len bytes) must stay valid until the response finishes (a constant)
- * and must not hold Server, Date, Content-Length, Transfer-Encoding or Connection: the server
- * neither reads nor checks it. A second call replaces the first; len 0 removes it. Returns 0,
- * -EINVAL or -EALREADY (headers sent). */
-int gale__http_response_preset(gale_http_request *req, const char *lines, size_t len);
+/* One header line, "Name: value\r\n", written as it is right after Server and Date and before
+ * the headers added with gale_http_response_add_header and friends: for a default that applies
+ * to most responses (the web layer's Content-Type), so that it costs one copy rather than a
+ * header entry. `line` (len bytes) must stay valid until the response finishes (a constant) and
+ * must not be Server, Date, Content-Length, Transfer-Encoding or Connection: the server does not
+ * check it. gale_http_response_clear_header (and so set_header) of its name removes it; a second
+ * call replaces it; len 0 removes it. Returns 0, -EINVAL or -EALREADY (headers sent). */
+int gale__http_response_preset(gale_http_request *req, const char *line, size_t len);
 
 /* gale_http_request_alloc without the zeroing: for a block the caller initialises itself. */
 void *gale__http_request_alloc_raw(gale_http_request *req, size_t size);

@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "http/httpserver.h"
+#include "http/httpserver_internal.h"
 #include "testutil.h"
 
 /* ---- counting the server's writes ----
@@ -141,6 +142,16 @@ static void handler(gale_http_request *req, void *arg)
         inject_rc[1] = gale_http_response_set_header(req, "X-B\r\nX-C", "b");
         inject_rc[2] = gale_http_response_add_header(req, "X-D", "d\n");
         inject_rc[3] = gale_http_response_set_header(req, "X-Ok", "fine");
+        gale_http_response_write(req, "ok", 2);
+    } else if (strcmp(path, "/preset") == 0) {
+        static const char line[] = "Content-Type: text/x-preset\r\n";
+        ck_assert_int_eq(gale__http_response_preset(req, line, sizeof line - 1), 0);
+        if (strcmp(req->query, "clear") == 0)
+            gale_http_response_clear_header(req, "content-type");
+        else if (strcmp(req->query, "set") == 0)
+            gale_http_response_set_header(req, "Content-type", "text/plain");
+        else if (strcmp(req->query, "other") == 0)
+            gale_http_response_clear_header(req, "Content");
         gale_http_response_write(req, "ok", 2);
     } else if (strcmp(path, "/header") == 0) {
         size_t len = 0;
@@ -1201,6 +1212,37 @@ START_TEST(test_httpserver_header_injection_refused)
 }
 END_TEST
 
+/* The web layer's default Content-Type travels as a preset line: written once, and removed or
+ * replaced like any header of its name. */
+START_TEST(test_httpserver_preset_line_written_cleared_and_replaced)
+{
+    static const char *const modes[] = {"keep", "clear", "set", "other"};
+    static const char *const want[] = {"text/x-preset", NULL, "text/plain", "text/x-preset"};
+    for (int i = 0; i < 4; i++) {
+        char req[128];
+        snprintf(req, sizeof req, "GET /preset?%s HTTP/1.1\r\nConnection: close\r\n\r\n",
+                 modes[i]);
+        struct client *c = run(req, 0);
+        struct parsed p;
+        ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+        ck_assert_int_eq(p.status[0], 200);
+        ck_assert_str_eq(p.body[0], "ok");
+        const char *ct = find_header(p.head[0], "Content-Type");
+        if (want[i]) {
+            ck_assert_ptr_nonnull(ct);
+            ck_assert_str_eq(ct, want[i]);
+            /* exactly one Content-Type */
+            const char *first = strcasestr(p.head[0], "\r\ncontent-type:");
+            ck_assert_ptr_nonnull(first);
+            ck_assert_ptr_null(strcasestr(first + 2, "\r\ncontent-type:"));
+        } else {
+            ck_assert_ptr_null(ct);
+        }
+        client_free(c);
+    }
+}
+END_TEST
+
 static bool closed_once(void *arg) { return ncloses == 1; }
 static bool holding(void *arg) { return atomic_load(&held_ready) != 0; }
 
@@ -1589,6 +1631,7 @@ static Suite *httpserver_suite(void)
           test_httpserver_204_and_304_have_no_body, test_httpserver_flush_sends_chunked_with_terminator,
           test_httpserver_flush_on_http10_is_close_delimited,
           test_httpserver_header_injection_refused,
+          test_httpserver_preset_line_written_cleared_and_replaced,
           test_httpserver_client_disconnect_during_async_handler,
           test_httpserver_server_free_with_request_in_flight, test_httpserver_xheaders,
           test_httpserver_xheaders_ignored_by_default}},
