@@ -103,6 +103,9 @@ struct gale_loop {
 
     atomic_bool stopping;
     atomic_bool running;
+    /* &tls_mark of the thread inside gale_loop_run (NULL: none). Only that thread may touch the
+     * loop without the remote lock; being current (gale_loop_make_current) is not enough. */
+    _Atomic(const char *) run_thread;
 
     struct tslot *ts;
     uint32_t nts, tscap;
@@ -126,6 +129,13 @@ struct gale_loop {
 };
 
 static _Thread_local gale_loop *tls_current;
+static _Thread_local char tls_mark; /* its address names the thread */
+
+/* True on the thread running `loop`. */
+static inline bool on_loop_thread(gale_loop *loop)
+{
+    return atomic_load_explicit(&loop->run_thread, memory_order_relaxed) == &tls_mark;
+}
 
 static void future_wait_done(gale_future *f, void *arg);
 static _Atomic(gale_loop *) default_loop;
@@ -318,7 +328,7 @@ int gale_loop_add_callback(gale_loop *loop, gale_cb cb, void *arg)
 {
     if (UNLIKELY(!loop || !cb))
         return -EINVAL;
-    if (LIKELY(tls_current == loop))
+    if (LIKELY(on_loop_thread(loop)))
         return cbqueue_push(&loop->q, cb, arg);
     pthread_mutex_lock(&loop->rlock);
     if (loop->rn == loop->rcap) {
@@ -838,12 +848,14 @@ int gale_loop_run(gale_loop *loop)
     }
     gale_loop *prev = tls_current;
     tls_current = loop;
+    atomic_store_explicit(&loop->run_thread, &tls_mark, memory_order_relaxed);
     loop->run_start_ns = gale_time_ns();
     while (!atomic_load_explicit(&loop->stopping, memory_order_relaxed))
         iterate(loop);
     atomic_store(&loop->stopping, false);
     loop->total_ns += gale_time_ns() - loop->run_start_ns;
     loop->run_start_ns = 0;
+    atomic_store_explicit(&loop->run_thread, NULL, memory_order_relaxed);
     tls_current = prev;
     atomic_store(&loop->running, false);
     return 0;
@@ -854,7 +866,7 @@ void gale_loop_stop(gale_loop *loop)
     if (!loop)
         return;
     atomic_store(&loop->stopping, true);
-    if (tls_current != loop)
+    if (!on_loop_thread(loop))
         wake(loop);
 }
 
@@ -1005,10 +1017,7 @@ int gale_loop_run_sync(gale_loop *loop, gale_future *(*fn)(gale_loop *loop, void
     if (timeout > 0 && (err = gale_loop_call_later(loop, timeout, until_timeout, &s.u, &t)))
         return err;
     /* fn runs from within the loop, as a callback of its first iteration. */
-    gale_loop *prev = tls_current;
-    tls_current = loop;
     err = gale_loop_add_callback(loop, sync_start, &s);
-    tls_current = prev;
     if (err) {
         gale_loop_remove_timeout(loop, t);
         return err;

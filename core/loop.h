@@ -113,8 +113,10 @@ int gale_loop_remove_handler(gale_loop *loop, int fd);
 /* ---- callbacks ---- */
 
 /* Queues `cb(loop, arg)` to run on the loop's next iteration. The only thread-safe way into a
- * loop: from another thread it wakes the loop (eventfd) if the queue was empty. Returns 0,
- * -EINVAL (NULL cb) or -ENOMEM. Callbacks run in FIFO order per thread of origin. */
+ * loop: from any thread other than the one inside gale_loop_run() (also one where the loop is
+ * merely current, or before it runs) the callback goes through a locked queue and wakes the loop
+ * (eventfd) if that queue was empty. Returns 0, -EINVAL (NULL cb) or -ENOMEM. Callbacks run in
+ * FIFO order per thread of origin. */
 int gale_loop_add_callback(gale_loop *loop, gale_cb cb, void *arg);
 
 /* ---- timers ---- */

@@ -209,6 +209,89 @@ static void count_cb(gale_loop *loop, void *arg)
     (*(int *)arg)++;
 }
 
+/* A thread may make a loop current while another thread runs it (a setup mistake, or code that
+ * calls gale_loop_make_current() to pick the loop for later calls): its add_callback and stop
+ * must still take the thread-safe path, or they race with the running loop. */
+#define FOREIGN_CALLBACKS 200000
+
+struct foreign {
+    gale_loop *loop;
+    int counted; /* touched by the loop's thread only */
+    int at_last; /* `counted` when the last callback ran */
+    int failed;  /* add_callback errors */
+};
+
+static void foreign_count(gale_loop *loop, void *arg) { ((struct foreign *)arg)->counted++; }
+
+static void foreign_last(gale_loop *loop, void *arg)
+{
+    struct foreign *f = arg;
+    f->at_last = f->counted;
+    gale_loop_stop(loop);
+}
+
+static void *foreign_adder(void *arg)
+{
+    struct foreign *f = arg;
+    gale_loop_make_current(f->loop); /* current here, but running on the test's thread */
+    for (int i = 0; i < FOREIGN_CALLBACKS; i++)
+        if (gale_loop_add_callback(f->loop, foreign_count, f) != 0)
+            f->failed++;
+    if (gale_loop_add_callback(f->loop, foreign_last, f) != 0)
+        f->failed++;
+    gale_loop_make_current(NULL);
+    return NULL;
+}
+
+START_TEST(test_loop_add_callback_from_thread_where_it_is_current_but_not_running)
+{
+    gale_loop *loop = new_loop();
+    struct foreign f = {.loop = loop};
+    bool guard = false;
+    ck_assert_int_eq(gale_loop_call_later(loop, 10, set_flag, &guard, NULL), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, foreign_adder, &f), 0);
+    gale_loop_run(loop);
+    pthread_join(t, NULL);
+    ck_assert(!guard);
+    ck_assert_int_eq(f.failed, 0);
+    /* every callback ran, in the order one thread added them */
+    ck_assert_int_eq(f.at_last, FOREIGN_CALLBACKS);
+    gale_loop_free(loop);
+}
+END_TEST
+
+static void *foreign_stopper(void *arg)
+{
+    gale_loop_make_current(arg);
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    gale_loop_stop(arg);
+    gale_loop_make_current(NULL);
+    return NULL;
+}
+
+START_TEST(test_loop_stop_from_thread_where_it_is_current_but_not_running_wakes_it)
+{
+    gale_loop *loop = new_loop();
+    /* Without a wake-up the loop sleeps until this timer is due, then sees the stop (the timer
+     * itself does not run): so the check is how long the run took, against a wide margin. */
+    bool guard = false;
+    ck_assert_int_eq(gale_loop_call_later(loop, 30, set_flag, &guard, NULL), 0);
+    pthread_t t;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(pthread_create(&t, NULL, foreign_stopper, loop), 0);
+    ck_assert_int_eq(gale_loop_run(loop), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_join(t, NULL);
+    ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 15);
+    ck_assert(!guard);
+    gale_loop_free(loop);
+}
+END_TEST
+
+
 START_TEST(test_loop_stop_before_run_returns_at_once_once)
 {
     gale_loop *loop = new_loop();
@@ -1009,7 +1092,9 @@ static Suite *loop_suite(const char *name)
           test_loop_add_callback_from_other_thread_wakes_sleeping_loop,
           test_loop_stop_from_other_thread_wakes_loop, test_loop_stop_before_run_returns_at_once_once,
           test_loop_run_while_running_is_ebusy, test_loop_run_until_future_and_timeout,
-          test_loop_run_sync_result_error_timeout, NULL}},
+          test_loop_run_sync_result_error_timeout,
+          test_loop_add_callback_from_thread_where_it_is_current_but_not_running,
+          test_loop_stop_from_thread_where_it_is_current_but_not_running_wakes_it, NULL}},
         {"timers",
          {test_loop_timers_fire_in_deadline_order_fifo_on_ties,
           test_loop_timer_removal_inside_timer_callback,
