@@ -7,7 +7,9 @@
  * bulk (default: 4 connections, 256 KiB writes): each connection keeps sending as fast as the
  * server takes it and reads everything echoed back. Prints MB/s echoed back (10^6 bytes).
  * Echoed bytes are checked against what was sent; a mismatch or a closed connection is an error
- * (exit 1). Output is one line, "msgs/s N" or "MB/s N", for scripts.
+ * (exit 1). Output is one line, "msgs/s N" or "MB/s N", for scripts, followed on the same line
+ * by "sleeps N": how many times the client blocked (its voluntary context switches), each of
+ * which the server's CPU later pays a wake-up for.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,9 +143,11 @@ int main(int argc, char **argv)
         }
     }
     double elapsed = now() - start;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
     if (bulk)
-        printf("MB/s %.1f\n", echoed / elapsed / 1e6);
+        printf("MB/s %.1f sleeps %ld\n", echoed / elapsed / 1e6, ru.ru_nvcsw);
     else
-        printf("msgs/s %.0f\n", msgs / elapsed);
+        printf("msgs/s %.0f sleeps %ld\n", msgs / elapsed, ru.ru_nvcsw);
     return 0;
 }
