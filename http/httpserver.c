@@ -176,6 +176,7 @@ struct req {
     long long user_cl;       /* Content-Length set by the handler, or -1 */
     int status;
     uint8_t rphase, last_cb, framing;
+    uint8_t vpos; /* the request line's version token, checked as it streams by (version_scan) */
     bool body_heap, w_heap, hstore_heap;
     bool get; /* the method is GET */
     bool keep_alive, head, headers_sent, closed, finished, dispatched, in_close_cb;
@@ -831,6 +832,43 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
+/* The request line after its uri: " HTTP/" DIGIT "." DIGIT, then CRLF or a bare LF (RFC 9112
+ * 3, 2.2). http-parser is built without its strict checks, so it takes any byte for the "TTP/" of
+ * the version ("HTT,/1.1" passes): these bytes are checked here, as the parser's input streams by
+ * in pieces of any size. `vpos` counts the pattern matched so far; extra spaces before the
+ * version are allowed (RFC 9112 3: recipients may split on whitespace). */
+enum { V_NONE, V_SP, V_H, V_T1, V_T2, V_P, V_SLASH, V_MAJOR, V_DOT, V_MINOR, V_EOL, V_LF, V_DONE,
+       V_BAD };
+
+static __attribute__((noinline)) void version_scan(struct req *r, const char *p, const char *end)
+{
+    static const char lit[] = " HTTP/";
+    unsigned v = r->vpos;
+    if (v == V_NONE)
+        return;
+    for (; p < end && v < V_DONE; p++) {
+        unsigned char ch = (unsigned char)*p;
+        bool ok;
+        if (v == V_H && ch == ' ')
+            continue; /* more spaces before the version */
+        if (v <= V_SLASH)
+            ok = ch == (unsigned char)lit[v - V_SP];
+        else if (v == V_MAJOR || v == V_MINOR)
+            ok = ch >= '0' && ch <= '9';
+        else if (v == V_DOT)
+            ok = ch == '.';
+        else if (v == V_EOL && ch == '\n') {
+            v = V_DONE; /* a bare LF ends the line too */
+            break;
+        } else if (v == V_EOL)
+            ok = ch == '\r';
+        else
+            ok = ch == '\n';
+        v = ok ? v + 1 : V_BAD;
+    }
+    r->vpos = (uint8_t)v;
+}
+
 /* Inlined into the three callbacks: they run once per URL, field and value. */
 static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int kind,
                                                           const char *at, size_t len)
@@ -855,6 +893,24 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
         if (!r->url_len)
             r->url_off = o32;
         r->url_len += l32;
+        if (at + len < c->exec_end) { /* the uri ended in this piece: its version follows */
+            /* Most requests: " HTTP/1.1\r\n" whole in this piece, compared in two loads. */
+            static const char tok[12] = " HTTP/1.1\r\n";
+            const char *v = at + len;
+            r->vpos = V_SP;
+            if (c->exec_end - v >= 11) {
+                uint64_t a, ta;
+                uint32_t b, tb;
+                memcpy(&a, v, 8);
+                memcpy(&ta, tok, 8);
+                memcpy(&b, v + 7, 4);
+                memcpy(&tb, tok + 7, 4);
+                if (a == ta && b == tb)
+                    r->vpos = V_DONE;
+            }
+            if (r->vpos != V_DONE)
+                version_scan(r, v, c->exec_end);
+        }
     } else if (kind == CB_FIELD && r->last_cb == CB_FIELD) {
         struct hslice *h = &r->hs[r->hn - 1];
         if (h->name_off + h->name_len != o32)
@@ -1085,6 +1141,11 @@ static int on_headers_complete(http_parser *p)
         c->err_why = "request line without an HTTP/1.x version";
         return -1;
     }
+    if (r->vpos != V_DONE) {
+        c->err_status = 400;
+        c->err_why = "malformed HTTP version in the request line";
+        return -1;
+    }
     if (p->http_major != 1) {
         c->err_status = 505;
         return -1;
@@ -1287,9 +1348,18 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
     c->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0); /* the previous request finished */
-    if (c->req) {
-        c->req->run_base = NULL;
-        c->req->run_end = NULL;
+    struct req *cur = c->req;
+    if (cur) {
+        cur->run_base = NULL;
+        cur->run_end = NULL;
+        /* A request line cut by the previous read: its version continues here, or (uri cut at
+         * the end) starts here if this piece begins with the space that ends the uri. */
+        if (cur->rphase == R_HEADERS && cur->vpos < V_DONE && len &&
+            (cur->vpos != V_NONE || (cur->url_len && data[0] == ' '))) {
+            if (cur->vpos == V_NONE)
+                cur->vpos = V_SP;
+            version_scan(cur, data, data + len);
+        }
     }
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);

@@ -212,6 +212,7 @@ struct client {
     bool wait_held;     /* close the connection once the server holds a request */
     double trickle;     /* seconds between bytes (slowloris) */
     const char *req2;   /* sent after the first part and a pause of 0.1 s (NULL: none) */
+    double pause2;      /* that pause in seconds, if not 0.1 */
     char *buf;
     size_t cap;
     size_t len;
@@ -367,7 +368,7 @@ static void *client_main(void *arg)
         c->send_err = test_write_all(fd, c->req, c->req_len);
     }
     if (c->req2 && !c->send_err) {
-        struct timespec ts = {0, 100 * 1000 * 1000};
+        struct timespec ts = {0, (long)((c->pause2 > 0 ? c->pause2 : 0.1) * 1e9)};
         nanosleep(&ts, NULL);
         c->send_err = test_write_all(fd, c->req2, strlen(c->req2));
     }
@@ -1007,6 +1008,63 @@ START_TEST(test_httpserver_request_line_without_version_400)
 }
 END_TEST
 
+/* http-parser, built without its strict checks, takes any byte for the "TTP/" of the version and
+ * the SOURCE method's "ICE/1.0": the server checks the token itself. */
+START_TEST(test_httpserver_malformed_version_token_400)
+{
+    expect_error("GET /hello HTT,/1.1\r\n\r\n", 400);
+    expect_error("GET /hello HXTP/1.1\r\nHost: x\r\n\r\n", 400);
+    expect_error("GET /hello HTTP 1.1\r\n\r\n", 400);
+    expect_error("GET /hello H,,,/1.1\r\n\r\n", 400);
+    expect_error("SOURCE /hello ICE/1.0\r\n\r\n", 400);
+    expect_error("GET /hello HTTP/1.1 \r\n\r\n", 400);
+}
+END_TEST
+
+/* The check follows the request line across reads: cut anywhere, a good line is served and a bad
+ * one refused. */
+START_TEST(test_httpserver_version_checked_across_every_split)
+{
+    static const char good[] = "GET /info HTTP/1.1\r\n\r\n", bad[] = "GET /info HTT,/1.1\r\n\r\n";
+    for (size_t cut = 1; cut < sizeof good - 1; cut++) {
+        for (int b = 0; b < 2; b++) {
+            struct client *c = calloc(1, sizeof *c);
+            c->req = b ? bad : good;
+            c->req_len = cut;
+            c->req2 = c->req + cut;
+            c->pause2 = 0.02;
+            c->expect = b ? 0 : 1;
+            run_prepared(c);
+            struct parsed p;
+            ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+            if (p.status[0] != (b ? 400 : 200))
+                ck_abort_msg("cut after %zu bytes of the %s request: status %d", cut,
+                             b ? "bad" : "good", p.status[0]);
+            client_free(c);
+        }
+    }
+    ck_assert_int_eq(nrequests, (int)sizeof good - 2);
+}
+END_TEST
+
+/* What RFC 9112 lets a server accept stays served: more than one space before the version, and
+ * lines that end with a bare LF. */
+START_TEST(test_httpserver_version_after_extra_spaces_or_bare_lf_served)
+{
+    static const char *const reqs[] = {"GET /info  HTTP/1.1\r\n\r\n", "GET /info HTTP/1.1\n\n",
+                                       "GET /info HTTP/1.1\nHost: x\n\n"};
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        struct client *c = run(reqs[i], 1);
+        struct parsed p;
+        ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+        ck_assert_int_eq(p.status[0], 200);
+        ck_assert(memcmp(p.body[0], "GET /info ?  v1.1", 17) == 0);
+        client_free(c);
+    }
+    ck_assert_int_eq(nrequests, 3);
+}
+END_TEST
+
 /* ---- timeouts ---- */
 
 static void start_with_timeouts(double idle, double body)
@@ -1564,6 +1622,19 @@ START_TEST(test_httpserver_access_log_long_uri_cut)
 }
 END_TEST
 
+START_TEST(test_httpserver_malformed_version_logged_with_method_and_uri)
+{
+    int fd = capture_log();
+    struct client *c = run("GET /hello HTT,/1.1\r\n\r\n", 0);
+    client_free(c);
+    char *log = read_log(fd);
+    ck_assert_ptr_nonnull(
+        strstr(log, "400 GET /hello (127.0.0.1): malformed HTTP version in the request line"));
+    free(log);
+    close(fd);
+}
+END_TEST
+
 START_TEST(test_httpserver_505_logged_with_method_and_uri)
 {
     int fd = capture_log();
@@ -1619,6 +1690,10 @@ static Suite *httpserver_suite(void)
           test_httpserver_content_length_mismatch_before_flush_is_500,
           test_httpserver_versions_1_0_1_1_and_later_1_x_served,
           test_httpserver_request_line_without_version_400}},
+        {"requestline",
+         {test_httpserver_malformed_version_token_400,
+          test_httpserver_version_checked_across_every_split,
+          test_httpserver_version_after_extra_spaces_or_bare_lf_served}},
         {"timeouts",
          {test_httpserver_idle_keep_alive_connection_closed,
           test_httpserver_unused_connection_closed,
@@ -1644,6 +1719,7 @@ static Suite *httpserver_suite(void)
         {"accesslog",
          {test_httpserver_access_log_one_line_per_request_in_order,
           test_httpserver_access_log_long_uri_cut,
+          test_httpserver_malformed_version_logged_with_method_and_uri,
           test_httpserver_505_logged_with_method_and_uri}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
