@@ -1083,6 +1083,82 @@ START_TEST(test_httpserver_space_in_header_name_400)
 }
 END_TEST
 
+/* http-parser, built without its strict checks, takes any byte for the line ends of a chunked
+ * body and lets a bare LF or a control byte through in a chunk extension: each is a place where a
+ * proxy in front could frame the body differently. The server refuses them all. */
+START_TEST(test_httpserver_chunked_framing_strict_400)
+{
+    static const char *const bodies[] = {
+        "5\r\nhelloXX0\r\n\r\n",          /* no CRLF after the data */
+        "5\r\nhello\n0\r\n\r\n",          /* a bare LF after the data */
+        "5\rXhello\r\n0\r\n\r\n",         /* a size line ended by CR and any byte */
+        "5;\nhello\r\n0\r\n\r\n",         /* a bare LF in an extension */
+        "5;a\001b\r\nhello\r\n0\r\n\r\n", /* a control byte in an extension */
+        "5\r\nhello\r\n0\r\n X: y\r\n\r\n", /* a folded trailer line */
+        "5\r\nhello\r\n0\r\n\rX",         /* a last line ended by CR and any byte */
+        "\r\nhello\r\n0\r\n\r\n",        /* no size */
+    };
+    char req[256];
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        snprintf(req, sizeof req, "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+                 bodies[i]);
+        expect_error(req, 400);
+    }
+    /* The blank line that ends the head, ended by CR and any byte, before a chunked body. */
+    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\rX5\r\nhello\r\n0\r\n\r\n",
+                 400);
+}
+END_TEST
+
+/* What the strict walk allows stays served: extensions with and without a space before them,
+ * trailers, a bare LF as the last line, and a request pipelined right behind the body. */
+START_TEST(test_httpserver_chunked_framing_valid_forms_served)
+{
+    struct client *c = run("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "5 ;a=\"q v\"\r\nhello\r\n006;b\r\n world\r\n0\r\nX: 1\r\nY: 2\r\n\n"
+                           "GET /info HTTP/1.1\r\n\r\n",
+                           2);
+    struct parsed p;
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
+    ck_assert_int_eq(p.status[0], 200);
+    ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [hello world]");
+    ck_assert_int_eq(p.status[1], 200);
+    ck_assert_str_eq(p.body[1], "GET /info ?  v1.1 127.0.0.1 http []");
+    client_free(c);
+}
+END_TEST
+
+/* The walk carries its place across reads: a good chunked request cut anywhere is served, a bad
+ * one refused. */
+START_TEST(test_httpserver_chunked_framing_checked_across_every_split)
+{
+    static const char good[] = "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "5;e=v\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n";
+    static const char bad[] = "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "5;e=v\r\nhello\r\n6\r\n worldXX0\r\nT: x\r\n\r\n";
+    size_t head = strstr(good, "\r\n\r\n") - good; /* cut from the head's last line end on */
+    for (size_t cut = head; cut < sizeof good - 1; cut++) {
+        for (int b = 0; b < 2; b++) {
+            struct client *c = calloc(1, sizeof *c);
+            c->req = b ? bad : good;
+            c->req_len = cut;
+            c->req2 = c->req + cut;
+            c->pause2 = 0.02;
+            c->expect = b ? 0 : 1;
+            run_prepared(c);
+            struct parsed p;
+            ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+            if (p.status[0] != (b ? 400 : 200))
+                ck_abort_msg("cut after %zu bytes of the %s request: status %d", cut,
+                             b ? "bad" : "good", p.status[0]);
+            if (!b)
+                ck_assert_str_eq(p.body[0], "POST /info ?  v1.1 127.0.0.1 http [hello world]");
+            client_free(c);
+        }
+    }
+}
+END_TEST
+
 /* ---- timeouts ---- */
 
 static void start_with_timeouts(double idle, double body)
@@ -1724,7 +1800,9 @@ static Suite *httpserver_suite(void)
          {test_httpserver_malformed_version_token_400,
           test_httpserver_version_checked_across_every_split,
           test_httpserver_version_after_extra_spaces_or_bare_lf_served,
-          test_httpserver_space_in_header_name_400}},
+          test_httpserver_space_in_header_name_400, test_httpserver_chunked_framing_strict_400,
+          test_httpserver_chunked_framing_valid_forms_served,
+          test_httpserver_chunked_framing_checked_across_every_split}},
         {"timeouts",
          {test_httpserver_idle_keep_alive_connection_closed,
           test_httpserver_unused_connection_closed,
