@@ -14,7 +14,9 @@
  * Limits (gale_http_server_opts): header block over max_header_size -> 431; a body over
  * max_body_size -> 413 (checked against Content-Length before reading it, and while reading a
  * chunked body); malformed syntax, Transfer-Encoding other than a single final "chunked",
- * Content-Length together with Transfer-Encoding, differing duplicate Content-Length, a request
+ * Content-Length together with Transfer-Encoding, differing duplicate Content-Length, a space in
+ * a header name, a chunked body that breaks RFC 9112 7.1 (checked strictly: line ends, chunk
+ * extensions, trailers; http-parser alone is lenient there), a request
  * line without an HTTP/1.x version (HTTP/0.9's "GET /path") or whose version is not exactly
  * "HTTP/" digit "." digit ("HTT,/1.1", which http-parser lets through) -> 400; any version
  * other than HTTP/1.0 and HTTP/1.1 (2.0, 1.2, 9.9) -> 505. After an error response the
