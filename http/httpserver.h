@@ -16,9 +16,9 @@
  * chunked body); malformed syntax, Transfer-Encoding other than a single final "chunked",
  * Content-Length together with Transfer-Encoding, differing duplicate Content-Length, a space in
  * a header name, a chunked body that breaks RFC 9112 7.1 (checked strictly: line ends, chunk
- * extensions, trailers; http-parser alone is lenient there), a request
- * line without an HTTP/1.x version (HTTP/0.9's "GET /path") or whose version is not exactly
- * "HTTP/" digit "." digit ("HTT,/1.1", which http-parser lets through) -> 400; any version
+ * extensions, trailers; http-parser alone is lenient there), a request line without an
+ * HTTP/1.x version (HTTP/0.9's "GET /path") or whose version is not exactly "HTTP/" digit "."
+ * digit ("HTT,/1.1", which http-parser lets through) -> 400; any version
  * other than HTTP/1.0 and HTTP/1.1 (2.0, 1.2, 9.9) -> 505. After an error response the
  * connection closes (after draining input briefly, so the client reads the status).
  * idle_connection_timeout is a deadline for a whole header block (idle keep-alive or a client
