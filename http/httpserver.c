@@ -1177,18 +1177,28 @@ static bool chunk_scan(struct req *r, const char *p, const char *end)
     return true;
 }
 
-/* Whether the `n` bytes at `p` hold a space; `end` bounds the readable bytes after them. Names
- * are short: one 16-byte compare when the bytes are there to load. */
-static inline bool has_space(const char *p, size_t n, const char *end)
+/* Whether any of the `n` bytes at `p` is a space or a control byte (0x00-0x20); `end` bounds the
+ * bytes readable from `p` on. Names and most uris are short: one 16-byte compare each when the
+ * bytes are there to load. */
+static inline bool has_ws(const char *p, size_t n, const char *end)
 {
 #ifdef __SSE2__
-    if (n <= 16 && end - p >= 16) {
+    const __m128i lim = _mm_set1_epi8(0x20);
+    while (n && end - p >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')));
-        return (m & ((1u << n) - 1)) != 0;
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, lim), v));
+        if (n < 16)
+            return (m & ((1u << n) - 1)) != 0;
+        if (m)
+            return true;
+        p += 16;
+        n -= 16;
     }
 #endif
-    return memchr(p, ' ', n) != NULL;
+    for (; n; n--, p++)
+        if ((unsigned char)*p <= 0x20)
+            return true;
+    return false;
 }
 
 static int on_headers_complete(http_parser *p)
@@ -1226,7 +1236,7 @@ static int on_headers_complete(http_parser *p)
         for (size_t i = 0; i < r->hn; i++) {
             const struct hslice *s = &r->hs[i];
             const char *name = r->hstore + s->name_off;
-            spaced |= has_space(name, s->name_len, r->hstore + r->hlen);
+            spaced |= has_ws(name, s->name_len, r->hstore + r->hlen);
             items[i] = (gale_http_header){{name, s->name_len},
                                           {r->hstore + s->value_off, s->value_len}};
         }
@@ -1241,12 +1251,15 @@ static int on_headers_complete(http_parser *p)
      * piece on, so when a read ended between the uri and the first header name, what follows
      * the uri in the copy is that name: then, and without any header, the uri is copied. */
     char *uri;
+    const char *uri_end; /* the end of the bytes readable from uri on */
     size_t url_end = (size_t)r->url_off + r->url_len;
     if (r->hstore && r->hn && r->hs[0].name_off > url_end) {
         uri = r->hstore + r->url_off;
         uri[r->url_len] = '\0';
+        uri_end = r->hstore + r->hlen;
     } else {
         uri = arena_strndup(r, r->hstore ? r->hstore + r->url_off : "", r->url_len);
+        uri_end = uri ? uri + r->url_len + 1 : NULL;
     }
     if (!uri) {
         c->err_status = 503;
@@ -1285,6 +1298,12 @@ static int on_headers_complete(http_parser *p)
     if (spaced) {
         c->err_status = 400;
         c->err_why = "whitespace in a header name";
+        return -1;
+    }
+    /* The parser, not strict, lets a TAB or form feed into the uri. */
+    if (has_ws(uri, r->url_len, uri_end)) {
+        c->err_status = 400;
+        c->err_why = "whitespace or a control byte in the request target";
         return -1;
     }
 
@@ -1351,8 +1370,10 @@ static int on_headers_complete(http_parser *p)
         c->deadline = 0;
         set_deadline_at(c, c->batch_time, srv->opts.body_timeout);
     }
-    if (chunked && !p->upgrade) {
-        /* Stop the parser on the header block's last byte, where chunk_scan starts. */
+    if (chunked && p->method != HTTP_CONNECT) {
+        /* Stop the parser on the header block's last byte, where chunk_scan starts. (It reads a
+         * chunked body for an Upgrade request too; only CONNECT's bytes after the head are not
+         * a body to it.) */
         r->ck = CK_HEAD_LF;
         http_parser_pause(p, 1);
     }
@@ -1494,14 +1515,10 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
     if (cur) {
         cur->run_base = NULL;
         cur->run_end = NULL;
-        /* A request line cut by the previous read: its version continues here, or (uri cut at
-         * the end) starts here if this piece begins with the space that ends the uri. */
-        if (cur->rphase == R_HEADERS && cur->vpos < V_DONE && len &&
-            (cur->vpos != V_NONE || (cur->url_len && data[0] == ' '))) {
-            if (cur->vpos == V_NONE)
-                cur->vpos = V_SP;
+        /* A version token cut by the previous read continues here. (A uri cut at the end needs
+         * nothing: the parser reports its rest, if empty, as a piece at this read's start.) */
+        if (cur->rphase == R_HEADERS && cur->vpos != V_NONE && cur->vpos < V_DONE)
             version_scan(cur, data, data + len);
-        }
         if (cur->ck != CK_OFF && cur->ck != CK_DONE && cur->rphase == R_BODY &&
             !chunk_scan(cur, data, data + len)) {
             conn_fail(c, 400, "malformed chunked body");

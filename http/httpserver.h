@@ -15,15 +15,15 @@
  * max_body_size -> 413 (checked against Content-Length before reading it, and while reading a
  * chunked body); malformed syntax, Transfer-Encoding other than a single final "chunked",
  * Content-Length together with Transfer-Encoding, differing duplicate Content-Length, a space in
- * a header name, a chunked body that breaks RFC 9112 7.1 (checked strictly: line ends, chunk
- * extensions, trailers; http-parser alone is lenient there), a request line without an
- * HTTP/1.x version (HTTP/0.9's "GET /path") or whose version is not exactly "HTTP/" digit "."
- * digit ("HTT,/1.1", which http-parser lets through) -> 400; any version
- * other than HTTP/1.0 and HTTP/1.1 (2.0, 1.2, 9.9) -> 505. After an error response the
- * connection closes (after draining input briefly, so the client reads the status).
- * idle_connection_timeout is a deadline for a whole header block (idle keep-alive or a client
- * sending its request too slowly: not reset by each byte); body_timeout a deadline for the whole
- * body. "Expect: 100-continue" is answered before the body is read. A client that pipelines
+ * a header name, whitespace or a control byte in the request target, a chunked body that breaks
+ * RFC 9112 7.1 (checked strictly: line ends, chunk extensions, trailers; http-parser alone is
+ * lenient there), a request line without an HTTP/1.x version (HTTP/0.9's "GET /path") or whose
+ * version is not exactly "HTTP/" digit "." digit ("HTT,/1.1", which http-parser lets through)
+ * -> 400; another major version (2.0, 9.9) -> 505, while a later 1.x minor is served as 1.1
+ * (RFC 9112 2.3). After an error response the connection closes (after draining input
+ * briefly, so the client reads the status). idle_connection_timeout is a deadline for a whole
+ * header block (idle keep-alive or a client sending its request too slowly: not reset by each
+ * byte); body_timeout a deadline for the whole body. "Expect: 100-continue" is answered before the body is read. A client that pipelines
  * without reading its responses is not parsed further while more than 1 MiB of output is queued.
  * idle_connection_timeout also bounds a stalled reader: while response bytes wait in the
  * connection and the kernel takes none of them for that long, the connection closes (a DEBUG log

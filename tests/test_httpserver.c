@@ -368,7 +368,8 @@ static void *client_main(void *arg)
         c->send_err = test_write_all(fd, c->req, c->req_len);
     }
     if (c->req2 && !c->send_err) {
-        struct timespec ts = {0, (long)((c->pause2 > 0 ? c->pause2 : 0.1) * 1e9)};
+        double pause = c->pause2 > 0 ? c->pause2 : 0.1;
+        struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
         nanosleep(&ts, NULL);
         c->send_err = test_write_all(fd, c->req2, strlen(c->req2));
     }
@@ -1017,7 +1018,7 @@ START_TEST(test_httpserver_malformed_version_token_400)
     expect_error("GET /hello HTTP 1.1\r\n\r\n", 400);
     expect_error("GET /hello H,,,/1.1\r\n\r\n", 400);
     expect_error("SOURCE /hello ICE/1.0\r\n\r\n", 400);
-    expect_error("GET /hello HTTP/1.1 \r\n\r\n", 400);
+    expect_error("GET /hello HTTP/1.1 \r\n\r\n", 400); /* the parser refuses this one itself */
 }
 END_TEST
 
@@ -1103,13 +1104,13 @@ START_TEST(test_httpserver_chunked_framing_strict_400)
 {
     static const char *const bodies[] = {
         "5\r\nhelloXX0\r\n\r\n",          /* no CRLF after the data */
-        "5\r\nhello\n0\r\n\r\n",          /* a bare LF after the data */
+        "5\r\nhello\n0\r\n\r\n",          /* a bare LF after the data (the parser fails too) */
         "5\rXhello\r\n0\r\n\r\n",         /* a size line ended by CR and any byte */
         "5;\nhello\r\n0\r\n\r\n",         /* a bare LF in an extension */
         "5;a\001b\r\nhello\r\n0\r\n\r\n", /* a control byte in an extension */
         "5\r\nhello\r\n0\r\n X: y\r\n\r\n", /* a folded trailer line */
         "5\r\nhello\r\n0\r\n\rX",         /* a last line ended by CR and any byte */
-        "\r\nhello\r\n0\r\n\r\n",        /* no size */
+        "\r\nhello\r\n0\r\n\r\n",        /* no size (the parser fails too) */
     };
     char req[256];
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
@@ -1117,16 +1118,41 @@ START_TEST(test_httpserver_chunked_framing_strict_400)
                  bodies[i]);
         expect_error(req, 400);
     }
+    /* An Upgrade request's chunked body is read as a body too, so it is walked the same way. */
+    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: upgrade\r\n"
+                 "Upgrade: x\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+                 400);
     /* The blank line that ends the head, ended by CR and any byte, before a chunked body. */
     expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\rX5\r\nhello\r\n0\r\n\r\n",
                  400);
 }
 END_TEST
 
+/* The parser, not strict, lets a TAB or a form feed into the request target. */
+START_TEST(test_httpserver_whitespace_in_request_target_400)
+{
+    expect_error("GET /a\tb HTTP/1.1\r\n\r\n", 400);
+    expect_error("GET /info?q=\f HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    expect_error("GET /a-uri-longer-than-sixteen-bytes/x?y=\t HTTP/1.1\r\n\r\n", 400);
+}
+END_TEST
+
 /* What the strict walk allows stays served: extensions with and without a space before them,
- * trailers, a bare LF as the last line, and a request pipelined right behind the body. */
+ * trailers, a bare LF as the last line, and requests pipelined right before and behind the body
+ * in the same read (the one before is answered inside the parser call that then meets the
+ * chunked head). */
 START_TEST(test_httpserver_chunked_framing_valid_forms_served)
 {
+    struct client *c0 = run("GET /info?a HTTP/1.1\r\n\r\n"
+                            "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "3\r\nabc\r\n0\r\n\r\n",
+                            2);
+    struct parsed p0;
+    ck_assert_int_eq(parse_responses(c0->buf, c0->len, false, &p0), 2);
+    ck_assert_str_eq(p0.body[0], "GET /info ? a v1.1 127.0.0.1 http []");
+    ck_assert_str_eq(p0.body[1], "POST /info ?  v1.1 127.0.0.1 http [abc]");
+    client_free(c0);
+
     struct client *c = run("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                            "5 ;a=\"q v\"\r\nhello\r\n006;b\r\n world\r\n0\r\nX: 1\r\nY: 2\r\n\n"
                            "GET /info HTTP/1.1\r\n\r\n",
@@ -1737,6 +1763,20 @@ START_TEST(test_httpserver_space_in_header_name_logged)
 }
 END_TEST
 
+START_TEST(test_httpserver_malformed_chunked_body_logged)
+{
+    int fd = capture_log();
+    struct client *c = run("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "5;\nhello\r\n0\r\n\r\n",
+                           0);
+    client_free(c);
+    char *log = read_log(fd);
+    ck_assert_ptr_nonnull(strstr(log, "400 POST /info (127.0.0.1): malformed chunked body"));
+    free(log);
+    close(fd);
+}
+END_TEST
+
 START_TEST(test_httpserver_505_logged_with_method_and_uri)
 {
     int fd = capture_log();
@@ -1796,7 +1836,8 @@ static Suite *httpserver_suite(void)
          {test_httpserver_malformed_version_token_400,
           test_httpserver_version_checked_across_every_split,
           test_httpserver_version_after_extra_spaces_or_bare_lf_served,
-          test_httpserver_space_in_header_name_400, test_httpserver_chunked_framing_strict_400,
+          test_httpserver_space_in_header_name_400, test_httpserver_whitespace_in_request_target_400,
+          test_httpserver_chunked_framing_strict_400,
           test_httpserver_chunked_framing_valid_forms_served,
           test_httpserver_chunked_framing_checked_across_every_split}},
         {"timeouts",
@@ -1826,6 +1867,7 @@ static Suite *httpserver_suite(void)
           test_httpserver_access_log_long_uri_cut,
           test_httpserver_malformed_version_logged_with_method_and_uri,
           test_httpserver_space_in_header_name_logged,
+          test_httpserver_malformed_chunked_body_logged,
           test_httpserver_505_logged_with_method_and_uri}},
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
