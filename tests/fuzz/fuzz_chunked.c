@@ -1,9 +1,9 @@
 /* Fuzzes chunked request bodies through the server: a fixed "POST /echo" head with
  * "Transfer-Encoding: chunked", then the input as the body, sent at input-chosen splits. Besides
  * the request-path invariants (http_harness.h), a strict reference decoder (RFC 9112 chunks,
- * extensions allowed, no trailers) model-checks the server: when it accepts the body and the
- * decoded size is within the server's limit, the first response must be a 200 echoing exactly the
- * decoded bytes.
+ * extensions without control bytes allowed, no trailers) model-checks the server: when it
+ * accepts the body and the decoded size is within the server's limit, the first response must be
+ * a 200 echoing exactly the decoded bytes.
  *
  * Input: byte 0 = flags (bits 0-2: k piece sizes follow, each byte + 1, cycled; bit 3: hold the
  * connection open until the server is quiet), then the body. */
@@ -37,8 +37,9 @@ static long ref_dechunk(const uint8_t *p, size_t n, uint8_t *out)
         if (!digits)
             return -1;
         if (i < n && p[i] == ';')
-            while (i < n && p[i] != '\r' && p[i] != '\n')
-                i++;
+            for (; i < n && p[i] != '\r' && p[i] != '\n'; i++)
+                if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f)
+                    return -1; /* a control byte: invalid in an extension (RFC 9112 7.1.1) */
         if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n')
             return -1;
         i += 2;
