@@ -1060,15 +1060,49 @@ static void apply_xheaders(struct req *r)
     }
 }
 
-/* The '?' that begins the uri's query, or NULL. Most uris are a few bytes: no call for them. */
-static inline char *find_query(char *uri, size_t len)
+/* Whether any of the `n` bytes at `p` is a space or a control byte (0x00-0x20); `end` bounds the
+ * bytes readable from `p` on. Names and most uris are short: one 16-byte compare each when the
+ * bytes are there to load. */
+static inline bool has_ws(const char *p, size_t n, const char *end)
 {
-    if (len > 16)
+#ifdef __SSE2__
+    const __m128i lim = _mm_set1_epi8(0x20);
+    while (n && end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, lim), v));
+        if (n < 16)
+            return (m & ((1u << n) - 1)) != 0;
+        if (m)
+            return true;
+        p += 16;
+        n -= 16;
+    }
+#endif
+    for (; n; n--, p++)
+        if ((unsigned char)*p <= 0x20)
+            return true;
+    return false;
+}
+
+/* The '?' that begins the uri's query, or NULL; sets `*ws` when the uri holds a space or a
+ * control byte (the parser, not strict, lets TAB and form feed through). Most uris are a few
+ * bytes: one pass and no call for them. */
+static inline char *find_query(char *uri, size_t len, bool *ws)
+{
+    if (len > 16) {
+        *ws = has_ws(uri, len, uri + len);
         return memchr(uri, '?', len);
-    for (size_t i = 0; i < len; i++)
-        if (uri[i] == '?')
-            return uri + i;
-    return NULL;
+    }
+    char *q = NULL;
+    bool bad = false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)uri[i];
+        bad |= ch <= 0x20;
+        if (ch == '?' && !q)
+            q = uri + i;
+    }
+    *ws = bad;
+    return q;
 }
 
 /* A chunked body, walked strictly ahead of the parser. http-parser, built without its strict
@@ -1177,30 +1211,6 @@ static bool chunk_scan(struct req *r, const char *p, const char *end)
     return true;
 }
 
-/* Whether any of the `n` bytes at `p` is a space or a control byte (0x00-0x20); `end` bounds the
- * bytes readable from `p` on. Names and most uris are short: one 16-byte compare each when the
- * bytes are there to load. */
-static inline bool has_ws(const char *p, size_t n, const char *end)
-{
-#ifdef __SSE2__
-    const __m128i lim = _mm_set1_epi8(0x20);
-    while (n && end - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(v, lim), v));
-        if (n < 16)
-            return (m & ((1u << n) - 1)) != 0;
-        if (m)
-            return true;
-        p += 16;
-        n -= 16;
-    }
-#endif
-    for (; n; n--, p++)
-        if ((unsigned char)*p <= 0x20)
-            return true;
-    return false;
-}
-
 static int on_headers_complete(http_parser *p)
 {
     struct gale_http_conn *c = p->data;
@@ -1251,22 +1261,20 @@ static int on_headers_complete(http_parser *p)
      * piece on, so when a read ended between the uri and the first header name, what follows
      * the uri in the copy is that name: then, and without any header, the uri is copied. */
     char *uri;
-    const char *uri_end; /* the end of the bytes readable from uri on */
     size_t url_end = (size_t)r->url_off + r->url_len;
     if (r->hstore && r->hn && r->hs[0].name_off > url_end) {
         uri = r->hstore + r->url_off;
         uri[r->url_len] = '\0';
-        uri_end = r->hstore + r->hlen;
     } else {
         uri = arena_strndup(r, r->hstore ? r->hstore + r->url_off : "", r->url_len);
-        uri_end = uri ? uri + r->url_len + 1 : NULL;
     }
     if (!uri) {
         c->err_status = 503;
         return -1;
     }
     r->pub.uri = uri;
-    char *q = find_query(uri, r->url_len);
+    bool uri_ws;
+    char *q = find_query(uri, r->url_len, &uri_ws);
     if (q) {
         r->pub.path = arena_strndup(r, uri, (size_t)(q - uri));
         r->pub.query = q + 1;
@@ -1300,8 +1308,7 @@ static int on_headers_complete(http_parser *p)
         c->err_why = "whitespace in a header name";
         return -1;
     }
-    /* The parser, not strict, lets a TAB or form feed into the uri. */
-    if (has_ws(uri, r->url_len, uri_end)) {
+    if (uri_ws) {
         c->err_status = 400;
         c->err_why = "whitespace or a control byte in the request target";
         return -1;
