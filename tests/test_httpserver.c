@@ -1738,55 +1738,48 @@ START_TEST(test_httpserver_access_log_long_uri_cut)
 }
 END_TEST
 
-START_TEST(test_httpserver_malformed_version_logged_with_method_and_uri)
+/* Sends `req`, reads until the server closes, and checks that the log holds `line` (and, when
+ * `error_level`, that it was logged as an error); returns nothing, frees everything. */
+static void expect_logged(const char *req, const char *line, bool error_level)
 {
     int fd = capture_log();
-    struct client *c = run("GET /hello HTT,/1.1\r\n\r\n", 0);
+    struct client *c = run(req, 0);
     client_free(c);
     char *log = read_log(fd);
-    ck_assert_ptr_nonnull(
-        strstr(log, "400 GET /hello (127.0.0.1): malformed HTTP version in the request line"));
+    if (!strstr(log, line))
+        ck_abort_msg("no \"%s\" in the log:\n%s", line, log);
+    if (error_level)
+        ck_assert_ptr_nonnull(strstr(log, "[E "));
     free(log);
     close(fd);
+}
+
+START_TEST(test_httpserver_malformed_version_logged_with_method_and_uri)
+{
+    expect_logged("GET /hello HTT,/1.1\r\n\r\n",
+                  "400 GET /hello (127.0.0.1): malformed HTTP version in the request line", false);
 }
 END_TEST
 
 START_TEST(test_httpserver_space_in_header_name_logged)
 {
-    int fd = capture_log();
-    struct client *c = run("GET /hello HTTP/1.1\r\nContent-Length : 0\r\n\r\n", 0);
-    client_free(c);
-    char *log = read_log(fd);
-    ck_assert_ptr_nonnull(strstr(log, "400 GET /hello (127.0.0.1): whitespace in a header name"));
-    free(log);
-    close(fd);
+    expect_logged("GET /hello HTTP/1.1\r\nContent-Length : 0\r\n\r\n",
+                  "400 GET /hello (127.0.0.1): whitespace in a header name", false);
 }
 END_TEST
 
 START_TEST(test_httpserver_malformed_chunked_body_logged)
 {
-    int fd = capture_log();
-    struct client *c = run("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           "5;\nhello\r\n0\r\n\r\n",
-                           0);
-    client_free(c);
-    char *log = read_log(fd);
-    ck_assert_ptr_nonnull(strstr(log, "400 POST /info (127.0.0.1): malformed chunked body"));
-    free(log);
-    close(fd);
+    expect_logged("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;\nhello\r\n0\r\n\r\n",
+                  "400 POST /info (127.0.0.1): malformed chunked body", false);
 }
 END_TEST
 
 START_TEST(test_httpserver_505_logged_with_method_and_uri)
 {
-    int fd = capture_log();
-    struct client *c = run("GET /hello HTTP/9.9\r\n\r\n", 0);
-    client_free(c);
-    char *log = read_log(fd);
-    ck_assert_ptr_nonnull(strstr(log, "505 GET /hello (127.0.0.1): HTTP version not supported"));
-    ck_assert_ptr_nonnull(strstr(log, "[E ")); /* a 5xx */
-    free(log);
-    close(fd);
+    /* A 5xx is logged as an error. */
+    expect_logged("GET /hello HTTP/9.9\r\n\r\n",
+                  "505 GET /hello (127.0.0.1): HTTP version not supported", true);
 }
 END_TEST
 
@@ -1836,7 +1829,8 @@ static Suite *httpserver_suite(void)
          {test_httpserver_malformed_version_token_400,
           test_httpserver_version_checked_across_every_split,
           test_httpserver_version_after_extra_spaces_or_bare_lf_served,
-          test_httpserver_space_in_header_name_400, test_httpserver_whitespace_in_request_target_400,
+          test_httpserver_space_in_header_name_400,
+          test_httpserver_whitespace_in_request_target_400,
           test_httpserver_chunked_framing_strict_400,
           test_httpserver_chunked_framing_valid_forms_served,
           test_httpserver_chunked_framing_checked_across_every_split}},
