@@ -1061,8 +1061,8 @@ static void apply_xheaders(struct req *r)
 }
 
 /* Whether any of the `n` bytes at `p` is a space or a control byte (0x00-0x20); `end` bounds the
- * bytes readable from `p` on. Names and most uris are short: one 16-byte compare each when the
- * bytes are there to load. */
+ * bytes readable from `p` on. 16 bytes per compare when they are there to load: most header
+ * names take one. */
 static inline bool has_ws(const char *p, size_t n, const char *end)
 {
 #ifdef __SSE2__
@@ -1517,7 +1517,7 @@ static size_t conn_parse(struct gale_http_conn *c, const char *data, size_t len)
     c->err_status = 0;
     c->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
-        http_parser_pause(&c->parser, 0); /* the previous request finished */
+        http_parser_pause(&c->parser, 0); /* a request finished, or a chunked body begins */
     struct req *cur = c->req;
     if (cur) {
         cur->run_base = NULL;
