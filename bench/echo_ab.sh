@@ -22,6 +22,8 @@ SECS=${1:-3}
 ROUNDS=${2:-15}
 MODE=${3:-bulk}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 BUILD=${BENCH_BUILD:-$ROOT/build-echo-bench}
 GALE=${BENCH_GALE:-$BUILD/bin/echo}
 CPU_SERVER=${BENCH_CPU_SERVER:-0}
@@ -53,14 +55,11 @@ for round in $(seq "$ROUNDS"); do
             taskset -c "$CPU_SERVER" "$BUILD/bin/uv_echo" $port >/dev/null 2>&1 &
         fi
         SERVER_PID=$!
-        for _ in $(seq 100); do
-            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-            sleep 0.05
-        done
-        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$SERVER_PID/stat")
+        wait_port $port || exit 1
+        read -r u0 s0 < <(cpu_times "$SERVER_PID")
         line=$(taskset -c "$CPU_CLIENT" "$BUILD/bin/echo_client" $port "$MODE" "$SECS")
         rc=$?
-        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$SERVER_PID/stat")
+        read -r u1 s1 < <(cpu_times "$SERVER_PID")
         kill "$SERVER_PID"
         wait "$SERVER_PID" 2>/dev/null
         SERVER_PID=

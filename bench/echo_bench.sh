@@ -19,6 +19,8 @@ set -u
 SECS=${1:-5}
 ROUNDS=${2:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 BUILD=${BENCH_BUILD:-$ROOT/build-echo-bench}
 CPU_SERVER=${BENCH_CPU_SERVER:-0}
 CPU_CLIENT=${BENCH_CPU_CLIENT:-1}
@@ -30,15 +32,6 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
         -DGALE_BUILD_TESTS=OFF >/dev/null || exit 1
     cmake --build "$BUILD" -j2 --target echo uv_echo echo_client >/dev/null || exit 1
 fi
-
-wait_port() {
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "server on port $1 did not start" >&2
-    return 1
-}
 
 start_server() { # name -> sets SPID, SPORT
     case $1 in
