@@ -4,11 +4,12 @@
 #
 #     bench/echo_ab.sh [SECONDS] [ROUNDS] [bulk|pingpong]        (defaults: 3, 15, bulk)
 #
-# Each round starts gale's echo, then uv_echo, each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded
-# by bench/echo_client pinned to CPU 1 (BENCH_CPU_CLIENT) for SECONDS: bulk (4 connections
-# streaming 256 KiB writes: MB/s) or pingpong (100 connections, 64-byte messages: msgs/s). Around
-# each run it reads the server's utime+stime (/proc/PID/stat); the client reports how often it
-# slept (each sleep is a wake-up the server's CPU later pays for). Prints every run, then the
+# Each round starts gale's echo and uv_echo in turn (which goes first alternates from round to
+# round), each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded by bench/echo_client pinned to CPU 1
+# (BENCH_CPU_CLIENT) for SECONDS: bulk (4 connections streaming 256 KiB writes: MB/s) or pingpong
+# (100 connections, 64-byte messages: msgs/s). Around each run it reads the server's utime+stime
+# (/proc/PID/stat); the client reports how often it slept (each sleep is a wake-up the server's
+# CPU later pays for). Prints every run, then the
 # medians per server, the median of the per-round ratios gale/libuv of throughput and of CPU per
 # unit (the two runs of a round are next to each other, so slow drifts cancel) and how many rounds
 # gale won.
@@ -46,7 +47,12 @@ cleanup() {
 trap cleanup EXIT
 
 for round in $(seq "$ROUNDS"); do
-    for name in gale uv; do
+    # Odd rounds run gale first, even rounds libuv first: whatever the run that opens a round
+    # gains or loses (a cold page cache, the previous server's sockets in TIME_WAIT) falls on
+    # both alike.
+    order="gale uv"
+    [ $((round % 2)) -eq 0 ] && order="uv gale"
+    for name in $order; do
         if [ "$name" = gale ]; then
             port=10110
             taskset -c "$CPU_SERVER" "$GALE" --port $port --address 127.0.0.1 2>/dev/null &
@@ -87,12 +93,15 @@ function median(a, n,    i, j, t) {
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
 $2 == "gale" { g++; gr[g] = $3; gc[g] = $4; gs[g] = $5; rate[$1] = $3; cpu[$1] = $4 }
-$2 == "uv" { v++; vr[v] = $3; vc[v] = $4; vs[v] = $5
-             pr[v] = rate[$1] / $3; pc[v] = cpu[$1] / $4; if (rate[$1] > $3) won++ }
+$2 == "uv" { v++; vr[v] = $3; vc[v] = $4; vs[v] = $5; urate[$1] = $3; ucpu[$1] = $4 }
 END {
+    for (r in urate) {
+        p++; pr[p] = rate[r] / urate[r]; pc[p] = cpu[r] / ucpu[r]
+        if (rate[r] > urate[r]) won++
+    }
     printf "gale  %10.1f  CPU %.4f  client sleeps/s %.0f\n", median(gr, g), median(gc, g), median(gs, g)
     printf "libuv %10.1f  CPU %.4f  client sleeps/s %.0f\n", median(vr, v), median(vc, v), median(vs, v)
     printf "paired: throughput ratio %.3f (gale ahead in %d of %d rounds), CPU per unit ratio %.3f\n",
-        median(pr, v), won, v, median(pc, v)
+        median(pr, p), won + 0, p, median(pc, p)
 }' "$OUT"
 echo "(runs: $OUT)"

@@ -4,10 +4,11 @@
 #
 #     bench/http_ab.sh [SECONDS] [ROUNDS] [pipe|plain]        (defaults: 3, 15, pipe)
 #
-# Each round starts gale's hello, then uv_hello, each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded
-# by wrk pinned to CPU 1 (BENCH_CPU_CLIENT) for SECONDS: `-c256 -s bench/pipeline.lua` (16 deep)
-# for pipe, `-c64` for plain. The server's utime and stime (/proc/PID/stat fields 14 and 15) are
-# read right before and after wrk and divided by the requests wrk completed. Prints every run,
+# Each round starts gale's hello and uv_hello in turn (which goes first alternates from round to
+# round), each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded by wrk pinned to CPU 1
+# (BENCH_CPU_CLIENT) for SECONDS: `-c256 -s bench/pipeline.lua` (16 deep) for pipe, `-c64` for
+# plain. The server's utime and stime (/proc/PID/stat fields 14 and 15) are read right before and
+# after wrk and divided by the requests wrk completed. Prints every run,
 # then the medians of user, system and total microseconds per request per server, the median of
 # the per-round ratios gale/libuv (the two runs of a round are next to each other, so slow drifts
 # cancel) and how many rounds had gale below libuv.
@@ -45,7 +46,11 @@ cleanup() {
 trap cleanup EXIT
 
 for round in $(seq "$ROUNDS"); do
-    for name in gale uv; do
+    # Odd rounds run gale first, even rounds libuv first, so that whatever the run opening a
+    # round gains or loses falls on both alike.
+    order="gale uv"
+    [ $((round % 2)) -eq 0 ] && order="uv gale"
+    for name in $order; do
         if [ "$name" = gale ]; then
             port=18879
             env -u GALE_LOG_LEVEL taskset -c "$CPU_SERVER" "$BUILD/bin/hello" --port $port \
@@ -83,14 +88,17 @@ function median(a, n,    i, j, t) {
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
 $2 == "gale" { g++; gr[g] = $3; gu[g] = $4; gs[g] = $5; gt[g] = $6; rq[$1] = $3; ct[$1] = $6 }
-$2 == "uv" { v++; vr[v] = $3; vu[v] = $4; vs[v] = $5; vt[v] = $6
-             pc[v] = ct[$1] / $6; pr[v] = rq[$1] / $3; if (ct[$1] < $6) below++ }
+$2 == "uv" { v++; vr[v] = $3; vu[v] = $4; vs[v] = $5; vt[v] = $6; urq[$1] = $3; uct[$1] = $6 }
 END {
+    for (r in uct) {
+        p++; pc[p] = ct[r] / uct[r]; pr[p] = rq[r] / urq[r]
+        if (ct[r] < uct[r]) below++
+    }
     printf "gale  req/s %9.0f  user %.3f  sys %.3f  total %.3f\n", median(gr, g), median(gu, g),
         median(gs, g), median(gt, g)
     printf "libuv req/s %9.0f  user %.3f  sys %.3f  total %.3f\n", median(vr, v), median(vu, v),
         median(vs, v), median(vt, v)
     printf "paired: CPU per request ratio %.3f (gale below libuv in %d of %d rounds), " \
-        "req/s ratio %.3f\n", median(pc, v), below, v, median(pr, v)
+        "req/s ratio %.3f\n", median(pc, p), below + 0, p, median(pr, p)
 }' "$OUT"
 echo "(runs: $OUT)"
