@@ -211,8 +211,8 @@ struct client {
     int expect;         /* stop reading after this many final responses (0: until EOF) */
     bool wait_held;     /* close the connection once the server holds a request */
     double trickle;     /* seconds between bytes (slowloris) */
-    const char *req2;   /* sent after the first part and a pause of 0.1 s (NULL: none) */
-    double pause2;      /* that pause in seconds, if not 0.1 */
+    const char *req2;   /* sent once the server has read the first part (NULL: none) */
+    bool split_seen;    /* the server read the first part before the second was sent */
     char *buf;
     size_t cap;
     size_t len;
@@ -368,9 +368,7 @@ static void *client_main(void *arg)
         c->send_err = test_write_all(fd, c->req, c->req_len);
     }
     if (c->req2 && !c->send_err) {
-        double pause = c->pause2 > 0 ? c->pause2 : 0.1;
-        struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
-        nanosleep(&ts, NULL);
+        c->split_seen = test_wait_peer_read(fd, 10);
         c->send_err = test_write_all(fd, c->req2, strlen(c->req2));
     }
     if (c->read_after_go) {
@@ -572,6 +570,7 @@ START_TEST(test_httpserver_drain_from_handler_answers_request_begun_in_same_read
     c->req_len = strlen(c->req);
     c->req2 = " /info HTTP/1.1\r\nHost: x\r\n\r\n";
     run_prepared(c);
+    ck_assert(c->split_seen);
     struct parsed p;
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert_int_eq(p.status[1], 200);
@@ -1036,9 +1035,11 @@ static void expect_across_every_split(const char *good, const char *bad, size_t 
             c->req = b ? bad : good;
             c->req_len = cut;
             c->req2 = c->req + cut;
-            c->pause2 = 0.02;
             c->expect = b ? 0 : 1;
             run_prepared(c);
+            if (!c->split_seen)
+                ck_abort_msg("cut after %zu bytes: the server did not read the first part alone",
+                             cut);
             struct parsed p;
             ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
             if (p.status[0] != (b ? 400 : 200))

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -92,6 +95,76 @@ int test_connect_tcp(int port)
     }
     test_set_timeouts(fd, 30);
     return fd;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    return false;
+}
+
+/* Whether `fd` is the socket whose own address is `local` and whose peer is `remote`. */
+static bool is_endpoint(int fd, const struct sockaddr_storage *local,
+                        const struct sockaddr_storage *remote)
+{
+    struct sockaddr_storage a, b;
+    socklen_t la = sizeof a, lb = sizeof b;
+    return getsockname(fd, (struct sockaddr *)&a, &la) == 0 && same_endpoint(&a, local) &&
+           getpeername(fd, (struct sockaddr *)&b, &lb) == 0 && same_endpoint(&b, remote);
+}
+
+bool test_wait_peer_read(int fd, double timeout)
+{
+    struct sockaddr_storage mine, theirs;
+    socklen_t lm = sizeof mine, lt = sizeof theirs;
+    if (getsockname(fd, (struct sockaddr *)&mine, &lm) < 0 ||
+        getpeername(fd, (struct sockaddr *)&theirs, &lt) < 0)
+        return false;
+    long maxfd = sysconf(_SC_OPEN_MAX);
+    if (maxfd < 0 || maxfd > 65536)
+        maxfd = 65536;
+    int peer = -1;
+    double end = mono_now() + timeout;
+    do {
+        /* The peer is found (again: its owner may close it and the number be reused) by its
+         * addresses, which are ours mirrored; it may not be accepted yet. */
+        if (peer < 0 || !is_endpoint(peer, &theirs, &mine)) {
+            peer = -1;
+            for (int i = 0; i < maxfd && peer < 0; i++)
+                if (i != fd && is_endpoint(i, &theirs, &mine))
+                    peer = i;
+        }
+        /* Our unacknowledged bytes at 0: the peer's TCP has taken them all into its queue (not
+         * still in its backlog); its queue at 0: its owner has read them. */
+        int unacked = -1, unread = -1;
+        if (peer >= 0 && ioctl(fd, SIOCOUTQ, &unacked) == 0 && unacked == 0 &&
+            ioctl(peer, SIOCINQ, &unread) == 0 && unread == 0)
+            return true;
+        /* Or the peer has closed the connection: it is done with what it read. */
+        struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+        if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            return true;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    } while (mono_now() < end);
+    return false;
 }
 
 void test_set_timeouts(int fd, double seconds)

@@ -22,6 +22,12 @@ int test_listen_tcp(int *port);
 int test_connect_tcp(int port);
 /* Sets SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket so a test can never hang on it. */
 void test_set_timeouts(int fd, double seconds);
+/* For a TCP connection `fd` whose other end is a socket of this process (a server the suite runs
+ * in-process): waits until every byte sent on `fd` has been received by that socket and read from
+ * it by its owner, or the owner has closed the connection. Sending the next piece only then makes
+ * a cut between two reads certain, where a pause only makes it likely. Returns false if neither
+ * happens within `timeout` seconds. */
+bool test_wait_peer_read(int fd, double timeout);
 /* Writes all of buf (blocking). Returns 0 or -errno. */
 int test_write_all(int fd, const void *buf, size_t len);
 /* Reads until EOF, timeout or `max` bytes into a malloc'ed buffer; *len gets the size. */
