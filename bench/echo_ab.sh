@@ -41,18 +41,10 @@ for bin in "$GALE" "$BUILD/bin/uv_echo" "$BUILD/bin/echo_client"; do
     [ -x "$bin" ] || { echo "echo_ab: $bin not built" >&2; exit 1; }
 done
 
-cleanup() {
-    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-}
-trap cleanup EXIT
+trap_server_cleanup
 
 for round in $(seq "$ROUNDS"); do
-    # Odd rounds run gale first, even rounds libuv first: whatever the run that opens a round
-    # gains or loses (a cold page cache, the previous server's sockets in TIME_WAIT) falls on
-    # both alike.
-    order="gale uv"
-    [ $((round % 2)) -eq 0 ] && order="uv gale"
-    for name in $order; do
+    for name in $(pair_order "$round"); do
         if [ "$name" = gale ]; then
             port=10110
             taskset -c "$CPU_SERVER" "$GALE" --port $port --address 127.0.0.1 2>/dev/null &
@@ -66,9 +58,7 @@ for round in $(seq "$ROUNDS"); do
         line=$(taskset -c "$CPU_CLIENT" "$BUILD/bin/echo_client" $port "$MODE" "$SECS")
         rc=$?
         read -r u1 s1 < <(cpu_times "$SERVER_PID")
-        kill "$SERVER_PID"
-        wait "$SERVER_PID" 2>/dev/null
-        SERVER_PID=
+        stop_server
         if [ $rc -ne 0 ] || [ -z "$line" ]; then
             echo "echo_ab: $name: the client failed (exit $rc)" >&2
             exit 1
@@ -86,12 +76,7 @@ done
 echo
 unit=$([ "$MODE" = bulk ] && echo "MB/s, ms CPU per MB" || echo "msgs/s, us CPU per message")
 echo "== $MODE, $ROUNDS rounds of ${SECS}s ($unit): medians, ratios gale/libuv"
-awk '
-function median(a, n,    i, j, t) {
-    for (i = 2; i <= n; i++)
-        for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+awk "$AWK_MEDIAN"'
 $2 == "gale" { g++; gr[g] = $3; gc[g] = $4; gs[g] = $5; rate[$1] = $3; cpu[$1] = $4 }
 $2 == "uv" { v++; vr[v] = $3; vc[v] = $4; vs[v] = $5; urate[$1] = $3; ucpu[$1] = $4 }
 END {

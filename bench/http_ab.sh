@@ -40,17 +40,10 @@ for bin in hello uv_hello; do
 done
 command -v wrk >/dev/null || { echo "http_ab: wrk not found" >&2; exit 1; }
 
-cleanup() {
-    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-}
-trap cleanup EXIT
+trap_server_cleanup
 
 for round in $(seq "$ROUNDS"); do
-    # Odd rounds run gale first, even rounds libuv first, so that whatever the run opening a
-    # round gains or loses falls on both alike.
-    order="gale uv"
-    [ $((round % 2)) -eq 0 ] && order="uv gale"
-    for name in $order; do
+    for name in $(pair_order "$round"); do
         if [ "$name" = gale ]; then
             port=18879
             env -u GALE_LOG_LEVEL taskset -c "$CPU_SERVER" "$BUILD/bin/hello" --port $port \
@@ -65,9 +58,7 @@ for round in $(seq "$ROUNDS"); do
         reqs=$(taskset -c "$CPU_CLIENT" wrk -t1 -d"${SECS}s" "${WRK_ARGS[@]}" \
             "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
         read -r u1 s1 < <(cpu_times "$SERVER_PID")
-        kill "$SERVER_PID"
-        wait "$SERVER_PID" 2>/dev/null
-        SERVER_PID=
+        stop_server
         if [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then
             echo "http_ab: $name: wrk completed no request" >&2
             exit 1
@@ -81,12 +72,7 @@ done
 
 echo
 echo "== $MODE, $ROUNDS rounds of ${SECS}s: medians (us per request), ratios gale/libuv"
-awk '
-function median(a, n,    i, j, t) {
-    for (i = 2; i <= n; i++)
-        for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
+awk "$AWK_MEDIAN"'
 $2 == "gale" { g++; gr[g] = $3; gu[g] = $4; gs[g] = $5; gt[g] = $6; rq[$1] = $3; ct[$1] = $6 }
 $2 == "uv" { v++; vr[v] = $3; vu[v] = $4; vs[v] = $5; vt[v] = $6; urq[$1] = $3; uct[$1] = $6 }
 END {
