@@ -602,7 +602,7 @@ static int build_request(struct fetch *f, char **out, size_t *outlen)
             return -ENOMEM;
     }
     size_t cap = strlen(f->method) + strlen(f->u.target) + strlen(f->u.hostport) +
-                 strlen(f->user_agent) + (auth ? strlen(auth) : 0) + f->body_len + 256;
+                 strlen(f->user_agent) + (auth ? strlen(auth) : 0) + f->body_len + 320;
     for (size_t i = 0; i < f->headers.n; i++)
         cap += f->headers.items[i].name.len + f->headers.items[i].value.len + 4;
     char *buf = malloc(cap);
@@ -621,6 +621,10 @@ static int build_request(struct fetch *f, char **out, size_t *outlen)
     n += (size_t)snprintf(buf + n, cap - n, "Connection: close\r\n");
     if (f->body_len || body_method)
         n += (size_t)snprintf(buf + n, cap - n, "Content-Length: %zu\r\n", f->body_len);
+    /* Tornado's default for a POST without one, so that a form body is read as a form. */
+    if (!strcmp(f->method, "POST") && !has_user_header(f, "Content-Type"))
+        n += (size_t)snprintf(buf + n, cap - n,
+                              "Content-Type: application/x-www-form-urlencoded\r\n");
     for (size_t i = 0; i < f->headers.n; i++) {
         const gale_http_header *h = &f->headers.items[i];
         if (header_skipped(f, h))
@@ -1034,15 +1038,15 @@ static bool follow_redirect(struct fetch *f)
     f->redirects++;
     f->redirects_left--;
     f->drop_host = true;
-    if (code == 301 || code == 302 || code == 303) {
-        if (strcmp(f->method, "HEAD") != 0) {
-            free(f->method);
-            f->method = strdup("GET");
-            if (!f->method) {
-                finish(f, -ENOMEM, NULL);
-                return true;
-            }
-            f->head_request = false;
+    /* As Tornado (and libcurl from 7.70) does: a 303 turns any method but HEAD into a GET, and
+     * 301/302 turn a POST into one (what browsers do); other methods keep method and body. */
+    bool is_head = strcmp(f->method, "HEAD") == 0;
+    if ((code == 303 && !is_head) || ((code == 301 || code == 302) && !strcmp(f->method, "POST"))) {
+        free(f->method);
+        f->method = strdup("GET");
+        if (!f->method) {
+            finish(f, -ENOMEM, NULL);
+            return true;
         }
         free(f->body);
         f->body = NULL;

@@ -56,12 +56,15 @@ typedef void (*gale_http_streaming_cb)(const char *data, size_t len, void *arg);
 typedef struct gale_http_client_request {
     const char *url;           /* http://[userinfo@]host[:port][/path][?query]; IPv6 in [] */
     const char *method;        /* NULL: "GET" */
-    gale_http_headers headers; /* extra headers; Host, User-Agent given here replace the defaults */
+    gale_http_headers headers; /* extra headers; Host, User-Agent given here replace the defaults;
+                                * a POST without Content-Type gets
+                                * application/x-www-form-urlencoded */
     const void *body;
     size_t body_len;
     double connect_timeout;    /* seconds; 0: 20 (default); < 0: no limit */
     double request_timeout;    /* seconds, whole exchange; 0: 20 (default); < 0: no limit */
-    bool follow_redirects;     /* 301/302/303 -> GET without body; 307/308 keep method and body */
+    bool follow_redirects;     /* 303 (but HEAD) and POST on 301/302 -> GET without body; all
+                                * else keeps method and body */
     int max_redirects;         /* 0: 5 (default); stops with GALE_EREDIRECTS past it */
     bool raise_error;          /* non-2xx responses get error GALE_EBADSTATUS (Tornado's
                                 * raise_error; the future form then fails instead) */

@@ -751,6 +751,103 @@ START_TEST(test_httpclient_303_switches_to_get_307_keeps_post)
 }
 END_TEST
 
+/* "/30N" answers a redirect with status N to /target; anything else 200. */
+static size_t redirect_by_path(struct peer *p, const char *req, char *out, size_t cap)
+{
+    const char *path = strchr(req, ' ');
+    if (path && !strncmp(path, " /30", 4) && path[4] >= '1' && path[4] <= '8' && path[5] == ' ')
+        return (size_t)snprintf(out, cap, "HTTP/1.1 30%c Moved\r\nLocation: /target\r\n"
+                                          "Content-Length: 0\r\n\r\n", path[4]);
+    return (size_t)snprintf(out, cap, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+}
+
+/* Which redirects change the method, as in Tornado: 303 turns all but HEAD into GET, 301 and 302
+ * turn only POST into GET; a PUT or DELETE keeps its method (and a PUT its body) on 301/302. */
+START_TEST(test_httpclient_redirect_keeps_method_except_post_and_303)
+{
+    static const struct {
+        const char *method, *path, *expect; /* expect: the method sent to /target */
+        bool body;
+    } cases[] = {
+        {"PUT", "/301", "PUT", true},     {"PUT", "/302", "PUT", true},
+        {"DELETE", "/302", "DELETE", false}, {"POST", "/301", "GET", true},
+        {"POST", "/302", "GET", true},    {"DELETE", "/303", "GET", false},
+        {"PUT", "/303", "GET", true},     {"HEAD", "/303", "HEAD", false},
+    };
+    struct peer p;
+    gale_loop *loop = new_loop();
+    gale_http_client *c = new_client(loop, 0);
+    peer_start(&p, P_WHOLE, NULL);
+    p.respond = redirect_by_path;
+    peer_run(&p);
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < n; i++) {
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, NULL);
+        req.method = cases[i].method;
+        if (cases[i].body) {
+            req.body = "v=1";
+            req.body_len = 3;
+        }
+        struct result r;
+        fetch_wait(loop, c, &req, peer_url(&p, cases[i].path), &r);
+        ck_assert_int_eq(r.resp->error, 0);
+        ck_assert_int_eq(r.resp->code, 200);
+        ck_assert_int_eq(r.resp->redirects, 1);
+        result_clear(&r);
+    }
+    teardown(loop, c);
+    peer_stop(&p);
+    ck_assert_int_eq(p.n_requests, (int)(2 * n));
+    for (size_t i = 0; i < n; i++) {
+        const char *target = p.requests[2 * i + 1];
+        char line[64];
+        snprintf(line, sizeof line, "%s /target HTTP/1.1\r\n", cases[i].expect);
+        if (strncmp(target, line, strlen(line)) != 0)
+            ck_abort_msg("%s %s: sent to the target: %.40s", cases[i].method, cases[i].path,
+                         target);
+        bool kept = !strcmp(cases[i].expect, cases[i].method);
+        ck_assert_str_eq(p.bodies[2 * i + 1], kept && cases[i].body ? "v=1" : "");
+    }
+}
+END_TEST
+
+/* A POST without a Content-Type gets Tornado's form default (a gale server then reads its body
+ * arguments); one the caller sets is kept, and other methods get none. */
+START_TEST(test_httpclient_post_defaults_to_form_content_type)
+{
+    struct peer p;
+    gale_loop *loop = new_loop();
+    gale_http_client *c = new_client(loop, 0);
+    peer_start(&p, P_WHOLE, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    peer_run(&p);
+    static const char *const methods[] = {"POST", "POST", "PUT"};
+    for (int i = 0; i < 3; i++) {
+        gale_http_client_request req;
+        gale_http_client_request_init(&req, NULL);
+        req.method = methods[i];
+        req.body = "a=1&b=2";
+        req.body_len = 7;
+        if (i == 1)
+            gale_http_headers_add(&req.headers, "Content-Type", 12, "text/csv", 8);
+        struct result r;
+        fetch_wait(loop, c, &req, peer_url(&p, "/f"), &r);
+        ck_assert_int_eq(r.resp->error, 0);
+        result_clear(&r);
+        gale_http_headers_free(&req.headers);
+    }
+    teardown(loop, c);
+    peer_stop(&p);
+    ck_assert_int_eq(p.n_requests, 3);
+    ck_assert_ptr_nonnull(
+        strcasestr(p.requests[0], "\r\nContent-Type: application/x-www-form-urlencoded\r\n"));
+    ck_assert_ptr_nonnull(strcasestr(p.requests[1], "\r\nContent-Type: text/csv\r\n"));
+    ck_assert_ptr_null(strcasestr(p.requests[1], "x-www-form-urlencoded"));
+    ck_assert_ptr_null(strcasestr(p.requests[2], "Content-Type"));
+    ck_assert_str_eq(p.bodies[0], "a=1&b=2");
+}
+END_TEST
+
 /* ---- connection failures and timeouts ---- */
 
 START_TEST(test_httpclient_connect_refused)
@@ -1321,6 +1418,8 @@ Suite *httpclient_suite(void)
     tcase_add_test(t, test_httpclient_follows_redirect_on_demo);
     tcase_add_test(t, test_httpclient_redirect_loop_stops_at_max_redirects);
     tcase_add_test(t, test_httpclient_303_switches_to_get_307_keeps_post);
+    tcase_add_test(t, test_httpclient_redirect_keeps_method_except_post_and_303);
+    tcase_add_test(t, test_httpclient_post_defaults_to_form_content_type);
     suite_add_tcase(s, t);
 
     t = tcase_create("failures");
