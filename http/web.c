@@ -106,6 +106,115 @@ static bool has_regex_syntax(const char *s, size_t len)
     return false;
 }
 
+static void put(char *out, size_t *n, const char *s)
+{
+    size_t l = strlen(s);
+    memcpy(out + *n, s, l);
+    *n += l;
+}
+
+/* Route patterns are often written for Python's re, as in Tornado. POSIX ERE with glibc's
+ * extensions (\w \W \s \S \b \B) reads most of them alike, but takes "\d" for a plain 'd' and a
+ * backslash inside [...] for itself, so "/user/(\d+)" would compile and match "/user/dd" only.
+ * This spells what POSIX can say (\d, \D; \d \w \s and escaped punctuation inside [...]) and
+ * refuses the rest, so that a pattern never compiles into one that matches other paths. Returns a
+ * malloc'ed ERE, or NULL with *why set (NULL too: out of memory). */
+static char *route_ere(const char *p, size_t len, const char **why)
+{
+    *why = NULL;
+    char *out = malloc(len * 5 + 1); /* the longest spelling: "\w" -> "[:alnum:]_" */
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    bool in_br = false;
+    size_t br_start = 0; /* where a bracket's members begin in `out` */
+    for (size_t i = 0; i < len; i++) {
+        char ch = p[i];
+        unsigned char e = i + 1 < len ? (unsigned char)p[i + 1] : 0;
+        if (!in_br) {
+            if (ch == '(' && e == '?') {
+                *why = "(?...) groups are Python syntax; use a plain (...)";
+                goto fail;
+            }
+            if (ch == '[') {
+                in_br = true;
+                out[n++] = ch;
+                if (e == '^')
+                    out[n++] = p[++i];
+                if (i + 1 < len && p[i + 1] == ']')
+                    out[n++] = p[++i];
+                br_start = n;
+                continue;
+            }
+            if (ch == '\\' && e) {
+                i++;
+                if (e == 'd') {
+                    put(out, &n, "[0-9]");
+                } else if (e == 'D') {
+                    put(out, &n, "[^0-9]");
+                } else if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) {
+                    if (!strchr("wWsSbB", e)) {
+                        *why = "an escape POSIX regexes lack (such as \\A, \\Z or \\n)";
+                        goto fail;
+                    }
+                    out[n++] = '\\';
+                    out[n++] = (char)e;
+                } else {
+                    out[n++] = '\\';
+                    out[n++] = (char)e;
+                }
+                continue;
+            }
+            out[n++] = ch;
+            continue;
+        }
+        /* Inside [...]. */
+        if (ch == ']') {
+            in_br = false;
+            out[n++] = ch;
+        } else if (ch == '[' && (e == ':' || e == '=' || e == '.')) {
+            const char *close = NULL;
+            for (size_t j = i + 2; j + 1 < len && !close; j++)
+                if (p[j] == (char)e && p[j + 1] == ']')
+                    close = p + j;
+            if (!close) {
+                *why = "an unterminated [: :] class";
+                goto fail;
+            }
+            size_t l = (size_t)(close - (p + i)) + 2;
+            memcpy(out + n, p + i, l);
+            n += l;
+            i += l - 1;
+        } else if (ch == '\\' && e) {
+            i++;
+            if (e == 'd') {
+                put(out, &n, "0-9");
+            } else if (e == 'w') {
+                put(out, &n, "[:alnum:]_");
+            } else if (e == 's') {
+                put(out, &n, "[:space:]");
+            } else if (e == '-' && (n == br_start || (i + 1 < len && p[i + 1] == ']'))) {
+                out[n++] = '-'; /* first or last: a plain '-' in POSIX too */
+            } else if ((e >= '0' && e <= '9') || (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') ||
+                       e == '-' || e == ']' || e == '^' || e == '[') {
+                *why = "an escape inside [...] POSIX cannot spell (\\D, \\W, \\S, or \\- \\] \\^ "
+                       "where position matters: put '-' first or last, ']' first)";
+                goto fail;
+            } else {
+                out[n++] = (char)e; /* escaped punctuation: itself */
+            }
+        } else {
+            out[n++] = ch;
+        }
+    }
+    out[n] = '\0';
+    return out;
+
+fail:
+    free(out);
+    return NULL;
+}
+
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg)
 {
     if (!app || !pattern || !cls)
@@ -139,12 +248,24 @@ int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class 
         app->nroutes++;
         return 0;
     }
-    char *full = malloc(len + 5);
-    if (!full)
+    const char *why;
+    char *ere = route_ere(body, len, &why);
+    if (!ere) {
+        if (!why)
+            return -ENOMEM;
+        gale_log_error(GALE_LOG_GENERAL, "route %s: bad pattern: %s", pattern, why);
+        return -EINVAL;
+    }
+    size_t elen = strlen(ere);
+    char *full = malloc(elen + 5);
+    if (!full) {
+        free(ere);
         return -ENOMEM;
+    }
     memcpy(full, "^(", 2);
-    memcpy(full + 2, body, len);
-    memcpy(full + 2 + len, ")$", 3);
+    memcpy(full + 2, ere, elen);
+    memcpy(full + 2 + elen, ")$", 3);
+    free(ere);
     int rc = regcomp(&r->re, full, REG_EXTENDED);
     if (rc != 0) {
         char msg[128];

@@ -85,9 +85,14 @@ gale_app *gale_app_new(const gale_http_server_opts *opts);
 gale_http_server_opts *gale_app_opts(gale_app *app);
 
 /* Adds a route: `pattern` is a POSIX extended regex, anchored if it is not; it is compiled now.
+ * Patterns written for Python's re (as in Tornado) mean the same here or are refused: \d and \D
+ * are spelled [0-9] and [^0-9], and \d \w \s and escaped punctuation work inside [...] (glibc
+ * already reads \w \W \s \S \b \B outside); (?...) groups and escapes POSIX cannot say (\A,
+ * \Z, \n, \D inside [...]...) give -EINVAL.
  * `cls` (not copied: keep it static) handles matching requests; `arg` is handed to each of its
  * handlers through gale_handler_arg() (Tornado's initialize kwargs). Routes match in the order
- * added. Returns 0, -EINVAL (NULL argument or a regex that does not compile; logged) or -ENOMEM. */
+ * added. Returns 0, -EINVAL (NULL argument or a pattern that does not compile; logged) or
+ * -ENOMEM. */
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg);
 
 /* Creates the server on gale_loop_current() and listens on (address, port) (NULL address: all

@@ -388,6 +388,13 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "^/$", &hello, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/items/([a-z%0-9]+)(/([0-9]+))?", &items, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/user/([0-9]+)", &hello, NULL), 0);
+    /* Written for Python's re, as Tornado users do. */
+    ck_assert_int_eq(gale_app_route(app, "/num/(\\d+)", &items, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/nd/(\\D+)", &items, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/word/(\\w+)", &items, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/set/([\\d,]+)", &items, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/slug/([\\w\\-]+)", &items, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/dot/([\\-a\\.]+)", &items, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/post", &post_get, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/guarded", &guarded, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/state", &stateful, NULL), 0);
@@ -506,6 +513,47 @@ START_TEST(test_web_route_anchored_both_ends)
     /* an alternation is anchored as a whole */
     r = http("GET", "/b", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
+    free(r.raw);
+}
+END_TEST
+
+/* Python's shorthand classes mean in a route what they mean in Tornado: "\\d" is a digit (POSIX
+ * alone would read a plain 'd'), inside brackets too. */
+START_TEST(test_web_route_python_classes_match_as_in_python)
+{
+    static const struct {
+        const char *path;
+        int status;
+    } cases[] = {
+        {"/num/42", 200},   {"/num/dd", 404},    {"/num/4d", 404},   {"/nd/abc", 200},
+        {"/nd/a1", 404},    {"/word/ab_1", 200}, {"/word/a-b", 404}, {"/set/1,2", 200},
+        {"/set/1a", 404},   {"/set/d", 404},     {"/slug/a-b_c", 200}, {"/slug/a.b", 404},
+        {"/dot/a.-a", 200}, {"/dot/ab", 404},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct resp r = http("GET", cases[i].path, NULL, NULL);
+        ck_assert_msg(r.status == cases[i].status, "%s -> %d", cases[i].path, r.status);
+        free(r.raw);
+    }
+    struct resp r = http("GET", "/num/42", NULL, NULL);
+    assert_body(&r, "1:42(2)|null(0)|none");
+    free(r.raw);
+}
+END_TEST
+
+/* What POSIX cannot spell is refused when the route is added, never compiled into a pattern that
+ * matches other paths. */
+START_TEST(test_web_route_python_only_syntax_refused)
+{
+    static const char *const bad[] = {
+        "/(?P<id>\\d+)", "/x/(?:a|b)", "/a\\Z", "/t\\t", "/b/[\\D]", "/c/[a\\-z]", "/d/[\\]]",
+        "/e/[[:alpha:]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(gale_app_route(app, bad[i], &hello, NULL) == -EINVAL, "%s accepted", bad[i]);
+    /* None of them was added: the paths they were meant for find no route. */
+    struct resp r = http("GET", "/x/a", NULL, NULL);
+    ck_assert_int_eq(r.status, 404);
     free(r.raw);
 }
 END_TEST
@@ -1011,6 +1059,8 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_route_literal_path);
     tcase_add_test(t, test_web_route_captures_are_decoded_path_args);
     tcase_add_test(t, test_web_route_anchored_both_ends);
+    tcase_add_test(t, test_web_route_python_classes_match_as_in_python);
+    tcase_add_test(t, test_web_route_python_only_syntax_refused);
     tcase_add_test(t, test_web_route_unknown_path_404_page);
     tcase_add_test(t, test_web_route_wrong_method_405_with_allow);
     tcase_add_test(t, test_web_route_bad_pattern_is_einval);
