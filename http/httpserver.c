@@ -130,6 +130,7 @@ struct gale_http_conn {
     int err_status; /* status chosen by a parser callback that failed */
     const char *err_why; /* and the reason for its log line, if it has a better one */
     int busy;       /* inside a callback that must not see the connection freed */
+    struct flush_wait *flush_waits; /* flush callbacks whose bytes wait in `out` (a batch) */
     uint8_t phase;
     bool in_batch, close_after_write, linger, wait_drain;
     uint8_t ip_len;
@@ -694,11 +695,61 @@ static void on_written_close(gale_stream *s, int status, void *arg)
         gale_stream_close(s, 0);
 }
 
+/* A flush callback (gale_http_response_flush_cb) waiting for its bytes to leave. */
+struct flush_wait {
+    struct flush_wait *next;
+    gale_http_flushed_cb cb;
+    void *arg;
+    int status;
+};
+
+static void flush_waited(gale_stream *s, int status, void *arg)
+{
+    struct flush_wait *w = arg;
+    gale_http_flushed_cb cb = w->cb;
+    void *cb_arg = w->arg;
+    free(w);
+    cb(status, cb_arg);
+}
+
+static void flush_failed(gale_loop *loop, void *arg)
+{
+    struct flush_wait *w = arg;
+    flush_waited(NULL, w->status, w);
+}
+
+/* Hands `w` to the stream behind everything written so far: an empty write completes once all
+ * before it has left. A connection that is gone fails it from the loop. */
+static void flush_wait_queue(struct gale_http_conn *c, struct flush_wait *w)
+{
+    int rc = conn_open(c) ? gale_stream_write(c->stream, "", 0, flush_waited, w) : -EPIPE;
+    if (rc == 0)
+        return;
+    w->status = rc;
+    if (gale_loop_add_callback(c->loop, flush_failed, w) != 0) {
+        gale_log_error(GALE_LOG_GENERAL, "cannot report a failed flush (out of memory)");
+        free(w);
+    }
+}
+
+/* The batch's bytes were written: the flush callbacks that waited for them follow. */
+static void flush_waits_queue(struct gale_http_conn *c)
+{
+    struct flush_wait *w = c->flush_waits;
+    c->flush_waits = NULL;
+    while (w) {
+        struct flush_wait *next = w->next;
+        flush_wait_queue(c, w);
+        w = next;
+    }
+}
+
 /* Writes what this batch produced: one write. */
 static void conn_flush(struct gale_http_conn *c)
 {
     if (!conn_open(c)) {
         out_release(c);
+        flush_waits_queue(c);
         return;
     }
     struct obuf *o = c->out;
@@ -719,6 +770,7 @@ static void conn_flush(struct gale_http_conn *c)
             gale_stream_write(c->stream, "", 0, on_written_close, c) < 0)
             gale_stream_close(c->stream, 0);
     }
+    flush_waits_queue(c);
 }
 
 /* Writes the bytes collected so far followed by `data` without copying `data` into the batch
@@ -2299,6 +2351,42 @@ int gale_http_response_flush(gale_http_request *req)
     if (!c->in_batch)
         conn_flush(c);
     return rc;
+}
+
+int gale_http_response_flush_cb(gale_http_request *req, gale_http_flushed_cb cb, void *arg)
+{
+    if (!cb)
+        return -EINVAL;
+    int rc = gale_http_response_flush(req);
+    if (rc)
+        return rc;
+    struct gale_http_conn *c = req_of(req)->conn;
+    struct flush_wait *w = malloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    *w = (struct flush_wait){.cb = cb, .arg = arg};
+    if (c->in_batch) {
+        /* The bytes wait in the batch's buffer: the wait is queued behind them when it is
+         * written (in order, so that callbacks run in the order of their flushes). */
+        struct flush_wait **tail = &c->flush_waits;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = w;
+        return 0;
+    }
+    rc = gale_stream_write(c->stream, "", 0, flush_waited, w);
+    if (rc)
+        free(w);
+    return rc;
+}
+
+size_t gale_http_response_pending(const gale_http_request *req)
+{
+    const struct req *r = req_of(req);
+    if (!r || !conn_open(r->conn))
+        return 0;
+    const struct gale_http_conn *c = r->conn;
+    return (c->out ? c->out->len : 0) + gale_stream_write_pending(c->stream);
 }
 
 /* "200 GET /path (127.0.0.1) 0.21ms", formatted by hand and handed to the logger preformatted

@@ -200,6 +200,21 @@ int gale_http_response_clear_body(gale_http_request *req);
  * header was set). Returns 0, -EPIPE, -EALREADY. */
 int gale_http_response_flush(gale_http_request *req);
 
+/* Called once, with 0 when the bytes of a flush have been handed to the kernel, or a negative
+ * errno (-EPIPE...) when the connection ended first. The request may be gone by then (use `arg`
+ * only). */
+typedef void (*gale_http_flushed_cb)(int status, void *arg);
+
+/* gale_http_response_flush, then `cb` once what was flushed has left (Tornado's flush() future).
+ * A handler streaming a large response waits for it before writing more, so a slow client holds
+ * the handler back instead of growing the server's memory. Returns 0 (then `cb` runs exactly
+ * once, from the loop, never inside this call) or what flush returns (then it does not run). */
+int gale_http_response_flush_cb(gale_http_request *req, gale_http_flushed_cb cb, void *arg);
+
+/* Bytes of this connection's output not yet taken by the kernel (written or flushed responses,
+ * this one's and any before it): for back-pressure without waiting on every flush. */
+size_t gale_http_response_pending(const gale_http_request *req);
+
 /* Ends the response and releases the request (do not touch `req` afterwards). Returns 0, or -EPIPE
  * when the client had gone (the request is still released). Legal inside the request's close
  * callback: then the release waits until that callback returns. */

@@ -13,6 +13,7 @@
 
 #include "core/coro.h"
 #include "core/errors.h"
+#include "core/future.h"
 #include "core/log.h"
 #include "http/httpserver_internal.h"
 
@@ -1029,6 +1030,44 @@ int gale_flush(gale_handler *h)
     if (h->closed || gale_http_request_connection_closed(h->req))
         return -EPIPE;
     return rc ? rc : r;
+}
+
+int gale_flush_cb(gale_handler *h, gale_http_flushed_cb cb, void *arg)
+{
+    if (!cb)
+        return -EINVAL;
+    if (h->finished)
+        return -EALREADY;
+    if (h->closed || gale_http_request_connection_closed(h->req))
+        return -EPIPE;
+    int rc = h->headers_sent ? 0 : send_headers(h);
+    if (rc)
+        return rc;
+    return gale_http_response_flush_cb(h->req, cb, arg);
+}
+
+static void flushed_to_future(int status, void *arg)
+{
+    gale_future *f = arg;
+    if (status == 0)
+        gale_future_set_result(f, NULL, NULL);
+    else
+        gale_future_set_error(f, status, "the client went away before the flush left");
+    gale_future_unref(f);
+}
+
+gale_future *gale_flush_future(gale_handler *h)
+{
+    gale_future *f = gale_future_new(gale_http_request_loop(h->req));
+    if (!f)
+        return NULL;
+    gale_future_ref(f); /* the callback's */
+    int rc = gale_flush_cb(h, flushed_to_future, f);
+    if (rc) {
+        gale_future_set_error(f, rc, "flush failed");
+        gale_future_unref(f);
+    }
+    return f;
 }
 
 int gale_finish(gale_handler *h)

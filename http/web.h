@@ -49,6 +49,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/future.h"
 #include "core/loop.h"
 #include "http/form.h"
 #include "http/httpserver.h"
@@ -232,6 +233,16 @@ int gale_vwritef(gale_handler *h, const char *fmt, va_list ap);
 /* Sends the headers (first time) and the body written so far: chunked on HTTP/1.1 unless a
  * Content-Length header was set. Returns 0, -EALREADY (finished) or -EPIPE (client gone). */
 int gale_flush(gale_handler *h);
+/* gale_flush, then `cb(status, arg)` once the flushed bytes have left: 0, or a negative errno if
+ * the client went away first (`h` is still valid then unless the handler finished meanwhile; it
+ * must still call gale_finish()). Returns 0 (`cb` will run once, from the loop) or the flush's
+ * error (it will not). A handler that streams a large response writes the next piece from `cb`,
+ * so a slow client holds it back instead of growing the server's memory. */
+int gale_flush_cb(gale_handler *h, gale_http_flushed_cb cb, void *arg);
+/* The same as a future (Tornado's `await self.flush()`): in a coroutine method,
+ * `if (gale_await_drop(gale_flush_future(h)) < 0) return;`. The caller owns the reference; the
+ * future fails at once if the flush does (NULL: out of memory). */
+gale_future *gale_flush_future(gale_handler *h);
 
 /* Ends the response: sends what is left, runs on_finish, releases the request (see the file
  * comment for when `h` becomes invalid). Returns 0, -EALREADY (finished before) or -EPIPE

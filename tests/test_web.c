@@ -3,6 +3,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/coro.h"
 #include "core/log.h"
 #include "net/tcpserver.h"
 #include "core/loop.h"
@@ -309,6 +311,158 @@ static void chunks_get(gale_handler *h)
 }
 static const gale_handler_class chunker = {.get = chunks_get};
 
+/* A large response streamed piece by piece, each written once the previous one has left. */
+#define STREAM_PIECE (256u * 1024)
+#define STREAM_TOTAL (16u << 20)
+
+static unsigned char stream_byte(size_t i) { return (unsigned char)(i * 131 + (i >> 12)); }
+
+static struct {
+    size_t sent, max_pending;
+    int flushed, failed;
+} streamed;
+
+static void stream_next(int status, void *arg)
+{
+    gale_handler *h = arg;
+    if (status < 0) {
+        streamed.failed++;
+        gale_finish(h);
+        return;
+    }
+    streamed.flushed++;
+    if (streamed.sent == STREAM_TOTAL) {
+        gale_finish(h);
+        return;
+    }
+    static unsigned char piece[STREAM_PIECE];
+    for (size_t i = 0; i < STREAM_PIECE; i++)
+        piece[i] = stream_byte(streamed.sent + i);
+    ck_assert_int_eq(gale_write(h, piece, STREAM_PIECE), 0);
+    streamed.sent += STREAM_PIECE;
+    int rc = gale_flush_cb(h, stream_next, h);
+    size_t pending = gale_http_response_pending(gale_handler_request(h));
+    if (pending > streamed.max_pending)
+        streamed.max_pending = pending;
+    if (rc) {
+        streamed.failed++;
+        gale_finish(h);
+    }
+}
+
+static void stream_get(gale_handler *h)
+{
+    char len[32];
+    snprintf(len, sizeof len, "%u", STREAM_TOTAL);
+    gale_set_header(h, "Content-Length", len);
+    gale_handler_async(h);
+    ck_assert_int_eq(gale_flush_cb(h, stream_next, h), 0); /* the head first */
+}
+static const gale_handler_class streamer = {.get = stream_get};
+
+/* The same as a coroutine awaiting each flush's future. */
+static void stream_coro(gale_handler *h)
+{
+    char len[32];
+    snprintf(len, sizeof len, "%u", STREAM_TOTAL);
+    gale_set_header(h, "Content-Length", len);
+    static unsigned char piece[STREAM_PIECE];
+    while (streamed.sent < STREAM_TOTAL) {
+        for (size_t i = 0; i < STREAM_PIECE; i++)
+            piece[i] = stream_byte(streamed.sent + i);
+        gale_write(h, piece, STREAM_PIECE);
+        streamed.sent += STREAM_PIECE;
+        gale_future *f = gale_flush_future(h);
+        size_t pending = gale_http_response_pending(gale_handler_request(h));
+        if (pending > streamed.max_pending)
+            streamed.max_pending = pending;
+        if (gale_await_drop(f) < 0) {
+            streamed.failed++;
+            return;
+        }
+        streamed.flushed++;
+    }
+}
+GALE_CORO_METHOD(stream_coro_get, stream_coro)
+static const gale_handler_class coro_streamer = {.get = stream_coro_get};
+
+/* A client with a small receive buffer that reads slowly and checks every body byte; it hangs
+ * up after `stop_after` body bytes if that is not 0. */
+struct slow_reader {
+    const char *path;
+    size_t stop_after;
+    size_t body;
+    bool bytes_ok;
+    int status;
+    atomic_bool done;
+};
+
+static void *slow_reader_main(void *arg)
+{
+    struct slow_reader *sr = arg;
+    sr->bytes_ok = true;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rcvbuf = 32768;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0 ||
+        connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
+        sr->bytes_ok = false;
+        atomic_store(&sr->done, true);
+        return NULL;
+    }
+    test_set_timeouts(fd, 10);
+    char req[256];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+             sr->path);
+    test_write_all(fd, req, strlen(req));
+    static char buf[65536];
+    char head[4096];
+    size_t hlen = 0;
+    bool in_body = false;
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0)
+            break;
+        size_t off = 0;
+        if (!in_body) {
+            while (off < (size_t)n && hlen < sizeof head - 1) {
+                head[hlen++] = buf[off++];
+                if (hlen >= 4 && !memcmp(head + hlen - 4, "\r\n\r\n", 4)) {
+                    in_body = true;
+                    head[hlen] = '\0';
+                    sscanf(head, "HTTP/1.1 %d", &sr->status);
+                    break;
+                }
+            }
+        }
+        if (in_body) {
+            for (; off < (size_t)n; off++, sr->body++)
+                if ((unsigned char)buf[off] != stream_byte(sr->body))
+                    sr->bytes_ok = false;
+        }
+        if (sr->stop_after && sr->body >= sr->stop_after)
+            break;
+        nanosleep(&(struct timespec){0, 200 * 1000}, NULL);
+    }
+    close(fd);
+    atomic_store(&sr->done, true);
+    return NULL;
+}
+
+static bool slow_reader_done(void *arg) { return atomic_load(&((struct slow_reader *)arg)->done); }
+
+static bool stream_failed(void *arg) { return streamed.failed > 0; }
+
+static void run_slow_reader(struct slow_reader *sr)
+{
+    memset(&streamed, 0, sizeof streamed);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, slow_reader_main, sr), 0);
+    ck_assert(test_wait_until(loop, slow_reader_done, sr, 30));
+    pthread_join(t, NULL);
+}
+
 static void args_any(gale_handler *h)
 {
     gale_writef(h, "a=%s b=%s q=%s body=%s n=%zu first=%s none=%s",
@@ -413,6 +567,8 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "/nocontent", &nocontent, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/late-error", &late_error, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/with-arg", &with_arg, "route argument"), 0);
+    ck_assert_int_eq(gale_app_route(app, "/stream", &streamer, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/stream-coro", &coro_streamer, NULL), 0);
     ck_assert_int_eq(gale_app_listen(app, 0, "127.0.0.1"), 0);
     port = gale_app_port(app);
     ck_assert_int_gt(port, 0);
@@ -554,6 +710,53 @@ START_TEST(test_web_route_python_only_syntax_refused)
     /* None of them was added: the paths they were meant for find no route. */
     struct resp r = http("GET", "/x/a", NULL, NULL);
     ck_assert_int_eq(r.status, 404);
+    free(r.raw);
+}
+END_TEST
+
+/* A response streamed with gale_flush_cb to a slow reader: every byte arrives in order, and the
+ * server never holds more than about one piece (Tornado's `await self.flush()`), where flushing
+ * without waiting would queue all 16 MiB. */
+static void expect_streamed(const char *path, int flushes, size_t max_pending)
+{
+    struct slow_reader sr = {.path = path};
+    run_slow_reader(&sr);
+    ck_assert_int_eq(sr.status, 200);
+    ck_assert_uint_eq(sr.body, STREAM_TOTAL);
+    ck_assert(sr.bytes_ok);
+    ck_assert_int_eq(streamed.failed, 0);
+    ck_assert_int_eq(streamed.flushed, flushes);
+    ck_assert_uint_le(streamed.max_pending, max_pending);
+}
+
+START_TEST(test_web_flush_cb_bounds_a_streamed_response)
+{
+    /* One flush for the head, then one per piece. */
+    expect_streamed("/stream", (int)(STREAM_TOTAL / STREAM_PIECE) + 1, STREAM_PIECE);
+}
+END_TEST
+
+/* The coroutine form: each gale_flush_future() is awaited before the next piece. */
+START_TEST(test_web_flush_future_awaited_in_coroutine)
+{
+    /* The head goes with the first piece. */
+    expect_streamed("/stream-coro", (int)(STREAM_TOTAL / STREAM_PIECE), STREAM_PIECE + 4096);
+}
+END_TEST
+
+/* The client hangs up mid-stream: the waiting flush callback learns it (once), the handler
+ * finishes, and the server goes on serving. */
+START_TEST(test_web_flush_cb_reports_client_gone)
+{
+    struct slow_reader sr = {.path = "/stream", .stop_after = 1u << 20};
+    run_slow_reader(&sr);
+    ck_assert(sr.bytes_ok);
+    ck_assert(test_wait_until(loop, stream_failed, NULL, 10));
+    test_run_for(loop, 0.05);
+    ck_assert_int_eq(streamed.failed, 1);
+    ck_assert_uint_lt(streamed.sent, STREAM_TOTAL);
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
     free(r.raw);
 }
 END_TEST
@@ -1089,6 +1292,9 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_set_cookie_output_and_get_cookie);
     tcase_add_test(t, test_web_writef_formats_and_grows);
     tcase_add_test(t, test_web_flush_sends_chunked);
+    tcase_add_test(t, test_web_flush_cb_bounds_a_streamed_response);
+    tcase_add_test(t, test_web_flush_future_awaited_in_coroutine);
+    tcase_add_test(t, test_web_flush_cb_reports_client_gone);
     tcase_add_test(t, test_web_headers_case_insensitive_repeats_and_set_rules);
     tcase_add_test(t, test_web_204_has_no_body_and_no_content_type);
     suite_add_tcase(s, t);
