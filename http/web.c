@@ -1113,8 +1113,14 @@ int gale_send_error(gale_handler *h, int code)
     }
     if (code < 100 || code > 599)
         code = 500;
-    /* Tornado's clear(): back to the default headers and an empty body. */
-    h->nheaders = 0;
+    /* Tornado's clear(): back to the default headers and an empty body. Cookies set so far are
+     * kept, as Tornado keeps them apart from the headers (a login error page may still set or
+     * clear the session cookie). */
+    size_t kept = 0;
+    for (size_t i = 0; i < h->nheaders; i++)
+        if (strcasecmp(h->headers[i].name, "Set-Cookie") == 0)
+            h->headers[kept++] = h->headers[i];
+    h->nheaders = kept;
     h->default_ctype = true;
     gale_http_response_clear_body(h->req);
     h->status = code;
@@ -1194,6 +1200,15 @@ int gale_set_cookie(gale_handler *h, const char *name, const char *value,
         n += snprintf(buf + n, cap - (size_t)n, "; HttpOnly");
     if (opts->samesite)
         snprintf(buf + n, cap - (size_t)n, "; SameSite=%s", opts->samesite);
+    /* A cookie set again replaces the earlier one (Tornado keeps one per name). */
+    size_t nlen = strlen(name), o = 0;
+    for (size_t i = 0; i < h->nheaders; i++) {
+        const struct out_header *x = &h->headers[i];
+        if (!(strcasecmp(x->name, "Set-Cookie") == 0 && x->value_len > nlen &&
+              memcmp(x->value, name, nlen) == 0 && x->value[nlen] == '='))
+            h->headers[o++] = *x;
+    }
+    h->nheaders = o;
     return append_header(h, "Set-Cookie", buf);
 }
 

@@ -255,8 +255,8 @@ bool gale_finished(gale_handler *h);
  * status, CR/LF in url), -EALREADY (headers sent or finished). */
 int gale_redirect(gale_handler *h, const char *url, int status);
 
-/* Tornado's send_error: discards headers and body written so far, answers `code` (an invalid code
- * becomes 500) with the short HTML error page and finishes. When the headers already went out it
+/* Tornado's send_error: discards headers (but not cookies) and body written so far, answers `code`
+ * (an invalid code becomes 500) with the short HTML error page and finishes. When the headers already went out it
  * can only end the response (logged). Returns what gale_finish returns. */
 int gale_send_error(gale_handler *h, int code);
 
@@ -277,7 +277,7 @@ typedef struct gale_cookie_opts {
 } gale_cookie_opts;
 
 /* Adds a Set-Cookie header "name=value; Domain=..; expires=..; Max-Age=..; Path=/; Secure;
- * HttpOnly; SameSite=..". `opts` may be NULL. Returns 0, -EINVAL (name not an RFC 6265 token;
+ * HttpOnly; SameSite=..", replacing one set earlier for the same name. `opts` may be NULL. Returns 0, -EINVAL (name not an RFC 6265 token;
  * value with a control character, space, '"', ',', ';' or '\\'; path or domain with ';' or a
  * control character; samesite not one of the three), -EALREADY (headers sent) or -ENOMEM. */
 int gale_set_cookie(gale_handler *h, const char *name, const char *value,

@@ -288,6 +288,18 @@ static void cookie_get(gale_handler *h)
 }
 static const gale_handler_class cookies = {.get = cookie_get};
 
+/* Sets a cookie twice, another once, a header, then answers with an error page. */
+static void cookie_error_get(gale_handler *h)
+{
+    ck_assert_int_eq(gale_set_cookie(h, "sid", "first", NULL), 0);
+    ck_assert_int_eq(gale_set_cookie(h, "sid2", "other", NULL), 0);
+    ck_assert_int_eq(gale_set_cookie(h, "sid", "second", NULL), 0);
+    ck_assert_int_eq(gale_set_header(h, "X-Dropped", "1"), 0);
+    if (gale_get_argument(h, "fail", NULL))
+        gale_send_error(h, 403);
+}
+static const gale_handler_class cookie_error = {.get = cookie_error_get};
+
 static void writef_get(gale_handler *h)
 {
     char big[600];
@@ -567,6 +579,7 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "/nocontent", &nocontent, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/late-error", &late_error, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/with-arg", &with_arg, "route argument"), 0);
+    ck_assert_int_eq(gale_app_route(app, "/cookie-error", &cookie_error, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream", &streamer, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream-coro", &coro_streamer, NULL), 0);
     ck_assert_int_eq(gale_app_listen(app, 0, "127.0.0.1"), 0);
@@ -970,6 +983,22 @@ START_TEST(test_web_set_cookie_output_and_get_cookie)
 }
 END_TEST
 
+/* As in Tornado: a cookie set again replaces the earlier value, and an error page keeps the
+ * cookies set before it (not the other headers). */
+START_TEST(test_web_cookie_replaced_and_kept_by_error_page)
+{
+    for (int fail = 0; fail < 2; fail++) {
+        struct resp r = http("GET", fail ? "/cookie-error?fail=1" : "/cookie-error", NULL, NULL);
+        ck_assert_int_eq(r.status, fail ? 403 : 200);
+        ck_assert(has_header(&r, "Set-Cookie", "sid=second; Path=/"));
+        ck_assert(has_header(&r, "Set-Cookie", "sid2=other; Path=/"));
+        ck_assert_ptr_null(strstr(r.raw, "sid=first"));
+        ck_assert(has_header_name(&r, "X-Dropped") == !fail);
+        free(r.raw);
+    }
+}
+END_TEST
+
 START_TEST(test_web_writef_formats_and_grows)
 {
     struct resp r = http("GET", "/writef", NULL, NULL);
@@ -1290,6 +1319,7 @@ static Suite *web_suite(void)
     tcase_set_timeout(t, 20);
     tcase_add_test(t, test_web_redirect_sets_location_and_status);
     tcase_add_test(t, test_web_set_cookie_output_and_get_cookie);
+    tcase_add_test(t, test_web_cookie_replaced_and_kept_by_error_page);
     tcase_add_test(t, test_web_writef_formats_and_grows);
     tcase_add_test(t, test_web_flush_sends_chunked);
     tcase_add_test(t, test_web_flush_cb_bounds_a_streamed_response);
