@@ -782,13 +782,30 @@ const char *gale_get_argument_at(gale_handler *h, gale_args_source src, const ch
     return a->value;
 }
 
+/* Tornado's get_argument replaces the control characters \x00-\x08 and \x0e-\x1f with spaces.
+ * Here that also keeps a NUL from cutting the string short ("admin%00x" reading as "admin"). */
+static bool removed_control(unsigned char c) { return c <= 0x08 || (c >= 0x0e && c <= 0x1f); }
+
 static const char *last_arg(gale_handler *h, gale_args_source src, const char *name,
                             const char *def)
 {
     size_t n = gale_argument_count(h, src, name);
     if (n == 0)
         return def;
-    return gale_get_argument_at(h, src, name, n - 1, NULL);
+    size_t len;
+    const char *v = gale_get_argument_at(h, src, name, n - 1, &len);
+    size_t i = 0;
+    while (i < len && !removed_control((unsigned char)v[i]))
+        i++;
+    if (i == len)
+        return v;
+    char *copy = gale_http_request_strdup(h->req, v, len);
+    if (!copy)
+        return def;
+    for (; i < len; i++)
+        if (removed_control((unsigned char)copy[i]))
+            copy[i] = ' ';
+    return copy;
 }
 
 const char *gale_get_argument(gale_handler *h, const char *name, const char *def)

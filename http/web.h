@@ -184,8 +184,10 @@ const gale_http_header *gale_header_next(gale_handler *h, const char *name, size
 typedef enum { GALE_ARGS_ALL, GALE_ARGS_QUERY, GALE_ARGS_BODY } gale_args_source;
 
 /* Tornado's get_argument: the LAST value of argument `name` from the query and body, or `def`
- * when absent. Values are percent-decoded ('+' is a space), NUL-terminated; bytes are kept as
- * sent (not stripped, UTF-8 not validated). The query and body are parsed on first use (a
+ * when absent (or out of memory). Values are percent-decoded ('+' is a space), NUL-terminated,
+ * with the control characters \x00-\x08 and \x0e-\x1f replaced by spaces as Tornado does (so a
+ * %00 cannot cut a value short); other bytes are kept as sent (not stripped, UTF-8 not
+ * validated). gale_get_argument_at() gives the bytes unchanged. The query and body are parsed on first use (a
  * malformed multipart body is logged and yields no arguments). Lives as long as the request. */
 const char *gale_get_argument(gale_handler *h, const char *name, const char *def);
 const char *gale_get_query_argument(gale_handler *h, const char *name, const char *def);

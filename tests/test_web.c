@@ -1062,6 +1062,18 @@ START_TEST(test_web_arguments_query_and_urlencoded_body)
 }
 END_TEST
 
+/* As Tornado's get_argument: control characters other than TAB..CR become spaces, so a %00 does
+ * not cut the value short ("admin%00x" must not read as "admin"); get_argument_at keeps the bytes. */
+START_TEST(test_web_arguments_control_characters_become_spaces)
+{
+    struct resp r = http("GET", "/args?a=admin%00x&b=t%09a%0Db%1Fc%01", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "a=admin x b=t\ta\rb c  q=t\ta\rb c  body=- n=1 first=t\ta\rb\x1f" "c\x01 "
+                    "none=dflt");
+    free(r.raw);
+}
+END_TEST
+
 START_TEST(test_web_arguments_multipart_fields_and_file)
 {
     const char *body = "--BB\r\n"
@@ -1333,6 +1345,7 @@ static Suite *web_suite(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 20);
     tcase_add_test(t, test_web_arguments_query_and_urlencoded_body);
+    tcase_add_test(t, test_web_arguments_control_characters_become_spaces);
     tcase_add_test(t, test_web_arguments_multipart_fields_and_file);
     tcase_add_test(t, test_web_arguments_malformed_multipart_ignored);
     suite_add_tcase(s, t);
