@@ -212,6 +212,7 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
 static void access_flush(double now);
 static bool access_pending(void);
 static void conn_flush(struct gale_http_conn *c);
+static void flush_waits_fail(struct gale_http_conn *c);
 static void conn_fail(struct gale_http_conn *c, int status, const char *why);
 static void dispatch(struct gale_http_conn *c);
 static bool over_high_water(const struct gale_http_conn *c);
@@ -612,6 +613,9 @@ static void conn_on_close(gale_stream *s, int reason, void *arg)
 {
     struct gale_http_conn *c = arg;
     c->stream = NULL;
+    c->busy++; /* the callbacks may finish requests: the connection must outlive them */
+    flush_waits_fail(c);
+    c->busy--;
     if (c->timer)
         gale_loop_remove_timeout(c->loop, c->timer);
     c->timer = 0;
@@ -700,7 +704,6 @@ struct flush_wait {
     struct flush_wait *next;
     gale_http_flushed_cb cb;
     void *arg;
-    int status;
 };
 
 static void flush_waited(gale_stream *s, int status, void *arg)
@@ -712,35 +715,29 @@ static void flush_waited(gale_stream *s, int status, void *arg)
     cb(status, cb_arg);
 }
 
-static void flush_failed(gale_loop *loop, void *arg)
+/* Hands the waits kept on the connection to the stream, each behind everything written before
+ * it (an empty write completes once all before it has left), in the order of their flushes.
+ * Waits the stream cannot take stay on the connection and fail when it closes (conn_on_close),
+ * before the requests hear of the close, as the stream fails the waits it holds. */
+static void flush_waits_queue(struct gale_http_conn *c)
 {
-    struct flush_wait *w = arg;
-    flush_waited(NULL, w->status, w);
-}
-
-/* Hands `w` to the stream behind everything written so far: an empty write completes once all
- * before it has left. A connection that is gone fails it from the loop. */
-static void flush_wait_queue(struct gale_http_conn *c, struct flush_wait *w)
-{
-    int rc = conn_open(c) ? gale_stream_write(c->stream, "", 0, flush_waited, w) : -EPIPE;
-    if (rc == 0)
-        return;
-    w->status = rc;
-    if (gale_loop_add_callback(c->loop, flush_failed, w) != 0) {
-        gale_log_error(GALE_LOG_GENERAL, "cannot report a failed flush (out of memory)");
-        free(w);
+    while (c->flush_waits && conn_open(c)) {
+        struct flush_wait *w = c->flush_waits;
+        c->flush_waits = w->next;
+        if (gale_stream_write(c->stream, "", 0, flush_waited, w) != 0) {
+            w->next = c->flush_waits;
+            c->flush_waits = w;
+            gale_stream_close(c->stream, -ENOMEM); /* no-op if already closing */
+        }
     }
 }
 
-/* The batch's bytes were written: the flush callbacks that waited for them follow. */
-static void flush_waits_queue(struct gale_http_conn *c)
+static void flush_waits_fail(struct gale_http_conn *c)
 {
-    struct flush_wait *w = c->flush_waits;
-    c->flush_waits = NULL;
-    while (w) {
-        struct flush_wait *next = w->next;
-        flush_wait_queue(c, w);
-        w = next;
+    while (c->flush_waits) {
+        struct flush_wait *w = c->flush_waits;
+        c->flush_waits = w->next;
+        flush_waited(NULL, -EPIPE, w);
     }
 }
 
@@ -2357,27 +2354,26 @@ int gale_http_response_flush_cb(gale_http_request *req, gale_http_flushed_cb cb,
 {
     if (!cb)
         return -EINVAL;
-    int rc = gale_http_response_flush(req);
-    if (rc)
-        return rc;
-    struct gale_http_conn *c = req_of(req)->conn;
     struct flush_wait *w = malloc(sizeof *w);
     if (!w)
         return -ENOMEM;
-    *w = (struct flush_wait){.cb = cb, .arg = arg};
-    if (c->in_batch) {
-        /* The bytes wait in the batch's buffer: the wait is queued behind them when it is
-         * written (in order, so that callbacks run in the order of their flushes). */
-        struct flush_wait **tail = &c->flush_waits;
-        while (*tail)
-            tail = &(*tail)->next;
-        *tail = w;
-        return 0;
-    }
-    rc = gale_stream_write(c->stream, "", 0, flush_waited, w);
-    if (rc)
+    int rc = gale_http_response_flush(req);
+    if (rc) {
         free(w);
-    return rc;
+        return rc;
+    }
+    /* From here the callback runs: with the flush's outcome, or with the connection's end. The
+     * wait joins the connection's list; inside a batch its bytes are still in the batch's buffer
+     * and it is handed to the stream after them, at the batch's end. */
+    struct gale_http_conn *c = req_of(req)->conn;
+    *w = (struct flush_wait){.cb = cb, .arg = arg};
+    struct flush_wait **tail = &c->flush_waits;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = w;
+    if (!c->in_batch)
+        flush_waits_queue(c);
+    return 0;
 }
 
 size_t gale_http_response_pending(const gale_http_request *req)

@@ -160,9 +160,16 @@ static char *route_ere(const char *p, size_t len, const char **why)
                     }
                     out[n++] = '\\';
                     out[n++] = (char)e;
-                } else {
+                } else if (e >= '0' && e <= '9') {
+                    /* The pattern is wrapped in a group: the numbers would be off by one. */
+                    *why = "a back-reference (\\1...)";
+                    goto fail;
+                } else if (strchr(".[]()*+?{}|^$\\", e)) {
                     out[n++] = '\\';
                     out[n++] = (char)e;
+                } else {
+                    out[n++] = (char)e; /* \/, \-, \<...: the character (glibc reads \< as a
+                                         * word boundary, Python as '<') */
                 }
                 continue;
             }
@@ -188,7 +195,11 @@ static char *route_ere(const char *p, size_t len, const char **why)
             i += l - 1;
         } else if (ch == '\\' && e) {
             i++;
-            if (e == 'd') {
+            if ((e == 'd' || e == 'w' || e == 's') && i + 2 < len && p[i + 1] == '-' &&
+                p[i + 2] != ']') {
+                *why = "a class as the end of a range inside [...] (such as [\\w-z])";
+                goto fail;
+            } else if (e == 'd') {
                 put(out, &n, "0-9");
             } else if (e == 'w') {
                 put(out, &n, "[:alnum:]_");
@@ -1217,16 +1228,20 @@ int gale_set_cookie(gale_handler *h, const char *name, const char *value,
         n += snprintf(buf + n, cap - (size_t)n, "; HttpOnly");
     if (opts->samesite)
         snprintf(buf + n, cap - (size_t)n, "; SameSite=%s", opts->samesite);
+    int rc = append_header(h, "Set-Cookie", buf);
+    if (rc)
+        return rc;
     /* A cookie set again replaces the earlier one (Tornado keeps one per name). */
     size_t nlen = strlen(name), o = 0;
-    for (size_t i = 0; i < h->nheaders; i++) {
+    for (size_t i = 0; i + 1 < h->nheaders; i++) {
         const struct out_header *x = &h->headers[i];
         if (!(strcasecmp(x->name, "Set-Cookie") == 0 && x->value_len > nlen &&
               memcmp(x->value, name, nlen) == 0 && x->value[nlen] == '='))
             h->headers[o++] = *x;
     }
+    h->headers[o++] = h->headers[h->nheaders - 1];
     h->nheaders = o;
-    return append_header(h, "Set-Cookie", buf);
+    return 0;
 }
 
 int gale_clear_cookie(gale_handler *h, const char *name, const gale_cookie_opts *opts)

@@ -187,8 +187,9 @@ typedef enum { GALE_ARGS_ALL, GALE_ARGS_QUERY, GALE_ARGS_BODY } gale_args_source
  * when absent (or out of memory). Values are percent-decoded ('+' is a space), NUL-terminated,
  * with the control characters \x00-\x08 and \x0e-\x1f replaced by spaces as Tornado does (so a
  * %00 cannot cut a value short); other bytes are kept as sent (not stripped, UTF-8 not
- * validated). gale_get_argument_at() gives the bytes unchanged. The query and body are parsed on first use (a
- * malformed multipart body is logged and yields no arguments). Lives as long as the request. */
+ * validated). gale_get_argument_at() gives the bytes unchanged. The query and body are parsed on
+ * first use (a malformed multipart body is logged and yields no arguments). Lives as long as the
+ * request. */
 const char *gale_get_argument(gale_handler *h, const char *name, const char *def);
 const char *gale_get_query_argument(gale_handler *h, const char *name, const char *def);
 const char *gale_get_body_argument(gale_handler *h, const char *name, const char *def);
@@ -257,9 +258,10 @@ bool gale_finished(gale_handler *h);
  * status, CR/LF in url), -EALREADY (headers sent or finished). */
 int gale_redirect(gale_handler *h, const char *url, int status);
 
-/* Tornado's send_error: discards headers (but not cookies) and body written so far, answers `code`
- * (an invalid code becomes 500) with the short HTML error page and finishes. When the headers already went out it
- * can only end the response (logged). Returns what gale_finish returns. */
+/* Tornado's send_error: discards headers (but not cookies) and body written so far, answers
+ * `code` (an invalid code becomes 500) with the short HTML error page and finishes. When the
+ * headers already went out it can only end the response (logged). Returns what gale_finish
+ * returns. */
 int gale_send_error(gale_handler *h, int code);
 
 /* An application error: logs "<METHOD> <uri>: <gale_strerror(err)>" at ERROR ("application")
@@ -279,9 +281,10 @@ typedef struct gale_cookie_opts {
 } gale_cookie_opts;
 
 /* Adds a Set-Cookie header "name=value; Domain=..; expires=..; Max-Age=..; Path=/; Secure;
- * HttpOnly; SameSite=..", replacing one set earlier for the same name. `opts` may be NULL. Returns 0, -EINVAL (name not an RFC 6265 token;
- * value with a control character, space, '"', ',', ';' or '\\'; path or domain with ';' or a
- * control character; samesite not one of the three), -EALREADY (headers sent) or -ENOMEM. */
+ * HttpOnly; SameSite=..", replacing one set earlier for the same name. `opts` may be NULL.
+ * Returns 0, -EINVAL (name not an RFC 6265 token; value with a control character, space, '"',
+ * ',', ';' or '\\'; path or domain with ';' or a control character; samesite not one of the
+ * three), -EALREADY (headers sent) or -ENOMEM. */
 int gale_set_cookie(gale_handler *h, const char *name, const char *value,
                     const gale_cookie_opts *opts);
 /* Sets an expired, empty cookie to delete `name` (same path/domain rules as set_cookie). */

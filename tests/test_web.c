@@ -1,5 +1,6 @@
 /* web: the application and request handlers, driven with raw HTTP over real sockets from a client
  * thread while the test's loop serves. */
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -475,6 +476,66 @@ static void run_slow_reader(struct slow_reader *sr)
     pthread_join(t, NULL);
 }
 
+/* A flush whose write fails inside the batch (the handler shuts its socket's sending side down
+ * first): the callback reports the failure before on_connection_close, while `h` is valid, and
+ * may finish the handler there. */
+static atomic_int shut_client_port;
+static char shut_events[8];
+static size_t shut_nevents;
+static int shut_status;
+
+static void shut_flushed(int status, void *arg)
+{
+    gale_handler *h = arg;
+    shut_events[shut_nevents++] = 'f';
+    shut_status = status;
+    if (!gale_finished(h))
+        gale_finish(h);
+}
+static void shut_closed(gale_handler *h)
+{
+    shut_events[shut_nevents++] = 'c';
+    gale_finish(h);
+}
+static void shut_get(gale_handler *h)
+{
+    gale_handler_async(h);
+    gale_write_str(h, "x");
+    /* This request's server-side socket: local port ours, peer port the client's. */
+    for (int fd = 3; fd < 1024; fd++) {
+        struct sockaddr_in a, b;
+        socklen_t la = sizeof a, lb = sizeof b;
+        if (getsockname(fd, (struct sockaddr *)&a, &la) == 0 && a.sin_family == AF_INET &&
+            ntohs(a.sin_port) == port && getpeername(fd, (struct sockaddr *)&b, &lb) == 0 &&
+            ntohs(b.sin_port) == atomic_load(&shut_client_port)) {
+            shutdown(fd, SHUT_WR);
+            break;
+        }
+    }
+    ck_assert_int_eq(gale_flush_cb(h, shut_flushed, h), 0);
+}
+static const gale_handler_class shut_writer = {.get = shut_get, .on_connection_close = shut_closed};
+
+static void *shut_client_main(void *arg)
+{
+    struct slow_reader *sr = arg;
+    int fd = test_connect_tcp(port);
+    if (fd >= 0) {
+        struct sockaddr_in sin;
+        socklen_t sl = sizeof sin;
+        getsockname(fd, (struct sockaddr *)&sin, &sl);
+        atomic_store(&shut_client_port, ntohs(sin.sin_port));
+        const char *req = "GET /shut HTTP/1.1\r\nHost: x\r\n\r\n";
+        test_write_all(fd, req, strlen(req));
+        char buf[4096];
+        while (recv(fd, buf, sizeof buf, 0) > 0) {
+        }
+        close(fd);
+    }
+    atomic_store(&sr->done, true);
+    return NULL;
+}
+
 static void args_any(gale_handler *h)
 {
     gale_writef(h, "a=%s b=%s q=%s body=%s n=%zu first=%s none=%s",
@@ -561,6 +622,7 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "/set/([\\d,]+)", &items, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/slug/([\\w\\-]+)", &items, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/dot/([\\-a\\.]+)", &items, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/lt/a\\>\\-b", &hello, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/post", &post_get, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/guarded", &guarded, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/state", &stateful, NULL), 0);
@@ -580,6 +642,7 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "/late-error", &late_error, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/with-arg", &with_arg, "route argument"), 0);
     ck_assert_int_eq(gale_app_route(app, "/cookie-error", &cookie_error, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/shut", &shut_writer, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream", &streamer, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream-coro", &coro_streamer, NULL), 0);
     ck_assert_int_eq(gale_app_listen(app, 0, "127.0.0.1"), 0);
@@ -697,7 +760,7 @@ START_TEST(test_web_route_python_classes_match_as_in_python)
         {"/num/42", 200},   {"/num/dd", 404},    {"/num/4d", 404},   {"/nd/abc", 200},
         {"/nd/a1", 404},    {"/word/ab_1", 200}, {"/word/a-b", 404}, {"/set/1,2", 200},
         {"/set/1a", 404},   {"/set/d", 404},     {"/slug/a-b_c", 200}, {"/slug/a.b", 404},
-        {"/dot/a.-a", 200}, {"/dot/ab", 404},
+        {"/dot/a.-a", 200}, {"/dot/ab", 404},     {"/lt/a>-b", 200},  {"/lt/a-b", 404},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct resp r = http("GET", cases[i].path, NULL, NULL);
@@ -716,7 +779,7 @@ START_TEST(test_web_route_python_only_syntax_refused)
 {
     static const char *const bad[] = {
         "/(?P<id>\\d+)", "/x/(?:a|b)", "/a\\Z", "/t\\t", "/b/[\\D]", "/c/[a\\-z]", "/d/[\\]]",
-        "/e/[[:alpha:]",
+        "/e/[[:alpha:]", "/br/(a)\\1", "/r/[\\w-~]",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(gale_app_route(app, bad[i], &hello, NULL) == -EINVAL, "%s accepted", bad[i]);
@@ -754,6 +817,21 @@ START_TEST(test_web_flush_future_awaited_in_coroutine)
 {
     /* The head goes with the first piece. */
     expect_streamed("/stream-coro", (int)(STREAM_TOTAL / STREAM_PIECE), STREAM_PIECE + 4096);
+}
+END_TEST
+
+START_TEST(test_web_flush_cb_failing_in_batch_runs_before_close)
+{
+    struct slow_reader sr = {.path = "/shut"};
+    shut_nevents = 0;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, shut_client_main, &sr), 0);
+    ck_assert(test_wait_until(loop, slow_reader_done, &sr, 10));
+    pthread_join(t, NULL);
+    test_run_for(loop, 0.05);
+    ck_assert_uint_eq(shut_nevents, 1);
+    ck_assert_int_eq(shut_events[0], 'f');
+    ck_assert_int_lt(shut_status, 0);
 }
 END_TEST
 
@@ -1063,7 +1141,8 @@ START_TEST(test_web_arguments_query_and_urlencoded_body)
 END_TEST
 
 /* As Tornado's get_argument: control characters other than TAB..CR become spaces, so a %00 does
- * not cut the value short ("admin%00x" must not read as "admin"); get_argument_at keeps the bytes. */
+ * not cut the value short ("admin%00x" must not read as "admin"); get_argument_at keeps the
+ * bytes. */
 START_TEST(test_web_arguments_control_characters_become_spaces)
 {
     struct resp r = http("GET", "/args?a=admin%00x&b=t%09a%0Db%1Fc%01", NULL, NULL);
@@ -1337,6 +1416,7 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_flush_cb_bounds_a_streamed_response);
     tcase_add_test(t, test_web_flush_future_awaited_in_coroutine);
     tcase_add_test(t, test_web_flush_cb_reports_client_gone);
+    tcase_add_test(t, test_web_flush_cb_failing_in_batch_runs_before_close);
     tcase_add_test(t, test_web_headers_case_insensitive_repeats_and_set_rules);
     tcase_add_test(t, test_web_204_has_no_body_and_no_content_type);
     suite_add_tcase(s, t);
