@@ -130,7 +130,7 @@ struct gale_http_conn {
     int err_status; /* status chosen by a parser callback that failed */
     const char *err_why; /* and the reason for its log line, if it has a better one */
     int busy;       /* inside a callback that must not see the connection freed */
-    struct flush_wait *flush_waits; /* flush callbacks whose bytes wait in `out` (a batch) */
+    struct flush_wait *flush_waits; /* flush callbacks not yet handed to the stream */
     uint8_t phase;
     bool in_batch, close_after_write, linger, wait_drain;
     uint8_t ip_len;
