@@ -148,8 +148,10 @@ static const gale_handler_class delay_handler = {
     .state_size = sizeof(struct delay_state), .get = delay_get,
     .on_connection_close = delay_closed};
 
-/* GET /stream?chunks=N */
-static void stream_get(gale_handler *h)
+/* GET /stream?chunks=N: a coroutine that writes the next chunk once the last one has left, as
+ * Tornado's `await self.flush()` does, so a slow client holds the handler back rather than
+ * filling the server's memory. */
+static void stream(gale_handler *h)
 {
     long n = parse_digits(gale_get_argument(h, "chunks", NULL), 1000);
     if (n < 1) {
@@ -159,10 +161,11 @@ static void stream_get(gale_handler *h)
     gale_set_header(h, "Content-Type", "text/plain; charset=UTF-8");
     for (long i = 1; i <= n; i++) {
         gale_writef(h, "chunk %ld\n", i);
-        if (gale_flush(h) == -EPIPE)
-            break;
+        if (gale_await_drop(gale_flush_future(h)) < 0)
+            return; /* the client went away */
     }
 }
+GALE_CORO_METHOD(stream_get, stream)
 static const gale_handler_class stream_handler = {.get = stream_get};
 
 /* GET /status/<code> */
