@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -130,6 +131,28 @@ static bool is_endpoint(int fd, const struct sockaddr_storage *local,
            getpeername(fd, (struct sockaddr *)&b, &lb) == 0 && same_endpoint(&b, remote);
 }
 
+/* The open descriptor other than `skip` that is the socket (local, remote), or -1. Walks
+ * /proc/self/fd: the descriptor limit may be large, the open descriptors are few. */
+static int find_endpoint(int skip, const struct sockaddr_storage *local,
+                         const struct sockaddr_storage *remote)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int found = -1;
+    struct dirent *e;
+    while (found < 0 && (e = readdir(d)) != NULL) {
+        char *end;
+        long i = strtol(e->d_name, &end, 10);
+        if (*end || end == e->d_name || i == skip || i == dirfd(d))
+            continue;
+        if (is_endpoint((int)i, local, remote))
+            found = (int)i;
+    }
+    closedir(d);
+    return found;
+}
+
 bool test_wait_peer_read(int fd, double timeout)
 {
     struct sockaddr_storage mine, theirs;
@@ -137,9 +160,6 @@ bool test_wait_peer_read(int fd, double timeout)
     if (getsockname(fd, (struct sockaddr *)&mine, &lm) < 0 ||
         getpeername(fd, (struct sockaddr *)&theirs, &lt) < 0)
         return false;
-    long maxfd = sysconf(_SC_OPEN_MAX);
-    if (maxfd < 0 || maxfd > 65536)
-        maxfd = 65536;
     int peer = -1;
     double end = mono_now() + timeout;
     do {
@@ -147,9 +167,7 @@ bool test_wait_peer_read(int fd, double timeout)
          * addresses, which are ours mirrored; it may not be accepted yet. */
         if (peer < 0 || !is_endpoint(peer, &theirs, &mine)) {
             peer = -1;
-            for (int i = 0; i < maxfd && peer < 0; i++)
-                if (i != fd && is_endpoint(i, &theirs, &mine))
-                    peer = i;
+            peer = find_endpoint(fd, &theirs, &mine);
         }
         /* Our unacknowledged bytes at 0: the peer's TCP has taken them all into its queue (not
          * still in its backlog); its queue at 0: its owner has read them. */
