@@ -2026,6 +2026,9 @@ static int push_header(struct req *r, const char *name, size_t nl, const char *v
                 return -EINVAL;
             cl = cl * 10 + (v[i] - '0');
         }
+        /* Sent as checked: the digits alone (" 6 " goes out as "6"). */
+        value = v;
+        vl = l;
     }
     if (r->rh.n == r->rh.cap) {
         size_t ncap = r->rh.cap ? r->rh.cap * 2 : 8;
