@@ -37,6 +37,8 @@ struct gale_app {
     gale_loop *loop;
     bool draining;      /* gale_app_shutdown() was called */
     double signal_time; /* loop time of the signal that began the drain (0: none) */
+    const gale_handler_class *default_cls; /* for paths no route matches (NULL: plain 404) */
+    void *default_arg;
 };
 
 /* One response header set by the handler, copied into the request arena. */
@@ -76,6 +78,7 @@ struct gale_handler {
     bool released;
     bool closed;
     bool close_called;
+    bool in_write_error; /* the class's write_error runs: a nested send_error uses the page */
 
     /* Last: on_request zeroes only what comes before these; each is set up when first parsed
      * (the *_parsed flags above). */
@@ -443,6 +446,14 @@ void gale_app_stop(gale_app *app)
         gale_loop_stop(app->loop ? app->loop : gale_loop_current());
 }
 
+void gale_app_set_default_handler(gale_app *app, const gale_handler_class *cls, void *arg)
+{
+    if (!app)
+        return;
+    app->default_cls = cls;
+    app->default_arg = arg;
+}
+
 void gale_app_free(gale_app *app)
 {
     if (!app)
@@ -596,13 +607,17 @@ static int set_path_args(gale_handler *h, const struct route *r, const regmatch_
 
 #define STACK_GROUPS 12
 
+static void write_error_body(gale_handler *h, int code);
+
 static void on_request(gale_http_request *req, void *arg)
 {
     gale_app *app = arg;
     regmatch_t stack_pm[STACK_GROUPS];
     regmatch_t *pm = stack_pm;
     const struct route *r = match(app, req, stack_pm, STACK_GROUPS, &pm);
-    const gale_handler_class *cls = r ? r->cls : &no_handler;
+    const gale_handler_class *cls = r                  ? r->cls
+                                    : app->default_cls ? app->default_cls
+                                                       : &no_handler;
 
     gale_handler *h = gale__http_request_alloc_raw(req, sizeof *h);
     if (!h) {
@@ -615,7 +630,7 @@ static void on_request(gale_http_request *req, void *arg)
     h->app = app;
     h->req = req;
     h->cls = cls;
-    h->arg = r ? r->arg : NULL;
+    h->arg = r ? r->arg : app->default_arg;
     h->status = 200;
     h->default_ctype = true;
     h->async = cls->async;
@@ -625,19 +640,18 @@ static void on_request(gale_http_request *req, void *arg)
 
     bool head;
     gale_handler_fn fn = method_fn(cls, req->method, &head);
-    if (!r) {
+    if (!r && !app->default_cls) {
         gale_send_error(h, 404);
     } else if (!fn) {
         set_allow(h, cls);
         gale_set_status(h, 405);
         h->async = false;
         /* keep the Allow header: send_error would clear it */
-        gale_writef(h, "<html><title>405: %s</title><body>405: %s</body></html>",
-                    gale_http_reason(405), gale_http_reason(405));
+        write_error_body(h, 405);
         gale_finish(h);
     } else if ((cls->state_size &&
                 !(h->state = gale_http_request_alloc(req, cls->state_size))) ||
-               set_path_args(h, r, pm) < 0) {
+               (r && set_path_args(h, r, pm) < 0)) {
         gale_fail(h, -ENOMEM);
     } else {
         if (cls->prepare)
@@ -1130,6 +1144,20 @@ int gale_redirect(gale_handler *h, const char *url, int status)
     return gale_finish(h);
 }
 
+/* The body of an error response: the class's write_error, or Tornado's short HTML page. */
+static void write_error_body(gale_handler *h, int code)
+{
+    if (h->cls->write_error && !h->in_write_error) {
+        h->in_write_error = true;
+        h->cls->write_error(h, code);
+        h->in_write_error = false;
+        return;
+    }
+    const char *reason = gale_http_reason(code);
+    gale_writef(h, "<html><title>%d: %s</title><body>%d: %s</body></html>", code, reason, code,
+                reason);
+}
+
 int gale_send_error(gale_handler *h, int code)
 {
     if (h->finished)
@@ -1152,10 +1180,8 @@ int gale_send_error(gale_handler *h, int code)
     h->default_ctype = true;
     gale_http_response_clear_body(h->req);
     h->status = code;
-    const char *reason = gale_http_reason(code);
-    gale_writef(h, "<html><title>%d: %s</title><body>%d: %s</body></html>", code, reason, code,
-                reason);
-    return gale_finish(h);
+    write_error_body(h, code);
+    return h->finished ? 0 : gale_finish(h);
 }
 
 int gale_fail(gale_handler *h, int err)

@@ -73,6 +73,11 @@ typedef struct gale_handler_class {
     gale_handler_fn on_connection_close; /* once, if the client leaves before finish */
     size_t state_size;                   /* bytes of zeroed per-request state */
     bool async;                          /* methods finish later with gale_finish() */
+    /* Tornado's write_error: writes the body of an error response of this class (from
+     * gale_send_error, gale_fail, a 405) in place of the HTML page, e.g. JSON for an API. The
+     * status is set and the headers are back to the defaults (cookies kept, Allow on a 405); it
+     * may set headers. NULL: the HTML page. */
+    void (*write_error)(gale_handler *h, int code);
 } gale_handler_class;
 
 /* ---- application ---- */
@@ -95,6 +100,11 @@ gale_http_server_opts *gale_app_opts(gale_app *app);
  * added. Returns 0, -EINVAL (NULL argument or a pattern that does not compile; logged) or
  * -ENOMEM. */
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg);
+
+/* Tornado's default_handler_class: `cls` handles requests that match no route (with `arg`), in
+ * place of the plain 404 page; e.g. a class whose .get answers gale_send_error(h, 404) and whose
+ * .write_error renders it. NULL restores the plain 404. */
+void gale_app_set_default_handler(gale_app *app, const gale_handler_class *cls, void *arg);
 
 /* Creates the server on gale_loop_current() and listens on (address, port) (NULL address: all
  * interfaces; port 0: a free port, see gale_app_port()). Logs "listening on port N". Returns 0 or

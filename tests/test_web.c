@@ -536,6 +536,28 @@ static void *shut_client_main(void *arg)
     return NULL;
 }
 
+/* An API whose errors are JSON: .write_error renders every error response of the class. */
+static void json_error(gale_handler *h, int code)
+{
+    gale_set_header(h, "Content-Type", "application/json");
+    gale_writef(h, "{\"error\": %d, \"arg\": \"%s\"}", code,
+                gale_handler_arg(h) ? (const char *)gale_handler_arg(h) : "");
+    if (code == 418)
+        gale_send_error(h, 500); /* nested: the plain page, no loop */
+}
+static void api_get(gale_handler *h)
+{
+    long code = strtol(gale_path_arg(h, 0, NULL), NULL, 10);
+    if (code == 500)
+        gale_fail(h, -EIO);
+    else
+        gale_send_error(h, (int)code);
+}
+static const gale_handler_class api = {.get = api_get, .write_error = json_error};
+
+static void not_found_get(gale_handler *h) { gale_send_error(h, 404); }
+static const gale_handler_class json_not_found = {.get = not_found_get, .write_error = json_error};
+
 static void args_any(gale_handler *h)
 {
     gale_writef(h, "a=%s b=%s q=%s body=%s n=%zu first=%s none=%s",
@@ -642,6 +664,7 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "/late-error", &late_error, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/with-arg", &with_arg, "route argument"), 0);
     ck_assert_int_eq(gale_app_route(app, "/cookie-error", &cookie_error, NULL), 0);
+    ck_assert_int_eq(gale_app_route(app, "/api/([0-9]+)", &api, "api"), 0);
     ck_assert_int_eq(gale_app_route(app, "/shut", &shut_writer, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream", &streamer, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream-coro", &coro_streamer, NULL), 0);
@@ -849,6 +872,59 @@ START_TEST(test_web_flush_cb_reports_client_gone)
     struct resp r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     free(r.raw);
+}
+END_TEST
+
+/* Tornado's write_error: a class renders its own error responses (send_error, fail, 405), with
+ * the status set, the headers it sets kept, and Allow kept on a 405. */
+START_TEST(test_web_write_error_renders_the_class_errors)
+{
+    static const struct {
+        const char *method, *path;
+        int status;
+    } cases[] = {{"GET", "/api/403", 403}, {"GET", "/api/500", 500}, {"POST", "/api/1", 405}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct resp r = http(cases[i].method, cases[i].path, NULL, NULL);
+        ck_assert_int_eq(r.status, cases[i].status);
+        ck_assert(has_header(&r, "Content-Type", "application/json"));
+        char want[64];
+        snprintf(want, sizeof want, "{\"error\": %d, \"arg\": \"api\"}", cases[i].status);
+        assert_body(&r, want);
+        ck_assert(has_header(&r, "Allow", "GET, HEAD") == (cases[i].status == 405));
+        free(r.raw);
+    }
+    /* A send_error inside write_error does not recurse: it answers with the plain page. */
+    struct resp r = http("GET", "/api/418", NULL, NULL);
+    ck_assert_int_eq(r.status, 500);
+    assert_body(&r, "<html><title>500: Internal Server Error</title>"
+                    "<body>500: Internal Server Error</body></html>");
+    free(r.raw);
+}
+END_TEST
+
+/* Tornado's default_handler_class: paths no route matches go to it (with its argument). */
+START_TEST(test_web_default_handler_for_unmatched_paths)
+{
+    gale_app *other = gale_app_new(NULL);
+    ck_assert_int_eq(gale_app_route(other, "/", &hello, NULL), 0);
+    gale_app_set_default_handler(other, &json_not_found, "default");
+    ck_assert_int_eq(gale_app_listen(other, 0, "127.0.0.1"), 0);
+    int main_port = port;
+    port = gale_app_port(other);
+    struct resp r = http("GET", "/nowhere", NULL, NULL);
+    ck_assert_int_eq(r.status, 404);
+    assert_body(&r, "{\"error\": 404, \"arg\": \"default\"}");
+    free(r.raw);
+    r = http("DELETE", "/nowhere", NULL, NULL);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert(has_header(&r, "Allow", "GET, HEAD"));
+    free(r.raw);
+    r = http("GET", "/", NULL, NULL);
+    assert_body(&r, "Hello, world!");
+    free(r.raw);
+    port = main_port;
+    gale_app_free(other);
+    test_run_for(loop, 0.02);
 }
 END_TEST
 
@@ -1384,6 +1460,8 @@ static Suite *web_suite(void)
     tcase_add_test(t, test_web_route_anchored_both_ends);
     tcase_add_test(t, test_web_route_python_classes_match_as_in_python);
     tcase_add_test(t, test_web_route_python_only_syntax_refused);
+    tcase_add_test(t, test_web_write_error_renders_the_class_errors);
+    tcase_add_test(t, test_web_default_handler_for_unmatched_paths);
     tcase_add_test(t, test_web_route_unknown_path_404_page);
     tcase_add_test(t, test_web_route_wrong_method_405_with_allow);
     tcase_add_test(t, test_web_route_bad_pattern_is_einval);
