@@ -1180,8 +1180,12 @@ int gale_send_error(gale_handler *h, int code)
     h->default_ctype = true;
     gale_http_response_clear_body(h->req);
     h->status = code;
+    /* write_error may finish the response itself: `h` must outlive it either way. */
+    h->busy++;
     write_error_body(h, code);
-    return h->finished ? 0 : gale_finish(h);
+    int rc = h->finished ? 0 : gale_finish(h);
+    leave(h);
+    return rc;
 }
 
 int gale_fail(gale_handler *h, int err)

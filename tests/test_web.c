@@ -555,6 +555,24 @@ static void api_get(gale_handler *h)
 }
 static const gale_handler_class api = {.get = api_get, .write_error = json_error};
 
+/* An error sent later, from a timer, by a class whose write_error finishes the response itself. */
+static void finishing_error(gale_handler *h, int code)
+{
+    gale_writef(h, "late %d", code);
+    gale_finish(h);
+}
+static void late_error_fire(gale_loop *l, void *arg)
+{
+    gale_handler *h = arg;
+    last_rc = gale_send_error(h, 503);
+}
+static void late_json_get(gale_handler *h)
+{
+    gale_loop_call_later(gale_handler_loop(h), 0.005, late_error_fire, h, NULL);
+}
+static const gale_handler_class late_json = {
+    .get = late_json_get, .async = true, .write_error = finishing_error};
+
 static void not_found_get(gale_handler *h) { gale_send_error(h, 404); }
 static const gale_handler_class json_not_found = {.get = not_found_get, .write_error = json_error};
 
@@ -665,6 +683,7 @@ static void setup(void)
     ck_assert_int_eq(gale_app_route(app, "/with-arg", &with_arg, "route argument"), 0);
     ck_assert_int_eq(gale_app_route(app, "/cookie-error", &cookie_error, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/api/([0-9]+)", &api, "api"), 0);
+    ck_assert_int_eq(gale_app_route(app, "/late-json", &late_json, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/shut", &shut_writer, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream", &streamer, NULL), 0);
     ck_assert_int_eq(gale_app_route(app, "/stream-coro", &coro_streamer, NULL), 0);
@@ -893,6 +912,12 @@ START_TEST(test_web_write_error_renders_the_class_errors)
         ck_assert(has_header(&r, "Allow", "GET, HEAD") == (cases[i].status == 405));
         free(r.raw);
     }
+    /* From a timer, with a write_error that finishes the response itself. */
+    struct resp late = http("GET", "/late-json", NULL, NULL);
+    ck_assert_int_eq(late.status, 503);
+    assert_body(&late, "late 503");
+    ck_assert_int_eq(last_rc, 0);
+    free(late.raw);
     /* A send_error inside write_error does not recurse: it answers with the plain page. */
     struct resp r = http("GET", "/api/418", NULL, NULL);
     ck_assert_int_eq(r.status, 500);
