@@ -78,7 +78,6 @@ struct gale_handler {
     bool released;
     bool closed;
     bool close_called;
-    bool in_write_error; /* the class's write_error runs: a nested send_error uses the page */
 
     /* Last: on_request zeroes only what comes before these; each is set up when first parsed
      * (the *_parsed flags above). */
@@ -1144,13 +1143,18 @@ int gale_redirect(gale_handler *h, const char *url, int status)
     return gale_finish(h);
 }
 
+/* The handler whose class's write_error runs on this thread: a send_error inside it gets the page
+ * (kept out of the handler, whose zeroing is on every request's path). */
+static _Thread_local gale_handler *writing_error;
+
 /* The body of an error response: the class's write_error, or Tornado's short HTML page. */
 static void write_error_body(gale_handler *h, int code)
 {
-    if (h->cls->write_error && !h->in_write_error) {
-        h->in_write_error = true;
+    if (h->cls->write_error && writing_error != h) {
+        gale_handler *outer = writing_error;
+        writing_error = h;
         h->cls->write_error(h, code);
-        h->in_write_error = false;
+        writing_error = outer;
         return;
     }
     const char *reason = gale_http_reason(code);
