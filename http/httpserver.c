@@ -745,8 +745,7 @@ static void flush_waits_fail(struct gale_http_conn *c)
 static void conn_flush(struct gale_http_conn *c)
 {
     if (!conn_open(c)) {
-        out_release(c);
-        flush_waits_queue(c);
+        out_release(c); /* kept waits fail in conn_on_close */
         return;
     }
     struct obuf *o = c->out;

@@ -98,13 +98,6 @@ int test_connect_tcp(int port)
     return fd;
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
     if (a->ss_family != b->ss_family)
@@ -161,7 +154,7 @@ bool test_wait_peer_read(int fd, double timeout)
         getpeername(fd, (struct sockaddr *)&theirs, &lt) < 0)
         return false;
     int peer = -1;
-    double end = mono_now() + timeout;
+    int64_t end = gale_time_ns() + (int64_t)(timeout * 1e9);
     do {
         /* The peer is found (again: its owner may close it and the number be reused) by its
          * addresses, which are ours mirrored; it may not be accepted yet. */
@@ -181,7 +174,7 @@ bool test_wait_peer_read(int fd, double timeout)
             return true;
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
-    } while (mono_now() < end);
+    } while (gale_time_ns() < end);
     return false;
 }
 
