@@ -20,10 +20,11 @@
 #include "core/errors.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "net/iostream.h"
 #include "net/tcpclient.h"
 
-#define DEFAULT_USER_AGENT "gale/0.1"
+#define DEFAULT_USER_AGENT "gale/" GALE_VERSION_STRING
 #define CHUNK_LINE_MAX 8192
 
 struct gale_http_client {
