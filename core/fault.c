@@ -24,8 +24,8 @@ unsigned long gale_fault_injected(gale_fault_call call, gale_fault_kind kind) { 
 #include <string.h>
 #include <strings.h>
 
+#include "core/fault_internal.h"
 #include "core/log.h"
-#include "net/fault_internal.h"
 
 #define MAX_SCRIPTS 64
 #define MAX_SHORT_IOV 64

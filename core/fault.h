@@ -1,7 +1,7 @@
 /* gale fault injection: a test seam on the I/O path.
  *
  * The library's socket calls on the I/O path (recv, send and sendmsg in the stream, accept4 in the
- * acceptor) and the stream's allocations go through the wrappers of net/fault_internal.h. In a
+ * acceptor) and the stream's allocations go through the wrappers of core/fault_internal.h. In a
  * normal build those are static inline calls to libc and this seam costs nothing; built with
  * -DGALE_FAULT_INJECTION=ON (CMake option, default OFF, for tests only) each call first consults a
  * fault plan and may return a short count, EAGAIN, EINTR, ECONNRESET, ENOMEM or (accept) EMFILE

@@ -44,8 +44,8 @@
 
 #include "core/buffer.h"
 #include "core/errors.h"
+#include "core/fault_internal.h"
 #include "core/log.h"
-#include "net/fault_internal.h"
 #include "net/iostream_internal.h"
 
 #define GALE_STREAM_IDLE_LIMIT GALE_STREAM_READ_CHUNK

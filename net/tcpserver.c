@@ -19,8 +19,8 @@
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "core/fault_internal.h"
 #include "core/log.h"
-#include "net/fault_internal.h"
 #include "net/resolver.h"
 
 #define EMFILE_RETRY_DELAY 0.1 /* seconds between accept attempts while out of descriptors */

@@ -17,7 +17,7 @@
 #include "core/errors.h"
 #include "core/fault.h"
 #include "core/loop.h"
-#include "net/fault_internal.h"
+#include "core/fault_internal.h"
 #include "net/iostream.h"
 #include "net/tcpserver.h"
 #include "testutil.h"

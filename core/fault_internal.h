@@ -1,7 +1,7 @@
 /* The fault-injection seam's wrappers (see core/fault.h). Normal builds: static inline libc calls.
  * With GALE_FAULT_INJECTION: defined in core/fault.c, consulting the fault plan. */
-#ifndef GALE_NET_FAULT_INTERNAL_H
-#define GALE_NET_FAULT_INTERNAL_H
+#ifndef GALE_CORE_FAULT_INTERNAL_H
+#define GALE_CORE_FAULT_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>
