@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "http/httputil.h"
 
 void gale_form_init(gale_form *f, gale_alloc_fn alloc, void *ctx)
 {
@@ -130,17 +131,8 @@ static const char *memmem_s(const char *hay, size_t hlen, const char *needle, si
     return memmem(hay, hlen, needle, nlen);
 }
 
-static bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
-static void trim(const char **p, size_t *len)
-{
-    while (*len && is_ws(**p)) {
-        (*p)++;
-        (*len)--;
-    }
-    while (*len && is_ws((*p)[*len - 1]))
-        (*len)--;
-}
+static bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
 /* Finds header `name` in a CRLF-separated block of part headers. */
 static bool part_header(const char *h, size_t hlen, const char *name, const char **val,
@@ -157,7 +149,7 @@ static bool part_header(const char *h, size_t hlen, const char *name, const char
         if (colon && (size_t)(colon - line) == nlen && strncasecmp(line, name, nlen) == 0) {
             *val = colon + 1;
             *vlen = llen - nlen - 1;
-            trim(val, vlen);
+            *val = gale_http_trim_ows(*val, vlen);
             return true;
         }
         i = end + 2;
@@ -211,7 +203,7 @@ static bool parse_disposition(const char *v, size_t vlen, struct disposition *d)
         }
         const char *item = v + i;
         size_t ilen = j - i;
-        trim(&item, &ilen);
+        item = gale_http_trim_ows(item, &ilen);
         if (first) {
             if (!(ilen == 9 && strncasecmp(item, "form-data", 9) == 0))
                 return false;
@@ -223,8 +215,8 @@ static bool parse_disposition(const char *v, size_t vlen, struct disposition *d)
                 size_t klen = (size_t)(eq - item);
                 const char *pv = eq + 1;
                 size_t pvlen = ilen - klen - 1;
-                trim(&k, &klen);
-                trim(&pv, &pvlen);
+                k = gale_http_trim_ows(k, &klen);
+                pv = gale_http_trim_ows(pv, &pvlen);
                 if (klen == 4 && strncasecmp(k, "name", 4) == 0) {
                     d->name = pv;
                     d->name_len = pvlen;
@@ -425,7 +417,7 @@ static bool header_param(const char *v, size_t vlen, const char *key, const char
         size_t end = semi ? (size_t)(semi - v) : vlen;
         const char *item = v + i;
         size_t ilen = end - i;
-        trim(&item, &ilen);
+        item = gale_http_trim_ows(item, &ilen);
         if (ilen > klen && item[klen] == '=' && strncasecmp(item, key, klen) == 0) {
             *out = item + klen + 1;
             *outlen = ilen - klen - 1;
@@ -451,7 +443,7 @@ int gale_form_parse_body(gale_form *f, const char *content_type, size_t ct_len, 
         return -EINVAL;
     if (!content_type)
         return 0;
-    trim(&content_type, &ct_len);
+    content_type = gale_http_trim_ows(content_type, &ct_len);
     if (media_type_is(content_type, ct_len, "application/x-www-form-urlencoded"))
         return gale_form_parse_urlencoded(f, body, len);
     if (media_type_is(content_type, ct_len, "multipart/form-data")) {
@@ -510,8 +502,8 @@ int gale_form_parse_cookies(gale_form *f, const char *header, size_t len)
             v = eq + 1;
             vlen = clen - klen - 1;
         }
-        trim(&k, &klen);
-        trim(&v, &vlen);
+        k = gale_http_trim_ows(k, &klen);
+        v = gale_http_trim_ows(v, &vlen);
         if (klen || vlen) {
             int rc = add_cookie(f, k, klen, v, vlen);
             if (rc)

@@ -143,33 +143,6 @@ static char *dup_printf(const char *fmt, ...)
     return s;
 }
 
-static bool is_tchar(unsigned char ch)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-           (ch && strchr(extra, ch));
-}
-
-static bool is_token(const char *p, size_t n)
-{
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!is_tchar((unsigned char)p[i]))
-            return false;
-    return true;
-}
-
-/* Field-value characters: VCHAR, SP, HT and obs-text; no other control character. */
-static bool is_field_value(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
-    }
-    return true;
-}
 
 /* The smaller of two timeouts where <= 0 means no limit. */
 static double timeout_min(double a, double b)
@@ -795,8 +768,8 @@ static void on_trailer_line(gale_stream *s, int status, const char *data, size_t
     }
     f->trailer_bytes += len;
     const char *colon = memchr(data, ':', len - 2);
-    if (!colon || !is_token(data, (size_t)(colon - data)) ||
-        !is_field_value(colon + 1, (size_t)(data + len - 2 - colon - 1))) {
+    if (!colon || !gale_http_is_token(data, (size_t)(colon - data)) ||
+        !gale_http_is_field_value(colon + 1, (size_t)(data + len - 2 - colon - 1))) {
         finish(f, GALE_EHTTP, "Malformed chunked trailer");
         return;
     }
@@ -858,7 +831,7 @@ static int parse_chunk_size(const char *p, size_t len, size_t *out)
         i++;
     if (i < len) {
         /* chunk-ext: ";" name [ "=" value ]...: accepted without interpretation, but no CTL. */
-        if (p[i] != ';' || !is_field_value(p + i, len - i))
+        if (p[i] != ';' || !gale_http_is_field_value(p + i, len - i))
             return -1;
     }
     *out = v;
@@ -943,7 +916,7 @@ static int parse_head(struct resp_impl *r, const char *data, size_t len)
     if (r->pub.code < 100)
         return -1;
     if (sl > 12) {
-        if (p[12] != ' ' || !is_field_value(p + 13, sl - 13))
+        if (p[12] != ' ' || !gale_http_is_field_value(p + 13, sl - 13))
             return -1;
         r->pub.reason = p + 13;
     } else {
@@ -958,14 +931,14 @@ static int parse_head(struct resp_impl *r, const char *data, size_t len)
         size_t ll = (size_t)(eol - p);
         char *colon = memchr(p, ':', ll);
         /* No obs-fold, no whitespace before the colon, a token name. */
-        if (!colon || !is_token(p, (size_t)(colon - p)))
+        if (!colon || !gale_http_is_token(p, (size_t)(colon - p)))
             return -1;
         char *v = colon + 1, *ve = eol;
         while (v < ve && (*v == ' ' || *v == '\t'))
             v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        if (!is_field_value(v, (size_t)(ve - v)))
+        if (!gale_http_is_field_value(v, (size_t)(ve - v)))
             return -1;
         if (gale_http_headers_add(&r->pub.headers, p, (size_t)(colon - p), v, (size_t)(ve - v)))
             return -ENOMEM;
@@ -1254,8 +1227,8 @@ static int copy_request(struct fetch *f, const gale_http_client *c, const gale_h
         const gale_http_header *h = &req->headers.items[i];
         if (h->value.len && !h->value.p)
             return -EINVAL;
-        if (!h->name.p || !is_token(h->name.p, h->name.len) ||
-            !is_field_value(h->value.p, h->value.len))
+        if (!h->name.p || !gale_http_is_token(h->name.p, h->name.len) ||
+            !gale_http_is_field_value(h->value.p, h->value.len))
             return -EINVAL;
         memcpy(p, h->name.p, h->name.len);
         memcpy(p + h->name.len, h->value.p, h->value.len);
@@ -1263,7 +1236,7 @@ static int copy_request(struct fetch *f, const gale_http_client *c, const gale_h
             return -ENOMEM;
         p += h->name.len + h->value.len;
     }
-    if (!is_token(method, strlen(method)))
+    if (!gale_http_is_token(method, strlen(method)))
         return -EINVAL;
     f->head_request = strcmp(method, "HEAD") == 0;
     f->connect_timeout = req->connect_timeout == 0 ? GALE_HTTP_CLIENT_DEFAULT_TIMEOUT

@@ -84,6 +84,57 @@ void gale_http_headers_free(gale_http_headers *h)
 
 static bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
+/* RFC 9110 tchar: visible ASCII except delimiters. */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+bool gale_http_is_tchar(unsigned char ch) { return tchar[ch] != 0; }
+
+bool gale_http_is_token(const char *p, size_t len)
+{
+    if (!p || !len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!tchar[(unsigned char)p[i]])
+            return false;
+    return true;
+}
+
+bool gale_http_is_field_value(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+const char *gale_http_trim_ows(const char *p, size_t *len)
+{
+    size_t n = *len;
+    while (n && is_ows(*p)) {
+        p++;
+        n--;
+    }
+    while (n && is_ows(p[n - 1]))
+        n--;
+    *len = n;
+    return p;
+}
+
 bool gale_http_headers_has_token(const gale_http_headers *h, const char *name, const char *token)
 {
     if (!h || !name || !token || !*token)

@@ -59,4 +59,19 @@ void gale_http_format_date(long long t, char *buf);
 /* Case-insensitive equality of a slice and a NUL-terminated string. */
 bool gale_str_ieq(const char *p, size_t len, const char *s);
 
+/* True when `ch` is an RFC 9110 (5.6.2) tchar: a visible ASCII character other than a
+ * delimiter. Header names and methods are tokens: one or more tchars. */
+bool gale_http_is_tchar(unsigned char ch);
+
+/* True when the `len` bytes at `p` are a token (len > 0, every byte a tchar). */
+bool gale_http_is_token(const char *p, size_t len);
+
+/* True when the `len` bytes at `p` may appear in a field value (RFC 9110 5.5): visible
+ * characters, SP, HTAB and obs-text; no CR, LF, NUL or other control byte. */
+bool gale_http_is_field_value(const char *p, size_t len);
+
+/* Strips the optional whitespace (SP and HTAB, RFC 9110 5.6.3) around a slice: returns its new
+ * start and stores its new length in `*len`. */
+const char *gale_http_trim_ows(const char *p, size_t *len);
+
 #endif

@@ -882,35 +882,10 @@ int gale_set_status(gale_handler *h, int code)
 
 int gale_get_status(gale_handler *h) { return h->status; }
 
-static bool is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static bool valid_token(const char *s)
-{
-    if (!s || !*s)
-        return false;
-    for (; *s; s++) {
-        if (!is_tchar((unsigned char)*s))
-            return false;
-    }
-    return true;
-}
+static bool valid_token(const char *s) { return s && gale_http_is_token(s, strlen(s)); }
 
 /* Field values: visible characters, spaces and tabs; no CR, LF or other controls. */
-static bool valid_value(const char *s)
-{
-    if (!s)
-        return false;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return false;
-    }
-    return true;
-}
+static bool valid_value(const char *s) { return s && gale_http_is_field_value(s, strlen(s)); }
 
 static int header_check(gale_handler *h, const char *name, const char *value)
 {
