@@ -238,7 +238,7 @@ static struct req *req_new(struct gale_http_conn *c)
     if (!blk)
         return NULL;
     struct req *r = blk;
-    memset(r, 0, sizeof *r);
+    gale__zero(r, sizeof *r);
     r->conn = c;
     r->loop = c->loop;
     r->apos = (char *)blk + REQ_HDR;

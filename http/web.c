@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/copy_internal.h"
 #include "core/coro.h"
 #include "core/errors.h"
 #include "core/future.h"
@@ -625,7 +626,7 @@ static void on_request(gale_http_request *req, void *arg)
         gale_http_response_finish(req);
         return;
     }
-    memset(h, 0, offsetof(gale_handler, query));
+    gale__zero(h, offsetof(gale_handler, query));
     h->app = app;
     h->req = req;
     h->cls = cls;
