@@ -1,0 +1,361 @@
+/* The HTTP/1.1 server's private shapes, shared by its files (not installed).
+ *
+ * The server is five files, each with one job, read in this order to follow a request:
+ *   httpserver.c           the connection: accepting, reading, dispatching, writing, deadlines,
+ *                          closing, the server API and graceful shutdown
+ *   httpserver_parse.c     the request on the wire: http-parser's callbacks and the checks gale
+ *                          adds to them (version, header names, framing, chunked bodies),
+ *                          with one way to refuse a request (reject)
+ *   httpserver_response.c  the response: status and headers, choosing the framing, writing the
+ *                          head and the body, flush and finish
+ *   httpserver_access.c    the access log line of each request
+ *   httpserver_arena.c     request blocks and the per-request arena
+ *
+ * The connection's phase changes only through set_phase(), which asserts that the change is one
+ * the table in httpserver.c's top comment allows.
+ */
+#ifndef GALE_HTTP_SERVER_INTERNAL_H
+#define GALE_HTTP_SERVER_INTERNAL_H
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/copy_internal.h"
+#include "core/loop.h"
+#include "http/httpserver.h"
+#include "net/iostream.h"
+#include "net/tcpserver.h"
+
+#define REQ_BLOCK 4096 /* request struct + first arena part */
+#define BIG_BODY 16384 /* bodies from this size are written without an extra copy */
+#define ALIGN16(n) (((n) + 15) & ~(size_t)15)
+
+/* ---- the connection ---- */
+
+/* An output buffer: the responses a batch of input produced, written with one write. */
+struct obuf {
+    char *p;
+    size_t len, cap;
+};
+
+enum conn_phase {
+    PH_IDLE,    /* waiting for, or reading, a header block */
+    PH_BODY,    /* reading a body */
+    PH_HANDLER, /* a request is with the handler */
+    PH_CLOSING, /* final bytes being written, then close (or linger) */
+    PH_LINGER,  /* write side shut down, draining input before closing */
+};
+
+struct gale_http_conn {
+    struct gale_http_conn *prev, *next; /* the server's list */
+    gale_http_server *srv;              /* NULL once the server was freed */
+    gale_stream *stream;                /* NULL once its close callback ran */
+    gale_loop *loop;
+    struct req *req;  /* request being parsed or handled */
+    struct obuf *out; /* output collected in this batch */
+    /* Where the current request's bytes begin in the current parser call: the call's input, or
+     * for a request that follows one answered within the same call, the end of that one. The
+     * header-size limit counts from here. */
+    const char *exec_data;
+    const char *exec_end;  /* end of the current parser call's input */
+    const char *piece_end; /* end of the request's last URL, header or body piece in this call
+                            * (NULL: none yet) */
+    http_parser parser;
+    gale_timeout timer;
+    double timer_at;   /* when `timer` fires */
+    double batch_time; /* when the current batch of input arrived */
+    double deadline;   /* end of the current phase (0: none) */
+    double wlook;      /* next look at write progress (0: no output waiting) */
+    double wprogress;  /* when the kernel was last seen taking output (or the wait began) */
+    uint64_t wgiven;   /* response bytes handed to the stream */
+    uint64_t wsent;    /* of those, taken by the kernel as of the last look */
+    size_t drained;
+    size_t batch_left;   /* bytes of the current batch after the request being dispatched */
+    int err_status;      /* set by reject(): the status a refused request gets */
+    const char *err_why; /* and the reason for its log line */
+    /* Calls into user code (the handler, a close or flush callback) running now that may end the
+     * connection: it is freed only once they all returned (conn_maybe_free). */
+    int busy;
+    struct flush_wait *flush_waits; /* flush callbacks not yet handed to the stream */
+    uint8_t phase;                  /* enum conn_phase, changed by set_phase() only */
+    /* in_batch: a batch of input is being parsed; responses collect in `out` and leave with one
+     * write at its end (conn_on_read), and access lines wait for that write. */
+    bool in_batch, close_after_write, linger, wait_drain;
+    uint8_t ip_len;
+    char ip[INET6_ADDRSTRLEN];
+};
+
+struct gale_http_server {
+    gale_loop *loop;
+    gale_server *tcp;
+    gale_http_server_opts opts;
+    gale_http_request_cb cb;
+    void *arg;
+    struct gale_http_conn *conns;
+    size_t nconns;
+    /* graceful shutdown */
+    bool draining, done_called;
+    gale_loop *dloop;         /* the loop the drain's timers run on */
+    gale_timeout drain_timer; /* the deadline */
+    gale_timeout done_timer;  /* `done`, due from the loop */
+    double drain_deadline;
+    gale_cb done;
+    void *done_arg;
+};
+
+/* The phase changes the connection may make (bit `to` of legal_next[from]); httpserver.c's top
+ * comment has the table with the event behind each. */
+static const uint8_t gale__legal_next[] = {
+    [PH_IDLE] = 1u << PH_BODY | 1u << PH_HANDLER | 1u << PH_CLOSING,
+    [PH_BODY] = 1u << PH_HANDLER | 1u << PH_CLOSING,
+    [PH_HANDLER] = 1u << PH_IDLE | 1u << PH_CLOSING,
+    [PH_CLOSING] = 1u << PH_LINGER,
+    [PH_LINGER] = 0,
+};
+
+static inline void set_phase(struct gale_http_conn *c, enum conn_phase to)
+{
+    assert(c->phase < sizeof gale__legal_next && (gale__legal_next[c->phase] & (1u << to)));
+    c->phase = (uint8_t)to;
+}
+
+static inline bool conn_open(const struct gale_http_conn *c)
+{
+    return c->stream && !gale_stream_closed(c->stream);
+}
+
+static inline bool draining(const struct gale_http_conn *c) { return c->srv && c->srv->draining; }
+
+static inline double idle_timeout(const struct gale_http_conn *c)
+{
+    return c->srv ? c->srv->opts.idle_connection_timeout : 0;
+}
+
+/* httpserver.c: the connection's services to the parser and the response. */
+
+/* Answers `status` (0: none) and closes, after the responses this batch produced. */
+void gale__conn_fail(struct gale_http_conn *c, int status, const char *why);
+/* Hands the complete request c->req to the application. */
+void gale__conn_dispatch(struct gale_http_conn *c);
+/* Writes what the batch produced (one write); closes after it when close_after_write. */
+void gale__conn_flush(struct gale_http_conn *c);
+/* The response to c->req was finished: the connection waits for the next request (`keep`) or
+ * closes once its output is written. `now`: the time the response finished. */
+void gale__conn_answered(struct gale_http_conn *c, bool keep, double now);
+/* The header block is complete and a body follows: the connection reads it under the body
+ * deadline. */
+void gale__conn_expect_body(struct gale_http_conn *c);
+/* Whether input follows the request being answered (asked while shutting down). */
+bool gale__conn_input_waiting(const struct gale_http_conn *c);
+/* Whether more output than the high-water mark is queued. */
+bool gale__conn_over_high_water(const struct gale_http_conn *c);
+/* Writes the output collected so far, then `data`, without copying `data`. */
+int gale__conn_write_through(struct gale_http_conn *c, const char *data, size_t len);
+/* A flush callback (gale_http_response_flush_cb) waiting for its bytes to leave. */
+struct flush_wait {
+    struct flush_wait *next;
+    gale_http_flushed_cb cb;
+    void *arg;
+};
+
+/* Runs `w` once everything written so far has left, or with an error when the connection ends
+ * first; takes ownership of `w` (malloc'ed). */
+void gale__conn_add_flush_wait(struct gale_http_conn *c, struct flush_wait *w);
+/* Frees the connection once nothing refers to it any more. */
+void gale__conn_maybe_free(struct gale_http_conn *c);
+/* The batch's output buffer (lent per thread, or the connection's own). NULL: out of memory. */
+struct obuf *gale__conn_out(struct gale_http_conn *c);
+/* Grows `o` to hold `more` bytes past its end. */
+int gale__obuf_grow(struct obuf *o, size_t more);
+
+/* Room for `more` bytes at the end of `o`, at `*at`. */
+static inline __attribute__((always_inline)) int obuf_reserve(struct obuf *o, size_t more,
+                                                              char **at)
+{
+    if (__builtin_expect(o->cap - o->len < more, 0) && gale__obuf_grow(o, more) < 0)
+        return -ENOMEM;
+    *at = o->p + o->len;
+    return 0;
+}
+
+static inline __attribute__((always_inline)) int out_append(struct gale_http_conn *c,
+                                                            const void *data, size_t len)
+{
+    struct obuf *o = gale__conn_out(c);
+    char *at;
+    if (!o || obuf_reserve(o, len, &at) < 0)
+        return -ENOMEM;
+    gale__copy(at, data, len);
+    o->len += len;
+    return 0;
+}
+
+/* ---- the request ---- */
+
+struct hslice {
+    uint32_t name_off, name_len, value_off, value_len;
+};
+
+struct arena_big {
+    struct arena_big *next;
+    max_align_t pad[];
+};
+
+enum { R_HEADERS, R_BODY, R_DONE };
+enum { CB_NONE, CB_URL, CB_FIELD, CB_VALUE };
+enum { FR_NONE, FR_LENGTH, FR_CHUNKED, FR_CLOSE };
+
+struct req {
+    gale_http_request pub;
+    struct gale_http_conn *conn;
+    gale_loop *loop;
+    /* arena */
+    char *apos;
+    size_t aleft;
+    struct arena_big *big;
+    /* header block being parsed */
+    char *hstore;
+    size_t hlen, hcap;
+    struct hslice *hs;
+    size_t hn, hs_cap;
+    uint32_t url_off, url_len;
+    const char *run_base, *run_end; /* header span of the current parser call */
+    size_t hfed;                    /* header bytes fed in earlier parser calls */
+    /* body */
+    char *body;
+    size_t blen, bcap, blimit;
+    /* response */
+    gale_http_headers rh;
+    const char *preset; /* a header line written before rh (gale__http_response_preset) */
+    size_t preset_len;
+    char *w;
+    size_t wlen, wcap;
+    const char *reason;
+    unsigned long long sent; /* body bytes sent (FR_LENGTH) */
+    long long user_cl;       /* Content-Length set by the handler, or -1 */
+    int status;
+    uint8_t rphase, last_cb, framing;
+    uint8_t vpos; /* the request line's version token, checked as it streams by (version_scan) */
+    uint8_t ck;   /* where chunk_scan is in a chunked body (CK_OFF: not walking one) */
+    uint64_t ck_left; /* chunk_scan: the chunk size being read, then its data bytes still due */
+    bool body_heap, w_heap, hstore_heap;
+    bool get; /* the method is GET */
+    bool keep_alive, head, headers_sent, closed, finished, dispatched, in_close_cb;
+    gale_http_close_cb close_cb;
+    void *close_arg;
+};
+
+static inline struct req *req_of(const gale_http_request *req) { return (struct req *)req; }
+
+/* httpserver_arena.c */
+
+/* A request block for `c`, zeroed where it matters. NULL: out of memory. */
+struct req *gale__req_new(struct gale_http_conn *c);
+void gale__req_free(struct req *r);
+/* A new arena part (or a block of its own for a big `size`, already rounded). */
+void *gale__arena_more(struct req *r, size_t size);
+/* Grows a request-owned buffer: small ones from the arena, larger ones from the heap. */
+int gale__grow_more(struct req *r, char **buf, size_t len, size_t *cap, bool *heap, size_t need,
+                    size_t limit);
+
+/* Uninitialised arena memory, 16-byte aligned. The common case (room left in the current part)
+ * inline: it runs several times per request. */
+static inline void *arena_raw(struct req *r, size_t size)
+{
+    size = ALIGN16(size ? size : 1);
+    if (__builtin_expect(size <= r->aleft, 1)) {
+        void *p = r->apos;
+        r->apos += size;
+        r->aleft -= size;
+        return p;
+    }
+    return gale__arena_more(r, size);
+}
+
+static inline char *arena_strndup(struct req *r, const char *s, size_t len)
+{
+    char *p = arena_raw(r, len + 1);
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+/* Inline for the common cases: room already there, or a first small buffer from the arena (the
+ * header copy and the response body of most requests). */
+static inline int grow(struct req *r, char **buf, size_t len, size_t *cap, bool *heap,
+                       size_t need, size_t limit)
+{
+    if (__builtin_expect(need <= *cap, 1))
+        return 0;
+    if (*cap == 0 && need <= 256 && 256 <= r->aleft && (!limit || limit >= 256)) {
+        *buf = arena_raw(r, 256);
+        *cap = 256;
+        return 0;
+    }
+    return gale__grow_more(r, buf, len, cap, heap, need, limit);
+}
+
+/* httpserver_parse.c */
+
+/* Sets up the parser of a new connection. */
+void gale__parse_init(struct gale_http_conn *c);
+/* Feeds `len` bytes to the parser; dispatches a request it completes, refuses one it cannot
+ * accept (gale__conn_fail). Returns the bytes consumed. */
+size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len);
+
+/* httpserver_response.c */
+
+/* Appends "HTTP/1.1 <status> ... Connection: close" with an empty body to the output. */
+void gale__response_error(struct gale_http_conn *c, int status);
+
+/* httpserver_access.c */
+
+/* The access line of a finished request (waits for the batch's write when in a batch). */
+void gale__access_log(struct req *r, double now);
+/* The line of a request refused before it reached the handler. */
+void gale__access_refused(struct gale_http_conn *c, int status, const char *why);
+/* Writes the waiting lines of the batch, each ending at `now`. */
+void gale__access_flush(double now);
+bool gale__access_pending(void);
+
+/* ---- writing numbers and strings into a buffer with room ---- */
+
+char *gale__put_uint_long(char *p, unsigned long long v);
+
+static inline __attribute__((always_inline)) char *put_uint(char *p, unsigned long long v)
+{
+    if (v >= 100)
+        return gale__put_uint_long(p, v);
+    /* most Content-Lengths of small responses, and durations */
+    if (v >= 10)
+        *p++ = (char)('0' + v / 10);
+    *p++ = (char)('0' + v % 10);
+    return p;
+}
+
+/* A status code: always three digits (100..999). */
+static inline char *put_status(char *p, int status)
+{
+    p[0] = (char)('0' + status / 100);
+    p[1] = (char)('0' + status / 10 % 10);
+    p[2] = (char)('0' + status % 10);
+    return p + 3;
+}
+
+static inline __attribute__((always_inline)) char *put_str(char *p, const char *s, size_t n)
+{
+    gale__copy(p, s, n);
+    return p + n;
+}
+
+#define PUT_LIT(p, s) put_str((p), (s), sizeof(s) - 1)
+
+#endif
