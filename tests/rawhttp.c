@@ -73,12 +73,17 @@ ssize_t test_http_parse_head(const char *buf, size_t len, struct test_http_respo
         return -ENOMEM;
     }
     r->head_len = head_len;
+    /* A NUL byte in the head ends the copy early: no line end is found, and that is an error. */
     char *line = r->store, *eol = strstr(line, "\r\n");
+    if (!eol)
+        goto bad;
     *eol = '\0';
     if (!parse_status_line(line, r))
         goto bad;
     for (line = eol + 2; strncmp(line, "\r\n", 2) != 0; line = eol + 2) {
         eol = strstr(line, "\r\n");
+        if (!eol)
+            goto bad;
         *eol = '\0';
         if (r->nheaders == TEST_HTTP_MAX_HEADERS || !split_header(line, &r->headers[r->nheaders]))
             goto bad;

@@ -119,6 +119,8 @@ START_TEST(test_testutil_truncated_and_malformed_are_errors)
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nbad trailer\r\n\r\n",
     };
     struct test_http_response r;
+    static const char nul[] = "HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n";
+    ck_assert_int_eq(test_http_parse(nul, sizeof nul - 1, false, false, &r), -EPROTO);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         ck_assert_msg(test_http_parse(bad[i], strlen(bad[i]), false, false, &r) == -EPROTO,
                       "case %zu", i);
