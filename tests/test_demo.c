@@ -23,251 +23,40 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rawhttp.h"
 #include "testutil.h"
-
-#define MAX_HEADERS 128
-
-/* ---- a tiny HTTP/1.x client over a blocking socket ---- */
-
-struct client {
-    int fd;
-    char *buf; /* received, not yet consumed */
-    size_t len;
-    size_t cap;
-};
-
-struct response {
-    int status;
-    int minor;
-    char reason[128];
-    char *head; /* header lines, split in place into names/values */
-    char *names[MAX_HEADERS];
-    char *values[MAX_HEADERS];
-    int nheaders;
-    char *body;
-    size_t body_len;
-    bool chunked;
-    size_t *chunk_lens; /* wire chunk sizes of a chunked body */
-    int nchunks;
-};
 
 static int g_port;
 static pid_t g_pid;
 
-static void client_open(struct client *c, int port)
+/* ---- the shared raw client (rawhttp.h), asserting where a test expects success ---- */
+
+static void client_open(struct test_http_client *c, int port)
 {
-    memset(c, 0, sizeof *c);
-    c->fd = test_connect_tcp(port);
-    ck_assert_msg(c->fd >= 0, "connect to 127.0.0.1:%d failed", port);
-    test_set_timeouts(c->fd, 10);
+    ck_assert_msg(test_http_open(c, port, 10) == 0, "connect to 127.0.0.1:%d failed", port);
 }
 
-static void client_close(struct client *c)
+static void client_send(struct test_http_client *c, const void *data, size_t len)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    free(c->buf);
-    c->buf = NULL;
-    c->len = c->cap = 0;
-}
-
-static void client_send(struct client *c, const void *data, size_t len)
-{
-    int r = test_write_all(c->fd, data, len);
+    int r = test_http_send(c, data, len);
     ck_assert_msg(r == 0, "send failed: %s", strerror(-r));
 }
 
-static void client_sends(struct client *c, const char *s) { client_send(c, s, strlen(s)); }
-
-/* Reads more bytes. Returns the count, 0 at EOF, -errno on error (-EAGAIN: timeout). */
-static ssize_t client_fill(struct client *c)
+static void client_sends(struct test_http_client *c, const char *s)
 {
-    if (c->cap - c->len < 65536) {
-        size_t cap = c->cap ? c->cap * 2 : 131072;
-        char *nb = realloc(c->buf, cap + 1);
-        ck_assert_ptr_nonnull(nb);
-        c->buf = nb;
-        c->cap = cap;
-    }
-    for (;;) {
-        ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-        c->len += (size_t)r;
-        c->buf[c->len] = '\0';
-        return r;
-    }
-}
-
-/* Makes sure `n` bytes are buffered. Returns false on EOF, error or timeout. */
-static bool client_need(struct client *c, size_t n)
-{
-    while (c->len < n)
-        if (client_fill(c) <= 0)
-            return false;
-    return true;
-}
-
-static void client_consume(struct client *c, size_t n)
-{
-    memmove(c->buf, c->buf + n, c->len - n);
-    c->len -= n;
-}
-
-/* Index just past the next CRLF at or after `from`, waiting for more bytes as needed; 0 if the
- * connection ends first. */
-static size_t client_line_end(struct client *c, size_t from)
-{
-    for (;;) {
-        if (c->len >= from + 2) {
-            char *p = memmem(c->buf + from, c->len - from, "\r\n", 2);
-            if (p)
-                return (size_t)(p - c->buf) + 2;
-        }
-        if (client_fill(c) <= 0)
-            return 0;
-    }
-}
-
-static void response_free(struct response *r)
-{
-    free(r->head);
-    free(r->body);
-    free(r->chunk_lens);
-    memset(r, 0, sizeof *r);
-}
-
-static const char *header(const struct response *r, const char *name)
-{
-    for (int i = 0; i < r->nheaders; i++)
-        if (strcasecmp(r->names[i], name) == 0)
-            return r->values[i];
-    return NULL;
-}
-
-static int header_count(const struct response *r, const char *name)
-{
-    int n = 0;
-    for (int i = 0; i < r->nheaders; i++)
-        n += strcasecmp(r->names[i], name) == 0;
-    return n;
-}
-
-static void body_append(struct response *r, const char *p, size_t n)
-{
-    char *nb = realloc(r->body, r->body_len + n + 1);
-    ck_assert_ptr_nonnull(nb);
-    memcpy(nb + r->body_len, p, n);
-    r->body = nb;
-    r->body_len += n;
-    r->body[r->body_len] = '\0';
-}
-
-/* Reads one response (`head_request`: the request was HEAD, so no body). Returns 0, or -1 if the
- * connection ended or timed out before a complete response. */
-static int read_response(struct client *c, bool head_request, struct response *r)
-{
-    memset(r, 0, sizeof *r);
-    r->body = calloc(1, 1);
-    char *end;
-    for (;;) {
-        end = c->len ? memmem(c->buf, c->len, "\r\n\r\n", 4) : NULL;
-        if (end)
-            break;
-        if (client_fill(c) <= 0)
-            return -1;
-    }
-    size_t head_len = (size_t)(end - c->buf) + 4;
-    r->head = strndup(c->buf, head_len);
-    ck_assert_ptr_nonnull(r->head);
-    client_consume(c, head_len);
-
-    char *line = r->head, *eol = strstr(line, "\r\n");
-    *eol = '\0';
-    int n = 0;
-    if (sscanf(line, "HTTP/1.%d %d %n", &r->minor, &r->status, &n) < 2)
-        ck_abort_msg("bad status line: \"%s\"", line);
-    snprintf(r->reason, sizeof r->reason, "%s", line + n);
-    for (line = eol + 2; *line && strncmp(line, "\r\n", 2) != 0; line = eol + 2) {
-        eol = strstr(line, "\r\n");
-        *eol = '\0';
-        char *colon = strchr(line, ':');
-        ck_assert_msg(colon != NULL, "bad header line: \"%s\"", line);
-        ck_assert_int_lt(r->nheaders, MAX_HEADERS);
-        *colon = '\0';
-        char *v = colon + 1;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        r->names[r->nheaders] = line;
-        r->values[r->nheaders++] = v;
-    }
-
-    if (head_request || r->status / 100 == 1 || r->status == 204 || r->status == 304)
-        return 0;
-    const char *te = header(r, "Transfer-Encoding");
-    const char *cl = header(r, "Content-Length");
-    if (te && strcasestr(te, "chunked")) {
-        r->chunked = true;
-        for (;;) {
-            size_t le = client_line_end(c, 0);
-            if (!le)
-                return -1;
-            size_t size = strtoul(c->buf, NULL, 16);
-            client_consume(c, le);
-            if (size == 0) {
-                /* Trailers, up to an empty line. */
-                for (;;) {
-                    le = client_line_end(c, 0);
-                    if (!le)
-                        return -1;
-                    client_consume(c, le);
-                    if (le == 2)
-                        return 0;
-                }
-            }
-            if (!client_need(c, size + 2))
-                return -1;
-            ck_assert_msg(memcmp(c->buf + size, "\r\n", 2) == 0, "chunk not followed by CRLF");
-            body_append(r, c->buf, size);
-            size_t *nl = realloc(r->chunk_lens, sizeof *nl * (size_t)(r->nchunks + 1));
-            ck_assert_ptr_nonnull(nl);
-            r->chunk_lens = nl;
-            r->chunk_lens[r->nchunks++] = size;
-            client_consume(c, size + 2);
-        }
-    }
-    if (cl) {
-        size_t len = strtoul(cl, NULL, 10);
-        if (!client_need(c, len))
-            return -1;
-        body_append(r, c->buf, len);
-        client_consume(c, len);
-        return 0;
-    }
-    /* Delimited by close. */
-    while (client_fill(c) > 0)
-        ;
-    body_append(r, c->buf, c->len);
-    client_consume(c, c->len);
-    return 0;
+    client_send(c, s, strlen(s));
 }
 
 /* Sends `raw` on a new connection and reads one response into `r`. */
-static void exchange(const char *raw, size_t len, bool head_request, struct response *r)
+static void exchange(const char *raw, size_t len, bool head_request, struct test_http_response *r)
 {
-    struct client c;
-    client_open(&c, g_port);
-    client_send(&c, raw, len);
-    int rc = read_response(&c, head_request, r);
-    client_close(&c);
-    ck_assert_msg(rc == 0, "no complete response to \"%.60s\"", raw);
+    int rc = test_http_exchange(g_port, raw, len, head_request, r);
+    ck_assert_msg(rc == 0, "no complete response to \"%.60s\" (%s)", raw, strerror(-rc));
 }
 
 /* GET or HEAD `target` with optional extra header lines ("Name: v\r\n..."). */
-static void fetch(const char *method, const char *target, const char *extra, struct response *r)
+static void fetch(const char *method, const char *target, const char *extra,
+                  struct test_http_response *r)
 {
     char raw[8192];
     int n = snprintf(raw, sizeof raw, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", method, target,
@@ -279,37 +68,26 @@ static void fetch(const char *method, const char *target, const char *extra, str
 /* Asserts a GET's status and, when `body` is not NULL, its exact body and Content-Length. */
 static void expect_get(const char *target, int status, const char *body)
 {
-    struct response r;
+    struct test_http_response r;
     fetch("GET", target, NULL, &r);
     ck_assert_msg(r.status == status, "GET %s: status %d, want %d", target, r.status, status);
     if (body) {
         ck_assert_msg(r.body_len == strlen(body) && memcmp(r.body, body, r.body_len) == 0,
                       "GET %s: body \"%s\", want \"%s\"", target, r.body, body);
         if (!r.chunked) {
-            const char *cl = header(&r, "Content-Length");
+            const char *cl = test_http_header(&r, "Content-Length");
             ck_assert_msg(cl && strtoul(cl, NULL, 10) == strlen(body),
                           "GET %s: Content-Length %s", target, cl ? cl : "(none)");
         }
     }
-    response_free(&r);
+    test_http_response_free(&r);
 }
 
 /* The connection ends (EOF or reset) before `seconds` pass, after any bytes already queued. */
-static void expect_closed(struct client *c, double seconds)
+static void expect_closed(struct test_http_client *c, double seconds)
 {
-    test_set_timeouts(c->fd, seconds);
-    ssize_t r;
-    while ((r = client_fill(c)) > 0)
-        ;
-    ck_assert_msg(r == 0 || r == -ECONNRESET, "connection still open (%s)",
-                  r == -EAGAIN ? "timed out" : strerror((int)-r));
-}
-
-/* True when the connection is still open with nothing to read. */
-static bool idle_open(struct client *c)
-{
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    return poll(&p, 1, 0) == 0;
+    int r = test_http_expect_closed(c, seconds);
+    ck_assert_msg(r == 0, "connection still open (%s)", r == -EAGAIN ? "timed out" : strerror(-r));
 }
 
 /* ---- fixtures ---- */
@@ -395,17 +173,17 @@ static int children_of(pid_t parent, pid_t *out, int max)
 
 START_TEST(test_demo_root_says_hello)
 {
-    struct response r;
+    struct test_http_response r;
     fetch("GET", "/", NULL, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_int_eq(r.minor, 1);
     ck_assert_str_eq(r.reason, "OK");
     ck_assert_str_eq(r.body, "Hello, world!");
-    ck_assert_ptr_nonnull(header(&r, "Content-Length"));
-    ck_assert_str_eq(header(&r, "Content-Length"), "13");
-    ck_assert_ptr_nonnull(header(&r, "Date"));
-    ck_assert_int_eq(header_count(&r, "Date"), 1);
-    response_free(&r);
+    ck_assert_ptr_nonnull(test_http_header(&r, "Content-Length"));
+    ck_assert_str_eq(test_http_header(&r, "Content-Length"), "13");
+    ck_assert_ptr_nonnull(test_http_header(&r, "Date"));
+    ck_assert_int_eq(test_http_header_count(&r, "Date"), 1);
+    test_http_response_free(&r);
 }
 END_TEST
 
@@ -451,15 +229,16 @@ static void check_echo(const char *method, const char *body, size_t len, const c
     int n = snprintf(raw, cap, "%s /echo HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n",
                      method, ct, len);
     memcpy(raw + n, body, len);
-    struct response r;
+    struct test_http_response r;
     exchange(raw, (size_t)n + len, false, &r);
     free(raw);
     ck_assert_int_eq(r.status, 200);
     ck_assert_uint_eq(r.body_len, len);
     ck_assert_msg(memcmp(r.body, body, len) == 0, "%s /echo: body differs", method);
-    ck_assert_ptr_nonnull(header(&r, "Content-Type"));
-    ck_assert_str_eq(header(&r, "Content-Type"), ctype ? ctype : "application/octet-stream");
-    response_free(&r);
+    ck_assert_ptr_nonnull(test_http_header(&r, "Content-Type"));
+    ck_assert_str_eq(test_http_header(&r, "Content-Type"),
+                     ctype ? ctype : "application/octet-stream");
+    test_http_response_free(&r);
 }
 
 START_TEST(test_demo_echo_returns_body_and_type)
@@ -509,11 +288,11 @@ static void check_stream(int n)
 {
     char target[64];
     snprintf(target, sizeof target, "/stream?chunks=%d", n);
-    struct response r;
+    struct test_http_response r;
     fetch("GET", target, NULL, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_msg(r.chunked, "not chunked");
-    ck_assert_ptr_null(header(&r, "Content-Length"));
+    ck_assert_ptr_null(test_http_header(&r, "Content-Length"));
     ck_assert_int_eq(r.nchunks, n);
     size_t off = 0;
     for (int i = 1; i <= n; i++) {
@@ -524,7 +303,7 @@ static void check_stream(int n)
         off += (size_t)wl;
     }
     ck_assert_uint_eq(off, r.body_len);
-    response_free(&r);
+    test_http_response_free(&r);
 }
 
 START_TEST(test_demo_stream_sends_each_chunk)
@@ -558,13 +337,13 @@ START_TEST(test_demo_status_sets_code_and_reason)
         char target[32], body[32];
         snprintf(target, sizeof target, "/status/%d", cases[i].code);
         snprintf(body, sizeof body, "status %d", cases[i].code);
-        struct response r;
+        struct test_http_response r;
         fetch("GET", target, NULL, &r);
         ck_assert_int_eq(r.status, cases[i].code);
         if (cases[i].reason)
             ck_assert_str_eq(r.reason, cases[i].reason);
         ck_assert_str_eq(r.body, body);
-        response_free(&r);
+        test_http_response_free(&r);
     }
 }
 END_TEST
@@ -572,27 +351,27 @@ END_TEST
 /* 204 and 304 carry no body: the next response on the same connection starts right after. */
 START_TEST(test_demo_status_204_304_have_no_body)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "GET /status/204 HTTP/1.1\r\nHost: t\r\n\r\n"
                      "GET /status/304 HTTP/1.1\r\nHost: t\r\n\r\n"
                      "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 204);
     ck_assert_str_eq(r.reason, "No Content");
-    ck_assert_ptr_null(header(&r, "Transfer-Encoding"));
-    response_free(&r);
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    ck_assert_ptr_null(test_http_header(&r, "Transfer-Encoding"));
+    test_http_response_free(&r);
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 304);
     ck_assert_str_eq(r.reason, "Not Modified");
-    ck_assert_ptr_null(header(&r, "Transfer-Encoding"));
-    response_free(&r);
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    ck_assert_ptr_null(test_http_header(&r, "Transfer-Encoding"));
+    test_http_response_free(&r);
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "Hello, world!");
-    response_free(&r);
-    client_close(&c);
+    test_http_response_free(&r);
+    test_http_close(&c);
 }
 END_TEST
 
@@ -609,22 +388,22 @@ END_TEST
 
 START_TEST(test_demo_redirect_to_local_path)
 {
-    struct response r;
+    struct test_http_response r;
     fetch("GET", "/redirect?to=/user/7", NULL, &r);
     ck_assert_int_eq(r.status, 302);
     ck_assert_str_eq(r.reason, "Found");
-    ck_assert_ptr_nonnull(header(&r, "Location"));
-    ck_assert_str_eq(header(&r, "Location"), "/user/7");
-    response_free(&r);
+    ck_assert_ptr_nonnull(test_http_header(&r, "Location"));
+    ck_assert_str_eq(test_http_header(&r, "Location"), "/user/7");
+    test_http_response_free(&r);
     fetch("GET", "/redirect?to=%2Fgreet%3Fname%3Dx", NULL, &r);
     ck_assert_int_eq(r.status, 302);
-    ck_assert_ptr_nonnull(header(&r, "Location"));
-    ck_assert_str_eq(header(&r, "Location"), "/greet?name=x");
-    response_free(&r);
+    ck_assert_ptr_nonnull(test_http_header(&r, "Location"));
+    ck_assert_str_eq(test_http_header(&r, "Location"), "/greet?name=x");
+    test_http_response_free(&r);
     fetch("GET", "/redirect?to=/", NULL, &r);
     ck_assert_int_eq(r.status, 302);
-    ck_assert_str_eq(header(&r, "Location"), "/");
-    response_free(&r);
+    ck_assert_str_eq(test_http_header(&r, "Location"), "/");
+    test_http_response_free(&r);
 }
 END_TEST
 
@@ -638,33 +417,33 @@ START_TEST(test_demo_redirect_rejects_non_local)
     expect_get("/redirect?to=http://evil.example/", 400, NULL);
     expect_get("/redirect?to=http%3A%2F%2Fevil.example%2F", 400, NULL);
     /* A CR/LF in the target must never become a header line of its own. */
-    struct response r;
+    struct test_http_response r;
     fetch("GET", "/redirect?to=/x%0D%0ASet-Cookie:%20a=b", NULL, &r);
-    ck_assert_ptr_null(header(&r, "Set-Cookie"));
-    response_free(&r);
+    ck_assert_ptr_null(test_http_header(&r, "Set-Cookie"));
+    test_http_response_free(&r);
 }
 END_TEST
 
 START_TEST(test_demo_header_echoes_request_header)
 {
-    struct response r;
+    struct test_http_response r;
     fetch("GET", "/header/X-Custom", "x-custom: abc def\r\n", &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "abc def");
-    response_free(&r);
+    test_http_response_free(&r);
     fetch("GET", "/header/user-agent", "User-Agent: gale-test/1\r\n", &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "gale-test/1");
-    response_free(&r);
+    test_http_response_free(&r);
     fetch("GET", "/header/X-Multi", "X-Multi: one\r\nX-Other: no\r\nx-multi: two\r\n"
                                     "X-MULTI: three\r\n", &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "one, two, three");
-    response_free(&r);
+    test_http_response_free(&r);
     fetch("GET", "/header/Host", NULL, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "127.0.0.1");
-    response_free(&r);
+    test_http_response_free(&r);
 }
 END_TEST
 
@@ -678,11 +457,11 @@ END_TEST
 
 START_TEST(test_demo_error_is_500)
 {
-    struct response r;
+    struct test_http_response r;
     fetch("GET", "/error", NULL, &r);
     ck_assert_int_eq(r.status, 500);
     ck_assert_str_eq(r.reason, "Internal Server Error");
-    response_free(&r);
+    test_http_response_free(&r);
 }
 END_TEST
 
@@ -705,10 +484,10 @@ START_TEST(test_demo_wrong_method_is_405)
         "PATCH /status/200 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct response r;
+        struct test_http_response r;
         exchange(cases[i], strlen(cases[i]), false, &r);
         ck_assert_msg(r.status == 405, "%.30s: status %d", cases[i], r.status);
-        response_free(&r);
+        test_http_response_free(&r);
     }
 }
 END_TEST
@@ -726,31 +505,32 @@ START_TEST(test_demo_head_matches_get_without_body)
      * content determines (RFC 9110 9.3.2); a Content-Length it sends must match the GET's. */
     static const char *const compared[] = {"Content-Length", "Content-Type", "Location"};
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
-        struct response get, head, next;
+        struct test_http_response get, head, next;
         fetch("GET", targets[i], NULL, &get);
-        struct client c;
+        struct test_http_client c;
         client_open(&c, g_port);
         char raw[512];
         snprintf(raw, sizeof raw, "HEAD %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                                   "GET /user/99 HTTP/1.1\r\nHost: t\r\n\r\n", targets[i]);
         client_sends(&c, raw);
-        ck_assert_int_eq(read_response(&c, true, &head), 0);
+        ck_assert_int_eq(test_http_read(&c, true, &head), 0);
         ck_assert_msg(head.status == get.status, "HEAD %s: %d, GET: %d", targets[i], head.status,
                       get.status);
         for (size_t h = 0; h < sizeof compared / sizeof compared[0]; h++) {
-            const char *a = header(&get, compared[h]), *b = header(&head, compared[h]);
+            const char *a = test_http_header(&get, compared[h]);
+            const char *b = test_http_header(&head, compared[h]);
             ck_assert_msg((!a && !b) || (a && b && strcmp(a, b) == 0),
                           "HEAD %s: %s is \"%s\", GET has \"%s\"", targets[i], compared[h],
                           b ? b : "(none)", a ? a : "(none)");
         }
-        ck_assert_int_eq(read_response(&c, false, &next), 0);
+        ck_assert_int_eq(test_http_read(&c, false, &next), 0);
         ck_assert_msg(next.status == 200 && strcmp(next.body, "user 99") == 0,
                       "after HEAD %s the next response is %d \"%s\"", targets[i], next.status,
                       next.body);
-        client_close(&c);
-        response_free(&get);
-        response_free(&head);
-        response_free(&next);
+        test_http_close(&c);
+        test_http_response_free(&get);
+        test_http_response_free(&head);
+        test_http_response_free(&next);
     }
 }
 END_TEST
@@ -759,65 +539,65 @@ END_TEST
 
 START_TEST(test_demo_keep_alive_serves_many_requests)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     for (int i = 0; i < 20; i++) {
         char raw[128], want[32];
         snprintf(raw, sizeof raw, "GET /user/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
         snprintf(want, sizeof want, "user %d", i);
         client_sends(&c, raw);
-        struct response r;
-        ck_assert_int_eq(read_response(&c, false, &r), 0);
+        struct test_http_response r;
+        ck_assert_int_eq(test_http_read(&c, false, &r), 0);
         ck_assert_int_eq(r.status, 200);
         ck_assert_str_eq(r.body, want);
-        const char *conn = header(&r, "Connection");
+        const char *conn = test_http_header(&r, "Connection");
         ck_assert_msg(!conn || !strcasestr(conn, "close"), "Connection: %s", conn);
-        response_free(&r);
-        ck_assert(idle_open(&c));
+        test_http_response_free(&r);
+        ck_assert(test_http_idle(&c));
     }
-    client_close(&c);
+    test_http_close(&c);
 }
 END_TEST
 
 START_TEST(test_demo_connection_close_is_honoured)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "Hello, world!");
-    response_free(&r);
+    test_http_response_free(&r);
     expect_closed(&c, 5);
-    client_close(&c);
+    test_http_close(&c);
 }
 END_TEST
 
 START_TEST(test_demo_http10_closes_unless_keep_alive)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "GET / HTTP/1.0\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "Hello, world!");
-    response_free(&r);
+    test_http_response_free(&r);
     expect_closed(&c, 5);
-    client_close(&c);
+    test_http_close(&c);
 
     client_open(&c, g_port);
     for (int i = 0; i < 3; i++) {
         client_sends(&c, "GET /greet?name=old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-        ck_assert_int_eq(read_response(&c, false, &r), 0);
+        ck_assert_int_eq(test_http_read(&c, false, &r), 0);
         ck_assert_int_eq(r.status, 200);
         ck_assert_str_eq(r.body, "Hello, old!");
-        ck_assert_ptr_nonnull(header(&r, "Connection"));
-        ck_assert_ptr_nonnull(strcasestr(header(&r, "Connection"), "keep-alive"));
-        response_free(&r);
+        ck_assert_ptr_nonnull(test_http_header(&r, "Connection"));
+        ck_assert_ptr_nonnull(strcasestr(test_http_header(&r, "Connection"), "keep-alive"));
+        test_http_response_free(&r);
     }
-    client_close(&c);
+    test_http_close(&c);
 }
 END_TEST
 
@@ -844,42 +624,42 @@ START_TEST(test_demo_pipelined_requests_answered_in_order)
                 {true, 200, ""},               {false, 204, ""},
                 {false, 200, "chunk 1\nchunk 2\n"}, {false, 404, NULL},
                 {false, 200, "9"},             {false, 200, "Hello, last!"}};
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_send(&c, raw, sizeof raw - 1);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        struct response r;
-        ck_assert_msg(read_response(&c, want[i].head, &r) == 0, "response %zu missing", i + 1);
+        struct test_http_response r;
+        ck_assert_msg(test_http_read(&c, want[i].head, &r) == 0, "response %zu missing", i + 1);
         ck_assert_msg(r.status == want[i].status, "response %zu: status %d, want %d", i + 1,
                       r.status, want[i].status);
         if (want[i].body)
             ck_assert_msg(strcmp(r.body, want[i].body) == 0, "response %zu: body \"%s\"", i + 1,
                           r.body);
-        response_free(&r);
+        test_http_response_free(&r);
     }
-    ck_assert(idle_open(&c));
-    client_close(&c);
+    ck_assert(test_http_idle(&c));
+    test_http_close(&c);
 }
 END_TEST
 
 /* A request after a malformed one in the same pipeline is not answered; those before are. */
 START_TEST(test_demo_pipelined_error_after_good_request)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "GET /user/1 HTTP/1.1\r\nHost: t\r\n\r\n"
                      "BROKEN\r\n\r\n"
                      "GET /user/2 HTTP/1.1\r\nHost: t\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "user 1");
-    response_free(&r);
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    test_http_response_free(&r);
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 400);
-    response_free(&r);
+    test_http_response_free(&r);
     expect_closed(&c, 5);
-    client_close(&c);
+    test_http_close(&c);
 }
 END_TEST
 
@@ -887,80 +667,80 @@ END_TEST
  * answered first. */
 START_TEST(test_demo_delay_does_not_block_other_requests)
 {
-    struct client slow, fast;
+    struct test_http_client slow, fast;
     client_open(&slow, g_port);
     client_open(&fast, g_port);
     client_sends(&slow, "GET /delay?ms=300 HTTP/1.1\r\nHost: t\r\n\r\n");
     /* Make sure the delay request reached the server before the fast one is sent. */
-    struct response r;
+    struct test_http_response r;
     fetch("GET", "/user/1", NULL, &r);
-    response_free(&r);
+    test_http_response_free(&r);
     client_sends(&fast, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-    ck_assert_int_eq(read_response(&fast, false, &r), 0);
+    ck_assert_int_eq(test_http_read(&fast, false, &r), 0);
     ck_assert_str_eq(r.body, "Hello, world!");
-    response_free(&r);
-    ck_assert_msg(idle_open(&slow), "the delayed response completed before GET /");
-    ck_assert_int_eq(read_response(&slow, false, &r), 0);
+    test_http_response_free(&r);
+    ck_assert_msg(test_http_idle(&slow), "the delayed response completed before GET /");
+    ck_assert_int_eq(test_http_read(&slow, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "waited 300 ms");
-    response_free(&r);
-    client_close(&slow);
-    client_close(&fast);
+    test_http_response_free(&r);
+    test_http_close(&slow);
+    test_http_close(&fast);
 }
 END_TEST
 
 START_TEST(test_demo_expect_100_continue_before_body)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/x-a\r\n"
                      "Content-Length: 9\r\nExpect: 100-continue\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 100);
-    response_free(&r);
+    test_http_response_free(&r);
     client_sends(&c, "continued");
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "continued");
-    ck_assert_str_eq(header(&r, "Content-Type"), "text/x-a");
-    response_free(&r);
-    client_close(&c);
+    ck_assert_str_eq(test_http_header(&r, "Content-Type"), "text/x-a");
+    test_http_response_free(&r);
+    test_http_close(&c);
 }
 END_TEST
 
 START_TEST(test_demo_chunked_post_is_echoed)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
                      "Content-Type: text/plain\r\n\r\n"
                      "5\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "hello 0123456789");
-    response_free(&r);
+    test_http_response_free(&r);
     /* The same connection goes on after a chunked body, also one sent in pieces. */
     client_sends(&c, "PUT /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab");
     client_sends(&c, "c\r\n");
     client_sends(&c, "0\r\n\r\n");
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "abc");
-    ck_assert_str_eq(header(&r, "Content-Type"), "application/octet-stream");
-    response_free(&r);
-    client_close(&c);
+    ck_assert_str_eq(test_http_header(&r, "Content-Type"), "application/octet-stream");
+    test_http_response_free(&r);
+    test_http_close(&c);
 }
 END_TEST
 
 START_TEST(test_demo_body_over_default_max_is_413)
 {
-    struct response r;
+    struct test_http_response r;
     const char *raw = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1048577\r\n\r\n";
     exchange(raw, strlen(raw), false, &r);
     ck_assert_int_eq(r.status, 413);
-    response_free(&r);
+    test_http_response_free(&r);
 }
 END_TEST
 
@@ -973,10 +753,10 @@ START_TEST(test_demo_header_block_limit_is_431)
     int n = snprintf(raw, 256, "GET /header/X-Big HTTP/1.1\r\nHost: t\r\nX-Big: ");
     memset(raw + n, 'a', big);
     memcpy(raw + n + big, "\r\n\r\n", 5);
-    struct response r;
+    struct test_http_response r;
     exchange(raw, strlen(raw), false, &r);
     ck_assert_int_eq(r.status, 431);
-    response_free(&r);
+    test_http_response_free(&r);
 
     size_t ok = 60 * 1024;
     n = snprintf(raw, 256, "GET /header/X-Big HTTP/1.1\r\nHost: t\r\nX-Big: ");
@@ -985,7 +765,7 @@ START_TEST(test_demo_header_block_limit_is_431)
     exchange(raw, strlen(raw), false, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_uint_eq(r.body_len, ok);
-    response_free(&r);
+    test_http_response_free(&r);
     free(raw);
 }
 END_TEST
@@ -993,15 +773,15 @@ END_TEST
 /* Sends `raw` and expects `status`, then the server closing the connection. */
 static void expect_status_then_close(const char *raw, int status)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, raw);
-    struct response r;
-    ck_assert_msg(read_response(&c, false, &r) == 0, "no response to \"%.40s\"", raw);
+    struct test_http_response r;
+    ck_assert_msg(test_http_read(&c, false, &r) == 0, "no response to \"%.40s\"", raw);
     ck_assert_msg(r.status == status, "\"%.40s\": status %d, want %d", raw, r.status, status);
-    response_free(&r);
+    test_http_response_free(&r);
     expect_closed(&c, 5);
-    client_close(&c);
+    test_http_close(&c);
 }
 
 START_TEST(test_demo_malformed_request_line_is_400_then_close)
@@ -1043,13 +823,13 @@ END_TEST
  * the server goes on serving (the second delay outlives the first one's timer). */
 START_TEST(test_demo_client_gone_mid_delay)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "GET /delay?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
-    struct response r;
+    struct test_http_response r;
     fetch("GET", "/user/3", NULL, &r); /* the delay request has been read by now */
-    response_free(&r);
-    client_close(&c);
+    test_http_response_free(&r);
+    test_http_close(&c);
     expect_get("/delay?ms=300", 200, "waited 300 ms");
     expect_get("/", 200, "Hello, world!");
 
@@ -1057,10 +837,10 @@ START_TEST(test_demo_client_gone_mid_delay)
     client_open(&c, g_port);
     client_sends(&c, "GET /delay?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
     fetch("GET", "/user/4", NULL, &r);
-    response_free(&r);
+    test_http_response_free(&r);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    client_close(&c);
+    test_http_close(&c);
     expect_get("/delay?ms=300", 200, "waited 300 ms");
 }
 END_TEST
@@ -1073,14 +853,14 @@ START_TEST(test_demo_max_body_option_is_enforced)
     memset(body, 'x', sizeof body);
     check_echo("POST", body, 1024, NULL); /* exactly the limit */
 
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 413);
-    response_free(&r);
-    client_close(&c);
+    test_http_response_free(&r);
+    test_http_close(&c);
 
     /* A chunked body is counted as it arrives. */
     client_open(&c, g_port);
@@ -1093,29 +873,29 @@ START_TEST(test_demo_max_body_option_is_enforced)
         if (test_write_all(c.fd, chunk, (size_t)n + 514) != 0)
             break; /* the server may already have answered and closed */
     test_write_all(c.fd, "0\r\n\r\n", 5);
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 413);
-    response_free(&r);
-    client_close(&c);
+    test_http_response_free(&r);
+    test_http_close(&c);
 }
 END_TEST
 
 START_TEST(test_demo_idle_connection_is_closed)
 {
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     expect_closed(&c, 10); /* never sent a byte */
-    client_close(&c);
+    test_http_close(&c);
 
     /* Idle after serving a request. */
     client_open(&c, g_port);
     client_sends(&c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&c, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&c, false, &r), 0);
     ck_assert_int_eq(r.status, 200);
-    response_free(&r);
+    test_http_response_free(&r);
     expect_closed(&c, 10);
-    client_close(&c);
+    test_http_close(&c);
 }
 END_TEST
 
@@ -1129,7 +909,7 @@ START_TEST(test_demo_slow_header_hits_deadline)
     memcpy(raw + n + 400, "\r\n\r\n", 5);
     size_t len = strlen(raw);
 
-    struct client c;
+    struct test_http_client c;
     client_open(&c, g_port);
     size_t sent = 0;
     bool closed = false;
@@ -1148,7 +928,7 @@ START_TEST(test_demo_slow_header_hits_deadline)
     ck_assert_msg(closed, "whole header sent one byte at a time without being cut off");
     ck_assert_uint_lt(sent, len);
     expect_closed(&c, 5);
-    client_close(&c);
+    test_http_close(&c);
 }
 END_TEST
 
@@ -1163,20 +943,20 @@ START_TEST(test_demo_processes_serve_requests)
         expect_get(target, 200, want);
     }
     /* Two slow requests at once are both answered (by one worker's loop or by two). */
-    struct client a, b;
+    struct test_http_client a, b;
     client_open(&a, g_port);
     client_open(&b, g_port);
     client_sends(&a, "GET /delay?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
     client_sends(&b, "GET /delay?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
-    struct response r;
-    ck_assert_int_eq(read_response(&a, false, &r), 0);
+    struct test_http_response r;
+    ck_assert_int_eq(test_http_read(&a, false, &r), 0);
     ck_assert_str_eq(r.body, "waited 100 ms");
-    response_free(&r);
-    ck_assert_int_eq(read_response(&b, false, &r), 0);
+    test_http_response_free(&r);
+    ck_assert_int_eq(test_http_read(&b, false, &r), 0);
     ck_assert_str_eq(r.body, "waited 100 ms");
-    response_free(&r);
-    client_close(&a);
-    client_close(&b);
+    test_http_response_free(&r);
+    test_http_close(&a);
+    test_http_close(&b);
 
     /* Two workers under a supervisor; SIGTERM to the supervisor ends them all. */
     pid_t workers[8];

@@ -23,47 +23,36 @@
 #include "core/loop.h"
 #include "http/httpserver.h"
 #include "http/web.h"
+#include "rawhttp.h"
 #include "testutil.h"
 
-/* ---- a raw non-blocking client ---- */
+/* ---- a raw non-blocking client (rawhttp.h) ---- */
 
-struct client {
-    int fd;
-    char buf[65536];
-    size_t len;
-    bool eof; /* EOF or reset seen */
-};
-
-static void client_open(struct client *c, int port)
+static void client_open(struct test_http_client *c, int port)
 {
-    memset(c, 0, sizeof *c);
-    c->fd = test_connect_tcp(port);
-    ck_assert_int_ge(c->fd, 0);
+    ck_assert_int_eq(test_http_open(c, port, 30), 0);
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
 }
 
-static void client_send(struct client *c, const char *s)
+static void client_send(struct test_http_client *c, const char *s)
 {
-    ck_assert_int_eq(test_write_all(c->fd, s, strlen(s)), 0);
+    ck_assert_int_eq(test_http_sends(c, s), 0);
 }
 
-/* Reads what has arrived. */
-static void client_pump(struct client *c)
+/* Reads what has arrived; c->eof once the stream ends or is reset. */
+static void client_pump(struct test_http_client *c)
 {
-    while (!c->eof && c->len < sizeof c->buf - 1) {
-        ssize_t n = recv(c->fd, c->buf + c->len, sizeof c->buf - 1 - c->len, 0);
-        if (n > 0) {
-            c->len += (size_t)n;
-            c->buf[c->len] = '\0';
-        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            c->eof = true;
-        } else if (errno == EAGAIN) {
+    while (!c->eof) {
+        ssize_t n = test_http_fill(c);
+        if (n == -EAGAIN)
             break;
-        }
+        if (n < 0 && n != -EINTR)
+            c->eof = true;
     }
 }
 
-/* Complete responses (all with Content-Length) at the start of `buf`. */
+/* Complete responses (all with Content-Length) at the start of `buf`; in *nclose how many of
+ * them say "Connection: close". */
 static int count_responses(const char *buf, size_t len, int *nclose)
 {
     int n = 0;
@@ -71,25 +60,23 @@ static int count_responses(const char *buf, size_t len, int *nclose)
     if (nclose)
         *nclose = 0;
     for (;;) {
-        const char *hend = memmem(buf + off, len - off, "\r\n\r\n", 4);
-        if (!hend)
+        struct test_http_response r;
+        ssize_t used = test_http_parse(buf + off, len - off, false, false, &r);
+        if (used <= 0)
             return n;
-        size_t hlen = (size_t)(hend + 4 - (buf + off));
-        const char *cl = memmem(buf + off, hlen, "Content-Length: ", 16);
-        if (!cl)
-            return n;
-        size_t body = strtoul(cl + 16, NULL, 10);
-        if (off + hlen + body > len)
-            return n;
-        if (nclose && memmem(buf + off, hlen, "Connection: close\r\n", 19))
+        bool framed = test_http_header(&r, "Content-Length") != NULL;
+        if (framed && nclose && test_http_header_is(&r, "Connection", "close"))
             (*nclose)++;
-        off += hlen + body;
+        test_http_response_free(&r);
+        if (!framed)
+            return n;
+        off += (size_t)used;
         n++;
     }
 }
 
 struct want {
-    struct client *c;
+    struct test_http_client *c;
     int responses;
     bool eof;
 };
@@ -179,7 +166,7 @@ static void stop_server(void)
 START_TEST(test_shutdown_inflight_finishes_idle_closes_new_refused)
 {
     start_server(NULL);
-    struct client busy, idle;
+    struct test_http_client busy, idle;
     client_open(&busy, port);
     client_send(&busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
     int one = 1;
@@ -217,8 +204,8 @@ START_TEST(test_shutdown_inflight_finishes_idle_closes_new_refused)
     ck_assert_int_eq(ndone, 1);
     ck_assert_int_eq(nrequests, 2);
     ck_assert_uint_eq(gale_http_server_connections(srv), 0);
-    close(busy.fd);
-    close(idle.fd);
+    test_http_close(&busy);
+    test_http_close(&idle);
     stop_server();
 }
 END_TEST
@@ -228,7 +215,7 @@ END_TEST
 START_TEST(test_shutdown_backlog_clients_are_answered)
 {
     start_server(NULL);
-    struct client a, b;
+    struct test_http_client a, b;
     client_open(&a, port); /* the loop has not run: both wait in the backlog */
     client_open(&b, port);
     client_send(&a, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -244,8 +231,8 @@ START_TEST(test_shutdown_backlog_clients_are_answered)
     ck_assert_ptr_nonnull(strstr(b.buf, "\r\n\r\nslow"));
     ck_assert(test_wait_until(loop, done_fired, NULL, 5));
     ck_assert_int_eq(nrequests, 2);
-    close(a.fd);
-    close(b.fd);
+    test_http_close(&a);
+    test_http_close(&b);
     stop_server();
 }
 END_TEST
@@ -253,7 +240,7 @@ END_TEST
 START_TEST(test_shutdown_deadline_closes_stuck_handler)
 {
     start_server(NULL);
-    struct client c;
+    struct test_http_client c;
     client_open(&c, port);
     client_send(&c, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
     int one = 1;
@@ -269,7 +256,7 @@ START_TEST(test_shutdown_deadline_closes_stuck_handler)
     ck_assert_uint_eq(c.len, 0);
     test_run_for(loop, 0.02);
     ck_assert_int_eq(ndone, 1);
-    close(c.fd);
+    test_http_close(&c);
     stop_server();
 }
 END_TEST
@@ -277,7 +264,7 @@ END_TEST
 START_TEST(test_shutdown_second_call_brings_deadline_forward)
 {
     start_server(NULL);
-    struct client c;
+    struct test_http_client c;
     client_open(&c, port);
     client_send(&c, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
     int one = 1;
@@ -292,7 +279,7 @@ START_TEST(test_shutdown_second_call_brings_deadline_forward)
     ck_assert_int_eq(gale_http_server_shutdown(srv, 60, NULL, NULL), -EALREADY);
     test_run_for(loop, 0.02);
     ck_assert_int_eq(ndone, 1);
-    close(c.fd);
+    test_http_close(&c);
     stop_server();
 }
 END_TEST
@@ -300,7 +287,7 @@ END_TEST
 START_TEST(test_shutdown_pipelined_requests_received_are_answered)
 {
     start_server(NULL);
-    struct client c;
+    struct test_http_client c;
     client_open(&c, port);
     /* the first is asynchronous: the other two wait, received, behind it */
     client_send(&c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -319,7 +306,7 @@ START_TEST(test_shutdown_pipelined_requests_received_are_answered)
     ck_assert_ptr_nonnull(strstr(last + 6, "Connection: close\r\n"));
     ck_assert(test_wait_until(loop, done_fired, NULL, 5));
     ck_assert_int_eq(nrequests, 3);
-    close(c.fd);
+    test_http_close(&c);
     stop_server();
 }
 END_TEST
@@ -327,7 +314,7 @@ END_TEST
 START_TEST(test_shutdown_request_in_socket_not_taken_for_idle)
 {
     start_server(NULL);
-    struct client c;
+    struct test_http_client c;
     client_open(&c, port);
     client_send(&c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     struct want w = {&c, 1, false};
@@ -343,7 +330,7 @@ START_TEST(test_shutdown_request_in_socket_not_taken_for_idle)
     ck_assert_int_eq(nclose, 1);
     ck_assert(test_wait_until(loop, done_fired, NULL, 5));
     ck_assert_int_eq(nrequests, 3);
-    close(c.fd);
+    test_http_close(&c);
     stop_server();
 }
 END_TEST
@@ -363,7 +350,7 @@ END_TEST
 START_TEST(test_shutdown_free_during_drain_cancels_done)
 {
     start_server(NULL);
-    struct client c;
+    struct test_http_client c;
     client_open(&c, port);
     client_send(&c, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
     int one = 1;
@@ -374,7 +361,7 @@ START_TEST(test_shutdown_free_during_drain_cancels_done)
     test_run_for(loop, 0.15);
     ck_assert_int_eq(ndone, 0);
     ck_assert_int_eq(ncloses, 1);
-    close(c.fd);
+    test_http_close(&c);
     gale_loop_free(loop);
     loop = NULL;
 }
@@ -417,7 +404,7 @@ static const gale_handler_class stop_handler = {.get = stop_get};
 
 static void send_stop(gale_loop *l, void *arg)
 {
-    struct client *c = arg;
+    struct test_http_client *c = arg;
     client_send(c, "GET /stop HTTP/1.1\r\nHost: x\r\n\r\n");
 }
 
@@ -429,7 +416,7 @@ START_TEST(test_shutdown_app_shutdown_from_handler_ends_run)
     ck_assert_int_eq(gale_app_route(app, "/stop", &stop_handler, NULL), 0);
     ck_assert_int_eq(gale_app_listen(app, 0, "127.0.0.1"), 0);
     int p = gale_app_port(app);
-    struct client c;
+    struct test_http_client c;
     client_open(&c, p);
     gale_loop *l = gale_loop_current();
     ck_assert_int_eq(gale_loop_call_later(l, 0.01, send_stop, &c, NULL), 0);
@@ -444,7 +431,7 @@ START_TEST(test_shutdown_app_shutdown_from_handler_ends_run)
     ck_assert_int_lt(test_connect_tcp(p), 0);
     ck_assert_int_eq(gale_app_shutdown(NULL, 1), -EINVAL);
     ck_assert_int_eq(gale_app_shutdown(app, -1), -EINVAL);
-    close(c.fd);
+    test_http_close(&c);
     gale_app_free(app);
     app = NULL;
 }
@@ -481,7 +468,7 @@ START_TEST(test_shutdown_max_connections_third_waits_in_backlog)
     gale_http_server_opts_init(&o);
     o.max_connections = 2;
     start_server(&o);
-    struct client c[6];
+    struct test_http_client c[6];
     struct want w[6];
     for (int i = 0; i < 2; i++) {
         client_open(&c[i], port);
@@ -505,13 +492,13 @@ START_TEST(test_shutdown_max_connections_third_waits_in_backlog)
     ck_assert(test_wait_until(loop, client_has, &w[1], 5));
     ck_assert(!c[0].eof);
     /* one closes: the third is served */
-    close(c[0].fd);
+    test_http_close(&c[0]);
     ck_assert(test_wait_until(loop, client_has, &w[2], 5));
     ck_assert_int_eq(nrequests, 4);
     ck_assert_int_eq(count_log("max_connections (2) reached"), 1);
     /* still one episode: each close lets one waiting client in, and it fills the cap again */
-    close(c[1].fd);
-    close(c[2].fd);
+    test_http_close(&c[1]);
+    test_http_close(&c[2]);
     /* below the cap with nobody waiting: the episode ends; filling the cap again starts another */
     for (int i = 3; i < 6; i++) {
         client_open(&c[i], port);
@@ -529,11 +516,11 @@ START_TEST(test_shutdown_max_connections_third_waits_in_backlog)
         ck_assert_int_ge(count_log("max_connections (2) reached"), 1);
     else
         ck_assert_int_eq(count_log("max_connections (2) reached"), 2);
-    close(c[3].fd);
+    test_http_close(&c[3]);
     ck_assert(test_wait_until(loop, client_has, &w[5], 5));
     ck_assert_int_eq(nrequests, 7);
-    close(c[4].fd);
-    close(c[5].fd);
+    test_http_close(&c[4]);
+    test_http_close(&c[5]);
     stop_server();
     gale_log_set_fd(2);
     close(log_pipe[0]);
@@ -593,21 +580,22 @@ static void load_send(struct load *ld, struct lconn *c)
 static bool load_parse(struct load *ld, struct lconn *c)
 {
     for (;;) {
-        char *hend = memmem(c->buf, c->len, "\r\n\r\n", 4);
-        if (!hend)
+        struct test_http_response r;
+        ssize_t h = test_http_parse_head(c->buf, c->len, &r);
+        if (h == 0)
             return true;
-        size_t hlen = (size_t)(hend + 4 - c->buf);
-        char *cl = memmem(c->buf, hlen, "Content-Length: ", 16);
-        if (!cl || strncmp(c->buf, "HTTP/1.1 200 ", 13) != 0 || c->outstanding < 0)
-            return false;
-        size_t body = strtoul(cl + 16, NULL, 10);
-        if (hlen + body > c->len)
-            return true;
+        bool ok = h > 0 && r.minor == 1 && r.status == 200 &&
+                  test_http_header(&r, "Content-Length") && c->outstanding >= 0;
+        test_http_response_free(&r);
+        ssize_t n = ok ? test_http_parse(c->buf, c->len, false, false, &r) : -EPROTO;
+        if (n <= 0)
+            return n == 0;
         ld->answered[c->outstanding] = true;
         c->outstanding = -1;
-        bool close_hdr = memmem(c->buf, hlen, "Connection: close\r\n", 19) != NULL;
-        memmove(c->buf, c->buf + hlen + body, c->len - hlen - body);
-        c->len -= hlen + body;
+        bool close_hdr = test_http_header_is(&r, "Connection", "close");
+        test_http_response_free(&r);
+        memmove(c->buf, c->buf + n, c->len - (size_t)n);
+        c->len -= (size_t)n;
         if (close_hdr)
             c->done = true; /* the server closes after this one: no more requests */
         else

@@ -24,6 +24,7 @@
 #include "net/tcpserver.h"
 #include "core/loop.h"
 #include "http/web.h"
+#include "rawhttp.h"
 #include "testutil.h"
 
 static gale_loop *loop;
@@ -43,65 +44,53 @@ struct client {
     const char *req;
     size_t reqlen;
     bool close_after_send;
-    char *out;
-    size_t outlen;
-    atomic_bool done;
+    struct test_http_client http;
 };
 
-static void *client_main(void *arg)
+static void client_main(void *arg)
 {
     struct client *c = arg;
-    int fd = unix_path ? -1 : test_connect_tcp(port);
-    if (unix_path) {
-        struct sockaddr_un sun = {.sun_family = AF_UNIX};
-        snprintf(sun.sun_path, sizeof sun.sun_path, "%s", unix_path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-            close(fd);
-            fd = -1;
-        }
+    int rc = unix_path ? test_http_open_unix(&c->http, unix_path, 10)
+                       : test_http_open(&c->http, port, 10);
+    if (rc != 0)
+        return;
+    test_http_send(&c->http, c->req, c->reqlen);
+    if (!c->close_after_send) {
+        test_http_read_all(&c->http, 1 << 20);
+    } else {
+        for (int i = 0; i < 5000 && !atomic_load(&handler_waiting); i++)
+            nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
     }
-    if (fd >= 0) {
-        test_set_timeouts(fd, 10);
-        test_write_all(fd, c->req, c->reqlen);
-        if (!c->close_after_send) {
-            c->out = test_read_all(fd, 1 << 20, &c->outlen);
-        } else {
-            for (int i = 0; i < 5000 && !atomic_load(&handler_waiting); i++)
-                nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
-        }
-        close(fd);
-    }
-    atomic_store(&c->done, true);
-    return NULL;
 }
 
-static bool client_done(void *arg) { return atomic_load(&((struct client *)arg)->done); }
-
+/* Everything the server sent: its first response's head parsed, the rest raw. */
 struct resp {
     int status;
     char *raw;
     size_t len;
-    const char *body;
+    const char *body; /* the bytes after the first head, up to the connection's end */
     size_t body_len;
+    struct test_http_response head;
 };
+
+static void resp_free(struct resp *r)
+{
+    free(r->raw);
+    test_http_response_free(&r->head);
+}
 
 /* Sends `raw` on a new connection and serves until the server closes it. */
 static struct resp http_raw(const char *raw, bool close_after_send)
 {
     struct client c = {.req = raw, .reqlen = strlen(raw), .close_after_send = close_after_send};
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, client_main, &c), 0);
-    ck_assert(test_wait_until(loop, client_done, &c, 10));
-    pthread_join(t, NULL);
-    struct resp r = {.raw = c.out, .len = c.outlen};
-    if (r.raw) {
-        sscanf(r.raw, "HTTP/1.%*d %d", &r.status);
-        char *eoh = strstr(r.raw, "\r\n\r\n");
-        if (eoh) {
-            r.body = eoh + 4;
-            r.body_len = r.len - (size_t)(r.body - r.raw);
-        }
+    ck_assert(test_run_thread(loop, client_main, &c, 10));
+    struct resp r = {.raw = c.http.buf, .len = c.http.len};
+    c.http.buf = NULL;
+    test_http_close(&c.http);
+    if (r.raw && test_http_parse_head(r.raw, r.len, &r.head) > 0) {
+        r.status = r.head.status;
+        r.body = r.raw + r.head.head_len;
+        r.body_len = r.len - r.head.head_len;
     }
     return r;
 }
@@ -116,31 +105,15 @@ static struct resp http(const char *method, const char *target, const char *head
     return http_raw(buf, false);
 }
 
-/* True when the header block has the line "name: value" (name case-insensitive). */
+/* True when the first response has the header "name: value" (name case-insensitive). */
 static bool has_header(const struct resp *r, const char *name, const char *value)
 {
-    char want[1024];
-    snprintf(want, sizeof want, "\r\n%s: %s\r\n", name, value);
-    size_t hlen = r->body ? (size_t)(r->body - r->raw) - 2 : r->len;
-    for (size_t i = 0; i + strlen(want) <= hlen + 2; i++) {
-        if (strncasecmp(r->raw + i, want, strlen(name) + 2) == 0 &&
-            strncmp(r->raw + i + strlen(name) + 2, want + strlen(name) + 2,
-                    strlen(want) - strlen(name) - 2) == 0)
-            return true;
-    }
-    return false;
+    return test_http_header_is(&r->head, name, value);
 }
 
 static bool has_header_name(const struct resp *r, const char *name)
 {
-    char want[256];
-    snprintf(want, sizeof want, "\r\n%s:", name);
-    size_t hlen = r->body ? (size_t)(r->body - r->raw) : r->len;
-    for (size_t i = 0; i + strlen(want) <= hlen; i++) {
-        if (strncasecmp(r->raw + i, want, strlen(want)) == 0)
-            return true;
-    }
-    return false;
+    return test_http_header(&r->head, name) != NULL;
 }
 
 static void assert_body(const struct resp *r, const char *want)
@@ -716,14 +689,14 @@ START_TEST(test_web_add_socket_serves_a_unix_socket)
     struct resp r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "Hello, world!");
-    free(r.raw);
+    resp_free(&r);
     r = http("GET", "/nowhere", NULL, NULL);
     ck_assert_int_eq(r.status, 404);
-    free(r.raw);
+    resp_free(&r);
     unix_path = NULL; /* the TCP listener still serves */
     r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
     unlink(path);
 }
 END_TEST
@@ -742,7 +715,7 @@ START_TEST(test_web_add_socket_refuses_bad_descriptors)
     /* The app still serves on its port. */
     struct resp r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -755,7 +728,7 @@ START_TEST(test_web_route_literal_path)
     assert_body(&r, "Hello, world!");
     ck_assert(has_header(&r, "Content-Type", "text/html; charset=UTF-8"));
     ck_assert(has_header(&r, "Content-Length", "13"));
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -765,10 +738,10 @@ START_TEST(test_web_route_captures_are_decoded_path_args)
     ck_assert_int_eq(r.status, 200);
     /* groups: 1 = name, 2 = "/12", 3 = "12" */
     assert_body(&r, "3:abc(3)|/12(3)|extra");
-    free(r.raw);
+    resp_free(&r);
     r = http("GET", "/items/xyz", NULL, NULL);
     assert_body(&r, "3:xyz(3)|null(0)|none");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -779,15 +752,15 @@ START_TEST(test_web_route_anchored_both_ends)
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         struct resp r = http("GET", paths[i], NULL, NULL);
         ck_assert_msg(r.status == 404, "%s -> %d", paths[i], r.status);
-        free(r.raw);
+        resp_free(&r);
     }
     struct resp r = http("GET", "/user/12", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
     /* an alternation is anchored as a whole */
     r = http("GET", "/b", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -807,11 +780,11 @@ START_TEST(test_web_route_python_classes_match_as_in_python)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct resp r = http("GET", cases[i].path, NULL, NULL);
         ck_assert_msg(r.status == cases[i].status, "%s -> %d", cases[i].path, r.status);
-        free(r.raw);
+        resp_free(&r);
     }
     struct resp r = http("GET", "/num/42", NULL, NULL);
     assert_body(&r, "1:42(2)|null(0)|none");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -828,7 +801,7 @@ START_TEST(test_web_route_python_only_syntax_refused)
     /* None of them was added: the paths they were meant for find no route. */
     struct resp r = http("GET", "/x/a", NULL, NULL);
     ck_assert_int_eq(r.status, 404);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -890,7 +863,7 @@ START_TEST(test_web_flush_cb_reports_client_gone)
     ck_assert_uint_lt(streamed.sent, STREAM_TOTAL);
     struct resp r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -910,20 +883,20 @@ START_TEST(test_web_write_error_renders_the_class_errors)
         snprintf(want, sizeof want, "{\"error\": %d, \"arg\": \"api\"}", cases[i].status);
         assert_body(&r, want);
         ck_assert(has_header(&r, "Allow", "GET, HEAD") == (cases[i].status == 405));
-        free(r.raw);
+        resp_free(&r);
     }
     /* From a timer, with a write_error that finishes the response itself. */
     struct resp late = http("GET", "/late-json", NULL, NULL);
     ck_assert_int_eq(late.status, 503);
     assert_body(&late, "late 503");
     ck_assert_int_eq(last_rc, 0);
-    free(late.raw);
+    resp_free(&late);
     /* A send_error inside write_error does not recurse: it answers with the plain page. */
     struct resp r = http("GET", "/api/418", NULL, NULL);
     ck_assert_int_eq(r.status, 500);
     assert_body(&r, "<html><title>500: Internal Server Error</title>"
                     "<body>500: Internal Server Error</body></html>");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -939,14 +912,14 @@ START_TEST(test_web_default_handler_for_unmatched_paths)
     struct resp r = http("GET", "/nowhere", NULL, NULL);
     ck_assert_int_eq(r.status, 404);
     assert_body(&r, "{\"error\": 404, \"arg\": \"default\"}");
-    free(r.raw);
+    resp_free(&r);
     r = http("DELETE", "/nowhere", NULL, NULL);
     ck_assert_int_eq(r.status, 405);
     ck_assert(has_header(&r, "Allow", "GET, HEAD"));
-    free(r.raw);
+    resp_free(&r);
     r = http("GET", "/", NULL, NULL);
     assert_body(&r, "Hello, world!");
-    free(r.raw);
+    resp_free(&r);
     port = main_port;
     gale_app_free(other);
     test_run_for(loop, 0.02);
@@ -959,7 +932,7 @@ START_TEST(test_web_route_unknown_path_404_page)
     ck_assert_int_eq(r.status, 404);
     assert_body(&r, "<html><title>404: Not Found</title><body>404: Not Found</body></html>");
     ck_assert(has_header(&r, "Content-Type", "text/html; charset=UTF-8"));
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -970,15 +943,15 @@ START_TEST(test_web_route_wrong_method_405_with_allow)
     ck_assert(has_header(&r, "Allow", "GET, HEAD, POST"));
     assert_body(&r, "<html><title>405: Method Not Allowed</title>"
                     "<body>405: Method Not Allowed</body></html>");
-    free(r.raw);
+    resp_free(&r);
     r = http("PATCH", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 405);
     ck_assert(has_header(&r, "Allow", "GET, HEAD"));
-    free(r.raw);
+    resp_free(&r);
     r = http("POST", "/post", "Content-Length: 0\r\n", NULL);
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "posted");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -991,7 +964,7 @@ START_TEST(test_web_route_bad_pattern_is_einval)
     /* the app still serves */
     struct resp r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1002,7 +975,7 @@ START_TEST(test_web_head_falls_back_to_get_without_body)
     ck_assert(has_header(&r, "Content-Length", "13"));
     ck_assert_uint_eq(r.body_len, 0);
     ck_assert_int_eq(n_method, 1);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1013,12 +986,12 @@ START_TEST(test_web_prepare_finishing_early_skips_method)
     struct resp r = http("GET", "/guarded", NULL, NULL);
     ck_assert_int_eq(r.status, 403);
     assert_body(&r, "<html><title>403: Forbidden</title><body>403: Forbidden</body></html>");
-    free(r.raw);
+    resp_free(&r);
     ck_assert_int_eq(n_prepare, 1);
     ck_assert_int_eq(n_method, 0);
     r = http("GET", "/guarded", "X-Token: secret\r\n", NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
     ck_assert_int_eq(n_prepare, 2);
     ck_assert_int_eq(n_method, 1);
     ck_assert_int_eq(n_finish, 2);
@@ -1030,14 +1003,14 @@ START_TEST(test_web_on_finish_once_per_request)
     for (int i = 0; i < 3; i++) {
         struct resp r = http("GET", "/", NULL, NULL);
         ck_assert_int_eq(r.status, 200);
-        free(r.raw);
+        resp_free(&r);
     }
     /* keep-alive: two pipelined requests on one connection */
     struct resp r = http_raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n"
                              "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                              false);
     ck_assert_ptr_nonnull(strstr(strstr(r.raw, "Hello, world!") + 1, "Hello, world!"));
-    free(r.raw);
+    resp_free(&r);
     test_run_for(loop, 0.02);
     ck_assert_int_eq(n_method, 5);
     ck_assert_int_eq(n_finish, 5);
@@ -1049,7 +1022,7 @@ START_TEST(test_web_state_zeroed_per_request)
     for (int i = 0; i < 3; i++) {
         struct resp r = http("GET", "/state", NULL, NULL);
         assert_body(&r, "zeroed");
-        free(r.raw);
+        resp_free(&r);
     }
     /* pipelined on one connection too (the arena is reused) */
     struct resp r = http_raw("GET /state HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -1057,7 +1030,7 @@ START_TEST(test_web_state_zeroed_per_request)
                              false);
     ck_assert_ptr_null(strstr(r.raw, "dirty"));
     ck_assert_ptr_nonnull(strstr(strstr(r.raw, "zeroed") + 1, "zeroed"));
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1066,7 +1039,7 @@ START_TEST(test_web_async_handler_finishes_from_timer)
     struct resp r = http("GET", "/async", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "not yet: later");
-    free(r.raw);
+    resp_free(&r);
     ck_assert_int_eq(last_rc, 0);
     ck_assert_int_eq(n_method, 1);
     ck_assert_int_eq(n_finish, 1);
@@ -1087,7 +1060,7 @@ START_TEST(test_web_connection_close_during_async_then_finish_is_safe)
     /* the server keeps serving */
     struct resp r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1114,11 +1087,11 @@ START_TEST(test_web_fail_is_500_and_server_keeps_serving)
     assert_body(&r, "<html><title>500: Internal Server Error</title>"
                     "<body>500: Internal Server Error</body></html>");
     ck_assert(!has_header_name(&r, "X-Partial"));
-    free(r.raw);
+    resp_free(&r);
     ck_assert_int_eq(n_finish, 1);
     r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1127,7 +1100,7 @@ START_TEST(test_web_send_error_page_for_any_code)
     struct resp r = http("GET", "/teapot", NULL, NULL);
     ck_assert_int_eq(r.status, 418);
     ck_assert_ptr_nonnull(strstr(r.body, "<html><title>418: "));
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1139,11 +1112,11 @@ START_TEST(test_web_redirect_sets_location_and_status)
     ck_assert_int_eq(r.status, 302);
     ck_assert(has_header(&r, "Location", "/target?a=1"));
     ck_assert_uint_eq(r.body_len, 0);
-    free(r.raw);
+    resp_free(&r);
     ck_assert_int_eq(last_rc, 0);
     r = http("GET", "/redirect?perm=1", NULL, NULL);
     ck_assert_int_eq(r.status, 301);
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1158,7 +1131,7 @@ START_TEST(test_web_set_cookie_output_and_get_cookie)
     ck_assert(has_header(&r, "Set-Cookie", "exp=1; expires=Tue, 14 Nov 2023 22:13:20 GMT; "
                                            "Path=/app"));
     assert_body(&r, "s1|dark|none");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1173,7 +1146,7 @@ START_TEST(test_web_cookie_replaced_and_kept_by_error_page)
         ck_assert(has_header(&r, "Set-Cookie", "sid2=other; Path=/"));
         ck_assert_ptr_null(strstr(r.raw, "sid=first"));
         ck_assert(has_header_name(&r, "X-Dropped") == !fail);
-        free(r.raw);
+        resp_free(&r);
     }
 }
 END_TEST
@@ -1185,7 +1158,7 @@ START_TEST(test_web_writef_formats_and_grows)
     ck_assert_uint_eq(r.body_len, 8 + 599 + 1);
     ck_assert_mem_eq(r.body, "7-seven-xxx", 11);
     ck_assert_int_eq(r.body[r.body_len - 1], '!');
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1197,7 +1170,7 @@ START_TEST(test_web_flush_sends_chunked)
     ck_assert(!has_header_name(&r, "Content-Length"));
     ck_assert(!has_header_name(&r, "X-Late"));
     assert_body(&r, "3\r\none\r\n4\r\ntwo!\r\n5\r\nthree\r\n0\r\n\r\n");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1213,7 +1186,7 @@ START_TEST(test_web_headers_case_insensitive_repeats_and_set_rules)
     ck_assert(has_header(&r, "X-Two", "b"));
     ck_assert(!has_header_name(&r, "X-Gone"));
     ck_assert(!has_header_name(&r, "Injected"));
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1223,7 +1196,7 @@ START_TEST(test_web_204_has_no_body_and_no_content_type)
     ck_assert_int_eq(r.status, 204);
     ck_assert_uint_eq(r.body_len, 0);
     ck_assert(!has_header_name(&r, "Content-Type"));
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1237,7 +1210,7 @@ START_TEST(test_web_arguments_query_and_urlencoded_body)
                          "b=b1&b=b%32");
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "a=\xc3\xa9 x b=b2 q=q1 body=b2 n=3 first=q1 none=dflt");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1250,7 +1223,7 @@ START_TEST(test_web_arguments_control_characters_become_spaces)
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "a=admin x b=t\ta\rb c  q=t\ta\rb c  body=- n=1 first=t\ta\rb\x1f" "c\x01 "
                     "none=dflt");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1272,7 +1245,7 @@ START_TEST(test_web_arguments_multipart_fields_and_file)
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "a=- b=field value q=- body=field value n=1 first=field value none=dflt "
                     "file=f.txt:text/plain:file\r\nbytes");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1286,7 +1259,7 @@ START_TEST(test_web_arguments_malformed_multipart_ignored)
     struct resp r = http("POST", "/args?b=q", hdr, body);
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "a=- b=q q=q body=- n=1 first=q none=dflt");
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 
@@ -1295,7 +1268,7 @@ START_TEST(test_web_send_error_after_flush_only_ends_response)
     struct resp r = http("GET", "/late-error", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "7\r\nstarted\r\n0\r\n\r\n");
-    free(r.raw);
+    resp_free(&r);
     ck_assert_int_eq(last_rc, 0);
     ck_assert_int_eq(n_finish, 1);
 }
@@ -1305,16 +1278,16 @@ START_TEST(test_web_route_arg_explicit_head_and_options)
 {
     struct resp r = http("GET", "/with-arg", NULL, NULL);
     assert_body(&r, "route argument");
-    free(r.raw);
+    resp_free(&r);
     r = http("HEAD", "/with-arg", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert(has_header(&r, "X-Head", "1"));
     ck_assert_int_eq(n_method, 100);
-    free(r.raw);
+    resp_free(&r);
     r = http("OPTIONS", "/with-arg", NULL, NULL);
     ck_assert_int_eq(r.status, 204);
     ck_assert(has_header(&r, "Allow", "GET, HEAD, OPTIONS"));
-    free(r.raw);
+    resp_free(&r);
 }
 END_TEST
 

@@ -4,7 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +61,44 @@ bool test_wait_until(gale_loop *loop, bool (*pred)(void *arg), void *arg, double
     gale_loop_remove_timeout(loop, limit);
     gale_loop_remove_timeout(loop, w.tick);
     return w.done || pred(arg);
+}
+
+struct thread_run {
+    void (*fn)(void *);
+    void *arg;
+    atomic_bool done;
+};
+
+static void *thread_main(void *arg)
+{
+    struct thread_run *t = arg;
+    t->fn(t->arg);
+    atomic_store(&t->done, true);
+    return NULL;
+}
+
+static bool thread_done(void *arg) { return atomic_load(&((struct thread_run *)arg)->done); }
+
+bool test_run_thread(gale_loop *loop, void (*fn)(void *arg), void *arg, double timeout)
+{
+    /* On the heap: on a timeout the thread outlives this frame. */
+    struct thread_run *t = calloc(1, sizeof *t);
+    pthread_t th;
+    if (!t)
+        return false;
+    t->fn = fn;
+    t->arg = arg;
+    if (pthread_create(&th, NULL, thread_main, t) != 0) {
+        free(t);
+        return false;
+    }
+    if (!test_wait_until(loop, thread_done, t, timeout)) {
+        pthread_detach(th);
+        return false;
+    }
+    pthread_join(th, NULL);
+    free(t);
+    return true;
 }
 
 static bool never(void *arg) { return false; }

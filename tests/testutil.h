@@ -13,6 +13,11 @@
  * that ran something and at least every millisecond. Returns true if pred held. */
 bool test_wait_until(gale_loop *loop, bool (*pred)(void *arg), void *arg, double timeout);
 
+/* Runs `fn(arg)` on a thread of its own while this thread runs `loop`, until `fn` returns or
+ * `timeout` seconds pass. Returns true if it returned (the thread is joined); on false the
+ * thread is left running, detached, and the caller should fail the test. */
+bool test_run_thread(gale_loop *loop, void (*fn)(void *arg), void *arg, double timeout);
+
 /* Runs `loop` for `seconds` (for "nothing more happens" checks). */
 void test_run_for(gale_loop *loop, double seconds);
 
