@@ -41,11 +41,11 @@ typedef enum {
 /* One option. Fill it with the GALE_OPTION_* macros below (they check the variable's type). */
 typedef struct gale_option {
     gale_option_type type;
-    const char *name;    /* long name without the dashes: "port" */
-    char short_name;     /* one-letter alias ('X' for -X), or 0 */
-    const char *alias;   /* a second long name ("no-access-log"), or NULL */
-    const char *metavar; /* the value's name in usage ("N", "PATH"); NULL: "VALUE" */
-    const char *help;    /* one line or several ('\n'); usage indents them */
+    const char *name;         /* long name without the dashes: "port" */
+    char short_name;          /* one-letter alias ('X' for -X), or 0 */
+    const char *alias;        /* a second long name ("no-access-log"), or NULL */
+    const char *metavar;      /* the value's name in usage ("N", "PATH"); NULL: "VALUE" */
+    const char *help;         /* one line or several ('\n'); usage indents them */
     const char *default_text; /* shown as "(default ...)" instead of the variable's value */
     double min, max; /* inclusive range for INT, SIZE, DOUBLE when min < max; else the type's */
     union {

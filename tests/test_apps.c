@@ -258,9 +258,11 @@ START_TEST(test_apps_bad_values_exit_2_naming_the_option)
         {"demo", {"x", "--idle-timeout", "0", NULL}, "value '0' for --idle-timeout is out of"},
         {"demo", {"x", "--max-body=-1", NULL}, "invalid value '-1' for --max-body"},
         {"echo", {"x", "--processes", "-3", NULL}, "value '-3' for --processes is out of range"},
-        {"fetch", {"x", "--timeout", "-1", "http://127.0.0.1:1/", NULL},
+        {"fetch",
+         {"x", "--timeout", "-1", "http://127.0.0.1:1/", NULL},
          "value '-1' for --timeout is out of range"},
-        {"fetch", {"x", "-H", "nocolon", "http://127.0.0.1:1/", NULL},
+        {"fetch",
+         {"x", "-H", "nocolon", "http://127.0.0.1:1/", NULL},
          "invalid value 'nocolon' for -H (want 'Name: value')"},
         {"fetch", {"x", "-i", NULL}, "fetch: no URL given"},
     };

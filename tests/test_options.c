@@ -67,8 +67,7 @@ static void reset(void)
 }
 
 /* Parses a NULL-terminated list (argv[0] included); *argc gets the count after parsing. */
-#define PARSE(argc_out, err, ...)                                                                  \
-    parse_list((char *[]){__VA_ARGS__, NULL}, argc_out, err)
+#define PARSE(argc_out, err, ...) parse_list((char *[]){__VA_ARGS__, NULL}, argc_out, err)
 
 static char *saved_argv[32];
 
@@ -147,9 +146,8 @@ START_TEST(test_options_positional_kept_in_order)
 {
     char err[256];
     int argc;
-    ck_assert_int_eq(PARSE(&argc, err, "prog", "u1", "--port", "1", "u2", "-", "--", "--port",
-                           "-H"),
-                     0);
+    ck_assert_int_eq(
+        PARSE(&argc, err, "prog", "u1", "--port", "1", "u2", "-", "--", "--port", "-H"), 0);
     ck_assert_int_eq(port, 1);
     ck_assert_int_eq(argc, 6);
     ck_assert_str_eq(saved_argv[0], "prog");
@@ -240,7 +238,8 @@ START_TEST(test_options_usage_lists_every_option_with_default)
     char *text = capture(gale_options_usage);
     ck_assert_msg(strncmp(text, "usage: prog [options] URL...\n\nA program that tests", 50) == 0,
                   "%s", text);
-    ck_assert_ptr_nonnull(strstr(text, "  --port N                listen on port N (default 8879)\n"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "  --port N                listen on port N (default 8879)\n"));
     ck_assert_ptr_nonnull(strstr(text, "--max-body BYTES"));
     ck_assert_ptr_nonnull(strstr(text, "largest body (default 1048576)"));
     ck_assert_ptr_nonnull(strstr(text, "seconds (default 20)"));
