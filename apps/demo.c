@@ -3,28 +3,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/coro.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/options.h"
 #include "core/loop.h"
 #include "http/httpclient.h"
 #include "http/web.h"
 
-static const char USAGE[] =
-    "usage: demo [--port 8888] [--idle-timeout S] [--max-body BYTES] [--processes N]\n"
-    "            [--max-connections N] [--shutdown-timeout S]\n"
-    "\n"
-    "  --port N           listen on port N (default 8888)\n"
-    "  --idle-timeout S   close connections idle for S seconds (default 60)\n"
-    "  --max-body BYTES   largest request body accepted, else 413 (default 1048576)\n"
-    "  --processes N      fork N workers sharing the port (0: one per CPU; default 1)\n"
-    "  --max-connections N\n"
-    "                     open connections at most per process; more clients wait in the\n"
-    "                     listen backlog (default 0: no cap)\n"
-    "  --shutdown-timeout S\n"
-    "                     on SIGTERM/SIGINT stop accepting, close idle connections and let\n"
-    "                     requests in flight finish for up to S seconds (default 30); a\n"
-    "                     second signal closes what is left at once\n"
-    "\n"
+static const char DESCRIPTION[] =
+    "The router showcase: one handler class per route, written as a gale user would. Stops\n"
+    "gracefully on SIGTERM or SIGINT.";
+
+static const char ROUTES[] =
     "routes (HEAD works wherever GET does; other paths 404, other methods 405):\n"
     "  GET  /                 Hello, world!\n"
     "  GET  /user/<digits>    user <digits>\n"
@@ -38,11 +32,15 @@ static const char USAGE[] =
     "                         (none for 204 and 304)\n"
     "  GET  /redirect?to=P    302 to the local path P (starting with a single '/'), else 400\n"
     "  GET  /header/<name>    the request header's value (repeats joined by \", \"), else 404\n"
+    "  GET  /ip               the client's address (with --xheaders, the one a proxy passes on)\n"
     "  GET  /error            a failing handler: 500\n"
     "  GET  /relay?path=P     a coroutine handler: fetches the local path P (starting with a\n"
     "                         single '/', not under /relay, else 400) from this server with the\n"
     "                         async client and answers \"relayed <status> <body>\" (502 when the\n"
-    "                         fetch fails)\n";
+    "                         fetch fails; TCP only)\n"
+    "\n"
+    "environment: GALE_LOG_LEVEL (debug, info, warning, error, none),\n"
+    "GALE_LOOP_BACKEND (epoll, poll)";
 
 /* Parses an unsigned decimal made only of digits (no sign, no spaces), at most `max`. Returns the
  * value, or -1. */
@@ -210,6 +208,11 @@ static void header_get(gale_handler *h)
 }
 static const gale_handler_class header_handler = {.get = header_get};
 
+/* GET /ip: the address the server holds for the client; behind a proxy with --xheaders, the one
+ * the proxy passes on in X-Real-IP / X-Forwarded-For. */
+static void ip_get(gale_handler *h) { gale_write_str(h, gale_remote_ip(h)); }
+static const gale_handler_class ip_handler = {.get = ip_get};
+
 /* GET /error */
 static void error_get(gale_handler *h) { gale_fail(h, -EIO); }
 static const gale_handler_class error_handler = {.get = error_get};
@@ -267,81 +270,91 @@ static void relay(gale_handler *h)
 GALE_CORO_METHOD(relay_get, relay)
 static const gale_handler_class relay_handler = {.get = relay_get};
 
-static bool parse_option(const char *name, const char *value, gale_http_server_opts *opts,
-                         int *port, int *processes)
+/* Listens on the unix socket `path`, or else on TCP `port` with `processes` workers. Says why on
+ * stderr when it cannot (the log may be off). Sets *ino to the socket file's inode. */
+static int start_listening(gale_app *app, int port, const char *path, int processes, ino_t *ino)
 {
-    char *end;
-    errno = 0;
-    if (strcmp(name, "--port") == 0) {
-        long v = strtol(value, &end, 10);
-        *port = (int)v;
-        return *value && !*end && !errno && v >= 0 && v <= 65535;
+    if (!path) {
+        int rc = gale_app_bind(app, port, NULL);
+        if (rc) {
+            fprintf(stderr, "demo: cannot listen on port %d: %s\n", port, gale_strerror(rc));
+            return rc;
+        }
+        rc = gale_app_start(app, processes);
+        if (rc)
+            fprintf(stderr, "demo: cannot start %d processes: %s\n", processes,
+                    gale_strerror(rc));
+        return rc;
     }
-    if (strcmp(name, "--processes") == 0) {
-        long v = strtol(value, &end, 10);
-        *processes = (int)v;
-        return *value && !*end && !errno && v >= 0 && v <= 1024;
+    int fd = gale_bind_unix_socket(path, 0660, 0);
+    int rc = fd < 0 ? fd : gale_app_add_socket(app, fd);
+    struct stat st;
+    if (rc == 0 && stat(path, &st) == 0)
+        *ino = st.st_ino;
+    if (rc) {
+        fprintf(stderr, "demo: cannot listen on unix socket %s: %s\n", path, gale_strerror(rc));
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
+        }
+        return rc;
     }
-    if (strcmp(name, "--idle-timeout") == 0) {
-        double v = strtod(value, &end);
-        opts->idle_connection_timeout = v;
-        return *value && !*end && !errno && v > 0;
-    }
-    if (strcmp(name, "--max-connections") == 0) {
-        unsigned long long v = strtoull(value, &end, 10);
-        opts->max_connections = (size_t)v;
-        return *value && !*end && !errno && value[0] != '-' && v <= 1000000;
-    }
-    if (strcmp(name, "--shutdown-timeout") == 0) {
-        double v = strtod(value, &end);
-        opts->shutdown_timeout = v;
-        return *value && !*end && !errno && v >= 0 && v <= 86400;
-    }
-    if (strcmp(name, "--max-body") == 0) {
-        unsigned long long v = strtoull(value, &end, 10);
-        opts->max_body_size = (size_t)v;
-        return *value && !*end && !errno && value[0] != '-';
-    }
-    return false;
+    gale_log_info(GALE_LOG_GENERAL, "listening on unix socket %s", path);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     int port = 8888, processes = 1;
-    gale_app *app = gale_app_new(NULL);
+    bool quiet = false, xheaders = false;
+    const char *unix_socket = NULL;
+    gale_http_server_opts opts;
+    gale_http_server_opts_init(&opts);
+    opts.idle_connection_timeout = 60;
+    opts.body_timeout = 60;
+    opts.max_body_size = 1024 * 1024;
+    const gale_option options[] = {
+        GALE_OPTION_INT("port", &port, 0, 65535, "N", "listen on TCP port N (0: a free port)"),
+        GALE_OPTION_DOUBLE("idle-timeout", &opts.idle_connection_timeout, 0.001, 86400, "S",
+                           "close connections idle for S seconds"),
+        GALE_OPTION_SIZE("max-body", &opts.max_body_size, 0, 0, "BYTES",
+                         "largest request body accepted, else 413"),
+        GALE_OPTION_INT("processes", &processes, 0, 1024, "N",
+                        "fork N workers sharing the port (0: one per CPU)"),
+        GALE_OPTION_SIZE("max-connections", &opts.max_connections, 0, 1000000, "N",
+                         "open connections at most per process; more clients wait in the\n"
+                         "listen backlog (0: no cap)"),
+        GALE_OPTION_DOUBLE("shutdown-timeout", &opts.shutdown_timeout, 0, 86400, "S",
+                           "on SIGTERM/SIGINT stop accepting, close idle connections and let\n"
+                           "requests in flight finish for up to S seconds; a second signal\n"
+                           "closes what is left at once"),
+        GALE_OPTION_STRING("unix-socket", &unix_socket, "PATH",
+                           "listen on a unix socket at PATH instead of a TCP port, for a proxy\n"
+                           "such as nginx in front (one process per socket)"),
+        GALE_OPTION_BOOL("xheaders", &xheaders,
+                         "trust X-Real-IP / X-Forwarded-For / X-Scheme: the client address\n"
+                         "and scheme a proxy in front passes on"),
+        {.type = GALE_OPTION_BOOL, .name = "quiet", .alias = "no-access-log", .var.b = &quiet,
+         .help = "write no access log line per request"},
+        {0},
+    };
+    const gale_options spec = {
+        .prog = "demo",
+        .description = DESCRIPTION,
+        .epilog = ROUTES,
+        .options = options,
+    };
+    gale_options_parse_or_exit(&spec, &argc, argv);
+    if (unix_socket && processes != 1) {
+        fprintf(stderr, "demo: --unix-socket serves from one process; start one process per "
+                        "socket instead of --processes\ntry 'demo --help' for the options\n");
+        return 2;
+    }
+    opts.xheaders = xheaders;
+    opts.no_access_log = quiet;
+    gale_app *app = gale_app_new(&opts);
     if (!app)
         return 1;
-    gale_http_server_opts *opts = gale_app_opts(app);
-    opts->idle_connection_timeout = 60;
-    opts->body_timeout = 60;
-    opts->max_body_size = 1024 * 1024;
-
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(USAGE, stdout);
-            gale_app_free(app);
-            return 0;
-        }
-        char name[32];
-        const char *value;
-        const char *eq = strchr(argv[i], '=');
-        if (eq && (size_t)(eq - argv[i]) < sizeof name) {
-            memcpy(name, argv[i], (size_t)(eq - argv[i]));
-            name[eq - argv[i]] = '\0';
-            value = eq + 1;
-        } else if (!eq && strlen(argv[i]) < sizeof name && i + 1 < argc) {
-            strcpy(name, argv[i]);
-            value = argv[++i];
-        } else {
-            name[0] = '\0';
-            value = "";
-        }
-        if (!parse_option(name, value, opts, &port, &processes)) {
-            fprintf(stderr, "demo: bad option %s\n\n%s", argv[i], USAGE);
-            gale_app_free(app);
-            return 2;
-        }
-    }
 
     static const struct {
         const char *pattern;
@@ -356,18 +369,24 @@ int main(int argc, char **argv)
         {"/status/([0-9]+)", &status_handler},
         {"/redirect", &redirect_handler},
         {"/header/([A-Za-z0-9-]+)", &header_handler},
+        {"/ip", &ip_handler},
         {"/error", &error_handler},
         {"/relay", &relay_handler},
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0] && rc == 0; i++)
         rc = gale_app_route(app, routes[i].pattern, routes[i].cls, NULL);
-    /* A failure (a port in use...) was logged; free everything on the way out all the same. */
-    if (rc == 0 && (gale_app_bind(app, port, NULL) != 0 || gale_app_start(app, processes) != 0))
-        rc = 1;
+    /* A failure (a port in use...) was reported; free everything on the way out all the same. */
+    ino_t ino = 0;
+    if (rc == 0)
+        rc = start_listening(app, port, unix_socket, processes, &ino);
     if (rc == 0)
         rc = gale_app_run(app);
     gale_app_free(app);
+    /* Remove the socket file, unless another server has bound the path since. */
+    struct stat st;
+    if (unix_socket && ino && stat(unix_socket, &st) == 0 && st.st_ino == ino)
+        unlink(unix_socket);
     gale_http_client_free(relay_client);
     gale_coro_shutdown(NULL); /* relays still waiting unwind, and their requests are released */
     return rc ? 1 : 0;

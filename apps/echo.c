@@ -1,6 +1,6 @@
 /* Tornado's classic echo server on gale streams: every byte a client sends comes back to it.
  *
- *     echo [--port 10000] [--address A] [--processes N]
+ *     echo [--port 10000] [--address A] [--processes N]     (echo --help: the options)
  *
  * Back-pressure: a connection stops reading while more than HIGH_WATER bytes wait to be sent to
  * its client, and resumes once no more than half of that is left (the gap keeps a fast client
@@ -17,6 +17,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/options.h"
 #include "net/iostream.h"
 #include "net/tcpserver.h"
 
@@ -132,68 +133,39 @@ static void on_signal(gale_loop *loop, int signum, void *arg)
         gale_stream_close(c->s, 0);
 }
 
-static void usage(const char *prog)
-{
-    fprintf(stderr, "usage: %s [--port 10000] [--address A] [--processes N]\n", prog);
-}
-
-static bool parse_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 int main(int argc, char **argv)
 {
-    long port = 10000, procs = 1;
+    int port = 10000, procs = 1;
     const char *address = NULL;
-    for (int i = 1; i < argc; i += 2) {
-        const char *opt = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
-            usage(argv[0]);
-            return 0;
-        }
-        if (!val) {
-            usage(argv[0]);
-            return 2;
-        }
-        if (!strcmp(opt, "--port")) {
-            if (!parse_int(val, 0, 65535, &port)) {
-                fprintf(stderr, "echo: bad port '%s'\n", val);
-                return 2;
-            }
-        } else if (!strcmp(opt, "--address")) {
-            address = val;
-        } else if (!strcmp(opt, "--processes")) {
-            if (!parse_int(val, 0, 1024, &procs)) {
-                fprintf(stderr, "echo: bad process count '%s'\n", val);
-                return 2;
-            }
-        } else {
-            usage(argv[0]);
-            return 2;
-        }
-    }
+    const gale_option options[] = {
+        GALE_OPTION_INT("port", &port, 0, 65535, "N", "listen on TCP port N (0: a free port)"),
+        GALE_OPTION_STRING("address", &address, "A",
+                           "listen on address A only (default: every interface)"),
+        GALE_OPTION_INT("processes", &procs, 0, 1024, "N",
+                        "fork N workers sharing the port (0: one per CPU)"),
+        {0},
+    };
+    const gale_options spec = {
+        .prog = "echo",
+        .description = "Tornado's echo server: every byte a client sends comes back to it. A\n"
+                       "client that sends without reading is held to a bounded buffer. SIGINT\n"
+                       "and SIGTERM stop accepting, close the connections and exit 0.",
+        .options = options,
+    };
+    gale_options_parse_or_exit(&spec, &argc, argv);
 
     /* Bind first, fork next, and only then create the loop: each worker needs its own. */
     int err = gale_server_new(NULL, on_accept, NULL, &server);
     if (!err)
-        err = gale_server_bind(server, (int)port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG, false);
+        err = gale_server_bind(server, port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG, false);
     if (err) {
-        gale_log_error(GALE_LOG_GENERAL, "echo: cannot listen on port %ld: %s", port,
-                       gale_strerror(err));
+        fprintf(stderr, "echo: cannot listen on port %d: %s\n", port, gale_strerror(err));
         gale_server_free(server);
         return 1;
     }
-    err = gale_server_start(server, (int)procs);
+    err = gale_server_start(server, procs);
     if (err) {
-        gale_log_error(GALE_LOG_GENERAL, "echo: cannot start: %s", gale_strerror(err));
+        fprintf(stderr, "echo: cannot start %d processes: %s\n", procs, gale_strerror(err));
         gale_server_free(server);
         return 1;
     }

@@ -1,10 +1,10 @@
 /* Tornado's asynchronous download example grown into a tool: fetches every URL concurrently on one
  * loop, each in its own coroutine that awaits the response (Tornado's
- * `response = await http_client.fetch(url)`), then prints the bodies (with -i, the status line and headers first) to stdout in the
- * order the URLs were given, and one summary line per URL to stderr as each completes. Exits 0
- * when every fetch succeeded (a 2xx after redirects), 1 when any failed, 2 on bad usage. */
+ * `response = await http_client.fetch(url)`), then prints the bodies (with -i, the status line and
+ * headers first) to stdout in the order the URLs were given, and one summary line per URL to
+ * stderr as each completes. Exits 0 when every fetch succeeded (a 2xx after redirects), 1 when any
+ * failed, 2 on bad usage. `fetch --help` lists the options. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,19 +12,20 @@
 #include "core/coro.h"
 #include "core/errors.h"
 #include "core/loop.h"
+#include "core/options.h"
 #include "http/httpclient.h"
 
-static const char USAGE[] =
-    "usage: fetch [-X METHOD] [-H 'Name: value']... [-d BODY] [--timeout S] [-i]\n"
-    "             [--max-clients N] [--no-redirects] URL...\n"
-    "\n"
-    "  -X METHOD          request method (default GET, or POST with -d)\n"
-    "  -H 'Name: value'   extra request header (repeatable)\n"
-    "  -d BODY            request body\n"
-    "  --timeout S        connect and request timeout in seconds (default 20)\n"
-    "  -i                 print the status line and response headers before the body\n"
-    "  --max-clients N    requests in flight at once (default 10)\n"
-    "  --no-redirects     do not follow redirects\n";
+/* -H 'Name: value': adds one request header. */
+static int add_header(const char *h, void *arg)
+{
+    const char *colon = strchr(h, ':');
+    if (!colon || colon == h)
+        return -EINVAL;
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    return gale_http_headers_add(arg, h, (size_t)(colon - h), v, strlen(v));
+}
 
 struct job {
     const char *url;
@@ -98,69 +99,61 @@ int main(int argc, char **argv)
 {
     const char *method = NULL, *body = NULL;
     double timeout = GALE_HTTP_CLIENT_DEFAULT_TIMEOUT;
-    bool show_headers = false, redirects = true;
-    int max_clients = 0;
+    bool show_headers = false, no_redirects = false;
+    int max_clients = 10;
     gale_http_headers headers = {0};
-    const char **urls = calloc((size_t)argc, sizeof *urls);
-    int n = 0, rc = 2;
-    if (!urls)
+    gale_option options[] = {
+        GALE_OPTION_STRING("request", &method, "METHOD", "request method"),
+        GALE_OPTION_FUNC("header", add_header, &headers, "'Name: value'",
+                         "extra request header (repeatable)"),
+        GALE_OPTION_STRING("data", &body, "BODY", "request body"),
+        GALE_OPTION_DOUBLE("timeout", &timeout, 0.001, 86400, "S",
+                           "connect and request timeout in seconds"),
+        GALE_OPTION_BOOL("include", &show_headers,
+                         "print the status line and response headers before the body"),
+        GALE_OPTION_INT("max-clients", &max_clients, 1, 100000, "N", "requests in flight at once"),
+        GALE_OPTION_BOOL("no-redirects", &no_redirects, "do not follow redirects"),
+        {0},
+    };
+    options[0].short_name = 'X';
+    options[0].default_text = "GET, or POST with -d";
+    options[1].short_name = 'H';
+    options[2].short_name = 'd';
+    options[4].short_name = 'i';
+    const gale_options spec = {
+        .prog = "fetch",
+        .args = "URL...",
+        .description =
+            "Fetches every URL concurrently, each in its own coroutine, prints the bodies to\n"
+            "stdout in the order given and one summary line per URL to stderr as each\n"
+            "completes. Exits 0 when every fetch got a 2xx (after redirects), 1 when any\n"
+            "failed, 2 on bad usage.",
+        .positional = true,
+        .options = options,
+    };
+    char err[512];
+    int rc = gale_options_parse(&spec, &argc, argv, err, sizeof err);
+    if (rc == 0 && argc < 2)
+        snprintf(err, sizeof err, "no URL given");
+    if (rc == -ENOMEM) {
+        gale_http_headers_free(&headers);
         return 1;
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_value = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(USAGE, stdout);
-            rc = 0;
-            goto out;
-        } else if (!strcmp(a, "-X") && has_value) {
-            method = argv[++i];
-        } else if (!strcmp(a, "-d") && has_value) {
-            body = argv[++i];
-        } else if (!strcmp(a, "-H") && has_value) {
-            const char *h = argv[++i];
-            const char *colon = strchr(h, ':');
-            if (!colon || colon == h) {
-                fprintf(stderr, "fetch: bad header '%s' (want 'Name: value')\n", h);
-                goto out;
-            }
-            const char *v = colon + 1;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            if (gale_http_headers_add(&headers, h, (size_t)(colon - h), v, strlen(v))) {
-                rc = 1;
-                goto out;
-            }
-        } else if (!strcmp(a, "--timeout") && has_value) {
-            char *end;
-            timeout = strtod(argv[++i], &end);
-            if (*end || !(timeout > 0) || isinf(timeout)) {
-                fprintf(stderr, "fetch: bad timeout '%s'\n", argv[i]);
-                goto out;
-            }
-        } else if (!strcmp(a, "--max-clients") && has_value) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 100000) {
-                fprintf(stderr, "fetch: bad --max-clients '%s'\n", argv[i]);
-                goto out;
-            }
-            max_clients = (int)v;
-        } else if (!strcmp(a, "-i")) {
-            show_headers = true;
-        } else if (!strcmp(a, "--no-redirects")) {
-            redirects = false;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "fetch: unknown or incomplete option '%s'\n\n%s", a, USAGE);
-            goto out;
-        } else {
-            urls[n++] = a;
+    }
+    if (rc != 0 || argc < 2) {
+        gale_http_headers_free(&headers);
+        if (rc == GALE_OPTIONS_HELP || rc == GALE_OPTIONS_VERSION) {
+            if (rc == GALE_OPTIONS_HELP)
+                gale_options_usage(&spec, stdout);
+            else
+                gale_options_version(&spec, stdout);
+            return fflush(stdout) == 0 ? 0 : 1;
         }
+        fprintf(stderr, "fetch: %s\ntry 'fetch --help' for the options\n", err);
+        return 2;
     }
-    if (n == 0) {
-        fputs(USAGE, stderr);
-        goto out;
-    }
+    bool redirects = !no_redirects;
+    const char **urls = (const char **)argv + 1;
+    int n = argc - 1;
 
     gale_loop *loop;
     gale_http_client *client;
@@ -220,6 +213,5 @@ int main(int argc, char **argv)
     free(jobs);
 out:
     gale_http_headers_free(&headers);
-    free(urls);
     return rc;
 }

@@ -1,41 +1,102 @@
-/* Tornado's hello world on gale: GET / -> "Hello, world!".
- *
- * Usage: hello [--port 8879] [--processes N]   (N = 0: one process per CPU) */
+/* Tornado's hello world on gale: GET / -> "Hello, world!". `hello --help` lists the options. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/options.h"
 #include "http/web.h"
 
 static void main_get(gale_handler *h) { gale_write_str(h, "Hello, world!"); }
 
 static const gale_handler_class main_handler = {.get = main_get};
 
+/* Listens on the unix socket `path`, or else on TCP `port` with `processes` workers. Says why on
+ * stderr when it cannot (the log may be off). Sets *ino to the socket file's inode. */
+static int start_listening(gale_app *app, int port, const char *path, int processes, ino_t *ino)
+{
+    if (!path) {
+        int rc = gale_app_bind(app, port, NULL);
+        if (rc) {
+            fprintf(stderr, "hello: cannot listen on port %d: %s\n", port, gale_strerror(rc));
+            return rc;
+        }
+        rc = gale_app_start(app, processes);
+        if (rc)
+            fprintf(stderr, "hello: cannot start %d processes: %s\n", processes,
+                    gale_strerror(rc));
+        return rc;
+    }
+    int fd = gale_bind_unix_socket(path, 0660, 0);
+    int rc = fd < 0 ? fd : gale_app_add_socket(app, fd);
+    struct stat st;
+    if (rc == 0 && stat(path, &st) == 0)
+        *ino = st.st_ino;
+    if (rc) {
+        fprintf(stderr, "hello: cannot listen on unix socket %s: %s\n", path, gale_strerror(rc));
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
+        }
+        return rc;
+    }
+    gale_log_info(GALE_LOG_GENERAL, "listening on unix socket %s", path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int port = 8879, processes = 1;
-    for (int i = 1; i < argc; i++) {
-        char *end = NULL;
-        if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
-            port = (int)strtol(argv[++i], &end, 10);
-        else if (strcmp(argv[i], "--processes") == 0 && i + 1 < argc)
-            processes = (int)strtol(argv[++i], &end, 10);
-        if (!end || *end || port < 0 || port > 65535) {
-            fprintf(stderr, "usage: %s [--port 8879] [--processes N]\n", argv[0]);
-            return 2;
-        }
+    bool quiet = false, xheaders = false;
+    const char *unix_socket = NULL;
+    const gale_option options[] = {
+        GALE_OPTION_INT("port", &port, 0, 65535, "N", "listen on TCP port N (0: a free port)"),
+        GALE_OPTION_INT("processes", &processes, 0, 1024, "N",
+                        "fork N workers sharing the port (0: one per CPU)"),
+        GALE_OPTION_STRING("unix-socket", &unix_socket, "PATH",
+                           "listen on a unix socket at PATH instead of a TCP port, for a proxy\n"
+                           "such as nginx in front (one process per socket)"),
+        GALE_OPTION_BOOL("xheaders", &xheaders,
+                         "trust X-Real-IP / X-Forwarded-For / X-Scheme: the client address\n"
+                         "and scheme a proxy in front passes on"),
+        {.type = GALE_OPTION_BOOL, .name = "quiet", .alias = "no-access-log", .var.b = &quiet,
+         .help = "write no access log line per request, for load tests\n"
+                 "(GALE_LOG_LEVEL=warning silences the other info lines too)"},
+        {0},
+    };
+    const gale_options spec = {
+        .prog = "hello",
+        .description = "Tornado's hello world: GET / answers \"Hello, world!\". Stops gracefully\n"
+                       "on SIGTERM or SIGINT.",
+        .epilog = "environment: GALE_LOG_LEVEL (debug, info, warning, error, none),\n"
+                  "GALE_LOOP_BACKEND (epoll, poll)",
+        .options = options,
+    };
+    gale_options_parse_or_exit(&spec, &argc, argv);
+    if (unix_socket && processes != 1) {
+        fprintf(stderr, "hello: --unix-socket serves from one process; start one process per "
+                        "socket instead of --processes\ntry 'hello --help' for the options\n");
+        return 2;
     }
 
     gale_app *app = gale_app_new(NULL);
     if (!app)
         return 1;
+    gale_app_opts(app)->xheaders = xheaders;
+    gale_app_opts(app)->no_access_log = quiet;
+    ino_t ino = 0;
     int rc = gale_app_route(app, "^/$", &main_handler, NULL);
     if (rc == 0)
-        rc = gale_app_bind(app, port, NULL); /* logs why it failed, e.g. port in use */
-    if (rc == 0)
-        rc = gale_app_start(app, processes);
+        rc = start_listening(app, port, unix_socket, processes, &ino);
     if (rc == 0)
         rc = gale_app_run(app);
     gale_app_free(app);
+    /* Remove the socket file, unless another server has bound the path since. */
+    struct stat st;
+    if (unix_socket && ino && stat(unix_socket, &st) == 0 && st.st_ino == ino)
+        unlink(unix_socket);
     return rc ? 1 : 0;
 }

@@ -184,6 +184,18 @@ int gale_bind_sockets(int port, const char *address, int family, int backlog, bo
     return err;
 }
 
+/* Whether something listens at `sun`: a connect that is accepted or queued (EAGAIN: the backlog
+ * is full) says so; ECONNREFUSED (nobody listens) or any other failure says stale. */
+static bool unix_socket_live(const struct sockaddr_un *sun)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool live = connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0 || errno == EAGAIN;
+    close(fd);
+    return live;
+}
+
 int gale_bind_unix_socket(const char *path, int mode, int backlog)
 {
     if (!path || !path[0])
@@ -194,11 +206,14 @@ int gale_bind_unix_socket(const char *path, int mode, int backlog)
     strcpy(sun.sun_path, path);
     if (backlog <= 0)
         backlog = GALE_DEFAULT_BACKLOG;
-    /* Replace a stale socket file, never any other kind of file. */
+    /* Replace a stale socket file, never any other kind of file, nor a socket a live server
+     * listens on (a second instance started by mistake would silently take its traffic). */
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return -EEXIST;
+        if (unix_socket_live(&sun))
+            return -EADDRINUSE;
         if (unlink(path) < 0)
             return -errno;
     }

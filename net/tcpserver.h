@@ -42,8 +42,10 @@ typedef void (*gale_accept_cb)(gale_server *srv, gale_stream *s, const struct so
 int gale_bind_sockets(int port, const char *address, int family, int backlog, bool reuse_port,
                       int *fds, size_t max, size_t *n);
 
-/* Binds a listening unix socket at `path` (an existing socket file is replaced) with permissions
- * `mode`. Returns the fd or a negative errno. */
+/* Binds a listening unix socket at `path` with permissions `mode`. A stale socket file (nobody
+ * listening) is replaced; another kind of file gives -EEXIST, and a socket a process still
+ * listens on -EADDRINUSE (found by connecting to it: that process sees one connection open and
+ * close). Returns the fd or a negative errno. */
 int gale_bind_unix_socket(const char *path, int mode, int backlog);
 
 /* Creates a server on `loop` calling `cb` per connection. `loop` may be NULL: the server then uses

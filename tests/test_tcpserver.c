@@ -218,6 +218,12 @@ START_TEST(test_tcpserver_unix_socket_round_trip)
     ck_assert_str_eq(got, "hello\n");
     free(got);
     close(c);
+    /* A live one is not: a second server on the same path is refused, and the first keeps it. */
+    ck_assert_int_eq(gale_bind_unix_socket(path, 0600, 0), -EADDRINUSE);
+    ck_assert_int_eq(stat(path, &st), 0);
+    c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&sun, sizeof sun), 0);
+    close(c);
     gale_server_free(srv);
     gale_loop_free(loop);
     unlink(path);
