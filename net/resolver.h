@@ -20,6 +20,11 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+/* <netdb.h> defines struct addrinfo only under POSIX feature macros (_POSIX_C_SOURCE, _GNU_SOURCE);
+ * declared here, this header compiles under plain -std=c11 too. A program that reads the list's
+ * fields defines one of those macros, as for getaddrinfo itself. */
+struct addrinfo;
+
 #include "core/future.h"
 #include "core/loop.h"
 
