@@ -106,7 +106,7 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
     srv->conns = c;
     srv->nconns++;
     gale_stream_set_close_cb(s, conn_on_close, c);
-    set_phase(c, PH_IDLE);
+    assert(c->phase == PH_IDLE); /* calloc: a connection begins idle */
     set_deadline(c, srv->opts.idle_connection_timeout);
     conn_resume(c);
 }
@@ -190,6 +190,7 @@ void gale__conn_dispatch(struct gale_http_conn *c)
 {
     struct req *r = c->req;
     gale_http_server *srv = c->srv;
+    assert(r && r->rphase == R_DONE && !r->dispatched && srv);
     r->dispatched = true;
     set_phase(c, PH_HANDLER);
     c->deadline = 0;
@@ -298,6 +299,7 @@ static void out_release(struct gale_http_conn *c)
         return;
     c->out = NULL;
     if (o == &tls_scratch) {
+        assert(tls_scratch_owner == c); /* lent to one connection at a time */
         tls_scratch_owner = NULL;
         o->len = 0;
         if (o->cap > SCRATCH_KEEP) {
@@ -572,6 +574,7 @@ static void conn_unlink(struct gale_http_conn *c)
 static void conn_on_close(gale_stream *s, int reason, void *arg)
 {
     struct gale_http_conn *c = arg;
+    assert(c->stream == s); /* the stream's close callback runs once */
     c->stream = NULL;
     c->busy++; /* the callbacks may finish requests: the connection must outlive them */
     flush_waits_fail(c);

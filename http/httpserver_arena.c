@@ -9,6 +9,7 @@
 #include "http/httpserver_internal.h"
 #include "http/server_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,7 @@ struct req *gale__req_new(struct gale_http_conn *c)
 
 void gale__req_free(struct req *r)
 {
+    assert(r && !r->in_close_cb); /* a request in its close callback is freed after it */
     if (r->body_heap)
         free(r->body);
     if (r->w_heap)

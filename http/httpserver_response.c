@@ -11,6 +11,7 @@
 #include "http/httpserver_internal.h"
 #include "http/server_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -563,6 +564,7 @@ int gale_http_response_finish(gale_http_request *req)
         gale_stream_close(c->stream, rc);
         return rc;
     }
+    assert(c->phase == PH_HANDLER);
     gale__conn_answered(c, keep, now);
     return 0;
 }

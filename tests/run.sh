@@ -22,7 +22,7 @@ fi
 
 sanitize=OFF
 [ "${GALE_SANITIZE:-0}" = 1 ] && sanitize=ON
-cmake -S . -B "$builddir" -DGALE_SANITIZE=$sanitize >/dev/null
+cmake -S . -B "$builddir" -DGALE_SANITIZE=$sanitize -DGALE_ASSERTS=ON >/dev/null
 cmake --build "$builddir" -j"$(nproc)"
 # Suites bind their own ports (port 0) and may run side by side.
 ctest --test-dir "$builddir" --output-on-failure -j2
