@@ -237,4 +237,11 @@ char *gale_http_request_strdup(gale_http_request *req, const char *s, size_t len
 /* The loop the request's connection runs on. */
 gale_loop *gale_http_request_loop(const gale_http_request *req);
 
+/* Returns the host the request is for, as Tornado's request.host: the authority of an
+ * absolute-form target ("GET http://example.com/x HTTP/1.1", RFC 9112 3.2.2), else the Host
+ * header's value ("example.com:8080"); "" for an HTTP/1.0 request without Host. The server has
+ * checked it holds only host and port characters. Ownership: a NUL-terminated copy in the
+ * request's arena, living as long as the request. NULL for a NULL request or out of memory. */
+const char *gale_http_request_host(gale_http_request *req);
+
 #endif

@@ -4,7 +4,7 @@
  * The connection hands every byte it reads to gale__parse(). The parser calls back with pieces
  * of the request line and header block (recorded as offsets into a copy of the head, so a head
  * split across reads just extends), then on_headers_complete, where the head is checked as a
- * whole (version, header names, framing), then the body, then
+ * whole (version, header names, Host, framing, target form), then the body, then
  * on_message_complete, which dispatches the request. A request that cannot be accepted is
  * refused in one way: a callback calls reject(c, status, why) and returns its -1; the parser
  * stops, and gale__parse answers the status and closes (gale__conn_fail), logging the why.
@@ -409,15 +409,27 @@ static bool chunk_scan(struct req *r, const char *p, const char *end)
     return true;
 }
 
-/* Builds the header table from the recorded slices; names holding whitespace are noted
- * (`*spaced`). */
-static int head_table(struct gale_http_conn *c, struct req *r, bool *spaced)
+/* Whether the 4 bytes at `p` are "Host" in any case: OR-ing 0x20 into a byte gives 'h', 'o', 's'
+ * or 't' only for that letter in either case. */
+static inline bool is_host_name(const char *p)
+{
+    uint32_t w, host;
+    memcpy(&w, p, 4);
+    memcpy(&host, "host", 4);
+    return (w | 0x20202020u) == host;
+}
+
+/* Builds the header table from the recorded slices: values lose their trailing whitespace (RFC
+ * 9110 5.5: OWS around a value is not part of it; the parser drops the leading one), names
+ * holding whitespace are noted (`*spaced`), Host fields are counted and the first one kept. */
+static int head_table(struct gale_http_conn *c, struct req *r, unsigned *hosts, bool *spaced)
 {
     /* http-parser, built without its strict checks, takes a space as part of a header name:
      * "Transfer-Encoding : chunked" arrives named "Transfer-Encoding ", and so does a line that
      * starts with a space. RFC 9112 5.1 and 2.2 make both a 400; served, they are a request
      * smuggling shape behind a proxy that reads the header as the real one. */
     gale_http_header *items = NULL;
+    *hosts = 0;
     *spaced = false;
     if (r->hn) {
         items = arena_raw(r, r->hn * sizeof *items);
@@ -425,13 +437,105 @@ static int head_table(struct gale_http_conn *c, struct req *r, bool *spaced)
             return reject(c, 503, "out of memory");
         for (size_t i = 0; i < r->hn; i++) {
             const struct hslice *s = &r->hs[i];
-            const char *name = r->hstore + s->name_off;
+            const char *name = r->hstore + s->name_off, *value = r->hstore + s->value_off;
+            size_t vlen = s->value_len;
+            while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+                vlen--;
             *spaced |= has_ws(name, s->name_len, r->hstore + r->hlen);
-            items[i] = (gale_http_header){{name, s->name_len},
-                                          {r->hstore + s->value_off, s->value_len}};
+            if (s->name_len == 4 && is_host_name(name) && !(*hosts)++) {
+                r->host = value;
+                r->host_len = vlen;
+            }
+            items[i] = (gale_http_header){{name, s->name_len}, {value, vlen}};
         }
     }
     r->pub.headers = (gale_http_headers){items, r->hn, r->hn};
+    return 0;
+}
+
+/* RFC 3986 host and port characters: unreserved, pct-encoded, sub-delims, ':' and the brackets
+ * of an IP literal. */
+static bool host_char(unsigned char ch)
+{
+    /* one bit per byte value: "-._~%!$&'()*+,;=:[]", digits and letters */
+    static const uint64_t ok[2] = {0x2fff7ff200000000u, 0x47fffffeaffffffeu};
+    return ch < 128 && ((ok[ch >> 6] >> (ch & 63)) & 1);
+}
+
+static __attribute__((noinline)) bool host_chars_slow(const char *p, size_t n)
+{
+    for (; n; n--, p++)
+        if (!host_char((unsigned char)*p))
+            return false;
+    return true;
+}
+
+/* Whether the `n` bytes at `p` are all host characters; `end` bounds the bytes readable from `p`
+ * on. Most hosts are letters, digits, dots, dashes and a colon, and shorter than 16 bytes: those
+ * are recognised in one pass; any other host is looked at byte by byte. */
+static inline bool host_chars(const char *p, size_t n, const char *end)
+{
+#ifdef __SSE2__
+    if (n <= 16 && end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i d = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+        __m128i a = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8('a'));
+        __m128i ok = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d),
+                                  _mm_cmpeq_epi8(_mm_min_epu8(a, _mm_set1_epi8(25)), a));
+        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
+        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
+        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
+        unsigned mask = (unsigned)_mm_movemask_epi8(ok) | (0xffffu << n); /* bytes past n pass */
+        if ((mask & 0xffffu) == 0xffffu)
+            return true;
+    }
+#else
+    (void)end;
+#endif
+    return host_chars_slow(p, n);
+}
+
+/* RFC 9112 3.2: an HTTP/1.1 request carries exactly one Host field, and its value is a host
+ * with an optional port (empty when the target has no authority). */
+static int check_host(struct gale_http_conn *c, struct req *r, unsigned hosts)
+{
+    if (hosts > 1)
+        return reject(c, 400, "more than one Host header");
+    if (hosts == 0 && r->pub.version_minor >= 1)
+        return reject(c, 400, "HTTP/1.1 request without a Host header");
+    /* The head's copy is readable up to its capacity (bytes past hlen are masked off). */
+    if (hosts && !host_chars(r->host, r->host_len, r->hstore + r->hcap))
+        return reject(c, 400, "invalid Host header");
+    return 0;
+}
+
+/* An absolute-form target ("http://example.com/user/7?x=1", RFC 9112 3.2.2): the server
+ * routes on its path and takes the host from it, whatever Host says. The scheme must be http or
+ * https, the authority a host without userinfo (RFC 9110 4.2.1, 4.2.4). `uri` is NUL-terminated;
+ * the parser only lets "scheme://" start a target that is not a path. */
+static int absolute_target(struct gale_http_conn *c, struct req *r, char *uri)
+{
+    char *sep = strstr(uri, "://");
+    size_t slen = sep ? (size_t)(sep - uri) : 0;
+    if (!sep || !(gale_str_ieq(uri, slen, "http") || gale_str_ieq(uri, slen, "https")))
+        return reject(c, 400, "request target neither a path nor an http(s) URI");
+    const char *auth = sep + 3;
+    size_t alen = strcspn(auth, "/?#");
+    if (!alen || memchr(auth, '@', alen))
+        return reject(c, 400, "absolute request target without a host, or with userinfo");
+    if (!host_chars(auth, alen, auth + alen))
+        return reject(c, 400, "invalid host in the request target");
+    r->host = auth;
+    r->host_len = alen;
+    const char *path = auth + alen;
+    if (*path == '/') {
+        size_t plen = strcspn(path, "?#");
+        r->pub.path = arena_strndup(r, path, plen);
+    } else {
+        r->pub.path = "/"; /* "http://host" and "http://host?q" ask for the root */
+    }
+    if (!r->pub.path)
+        return reject(c, 503, "out of memory");
     return 0;
 }
 
@@ -484,8 +588,8 @@ static int request_line(struct gale_http_conn *c, struct req *r, const http_pars
 
 /* Framing (RFC 9112 6.1, 6.3): a Transfer-Encoding must be exactly one final "chunked" and never
  * comes with a Content-Length; duplicate Content-Lengths must agree; a body over the limit is
- * refused before a byte of it is read. */
-static int check_framing(struct gale_http_conn *c, struct req *r, const http_parser *p)
+ * refused before a byte of it is read. `*te`: the request had a Transfer-Encoding. */
+static int check_framing(struct gale_http_conn *c, struct req *r, const http_parser *p, bool *te)
 {
     const gale_http_headers *h = &r->pub.headers;
     size_t cur = 0, nte = 0, ncl = 0;
@@ -513,6 +617,7 @@ static int check_framing(struct gale_http_conn *c, struct req *r, const http_par
         cl = it;
         ncl++;
     }
+    *te = nte > 0;
     if (nte) {
         size_t len = last_te->value.len;
         const char *v = gale_http_trim_ows(last_te->value.p, &len);
@@ -528,11 +633,12 @@ static int check_framing(struct gale_http_conn *c, struct req *r, const http_par
 
 /* Whether the connection stays open after this request: http_should_keep_alive() for a request
  * (which never needs EOF framing), without the two library calls: HTTP/1.1 unless "Connection:
- * close", HTTP/1.0 only with "keep-alive". */
-static bool keep_alive(const struct gale_http_conn *c, const http_parser *p)
+ * close", HTTP/1.0 only with "keep-alive". An HTTP/1.0 request with a Transfer-Encoding has
+ * faulty framing: the server closes after answering it (RFC 9112 6.1). */
+static bool keep_alive(const struct gale_http_conn *c, const http_parser *p, bool te)
 {
     bool keep = p->http_minor > 0 ? !(p->flags & F_CONNECTION_CLOSE)
-                                  : (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
+                                  : (p->flags & F_CONNECTION_KEEP_ALIVE) && !te;
     return keep && !c->srv->opts.no_keep_alive && !p->upgrade;
 }
 
@@ -571,17 +677,22 @@ static int on_headers_complete(http_parser *p)
     if (r->hfed + here > srv->opts.max_header_size)
         return reject(c, 431, "header block too large");
     r->rphase = R_BODY;
-    bool spaced;
-    int rc = head_table(c, r, &spaced);
+    unsigned hosts;
+    bool te, spaced;
+    int rc = head_table(c, r, &hosts, &spaced);
     if (rc == 0)
         rc = request_line(c, r, p);
     if (rc == 0 && spaced)
         rc = reject(c, 400, "whitespace in a header name");
     if (rc == 0)
-        rc = check_framing(c, r, p);
+        rc = check_host(c, r, hosts);
+    if (rc == 0 && r->pub.uri[0] != '/' && r->pub.uri[0] != '*' && p->method != HTTP_CONNECT)
+        rc = absolute_target(c, r, (char *)r->pub.uri);
+    if (rc == 0)
+        rc = check_framing(c, r, p, &te);
     if (rc < 0)
         return rc;
-    r->keep_alive = keep_alive(c, p);
+    r->keep_alive = keep_alive(c, p, te);
     r->head = p->method == HTTP_HEAD;
     if (srv->opts.xheaders)
         apply_xheaders(r);
@@ -690,10 +801,39 @@ static const http_parser_settings parser_settings = {
     .on_chunk_header = on_chunk_header,
 };
 
+const char *gale_http_request_host(gale_http_request *req)
+{
+    if (!req)
+        return NULL;
+    struct req *r = req_of(req);
+    if (!r->host_str)
+        r->host_str = r->host ? arena_strndup(r, r->host, r->host_len) : "";
+    return r->host_str;
+}
+
 void gale__parse_init(struct gale_http_conn *c)
 {
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+}
+
+/* The parser knows the methods of RFC 9110 and of the IANA registry it was built with; it stops
+ * at the first byte that leaves them. A method it does not know is still a request: 501 when it
+ * is a token followed by a space (RFC 9110 15.6.2: a method the server does not recognise), 400
+ * when the request line does not begin that way. The request begins at c->exec_data, or began in
+ * an earlier call with bytes the parser took as the start of a known method (so, letters). */
+static void reject_method(struct gale_http_conn *c)
+{
+    const char *p = c->exec_data, *e = c->exec_end;
+    while (p < e && (*p == '\r' || *p == '\n')) /* empty lines before a request are allowed */
+        p++;
+    const char *t = p;
+    while (t < e && gale_http_is_tchar((unsigned char)*t))
+        t++;
+    if (t > p && (t == e || *t == ' '))
+        reject(c, 501, "method not recognised");
+    else
+        reject(c, 400, "malformed method in the request line");
 }
 
 /* Answers the refusal chosen with reject(), or for an error of the parser's own the status it
@@ -703,6 +843,8 @@ static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
     if (!c->err_status) {
         if (e == HPE_HEADER_OVERFLOW)
             reject(c, 431, "header block too large");
+        else if (e == HPE_INVALID_METHOD)
+            reject_method(c);
         else
             reject(c, 400, http_errno_description(e));
     }

@@ -4,7 +4,7 @@
  *   httpserver.c           the connection: accepting, reading, dispatching, writing, deadlines,
  *                          closing, the server API and graceful shutdown
  *   httpserver_parse.c     the request on the wire: http-parser's callbacks and the checks gale
- *                          adds to them (version, header names, framing, chunked bodies),
+ *                          adds to them (version, header names, framing, Host, chunked bodies),
  *                          with one way to refuse a request (reject)
  *   httpserver_response.c  the response: status and headers, choosing the framing, writing the
  *                          head and the body, flush and finish
@@ -227,6 +227,9 @@ struct req {
     uint32_t url_off, url_len;
     const char *run_base, *run_end; /* header span of the current parser call */
     size_t hfed;                    /* header bytes fed in earlier parser calls */
+    const char *host; /* the request's host (gale_http_request_host): a slice until asked for */
+    size_t host_len;
+    const char *host_str; /* its NUL-terminated copy, once made */
     /* body */
     char *body;
     size_t blen, bcap, blimit;

@@ -500,7 +500,7 @@ END_TEST
 
 START_TEST(test_httpserver_drain_from_handler_closes_after_headerless_request)
 {
-    drain_closes_after("GET /drain HTTP/1.1\r\n\r\n");
+    drain_closes_after("GET /drain HTTP/1.1\r\nHost: x\r\n\r\n");
 }
 END_TEST
 
@@ -537,14 +537,14 @@ START_TEST(test_httpserver_header_limit_same_alone_and_pipelined)
     o.max_header_size = 40;
     start_server(&o);
     /* 42 bytes up to the end of the last header value (what the limit counts), 38 from the uri */
-    const char *big = "GET /a HTTP/1.1\r\nX-P: 12345678901234567890\r\n\r\n";
+    const char *big = "GET /a HTTP/1.1\r\nHost: x\r\nX-P: 12345678901234567890\r\n\r\n";
     struct client *c = run(big, 1);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.r[0].status, 431);
     client_free(c);
     char two[256];
-    snprintf(two, sizeof two, "GET /b HTTP/1.1\r\n\r\n%s", big);
+    snprintf(two, sizeof two, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n%s", big);
     c = run(two, 2);
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert_int_eq(p.r[0].status, 200);
@@ -634,7 +634,7 @@ END_TEST
 
 START_TEST(test_httpserver_connection_close_honoured)
 {
-    struct client *c = run("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+    struct client *c = run("GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(test_http_header(&p.r[0], "Connection"), "close");
@@ -650,7 +650,7 @@ START_TEST(test_httpserver_no_keep_alive_option)
     gale_http_server_opts_init(&o);
     o.no_keep_alive = true;
     start_server(&o);
-    struct client *c = run("GET /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n", 0);
+    struct client *c = run("GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert(c->eof);
@@ -663,8 +663,8 @@ END_TEST
 
 START_TEST(test_httpserver_pipelined_three_in_order_one_read)
 {
-    struct client *c = run("GET /info?1 HTTP/1.1\r\n\r\nGET /info?2 HTTP/1.1\r\n\r\n"
-                           "GET /info?3 HTTP/1.1\r\n\r\n",
+    struct client *c = run("GET /info?1 HTTP/1.1\r\nHost: x\r\n\r\nGET /info?2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /info?3 HTTP/1.1\r\nHost: x\r\n\r\n",
                            3);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
@@ -689,8 +689,8 @@ END_TEST
 
 START_TEST(test_httpserver_pipelined_behind_async_keeps_order)
 {
-    struct client *c = run("GET /async HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"
-                           "GET /async HTTP/1.1\r\n\r\n",
+    struct client *c = run("GET /async HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /async HTTP/1.1\r\nHost: x\r\n\r\n",
                            3);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
@@ -704,7 +704,7 @@ END_TEST
 
 START_TEST(test_httpserver_invalid_second_request_answered_after_first)
 {
-    struct client *c = run("GET /async HTTP/1.1\r\n\r\nGARBAGE\x01\r\n\r\n", 0);
+    struct client *c = run("GET /async HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\x01\r\n\r\n", 0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert_int_eq(p.r[0].status, 200);
@@ -721,7 +721,7 @@ END_TEST
 
 START_TEST(test_httpserver_expect_100_continue)
 {
-    struct client *c = run("POST /info HTTP/1.1\r\nContent-Length: 4\r\n"
+    struct client *c = run("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
                            "Expect: 100-continue\r\n\r\nbody",
                            1);
     PARSED p = {0};
@@ -754,7 +754,7 @@ START_TEST(test_httpserver_header_block_over_limit_431)
     char req[4096], val[2000];
     memset(val, 'a', sizeof val - 1);
     val[sizeof val - 1] = '\0';
-    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nX-Big: %s\r\n\r\n", val);
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", val);
     expect_error(req, 431);
 }
 END_TEST
@@ -763,7 +763,7 @@ START_TEST(test_httpserver_header_block_over_default_limit_431)
 {
     size_t n = 70000;
     char *req = malloc(n + 64);
-    int off = sprintf(req, "GET / HTTP/1.1\r\nX-Big: ");
+    int off = sprintf(req, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ");
     memset(req + off, 'a', n);
     strcpy(req + off + n, "\r\n\r\n");
     expect_error(req, 431);
@@ -781,7 +781,7 @@ START_TEST(test_httpserver_raised_header_limit_accepts_large_block)
     start_server(&o);
     size_t n = 120000;
     char *req = malloc(n + 128);
-    int off = sprintf(req, "GET /header?X-Big HTTP/1.1\r\nX-Big: ");
+    int off = sprintf(req, "GET /header?X-Big HTTP/1.1\r\nHost: x\r\nX-Big: ");
     memset(req + off, 'b', n);
     strcpy(req + off + n, "\r\nConnection: close\r\n\r\n");
     struct client *c = run(req, 0);
@@ -802,7 +802,7 @@ START_TEST(test_httpserver_content_length_over_limit_413_without_body)
     o.max_body_size = 100;
     start_server(&o);
     /* Announced but never sent: the 413 must not wait for it, nor for a 100 Continue. */
-    expect_error("POST /info HTTP/1.1\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n", 413);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n", 413);
 }
 END_TEST
 
@@ -813,7 +813,7 @@ START_TEST(test_httpserver_chunked_body_over_limit_413)
     gale_http_server_opts_init(&o);
     o.max_body_size = 8;
     start_server(&o);
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                  "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n",
                  413);
 }
@@ -821,7 +821,7 @@ END_TEST
 
 START_TEST(test_httpserver_cl_with_te_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
                  "0\r\n\r\n",
                  400);
 }
@@ -829,19 +829,19 @@ END_TEST
 
 START_TEST(test_httpserver_differing_content_lengths_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400);
 }
 END_TEST
 
 START_TEST(test_httpserver_te_not_single_final_chunked_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400);
 }
 END_TEST
 
 START_TEST(test_httpserver_te_twice_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                  "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
                  400);
 }
@@ -849,19 +849,19 @@ END_TEST
 
 START_TEST(test_httpserver_te_identity_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 400);
 }
 END_TEST
 
 START_TEST(test_httpserver_content_length_plus_sign_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", 400);
 }
 END_TEST
 
 START_TEST(test_httpserver_content_length_trailing_junk_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nContent-Length:  5x\r\n\r\nhello", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length:  5x\r\n\r\nhello", 400);
 }
 END_TEST
 
@@ -873,7 +873,7 @@ END_TEST
 
 START_TEST(test_httpserver_bad_chunk_size_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
                  400);
 }
 END_TEST
@@ -882,9 +882,9 @@ END_TEST
  * of a truncated or overlong response, and the connection keeps serving. */
 START_TEST(test_httpserver_content_length_mismatch_before_flush_is_500)
 {
-    struct client *c = run("GET /badlength?8 HTTP/1.1\r\n\r\n"
-                           "GET /badlength?1 HTTP/1.1\r\n\r\n"
-                           "GET /badlength?3 HTTP/1.1\r\n\r\n", 3);
+    struct client *c = run("GET /badlength?8 HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /badlength?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /badlength?3 HTTP/1.1\r\nHost: x\r\n\r\n", 3);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
     ck_assert_int_eq(p.r[0].status, 500);
@@ -923,13 +923,13 @@ START_TEST(test_httpserver_versions_1_0_1_1_and_later_1_x_served)
     ck_assert_int_eq(p.r[0].status, 200);
     ck_assert_str_eq(p.r[0].body, "GET /info ?  v1.0 127.0.0.1 http []");
     client_free(c);
-    c = run("GET /info HTTP/1.1\r\n\r\n", 1);
+    c = run("GET /info HTTP/1.1\r\nHost: x\r\n\r\n", 1);
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.r[0].status, 200);
     ck_assert_str_eq(p.r[0].body, "GET /info ?  v1.1 127.0.0.1 http []");
     client_free(c);
     /* A later 1.x minor is served as 1.1 (RFC 9112 2.3): keep-alive and all. */
-    c = run("GET /info HTTP/1.2\r\n\r\n", 1);
+    c = run("GET /info HTTP/1.2\r\nHost: x\r\n\r\n", 1);
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.r[0].status, 200);
     ck_assert_str_eq(p.r[0].body, "GET /info ?  v1.1 127.0.0.1 http []");
@@ -999,9 +999,10 @@ static void expect_across_every_split(const char *good, const char *bad, size_t 
  * one refused. */
 START_TEST(test_httpserver_version_checked_across_every_split)
 {
-    expect_across_every_split("GET /info HTTP/1.1\r\n\r\n", "GET /info HTT,/1.1\r\n\r\n", 1,
+    expect_across_every_split("GET /info HTTP/1.1\r\nHost: x\r\n\r\n",
+                              "GET /info HTT,/1.1\r\nHost: x\r\n\r\n", 1,
                               "GET /info ?  v1.1 127.0.0.1 http []");
-    ck_assert_int_eq(nrequests, (int)strlen("GET /info HTTP/1.1\r\n\r\n") - 1);
+    ck_assert_int_eq(nrequests, (int)strlen("GET /info HTTP/1.1\r\nHost: x\r\n\r\n") - 1);
 }
 END_TEST
 
@@ -1009,7 +1010,7 @@ END_TEST
  * lines that end with a bare LF. */
 START_TEST(test_httpserver_version_after_extra_spaces_or_bare_lf_served)
 {
-    static const char *const reqs[] = {"GET /info  HTTP/1.1\r\n\r\n", "GET /info HTTP/1.1\n\n",
+    static const char *const reqs[] = {"GET /info  HTTP/1.1\r\nHost: x\r\n\r\n", "GET /info HTTP/1.1\nHost: x\n\n",
                                        "GET /info HTTP/1.1\nHost: x\n\n"};
     for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
         struct client *c = run(reqs[i], 1);
@@ -1028,12 +1029,12 @@ END_TEST
  * Transfer-Encoding or Content-Length while the server would not): all are refused. */
 START_TEST(test_httpserver_space_in_header_name_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400);
-    expect_error("POST /info HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello", 400);
     expect_error("GET /info HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n", 400);
-    expect_error("GET /info HTTP/1.1\r\n Host: x\r\n\r\n", 400);
+    expect_error("GET /info HTTP/1.1\r\nHost: x\r\n Host: x\r\n\r\n", 400);
     /* Spaces inside a value are fine. */
-    struct client *c = run("GET /info HTTP/1.1\r\nX-Y: a b\r\n\r\n", 1);
+    struct client *c = run("GET /info HTTP/1.1\r\nHost: x\r\nX-Y: a b\r\n\r\n", 1);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.r[0].status, 200);
@@ -1058,16 +1059,16 @@ START_TEST(test_httpserver_chunked_framing_strict_400)
     };
     char req[256];
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        snprintf(req, sizeof req, "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+        snprintf(req, sizeof req, "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s",
                  bodies[i]);
         expect_error(req, 400);
     }
     /* An Upgrade request's chunked body is read as a body too, so it is walked the same way. */
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: upgrade\r\n"
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: upgrade\r\n"
                  "Upgrade: x\r\n\r\n5\r\nhelloXX0\r\n\r\n",
                  400);
     /* The blank line that ends the head, ended by CR and any byte, before a chunked body. */
-    expect_error("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\rX5\r\nhello\r\n0\r\n\r\n",
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\rX5\r\nhello\r\n0\r\n\r\n",
                  400);
 }
 END_TEST
@@ -1075,9 +1076,9 @@ END_TEST
 /* The parser, not strict, lets a TAB or a form feed into the request target. */
 START_TEST(test_httpserver_whitespace_in_request_target_400)
 {
-    expect_error("GET /a\tb HTTP/1.1\r\n\r\n", 400);
+    expect_error("GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n", 400);
     expect_error("GET /info?q=\f HTTP/1.1\r\nHost: x\r\n\r\n", 400);
-    expect_error("GET /a-uri-longer-than-sixteen-bytes/x?y=\t HTTP/1.1\r\n\r\n", 400);
+    expect_error("GET /a-uri-longer-than-sixteen-bytes/x?y=\t HTTP/1.1\r\nHost: x\r\n\r\n", 400);
 }
 END_TEST
 
@@ -1087,8 +1088,8 @@ END_TEST
  * chunked head). */
 START_TEST(test_httpserver_chunked_framing_valid_forms_served)
 {
-    struct client *c0 = run("GET /info?a HTTP/1.1\r\n\r\n"
-                            "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    struct client *c0 = run("GET /info?a HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                             "3\r\nabc\r\n0\r\n\r\n",
                             2);
     PARSED p0 = {0};
@@ -1097,9 +1098,9 @@ START_TEST(test_httpserver_chunked_framing_valid_forms_served)
     ck_assert_str_eq(p0.r[1].body, "POST /info ?  v1.1 127.0.0.1 http [abc]");
     client_free(c0);
 
-    struct client *c = run("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    struct client *c = run("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                            "5 ;a=\"q v\"\r\nhello\r\n006;b\r\n world\r\n0\r\nX: 1\r\nY: 2\r\n\n"
-                           "GET /info HTTP/1.1\r\n\r\n",
+                           "GET /info HTTP/1.1\r\nHost: x\r\n\r\n",
                            2);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
@@ -1115,9 +1116,9 @@ END_TEST
  * one refused. */
 START_TEST(test_httpserver_chunked_framing_checked_across_every_split)
 {
-    static const char good[] = "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    static const char good[] = "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                                "5;e=v\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n";
-    static const char bad[] = "POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    static const char bad[] = "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                               "5;e=v\r\nhello\r\n6\r\n worldXX0\r\nT: x\r\n\r\n";
     /* Cut from the head's last line end on. */
     expect_across_every_split(good, bad, (size_t)(strstr(good, "\r\n\r\n") - good),
@@ -1140,7 +1141,7 @@ static void start_with_timeouts(double idle, double body)
 START_TEST(test_httpserver_idle_keep_alive_connection_closed)
 {
     start_with_timeouts(0.2, 5);
-    struct client *c = run("GET /hello HTTP/1.1\r\n\r\n", 0); /* reads until the server closes */
+    struct client *c = run("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 0); /* reads until the server closes */
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(p.r[0].body, "hello");
@@ -1164,7 +1165,7 @@ START_TEST(test_httpserver_slowloris_closed_at_header_deadline)
     start_with_timeouts(0.3, 5);
     static char req[256];
     memset(req, 0, sizeof req);
-    strcpy(req, "GET / HTTP/1.1\r\nX-Slow: ");
+    strcpy(req, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ");
     memset(req + strlen(req), 'a', 100); /* 100 bytes x 20 ms = 2 s of trickle */
     struct client *c = calloc(1, sizeof *c);
     c->req = req;
@@ -1180,7 +1181,7 @@ END_TEST
 START_TEST(test_httpserver_stalled_body_closed_after_body_timeout)
 {
     start_with_timeouts(5, 0.2);
-    struct client *c = run("POST /info HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 0);
+    struct client *c = run("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc", 0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.r[0].status, 408);
@@ -1204,7 +1205,7 @@ START_TEST(test_httpserver_client_never_reading_closed_after_idle_timeout)
     static char req[40 * 64];
     size_t off = 0;
     for (int i = 0; i < 40; i++)
-        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\n\r\n");
+        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\nHost: x\r\n\r\n");
     struct client *c = calloc(1, sizeof *c);
     c->req = req;
     c->req_len = off;
@@ -1234,7 +1235,7 @@ START_TEST(test_httpserver_slow_steady_reader_gets_whole_body)
      * never cut. */
     start_with_timeouts(0.3, 5);
     struct client *c = calloc(1, sizeof *c);
-    c->req = "GET /big?12000000 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    c->req = "GET /big?12000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     c->req_len = strlen(c->req);
     c->rcvbuf = 16384;
     c->read_chunk = 16384;
@@ -1258,7 +1259,7 @@ END_TEST
 
 START_TEST(test_httpserver_head_keeps_content_length_without_body)
 {
-    struct client *c = run("HEAD /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n"
+    struct client *c = run("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n"
                            "Connection: close\r\n\r\n",
                            0);
     const char *second = strstr(c->buf + 1, "HTTP/1.1 200");
@@ -1275,8 +1276,8 @@ END_TEST
 
 START_TEST(test_httpserver_204_and_304_have_no_body)
 {
-    struct client *c = run("GET /status?204 HTTP/1.1\r\n\r\nGET /status?304 HTTP/1.1\r\n\r\n"
-                           "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n",
+    struct client *c = run("GET /status?204 HTTP/1.1\r\nHost: x\r\n\r\nGET /status?304 HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                            0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
@@ -1292,7 +1293,7 @@ END_TEST
 
 START_TEST(test_httpserver_flush_sends_chunked_with_terminator)
 {
-    struct client *c = run("GET /flush HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n", 2);
+    struct client *c = run("GET /flush HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 2);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert_str_eq(test_http_header(&p.r[0], "Transfer-Encoding"), "chunked");
@@ -1319,7 +1320,7 @@ END_TEST
 
 START_TEST(test_httpserver_header_injection_refused)
 {
-    struct client *c = run("GET /inject HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+    struct client *c = run("GET /inject HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0);
     ck_assert_int_eq(inject_rc[0], -EINVAL);
     ck_assert_int_eq(inject_rc[1], -EINVAL);
     ck_assert_int_eq(inject_rc[2], -EINVAL);
@@ -1338,7 +1339,7 @@ START_TEST(test_httpserver_preset_line_written_cleared_and_replaced)
     static const char *const want[] = {"text/x-preset", NULL, "text/plain", "text/x-preset"};
     for (int i = 0; i < 4; i++) {
         char req[128];
-        snprintf(req, sizeof req, "GET /preset?%s HTTP/1.1\r\nConnection: close\r\n\r\n",
+        snprintf(req, sizeof req, "GET /preset?%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                  modes[i]);
         struct client *c = run(req, 0);
         PARSED p = {0};
@@ -1364,7 +1365,7 @@ static bool holding(void *arg) { return atomic_load(&held_ready) != 0; }
 START_TEST(test_httpserver_client_disconnect_during_async_handler)
 {
     struct client *c = calloc(1, sizeof *c);
-    c->req = "GET /hold HTTP/1.1\r\n\r\n";
+    c->req = "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
     c->req_len = strlen(c->req);
     c->wait_held = true;
     run_prepared(c);
@@ -1381,7 +1382,7 @@ END_TEST
 START_TEST(test_httpserver_server_free_with_request_in_flight)
 {
     struct client *c = calloc(1, sizeof *c);
-    c->req = "GET /hold HTTP/1.1\r\n\r\n";
+    c->req = "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
     c->req_len = strlen(c->req);
     c->expect = 1;
     pthread_t t;
@@ -1406,11 +1407,11 @@ START_TEST(test_httpserver_xheaders)
     gale_http_server_opts_init(&o);
     o.xheaders = true;
     start_server(&o);
-    struct client *c = run("GET /info HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"
+    struct client *c = run("GET /info HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"
                            "X-Forwarded-Proto: https\r\n\r\n"
-                           "GET /info HTTP/1.1\r\nX-Real-IP: 2001:db8::1\r\n"
+                           "GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: 2001:db8::1\r\n"
                            "X-Forwarded-For: 10.0.0.1\r\nX-Scheme: http\r\n\r\n"
-                           "GET /info HTTP/1.1\r\nX-Real-IP: not-an-ip\r\n"
+                           "GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: not-an-ip\r\n"
                            "X-Scheme: gopher\r\n\r\n",
                            3);
     PARSED p = {0};
@@ -1424,7 +1425,7 @@ END_TEST
 
 START_TEST(test_httpserver_xheaders_ignored_by_default)
 {
-    struct client *c = run("GET /info HTTP/1.1\r\nX-Real-IP: 10.1.1.1\r\nX-Scheme: https\r\n\r\n", 1);
+    struct client *c = run("GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: 10.1.1.1\r\nX-Scheme: https\r\n\r\n", 1);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(p.r[0].body, "GET /info ?  v1.1 127.0.0.1 http []");
@@ -1450,8 +1451,8 @@ END_TEST
 
 START_TEST(test_httpserver_large_body_then_pipelined_request)
 {
-    struct client *c = run("GET /big?300000 HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n"
-                           "GET /big?100 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    struct client *c = run("GET /big?300000 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /big?100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                            0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
@@ -1479,7 +1480,7 @@ END_TEST
 
 START_TEST(test_httpserver_large_chunked_flush)
 {
-    struct client *c = run("GET /bigflush?100000 HTTP/1.1\r\nConnection: close\r\n\r\n", 0);
+    struct client *c = run("GET /bigflush?100000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0);
     ck_assert_ptr_nonnull(strstr(c->buf, "Transfer-Encoding: chunked\r\n"));
     const char *b = strstr(c->buf, "\r\n\r\n") + 4;
     ck_assert(strncmp(b, "186a0\r\n", 7) == 0);
@@ -1499,7 +1500,7 @@ START_TEST(test_httpserver_client_not_reading_stops_pipeline)
     static char req[40 * 64];
     size_t off = 0;
     for (int i = 0; i < 40; i++)
-        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\n%s\r\n",
+        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\nHost: x\r\n%s\r\n",
                                 i == 39 ? "Connection: close\r\n" : "");
     struct client *c = calloc(1, sizeof *c);
     c->req = req;
@@ -1524,7 +1525,7 @@ END_TEST
 START_TEST(test_httpserver_finish_inside_close_callback)
 {
     struct client *c = calloc(1, sizeof *c);
-    c->req = "GET /hold_finish_on_close HTTP/1.1\r\n\r\n";
+    c->req = "GET /hold_finish_on_close HTTP/1.1\r\nHost: x\r\n\r\n";
     c->req_len = strlen(c->req);
     c->wait_held = true;
     run_prepared(c);
@@ -1538,7 +1539,7 @@ END_TEST
 
 START_TEST(test_httpserver_request_arena_and_status)
 {
-    struct client *c = run("GET /alloc HTTP/1.1\r\n\r\n", 1);
+    struct client *c = run("GET /alloc HTTP/1.1\r\nHost: x\r\n\r\n", 1);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_int_eq(p.r[0].status, 201);
@@ -1619,8 +1620,8 @@ START_TEST(test_httpserver_access_log_one_line_per_request_in_order)
     int fd = capture_log();
     /* Two requests answered inside the first batch, one answered later from a timer, one in the
      * batch after it, then a syntax error answered after them. */
-    struct client *c = run("GET /hello?1 HTTP/1.1\r\n\r\nGET /status?404 HTTP/1.1\r\n\r\n"
-                           "GET /async HTTP/1.1\r\n\r\nGET /hello?2 HTTP/1.1\r\n\r\n"
+    struct client *c = run("GET /hello?1 HTTP/1.1\r\nHost: x\r\n\r\nGET /status?404 HTTP/1.1\r\nHost: x\r\n\r\n"
+                           "GET /async HTTP/1.1\r\nHost: x\r\n\r\nGET /hello?2 HTTP/1.1\r\nHost: x\r\n\r\n"
                            "GARBAGE\x01\r\n\r\n",
                            0);
     PARSED p = {0};
@@ -1659,7 +1660,7 @@ START_TEST(test_httpserver_access_log_long_uri_cut)
     char *req = malloc(ulen + 128);
     memcpy(req, "GET /", 5);
     memset(req + 5, 'u', ulen);
-    sprintf(req + 5 + ulen, " HTTP/1.1\r\nX-Real-IP: %s\r\n\r\n", ip);
+    sprintf(req + 5 + ulen, " HTTP/1.1\r\nHost: x\r\nX-Real-IP: %s\r\n\r\n", ip);
     struct client *c = run(req, 1);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
@@ -1704,14 +1705,14 @@ END_TEST
 
 START_TEST(test_httpserver_space_in_header_name_logged)
 {
-    expect_logged("GET /hello HTTP/1.1\r\nContent-Length : 0\r\n\r\n",
+    expect_logged("GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length : 0\r\n\r\n",
                   "400 GET /hello (127.0.0.1): whitespace in a header name", false);
 }
 END_TEST
 
 START_TEST(test_httpserver_malformed_chunked_body_logged)
 {
-    expect_logged("POST /info HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;\nhello\r\n0\r\n\r\n",
+    expect_logged("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;\nhello\r\n0\r\n\r\n",
                   "400 POST /info (127.0.0.1): malformed chunked body", false);
 }
 END_TEST

@@ -1,0 +1,293 @@
+/* The HTTP/1.1 server against the MUST rules of RFC 9112 and RFC 9110 that concern the request
+ * line, Host, field values and framing (the table in http/README.md names the test of each).
+ * Raw bytes over real sockets to a server in this process; the client runs on a thread while the
+ * test thread runs the loop. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "http/httpserver.h"
+#include "rawhttp.h"
+#include "testutil.h"
+
+static gale_loop *loop;
+static gale_http_server *srv;
+static int port;
+
+/* Answers "<method> <path> q=<query> host=<host> x=[<X-Test>]". */
+static void handler(gale_http_request *req, void *arg)
+{
+    size_t xlen = 0;
+    const char *x = gale_http_headers_get(&req->headers, "X-Test", &xlen);
+    char body[512];
+    int n = snprintf(body, sizeof body, "%s %s q=%s host=%s x=[%.*s]", req->method, req->path,
+                     req->query, gale_http_request_host(req), (int)xlen, x ? x : "");
+    gale_http_response_write(req, body, (size_t)n);
+    gale_http_response_finish(req);
+}
+
+static void setup(void)
+{
+    gale_log_set_level(GALE_LOG_NONE);
+    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
+    ck_assert_int_eq(gale_http_server_new(loop, NULL, handler, NULL, &srv), 0);
+    ck_assert_int_eq(gale_http_server_listen(srv, 0, "127.0.0.1"), 0);
+    port = gale_http_server_port(srv);
+    ck_assert_int_gt(port, 0);
+}
+
+static void teardown(void)
+{
+    gale_http_server_free(srv);
+    test_run_for(loop, 0.05);
+    gale_loop_free(loop);
+}
+
+/* One exchange on its own connection: what was sent, what came back, whether the server closed
+ * the connection after it. */
+struct exchange {
+    const char *raw;
+    struct test_http_response r;
+    int rc;
+    bool closed;
+};
+
+static void exchange_main(void *arg)
+{
+    struct exchange *x = arg;
+    struct test_http_client c;
+    x->rc = test_http_open(&c, port, 5);
+    if (x->rc == 0)
+        x->rc = test_http_sends(&c, x->raw);
+    if (x->rc == 0)
+        x->rc = test_http_read(&c, false, &x->r);
+    if (x->rc == 0)
+        x->closed = test_http_expect_closed(&c, 0.5) == 0;
+    test_http_close(&c);
+}
+
+/* Sends `raw`, expects a response with `status` (and `body` when not NULL). Returns whether the
+ * server closed the connection after it. */
+static bool expect(const char *raw, int status, const char *body)
+{
+    struct exchange x = {.raw = raw};
+    ck_assert_msg(test_run_thread(loop, exchange_main, &x, 10), "client hung");
+    ck_assert_msg(x.rc == 0, "no response to %s: %d", raw, x.rc);
+    ck_assert_msg(x.r.status == status, "%s: status %d, want %d", raw, x.r.status, status);
+    if (body)
+        ck_assert_str_eq(x.r.body, body);
+    test_http_response_free(&x.r);
+    return x.closed;
+}
+
+/* RFC 9112 3.2: an HTTP/1.1 request without Host, or with two Host lines, is a 400. */
+START_TEST(test_rfc9112_http11_without_host_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nX-Test: 1\r\n\r\n", 400, NULL));
+}
+END_TEST
+
+START_TEST(test_rfc9112_two_host_fields_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400, NULL));
+}
+END_TEST
+
+START_TEST(test_rfc9112_invalid_host_value_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: a b\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: user@a\r\n\r\n", 400, NULL));
+    /* past 16 bytes the host is looked at byte by byte */
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: a-very-long-host-name.example?x\r\n\r\n", 400,
+                     NULL));
+}
+END_TEST
+
+/* The host forms that are valid are served, and reported as the request's host. */
+START_TEST(test_rfc9112_host_forms_served)
+{
+    expect("GET /a HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", 200,
+           "GET /a q= host=example.com:8080 x=[]");
+    expect("GET /a HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 200, "GET /a q= host=[::1]:80 x=[]");
+    expect("GET /a HTTP/1.1\r\nHost: xn--bcher-kva.example.org\r\n\r\n", 200,
+           "GET /a q= host=xn--bcher-kva.example.org x=[]");
+    expect("GET /a HTTP/1.1\r\nHost: \r\n\r\n", 200, "GET /a q= host= x=[]");
+    /* HTTP/1.0 did not require Host */
+    expect("GET /a HTTP/1.0\r\n\r\n", 200, "GET /a q= host= x=[]");
+}
+END_TEST
+
+/* RFC 9112 3.2.2: the absolute form is accepted; the path routes, the host comes from the
+ * target and the Host field is ignored. */
+START_TEST(test_rfc9112_absolute_form_routes_on_its_path)
+{
+    expect("GET http://example.com/user/7?a=1 HTTP/1.1\r\nHost: other\r\n\r\n", 200,
+           "GET /user/7 q=a=1 host=example.com x=[]");
+    expect("GET HTTPS://example.com:8443/x HTTP/1.1\r\nHost: example.com\r\n\r\n", 200,
+           "GET /x q= host=example.com:8443 x=[]");
+    expect("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", 200,
+           "GET / q= host=example.com x=[]");
+    expect("GET http://example.com?q HTTP/1.1\r\nHost: example.com\r\n\r\n", 200,
+           "GET / q=q host=example.com x=[]");
+}
+END_TEST
+
+/* RFC 9110 4.2.1 and 4.2.4: only http(s), and never userinfo; a host must be there. */
+START_TEST(test_rfc9112_absolute_form_other_scheme_or_userinfo_400)
+{
+    expect("GET ftp://example.com/x HTTP/1.1\r\nHost: example.com\r\n\r\n", 400, NULL);
+    expect("GET http://user:pw@example.com/x HTTP/1.1\r\nHost: example.com\r\n\r\n", 400, NULL);
+    expect("GET http://exa%mple.com\"/x HTTP/1.1\r\nHost: example.com\r\n\r\n", 400, NULL);
+}
+END_TEST
+
+/* RFC 9110 5.5: whitespace around a field value is not part of it. */
+START_TEST(test_rfc9112_field_value_trailing_whitespace_trimmed)
+{
+    expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: some value \t\r\n\r\n", 200,
+           "GET /a q= host=h x=[some value]");
+    expect("GET /a HTTP/1.1\r\nHost: h \r\nX-Test:  \t v\t \r\n\r\n", 200,
+           "GET /a q= host=h x=[v]");
+    expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: \t \r\n\r\n", 200, "GET /a q= host=h x=[]");
+}
+END_TEST
+
+/* RFC 9112 6.1: an HTTP/1.0 request with Transfer-Encoding has faulty framing: answered, then
+ * the connection closes, even when it asked to be kept. */
+START_TEST(test_rfc9112_http10_with_transfer_encoding_closes)
+{
+    bool closed = expect("POST /a HTTP/1.0\r\nConnection: keep-alive\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                         200, "POST /a q= host= x=[]");
+    ck_assert_msg(closed, "the connection stayed open");
+    /* the same request without Transfer-Encoding keeps the connection */
+    closed = expect("POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
+                    200, "POST /a q= host= x=[]");
+    ck_assert_msg(!closed, "a keep-alive HTTP/1.0 request lost its connection");
+}
+END_TEST
+
+/* RFC 9110 15.6.2: a well-formed method the server does not know is a 501; a method that is not
+ * a token is a malformed request (400). Methods are case-sensitive. */
+START_TEST(test_rfc9112_unknown_method_501_malformed_400)
+{
+    ck_assert(expect("BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501, NULL));
+    ck_assert(expect("get / HTTP/1.1\r\nHost: h\r\n\r\n", 501, NULL));
+    ck_assert(expect("PROPFINDX / HTTP/1.1\r\nHost: h\r\n\r\n", 501, NULL));
+    ck_assert(expect("\r\nFOO-BAR_1 / HTTP/1.1\r\nHost: h\r\n\r\n", 501, NULL));
+    ck_assert(expect("GE(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET\t/ HTTP/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("\x16\x03\x01\x02\x00 / HTTP/1.1\r\n\r\n", 400, NULL));
+    /* a known method is served */
+    expect("PROPFIND / HTTP/1.1\r\nHost: h\r\n\r\n", 200, "PROPFIND / q= host=h x=[]");
+}
+END_TEST
+
+/* A method cut by a read: the bytes the parser took earlier are checked with the rest. */
+struct split_method {
+    const char *raw;
+    size_t cut;
+    int status;
+};
+
+static void split_main(void *arg)
+{
+    struct split_method *s = arg;
+    struct test_http_client c;
+    struct test_http_response r = {0};
+    s->status = -1;
+    if (test_http_open(&c, port, 5) == 0 &&
+        test_http_send_split(&c, s->raw, strlen(s->raw), s->cut, true) == 0 &&
+        test_http_read(&c, false, &r) == 0)
+        s->status = r.status;
+    test_http_response_free(&r);
+    test_http_close(&c);
+}
+
+START_TEST(test_rfc9112_unknown_method_501_across_every_split)
+{
+    const char *raw = "BREW / HTTP/1.1\r\nHost: h\r\n\r\n";
+    for (size_t cut = 1; cut < 6; cut++) {
+        struct split_method s = {raw, cut, 0};
+        ck_assert(test_run_thread(loop, split_main, &s, 15));
+        ck_assert_msg(s.status == 501, "cut %zu: status %d", cut, s.status);
+    }
+}
+END_TEST
+
+/* A request the server refuses after one it answered on the same connection: the first
+ * response, then the refusal. */
+struct pipeline {
+    const char *raw;
+    struct test_http_response r[2];
+    int rc[2];
+};
+
+static void pipeline_main(void *arg)
+{
+    struct pipeline *p = arg;
+    struct test_http_client c;
+    p->rc[0] = p->rc[1] = -1;
+    if (test_http_open(&c, port, 5) == 0 && test_http_sends(&c, p->raw) == 0) {
+        p->rc[0] = test_http_read(&c, false, &p->r[0]);
+        if (p->rc[0] == 0)
+            p->rc[1] = test_http_read(&c, false, &p->r[1]);
+    }
+    test_http_close(&c);
+}
+
+START_TEST(test_rfc9112_refusal_after_a_pipelined_request)
+{
+    const char *cases[] = {"GET /a HTTP/1.1\r\nHost: h\r\n\r\nBREW / HTTP/1.1\r\nHost: h\r\n\r\n",
+                           "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n"};
+    const int want[] = {501, 400};
+    for (int i = 0; i < 2; i++) {
+        struct pipeline p = {.raw = cases[i]};
+        ck_assert(test_run_thread(loop, pipeline_main, &p, 10));
+        ck_assert_int_eq(p.rc[0], 0);
+        ck_assert_int_eq(p.rc[1], 0);
+        ck_assert_int_eq(p.r[0].status, 200);
+        ck_assert_int_eq(p.r[1].status, want[i]);
+        ck_assert_str_eq(p.r[0].body, "GET /a q= host=h x=[]");
+        test_http_response_free(&p.r[0]);
+        test_http_response_free(&p.r[1]);
+    }
+}
+END_TEST
+
+static Suite *rfc9112_suite(void)
+{
+    Suite *s = suite_create("rfc9112");
+    TCase *t = tcase_create("requests");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, test_rfc9112_http11_without_host_400);
+    tcase_add_test(t, test_rfc9112_two_host_fields_400);
+    tcase_add_test(t, test_rfc9112_invalid_host_value_400);
+    tcase_add_test(t, test_rfc9112_host_forms_served);
+    tcase_add_test(t, test_rfc9112_absolute_form_routes_on_its_path);
+    tcase_add_test(t, test_rfc9112_absolute_form_other_scheme_or_userinfo_400);
+    tcase_add_test(t, test_rfc9112_field_value_trailing_whitespace_trimmed);
+    tcase_add_test(t, test_rfc9112_http10_with_transfer_encoding_closes);
+    tcase_add_test(t, test_rfc9112_unknown_method_501_malformed_400);
+    tcase_add_test(t, test_rfc9112_unknown_method_501_across_every_split);
+    tcase_add_test(t, test_rfc9112_refusal_after_a_pipelined_request);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(rfc9112_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
