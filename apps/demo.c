@@ -9,8 +9,8 @@
 #include "core/coro.h"
 #include "core/errors.h"
 #include "core/log.h"
-#include "core/options.h"
 #include "core/loop.h"
+#include "core/options.h"
 #include "http/httpclient.h"
 #include "http/web.h"
 
@@ -142,9 +142,9 @@ static void delay_closed(gale_handler *h)
         gale_finish(h);
     }
 }
-static const gale_handler_class delay_handler = {
-    .state_size = sizeof(struct delay_state), .get = delay_get,
-    .on_connection_close = delay_closed};
+static const gale_handler_class delay_handler = {.state_size = sizeof(struct delay_state),
+                                                 .get = delay_get,
+                                                 .on_connection_close = delay_closed};
 
 /* GET /stream?chunks=N: a coroutine that writes the next chunk once the last one has left, as
  * Tornado's `await self.flush()` does, so a slow client holds the handler back rather than
@@ -282,8 +282,7 @@ static int start_listening(gale_app *app, int port, const char *path, int proces
         }
         rc = gale_app_start(app, processes);
         if (rc)
-            fprintf(stderr, "demo: cannot start %d processes: %s\n", processes,
-                    gale_strerror(rc));
+            fprintf(stderr, "demo: cannot start %d processes: %s\n", processes, gale_strerror(rc));
         return rc;
     }
     int fd = gale_bind_unix_socket(path, 0660, 0);
@@ -334,7 +333,10 @@ int main(int argc, char **argv)
         GALE_OPTION_BOOL("xheaders", &xheaders,
                          "trust X-Real-IP / X-Forwarded-For / X-Scheme: the client address\n"
                          "and scheme a proxy in front passes on"),
-        {.type = GALE_OPTION_BOOL, .name = "quiet", .alias = "no-access-log", .var.b = &quiet,
+        {.type = GALE_OPTION_BOOL,
+         .name = "quiet",
+         .alias = "no-access-log",
+         .var.b = &quiet,
          .help = "write no access log line per request"},
         {0},
     };

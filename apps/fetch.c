@@ -59,8 +59,8 @@ static int fetch_one(void *arg)
             err = GALE_EBADSTATUS;
         j->failed = err != 0;
         if (!err)
-            fprintf(stderr, "%d %s %zu bytes %.3fs %s\n", resp->code, resp->reason,
-                    resp->body_len, resp->request_time, resp->effective_url);
+            fprintf(stderr, "%d %s %zu bytes %.3fs %s\n", resp->code, resp->reason, resp->body_len,
+                    resp->request_time, resp->effective_url);
         else if (resp->error)
             fprintf(stderr, "%d failed: %s (%s) %zu bytes %.3fs %s\n", resp->code,
                     resp->error_message, gale_err_name(err), resp->body_len, resp->request_time,
@@ -73,8 +73,7 @@ static int fetch_one(void *arg)
         /* No response at all (refused, timeout, bad URL...): the future carries the error. */
         j->failed = true;
         fprintf(stderr, "%d error: %s (%s) 0 bytes %.3fs %s\n", GALE_HTTP_NO_RESPONSE,
-                gale_future_error_message(f), gale_err_name(rc), gale_loop_time(loop) - t0,
-                j->url);
+                gale_future_error_message(f), gale_err_name(rc), gale_loop_time(loop) - t0, j->url);
     }
     gale_future_unref(f);
     return 0;

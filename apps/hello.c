@@ -26,8 +26,7 @@ static int start_listening(gale_app *app, int port, const char *path, int proces
         }
         rc = gale_app_start(app, processes);
         if (rc)
-            fprintf(stderr, "hello: cannot start %d processes: %s\n", processes,
-                    gale_strerror(rc));
+            fprintf(stderr, "hello: cannot start %d processes: %s\n", processes, gale_strerror(rc));
         return rc;
     }
     int fd = gale_bind_unix_socket(path, 0660, 0);
@@ -62,7 +61,10 @@ int main(int argc, char **argv)
         GALE_OPTION_BOOL("xheaders", &xheaders,
                          "trust X-Real-IP / X-Forwarded-For / X-Scheme: the client address\n"
                          "and scheme a proxy in front passes on"),
-        {.type = GALE_OPTION_BOOL, .name = "quiet", .alias = "no-access-log", .var.b = &quiet,
+        {.type = GALE_OPTION_BOOL,
+         .name = "quiet",
+         .alias = "no-access-log",
+         .var.b = &quiet,
          .help = "write no access log line per request, for load tests\n"
                  "(GALE_LOG_LEVEL=warning silences the other info lines too)"},
         {0},

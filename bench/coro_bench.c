@@ -265,9 +265,12 @@ int main(int argc, char **argv)
     uc_stack = malloc(GALE_CORO_DEFAULT_STACK);
 
     enum { CB, AWAIT, UCAWAIT, ASMSW, UCSW, SPAWN, NS };
-    static const char *names[NS] = {"callback hop", "await (gale)", "await (ucontext)",
-                                     "switch pair (gale)", "switch pair (swapcontext)",
-                                     "spawn + return + free"};
+    static const char *names[NS] = {"callback hop",
+                                    "await (gale)",
+                                    "await (ucontext)",
+                                    "switch pair (gale)",
+                                    "switch pair (swapcontext)",
+                                    "spawn + return + free"};
     double t[NS][100];
     for (int r = 0; r < rounds; r++) {
         /* Alternate which goes first. */

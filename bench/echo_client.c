@@ -27,8 +27,8 @@
 
 struct conn {
     int fd;
-    size_t sent, received;       /* totals, for the bulk check */
-    size_t msg_off, msg_got;     /* pingpong: progress of the current message */
+    size_t sent, received;   /* totals, for the bulk check */
+    size_t msg_off, msg_got; /* pingpong: progress of the current message */
 };
 
 static double now(void)
@@ -48,7 +48,8 @@ static unsigned char byte_at(size_t i)
 static int connect_to(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
         perror("connect");
@@ -63,8 +64,7 @@ static int connect_to(int port)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PORT [pingpong|bulk] [SECONDS] [CONNECTIONS] [SIZE]\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s PORT [pingpong|bulk] [SECONDS] [CONNECTIONS] [SIZE]\n", argv[0]);
         return 2;
     }
     int port = atoi(argv[1]);

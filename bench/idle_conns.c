@@ -54,7 +54,8 @@ static void sleep_s(double s)
  * response (headers, then Content-Length bytes). Returns the fd, or -1. */
 static int open_served(int port)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = -1;
     for (int attempt = 0; attempt < 50; attempt++) {

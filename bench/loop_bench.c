@@ -1,9 +1,9 @@
 /* Loop micro-benchmarks, gale against libuv, interleaved in one run:
  *   callbacks  1M callbacks queued and run. gale: gale_loop_add_callback. libuv has no callback
  *              queue, so the baseline is what a libuv program writes for one: a ring buffer of
- *              {cb, arg} drained (snapshot, like gale) by a uv_idle handle that is active only while
- *              the queue is non-empty. uv_async is not comparable: it coalesces wake-ups and carries
- *              no per-call argument.
+ *              {cb, arg} drained (snapshot, like gale) by a uv_idle handle that is active only
+ *              while the queue is non-empty. uv_async is not comparable: it coalesces wake-ups and
+ *              carries no per-call argument.
  *   timers     1M timers started with random delays, then all cancelled (uv_timer_init +
  *              uv_timer_start / uv_timer_stop; gale_loop_call_later / gale_loop_remove_timeout).
  *   fire       100k timers with random delays in [0, 10 ms) started, then all fired; the wait for
@@ -125,10 +125,7 @@ __attribute__((noinline)) static int uq_add(q_cb cb, void *arg)
     return 0;
 }
 
-static void u_count(uv_loop_t *loop, void *arg)
-{
-    ++counter;
-}
+static void u_count(uv_loop_t *loop, void *arg) { ++counter; }
 
 static void u_spawn(uv_loop_t *loop, void *arg)
 {
@@ -229,10 +226,7 @@ static double gale_fire(void)
     return t * 1e9 / NFIRE;
 }
 
-static void u_fire(uv_timer_t *t)
-{
-    ++counter;
-}
+static void u_fire(uv_timer_t *t) { ++counter; }
 
 static double uv_fire(void)
 {

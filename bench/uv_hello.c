@@ -98,8 +98,9 @@ static int on_message_complete(http_parser *p)
                      "%s"
                      "\r\n",
                      (int)date_len, date_line, sizeof BODY - 1,
-                     !keep_alive ? "Connection: close\r\n"
-                     : p->http_minor == 0 ? "Connection: keep-alive\r\n" : "");
+                     !keep_alive          ? "Connection: close\r\n"
+                     : p->http_minor == 0 ? "Connection: keep-alive\r\n"
+                                          : "");
     if (out_append(head, (size_t)n) < 0 || out_append(BODY, sizeof BODY - 1) < 0)
         return -1;
     served++;
@@ -110,10 +111,7 @@ static int on_message_complete(http_parser *p)
     return 0;
 }
 
-static void on_close(uv_handle_t *h)
-{
-    free(h->data);
-}
+static void on_close(uv_handle_t *h) { free(h->data); }
 
 static void conn_close(struct conn *c)
 {

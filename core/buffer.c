@@ -105,10 +105,7 @@ int gale_buffer_reserve(gale_buffer *b, size_t len, char **p, size_t *avail)
     return 0;
 }
 
-void gale_buffer_commit(gale_buffer *b, size_t len)
-{
-    b->end += len;
-}
+void gale_buffer_commit(gale_buffer *b, size_t len) { b->end += len; }
 
 void gale_buffer_consume(gale_buffer *b, size_t len)
 {

@@ -25,12 +25,12 @@
 #define GALE_BUFFER_KEEP 4096
 
 typedef struct gale_buffer {
-    char *data;       /* allocation (NULL when empty and released) */
-    size_t start;     /* offset of the first live byte */
-    size_t end;       /* offset one past the last live byte */
-    size_t cap;       /* allocated size */
-    size_t max;       /* cap on live bytes (SIZE_MAX when initialised with 0) */
-    size_t scan;      /* delimiter search resumes here (offset relative to start) */
+    char *data;           /* allocation (NULL when empty and released) */
+    size_t start;         /* offset of the first live byte */
+    size_t end;           /* offset one past the last live byte */
+    size_t cap;           /* allocated size */
+    size_t max;           /* cap on live bytes (SIZE_MAX when initialised with 0) */
+    size_t scan;          /* delimiter search resumes here (offset relative to start) */
     const void *scan_key; /* delimiter the scan position belongs to */
     size_t scan_key_len;
 } gale_buffer;
@@ -51,8 +51,8 @@ int gale_buffer_set_max(gale_buffer *b, size_t max);
 int gale_buffer_append(gale_buffer *b, const void *data, size_t len);
 
 /* Makes room for at least `len` more bytes and returns a pointer to it in `*p` (to recv into),
- * and in `*avail` how many bytes fit there (>= len, and never more than the cap allows). Returns 0, -ENOBUFS or -ENOMEM. Follow with
- * gale_buffer_commit(). */
+ * and in `*avail` how many bytes fit there (>= len, and never more than the cap allows). Returns 0,
+ * -ENOBUFS or -ENOMEM. Follow with gale_buffer_commit(). */
 int gale_buffer_reserve(gale_buffer *b, size_t len, char **p, size_t *avail);
 /* Marks `len` bytes written at the reserved pointer as live (len <= the reserved avail). */
 void gale_buffer_commit(gale_buffer *b, size_t len);

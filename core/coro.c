@@ -66,8 +66,8 @@ enum state { CO_RUNNING, CO_WAITING, CO_DONE };
 
 struct gale_coro {
     struct ctx ctx;
-    struct ctx *caller;  /* who resumed it last: where it returns when it suspends */
-    char *stack;         /* usable stack (the guard is the GUARD_SIZE bytes below) */
+    struct ctx *caller; /* who resumed it last: where it returns when it suspends */
+    char *stack;        /* usable stack (the guard is the GUARD_SIZE bytes below) */
     size_t stack_size;
     gale_loop *loop;
     pthread_t thread;
@@ -79,8 +79,8 @@ struct gale_coro {
     gale_future *wait;   /* the future being awaited (a reference) */
     gale_future *failed; /* the last awaited future that failed (a reference), for its message */
     int ret;
-    int cancel;          /* sticky cancel reason, 0 when not cancelled */
-    size_t refs;         /* 1 while alive + 1 per queued wake */
+    int cancel;  /* sticky cancel reason, 0 when not cancelled */
+    size_t refs; /* 1 while alive + 1 per queued wake */
     enum state state;
     bool wake_queued;
     gale_coro *prev, *next; /* the thread's live list */
@@ -188,8 +188,8 @@ static void thread_setup(void)
     stack_t cur;
     if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
         return;
-    void *mem = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
+    void *mem =
+        mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
         return;
     stack_t ss = {.ss_sp = mem, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
@@ -427,9 +427,8 @@ gale_future *gale_coro_spawn(gale_loop *loop, gale_coro_fn fn, void *arg,
         return f;
     }
     if (size < GALE_CORO_MIN_STACK || size > GALE_CORO_MAX_STACK) {
-        gale_log_error(GALE_LOG_GENERAL,
-                       "gale_coro_spawn: stack size %zu outside %u..%u bytes", size,
-                       GALE_CORO_MIN_STACK, GALE_CORO_MAX_STACK);
+        gale_log_error(GALE_LOG_GENERAL, "gale_coro_spawn: stack size %zu outside %u..%u bytes",
+                       size, GALE_CORO_MIN_STACK, GALE_CORO_MAX_STACK);
         gale_future_set_error(f, -EINVAL, "coroutine stack size out of range");
         return f;
     }
@@ -445,8 +444,8 @@ gale_future *gale_coro_spawn(gale_loop *loop, gale_coro_fn fn, void *arg,
     if (!co->stack) {
         int err = -errno;
         free(co);
-        gale_log_error(GALE_LOG_GENERAL, "gale_coro_spawn: cannot map a %zu-byte stack: %s",
-                       size, gale_strerror(err));
+        gale_log_error(GALE_LOG_GENERAL, "gale_coro_spawn: cannot map a %zu-byte stack: %s", size,
+                       gale_strerror(err));
         gale_future_set_error(f, -ENOMEM, "cannot map a coroutine stack");
         return f;
     }
@@ -625,8 +624,10 @@ int gale_coro_shutdown(gale_loop *loop)
         loop = gale_loop_current();
     size_t alive = count_on(loop);
     if (alive) {
-        gale_log_warning(GALE_LOG_GENERAL, "%zu coroutine%s still suspended at shutdown: "
-                         "cancelled", alive, alive == 1 ? "" : "s");
+        gale_log_warning(GALE_LOG_GENERAL,
+                         "%zu coroutine%s still suspended at shutdown: "
+                         "cancelled",
+                         alive, alive == 1 ? "" : "s");
         for (gale_coro *co = tls.live; co; co = co->next) {
             if (co->loop == loop)
                 gale_coro_cancel(co, -ECANCELED);

@@ -6,12 +6,10 @@ const char *gale_strerror(int err)
 {
     switch (err) {
 #define GALE_ERRNO_MSG(name, value, msg)                                                           \
-    case value:                                                                                    \
-        return msg;
+    case value: return msg;
         GALE_ERRNO_MAP(GALE_ERRNO_MSG)
 #undef GALE_ERRNO_MSG
-    default:
-        break;
+    default: break;
     }
     if (err == 0)
         return "success";
@@ -25,12 +23,10 @@ const char *gale_err_name(int err)
 {
     switch (err) {
 #define GALE_ERRNO_NAME(name, value, msg)                                                          \
-    case value:                                                                                    \
-        return "GALE_E" #name;
+    case value: return "GALE_E" #name;
         GALE_ERRNO_MAP(GALE_ERRNO_NAME)
 #undef GALE_ERRNO_NAME
-    default:
-        break;
+    default: break;
     }
     if (err == 0)
         return "OK";

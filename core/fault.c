@@ -51,21 +51,17 @@ static unsigned long injected[GALE_FAULT_NCALLS][GALE_FAULT_NKINDS];
 static _Thread_local bool last_injected;
 
 static const char *const call_names[GALE_FAULT_NCALLS] = {"recv", "send", "accept", "alloc"};
-static const char *const kind_names[GALE_FAULT_NKINDS] = {
-    "none", "short", "eagain", "eintr", "econnreset", "enomem", "emfile"};
+static const char *const kind_names[GALE_FAULT_NKINDS] = {"none",       "short",  "eagain", "eintr",
+                                                          "econnreset", "enomem", "emfile"};
 
 static bool allowed(gale_fault_call call, gale_fault_kind kind)
 {
     switch (call) {
     case GALE_FAULT_RECV:
-    case GALE_FAULT_SEND:
-        return kind >= GALE_FAULT_SHORT && kind <= GALE_FAULT_ENOMEM;
-    case GALE_FAULT_ACCEPT:
-        return kind >= GALE_FAULT_EAGAIN && kind <= GALE_FAULT_EMFILE;
-    case GALE_FAULT_ALLOC:
-        return kind == GALE_FAULT_ENOMEM;
-    default:
-        return false;
+    case GALE_FAULT_SEND: return kind >= GALE_FAULT_SHORT && kind <= GALE_FAULT_ENOMEM;
+    case GALE_FAULT_ACCEPT: return kind >= GALE_FAULT_EAGAIN && kind <= GALE_FAULT_EMFILE;
+    case GALE_FAULT_ALLOC: return kind == GALE_FAULT_ENOMEM;
+    default: return false;
     }
 }
 
@@ -240,16 +236,11 @@ static int fail(int err)
 static int error_of(gale_fault_kind kind)
 {
     switch (kind) {
-    case GALE_FAULT_EAGAIN:
-        return EAGAIN;
-    case GALE_FAULT_EINTR:
-        return EINTR;
-    case GALE_FAULT_ECONNRESET:
-        return ECONNRESET;
-    case GALE_FAULT_EMFILE:
-        return EMFILE;
-    default:
-        return ENOMEM;
+    case GALE_FAULT_EAGAIN: return EAGAIN;
+    case GALE_FAULT_EINTR: return EINTR;
+    case GALE_FAULT_ECONNRESET: return ECONNRESET;
+    case GALE_FAULT_EMFILE: return EMFILE;
+    default: return ENOMEM;
     }
 }
 
@@ -307,14 +298,10 @@ int gale__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     gale_fault_kind kind = decide(GALE_FAULT_ACCEPT, 0, &cut);
     switch (kind) {
     case GALE_FAULT_NONE:
-    case GALE_FAULT_SHORT:
-        break;
-    case GALE_FAULT_ECONNRESET:
-        return fail(ECONNABORTED);
-    case GALE_FAULT_ENOMEM:
-        return fail(ENOBUFS);
-    default:
-        return fail(error_of(kind));
+    case GALE_FAULT_SHORT: break;
+    case GALE_FAULT_ECONNRESET: return fail(ECONNABORTED);
+    case GALE_FAULT_ENOMEM: return fail(ENOBUFS);
+    default: return fail(error_of(kind));
     }
     last_injected = false;
     return accept4(fd, addr, len, flags);

@@ -27,7 +27,7 @@ struct gale_future {
     void *result;
     void (*dtor)(void *);
     void (*unlink)(void *); /* set_result_linked(): told when steal_result takes the result */
-    gale_future *keep; /* chain(): the source whose result this future shares */
+    gale_future *keep;      /* chain(): the source whose result this future shares */
     struct done_cb *cbs;
     size_t ncbs, capcbs;
 };
@@ -112,25 +112,16 @@ int gale_future_set_error(gale_future *f, int code, const char *message)
     return ret;
 }
 
-bool gale_future_done(const gale_future *f)
-{
-    return f && f->done;
-}
+bool gale_future_done(const gale_future *f) { return f && f->done; }
 
 void *gale_future_result(const gale_future *f)
 {
     return f && f->done && !f->err ? f->result : NULL;
 }
 
-int gale_future_error(const gale_future *f)
-{
-    return f ? f->err : -EINVAL;
-}
+int gale_future_error(const gale_future *f) { return f ? f->err : -EINVAL; }
 
-const char *gale_future_error_message(const gale_future *f)
-{
-    return f && f->err ? f->msg : NULL;
-}
+const char *gale_future_error_message(const gale_future *f) { return f && f->err ? f->msg : NULL; }
 
 void *gale_future_steal_result(gale_future *f)
 {
@@ -146,10 +137,7 @@ void *gale_future_steal_result(gale_future *f)
     return r;
 }
 
-gale_loop *gale_future_loop(const gale_future *f)
-{
-    return f ? f->loop : NULL;
-}
+gale_loop *gale_future_loop(const gale_future *f) { return f ? f->loop : NULL; }
 
 int gale_future_add_done_callback(gale_future *f, gale_future_cb cb, void *arg)
 {

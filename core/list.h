@@ -12,17 +12,11 @@ typedef struct gale_list {
     struct gale_list *next;
 } gale_list;
 
-#define gale_list_entry(node, type, member) ((type *)((char *)(node) - offsetof(type, member)))
+#define gale_list_entry(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 
-static inline void gale_list_init(gale_list *l)
-{
-    l->prev = l->next = l;
-}
+static inline void gale_list_init(gale_list *l) { l->prev = l->next = l; }
 
-static inline bool gale_list_empty(const gale_list *l)
-{
-    return l->next == l;
-}
+static inline bool gale_list_empty(const gale_list *l) { return l->next == l; }
 
 /* Links `node` at the tail of `head`. */
 static inline void gale_list_push_back(gale_list *head, gale_list *node)

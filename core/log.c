@@ -89,8 +89,10 @@ static void log_init(void)
         if (parsed >= 0)
             level = parsed;
         else
-            fprintf(stderr, "[W gale] GALE_LOG_LEVEL=%s is not one of debug, info, warning, "
-                            "error, none; using info\n", env);
+            fprintf(stderr,
+                    "[W gale] GALE_LOG_LEVEL=%s is not one of debug, info, warning, "
+                    "error, none; using info\n",
+                    env);
     }
     int expected = -1;
     atomic_compare_exchange_strong(&log_level, &expected, level);

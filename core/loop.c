@@ -42,8 +42,8 @@
 struct handler {
     gale_handler_cb cb; /* NULL: no handler */
     void *arg;
-    unsigned events;    /* GALE_READ|GALE_WRITE as registered with the backend */
-    uint64_t seq;       /* loop->poll_seq when added */
+    unsigned events; /* GALE_READ|GALE_WRITE as registered with the backend */
+    uint64_t seq;    /* loop->poll_seq when added */
 };
 
 struct cbent {
@@ -65,7 +65,7 @@ struct tslot {
     gale_cb cb;
     void *arg;
     uint32_t gen;
-    uint32_t idx;  /* heap index while TS_HEAP; next free slot while TS_FREE */
+    uint32_t idx; /* heap index while TS_HEAP; next free slot while TS_FREE */
     uint8_t state;
 };
 
@@ -423,8 +423,7 @@ static void slot_release(gale_loop *loop, uint32_t id)
     loop->free_head = id;
 }
 
-static int add_timer_ns(gale_loop *loop, int64_t deadline, gale_cb cb, void *arg,
-                        gale_timeout *out)
+static int add_timer_ns(gale_loop *loop, int64_t deadline, gale_cb cb, void *arg, gale_timeout *out)
 {
     uint32_t id;
     int err = slot_alloc(loop, &id);
@@ -491,15 +490,11 @@ int gale_loop_remove_timeout(gale_loop *loop, gale_timeout t)
         s->state = TS_DUE_CANCELLED;
         loop->ntimers--;
         return 0;
-    default:
-        return -ENOENT;
+    default: return -ENOENT;
     }
 }
 
-size_t gale_loop_timer_count(const gale_loop *loop)
-{
-    return loop ? loop->ntimers : 0;
-}
+size_t gale_loop_timer_count(const gale_loop *loop) { return loop ? loop->ntimers : 0; }
 
 bool gale__heap_check(const gale_loop *loop)
 {
@@ -658,10 +653,8 @@ int gale_loop_remove_signal(gale_loop *loop, int signum)
 static const gale__backend *pick_backend(gale_backend b)
 {
     switch (b) {
-    case GALE_BACKEND_EPOLL:
-        return &gale__backend_epoll;
-    case GALE_BACKEND_POLL:
-        return &gale__backend_poll;
+    case GALE_BACKEND_EPOLL: return &gale__backend_epoll;
+    case GALE_BACKEND_POLL: return &gale__backend_poll;
     case GALE_BACKEND_DEFAULT: {
         const char *env = getenv("GALE_LOOP_BACKEND");
         if (!env || !*env || strcmp(env, "epoll") == 0)
@@ -768,8 +761,7 @@ gale_loop *gale_loop_current(void)
     if (!d) {
         int err = gale_loop_new(GALE_BACKEND_DEFAULT, &d);
         if (err)
-            gale_log_error(GALE_LOG_GENERAL, "cannot create the default loop: %s",
-                           strerror(-err));
+            gale_log_error(GALE_LOG_GENERAL, "cannot create the default loop: %s", strerror(-err));
         else
             atomic_store_explicit(&default_loop, d, memory_order_release);
     }
@@ -777,15 +769,9 @@ gale_loop *gale_loop_current(void)
     return d;
 }
 
-void gale_loop_make_current(gale_loop *loop)
-{
-    tls_current = loop;
-}
+void gale_loop_make_current(gale_loop *loop) { tls_current = loop; }
 
-const char *gale_loop_backend_name(const gale_loop *loop)
-{
-    return loop ? loop->be->name : NULL;
-}
+const char *gale_loop_backend_name(const gale_loop *loop) { return loop ? loop->be->name : NULL; }
 
 /* ---- running ---- */
 
@@ -831,8 +817,7 @@ static void iterate(gale_loop *loop)
     if (timeout_ms)
         loop->idle_ns += gale_time_ns() - t0; /* includes dispatch: cheap, and rare when busy */
     if (UNLIKELY(n < 0 && n != -EINTR))
-        gale_log_error(GALE_LOG_GENERAL, "loop %s wait failed: %s", loop->be->name,
-                       strerror(-n));
+        gale_log_error(GALE_LOG_GENERAL, "loop %s wait failed: %s", loop->be->name, strerror(-n));
 }
 
 int gale_loop_run(gale_loop *loop)
@@ -1087,8 +1072,7 @@ static void periodic_schedule(gale_periodic *p)
     else
         p->next_ns += period; /* the clock did not advance: still move forward */
     if (add_timer_ns(p->loop, p->next_ns, periodic_run, p, &p->timer) != 0) {
-        gale_log_error(GALE_LOG_GENERAL, "periodic callback %p stopped: out of memory",
-                       (void *)p);
+        gale_log_error(GALE_LOG_GENERAL, "periodic callback %p stopped: out of memory", (void *)p);
         p->running = false;
         p->timer = 0;
     }
@@ -1159,10 +1143,7 @@ void gale_periodic_stop(gale_periodic *p)
     }
 }
 
-bool gale_periodic_is_running(const gale_periodic *p)
-{
-    return p && p->running;
-}
+bool gale_periodic_is_running(const gale_periodic *p) { return p && p->running; }
 
 void gale_periodic_free(gale_periodic *p)
 {
@@ -1175,7 +1156,4 @@ void gale_periodic_free(gale_periodic *p)
         free(p);
 }
 
-int64_t gale__periodic_next_ns(const gale_periodic *p)
-{
-    return p && p->timer ? p->next_ns : 0;
-}
+int64_t gale__periodic_next_ns(const gale_periodic *p) { return p && p->timer ? p->next_ns : 0; }

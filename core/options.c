@@ -112,9 +112,7 @@ static int store(const gale_option *o, const char *shown, const char *v, char *e
         *o->var.d = x;
         return 0;
     }
-    case GALE_OPTION_STRING:
-        *o->var.s = v;
-        return 0;
+    case GALE_OPTION_STRING: *o->var.s = v; return 0;
     case GALE_OPTION_BOOL: {
         static const char *const yes[] = {"true", "1", "yes", "on"};
         static const char *const no[] = {"false", "0", "no", "off"};
@@ -140,8 +138,7 @@ static int store(const gale_option *o, const char *shown, const char *v, char *e
             return fail(err, errlen, rc, "%s %s: %s", shown, v, gale_strerror(rc));
         return 0;
     }
-    case GALE_OPTION_END:
-        break;
+    case GALE_OPTION_END: break;
     }
     return fail(err, errlen, -EINVAL, "option %s is not usable", shown);
 }
@@ -237,21 +234,12 @@ static const char *default_text(const gale_option *o, char *buf, size_t len)
     if (o->default_text)
         return o->default_text;
     switch (o->type) {
-    case GALE_OPTION_INT:
-        snprintf(buf, len, "%d", *o->var.i);
-        return buf;
-    case GALE_OPTION_SIZE:
-        snprintf(buf, len, "%zu", *o->var.z);
-        return buf;
-    case GALE_OPTION_DOUBLE:
-        snprintf(buf, len, "%g", *o->var.d);
-        return buf;
-    case GALE_OPTION_STRING:
-        return *o->var.s;
-    case GALE_OPTION_BOOL:
-        return *o->var.b ? "on" : NULL;
-    default:
-        return NULL;
+    case GALE_OPTION_INT: snprintf(buf, len, "%d", *o->var.i); return buf;
+    case GALE_OPTION_SIZE: snprintf(buf, len, "%zu", *o->var.z); return buf;
+    case GALE_OPTION_DOUBLE: snprintf(buf, len, "%g", *o->var.d); return buf;
+    case GALE_OPTION_STRING: return *o->var.s;
+    case GALE_OPTION_BOOL: return *o->var.b ? "on" : NULL;
+    default: return NULL;
     }
 }
 

@@ -61,22 +61,34 @@ typedef struct gale_option {
 } gale_option;
 
 #define GALE_OPTION_INT(name_, ptr, lo, hi, metavar_, help_)                                       \
-    {.type = GALE_OPTION_INT, .name = (name_), .var.i = (ptr), .min = (lo), .max = (hi),          \
-     .metavar = (metavar_), .help = (help_)}
+    {                                                                                              \
+        .type = GALE_OPTION_INT, .name = (name_), .var.i = (ptr), .min = (lo), .max = (hi),        \
+        .metavar = (metavar_), .help = (help_)                                                     \
+    }
 #define GALE_OPTION_SIZE(name_, ptr, lo, hi, metavar_, help_)                                      \
-    {.type = GALE_OPTION_SIZE, .name = (name_), .var.z = (ptr), .min = (lo), .max = (hi),         \
-     .metavar = (metavar_), .help = (help_)}
+    {                                                                                              \
+        .type = GALE_OPTION_SIZE, .name = (name_), .var.z = (ptr), .min = (lo), .max = (hi),       \
+        .metavar = (metavar_), .help = (help_)                                                     \
+    }
 #define GALE_OPTION_DOUBLE(name_, ptr, lo, hi, metavar_, help_)                                    \
-    {.type = GALE_OPTION_DOUBLE, .name = (name_), .var.d = (ptr), .min = (lo), .max = (hi),       \
-     .metavar = (metavar_), .help = (help_)}
+    {                                                                                              \
+        .type = GALE_OPTION_DOUBLE, .name = (name_), .var.d = (ptr), .min = (lo), .max = (hi),     \
+        .metavar = (metavar_), .help = (help_)                                                     \
+    }
 #define GALE_OPTION_STRING(name_, ptr, metavar_, help_)                                            \
-    {.type = GALE_OPTION_STRING, .name = (name_), .var.s = (ptr), .metavar = (metavar_),          \
-     .help = (help_)}
+    {                                                                                              \
+        .type = GALE_OPTION_STRING, .name = (name_), .var.s = (ptr), .metavar = (metavar_),        \
+        .help = (help_)                                                                            \
+    }
 #define GALE_OPTION_BOOL(name_, ptr, help_)                                                        \
-    {.type = GALE_OPTION_BOOL, .name = (name_), .var.b = (ptr), .help = (help_)}
+    {                                                                                              \
+        .type = GALE_OPTION_BOOL, .name = (name_), .var.b = (ptr), .help = (help_)                 \
+    }
 #define GALE_OPTION_FUNC(name_, fn_, arg_, metavar_, help_)                                        \
-    {.type = GALE_OPTION_FUNC, .name = (name_), .fn = (fn_), .arg = (arg_),                       \
-     .metavar = (metavar_), .help = (help_)}
+    {                                                                                              \
+        .type = GALE_OPTION_FUNC, .name = (name_), .fn = (fn_), .arg = (arg_),                     \
+        .metavar = (metavar_), .help = (help_)                                                     \
+    }
 
 /* What a program accepts. */
 typedef struct gale_options {

@@ -131,7 +131,6 @@ static const char *memmem_s(const char *hay, size_t hlen, const char *needle, si
     return memmem(hay, hlen, needle, nlen);
 }
 
-
 static bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
 /* Finds header `name` in a CRLF-separated block of part headers. */
@@ -274,9 +273,8 @@ static int add_part(gale_form *f, const char *p, size_t len)
     if (d.filename_ext) {
         /* RFC 5987 ext-value: charset'lang'pct-encoded; the bytes are kept as sent (UTF-8). */
         const char *q = memchr(d.filename_ext, '\'', d.filename_ext_len);
-        const char *q2 = q ? memchr(q + 1, '\'', d.filename_ext_len -
-                                                     (size_t)(q + 1 - d.filename_ext))
-                           : NULL;
+        const char *q2 =
+            q ? memchr(q + 1, '\'', d.filename_ext_len - (size_t)(q + 1 - d.filename_ext)) : NULL;
         if (q2) {
             size_t off = (size_t)(q2 + 1 - d.filename_ext);
             filename = f->alloc(f->ctx, d.filename_ext_len - off + 1);
@@ -305,9 +303,11 @@ static int add_part(gale_form *f, const char *p, size_t len)
             if (!ctype)
                 return -ENOMEM;
         }
-        fa[f->nfiles++] = (gale_form_file){
-            .name = name, .filename = filename, .content_type = ctype, .body = content,
-            .body_len = clen};
+        fa[f->nfiles++] = (gale_form_file){.name = name,
+                                           .filename = filename,
+                                           .content_type = ctype,
+                                           .body = content,
+                                           .body_len = clen};
         return 0;
     }
     gale_form_arg *a = grow(f, f->args, f->nargs, &f->args_cap, sizeof *a);

@@ -41,7 +41,8 @@ typedef struct gale_form_file {
     size_t body_len;
 } gale_form_file;
 
-/* Allocator: returns `size` bytes (suitably aligned) that stay valid as long as the form, or NULL. */
+/* Allocator: returns `size` bytes (suitably aligned) that stay valid as long as the form, or NULL.
+ */
 typedef void *(*gale_alloc_fn)(void *ctx, size_t size);
 
 typedef struct gale_form {
@@ -82,7 +83,8 @@ int gale_form_parse_body(gale_form *f, const char *content_type, size_t ct_len, 
  * trimmed of spaces and tabs. Returns 0 or -ENOMEM. */
 int gale_form_parse_cookies(gale_form *f, const char *header, size_t len);
 
-/* Returns the `index`-th (0-based) argument called `name` (exact, case-sensitive bytes), or NULL. */
+/* Returns the `index`-th (0-based) argument called `name` (exact, case-sensitive bytes), or NULL.
+ */
 const gale_form_arg *gale_form_find(const gale_form *f, const char *name, size_t index);
 
 /* Number of arguments called `name`. */

@@ -43,7 +43,7 @@ struct gale_http_client {
 
 struct resp_impl {
     gale_http_client_response pub; /* first: the public pointer is the impl pointer */
-    char *raw;              /* copy of the header block the slices point into */
+    char *raw;                     /* copy of the header block the slices point into */
     char *body;
     size_t body_cap;
     char *url;
@@ -52,7 +52,7 @@ struct resp_impl {
 };
 
 struct url_parts {
-    char *host;     /* without brackets */
+    char *host; /* without brackets */
     int port;
     char *hostport; /* Host header value */
     char *target;   /* path and query */
@@ -143,7 +143,6 @@ static char *dup_printf(const char *fmt, ...)
     return s;
 }
 
-
 /* The smaller of two timeouts where <= 0 means no limit. */
 static double timeout_min(double a, double b)
 {
@@ -211,8 +210,8 @@ static int parse_url(const char *url, struct url_parts *u)
         hlen = (size_t)(close - host);
         for (size_t i = 0; i < hlen; i++) {
             char ch = host[i];
-            if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F') ||
-                  ch == ':' || ch == '.'))
+            if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                  (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
                 goto bad;
         }
         v6 = true;
@@ -567,8 +566,8 @@ static bool has_user_header(const struct fetch *f, const char *name)
 /* Serialises the request into one allocation. Returns 0 or -ENOMEM. */
 static int build_request(struct fetch *f, char **out, size_t *outlen)
 {
-    bool body_method = !strcmp(f->method, "POST") || !strcmp(f->method, "PUT") ||
-                       !strcmp(f->method, "PATCH");
+    bool body_method =
+        !strcmp(f->method, "POST") || !strcmp(f->method, "PUT") || !strcmp(f->method, "PATCH");
     char *auth = NULL;
     if (f->u.userinfo && !has_user_header(f, "Authorization")) {
         auth = base64(f->u.userinfo, strlen(f->u.userinfo));
@@ -670,8 +669,8 @@ static void connect_phase(struct fetch *f)
     double now = gale_loop_time(f->loop);
     double ct = timeout_min(f->connect_timeout, f->request_timeout);
     if (f->request_timeout > 0) {
-        int rc = gale_loop_call_at(f->loop, now + f->request_timeout, request_timeout, f,
-                                   &f->timer);
+        int rc =
+            gale_loop_call_at(f->loop, now + f->request_timeout, request_timeout, f, &f->timer);
         if (rc) {
             finish(f, rc, NULL);
             return;
@@ -751,7 +750,8 @@ static void on_piece(gale_stream *s, int status, const char *data, size_t len, v
 
 static void on_body_done(gale_stream *s, int status, const char *data, size_t len, void *arg)
 {
-    struct fetch *f = read_ok(arg, status, "Connection closed before the response body was complete");
+    struct fetch *f =
+        read_ok(arg, status, "Connection closed before the response body was complete");
     if (!f)
         return;
     complete(f);
@@ -873,9 +873,7 @@ static void read_body(struct fetch *f, size_t length)
     gale_stream *s = f->conn->s;
     int rc = 0;
     switch (f->mode) {
-    case B_NONE:
-        complete(f);
-        return;
+    case B_NONE: complete(f); return;
     case B_LENGTH:
         if (length == 0) {
             complete(f);
@@ -883,12 +881,8 @@ static void read_body(struct fetch *f, size_t length)
         }
         rc = gale_stream_read_stream(s, length, on_piece, on_body_done, f->conn);
         break;
-    case B_CLOSE:
-        rc = gale_stream_read_stream(s, SIZE_MAX, on_piece, on_body_done, f->conn);
-        break;
-    case B_CHUNKED:
-        read_chunk_size(f);
-        return;
+    case B_CLOSE: rc = gale_stream_read_stream(s, SIZE_MAX, on_piece, on_body_done, f->conn); break;
+    case B_CHUNKED: read_chunk_size(f); return;
     }
     if (rc)
         finish(f, rc, NULL);
@@ -993,8 +987,9 @@ static bool follow_redirect(struct fetch *f)
     int rc = parse_url(next, &u);
     if (rc) {
         free(next);
-        finish(f, rc, rc == GALE_ESCHEME ? "Redirect to an unsupported scheme"
-                                         : "Redirect to a malformed URL");
+        finish(f, rc,
+               rc == GALE_ESCHEME ? "Redirect to an unsupported scheme"
+                                  : "Redirect to a malformed URL");
         return true;
     }
     int code = f->resp->pub.code;
@@ -1037,8 +1032,9 @@ static void on_head(gale_stream *s, int status, const char *data, size_t len, vo
     if (!f)
         return;
     if (status) {
-        fail_read(f, status, f->head_bytes || len ? "Connection closed inside the response headers"
-                                                  : "Connection closed without a response");
+        fail_read(f, status,
+                  f->head_bytes || len ? "Connection closed inside the response headers"
+                                       : "Connection closed without a response");
         return;
     }
     f->head_bytes += len;
@@ -1125,8 +1121,8 @@ static void read_head(struct fetch *f)
         finish(f, -EMSGSIZE, "Response header block too large");
         return;
     }
-    int rc = gale_stream_read_until(f->conn->s, "\r\n\r\n", 4,
-                                    f->max_header_size - f->head_bytes, on_head, f->conn);
+    int rc = gale_stream_read_until(f->conn->s, "\r\n\r\n", 4, f->max_header_size - f->head_bytes,
+                                    on_head, f->conn);
     if (rc)
         finish(f, rc, NULL);
 }
@@ -1147,8 +1143,7 @@ void gale_http_client_request_init(gale_http_client_request *req, const char *ur
     req->raise_error = true;
 }
 
-int gale_http_client_new(gale_loop *loop, const gale_http_client_opts *opts,
-                         gale_http_client **out)
+int gale_http_client_new(gale_loop *loop, const gale_http_client_opts *opts, gale_http_client **out)
 {
     if (!out)
         return -EINVAL;
@@ -1165,7 +1160,8 @@ int gale_http_client_new(gale_loop *loop, const gale_http_client_opts *opts,
         return -ENOMEM;
     c->loop = loop;
     c->max_clients = o.max_clients ? o.max_clients : GALE_HTTP_CLIENT_DEFAULT_MAX_CLIENTS;
-    c->max_header_size = o.max_header_size ? o.max_header_size : GALE_HTTP_CLIENT_DEFAULT_MAX_HEADER;
+    c->max_header_size =
+        o.max_header_size ? o.max_header_size : GALE_HTTP_CLIENT_DEFAULT_MAX_HEADER;
     c->max_body_size = o.max_body_size ? o.max_body_size : GALE_HTTP_CLIENT_DEFAULT_MAX_BODY;
     c->user_agent = strdup(o.user_agent ? o.user_agent : DEFAULT_USER_AGENT);
     if (!c->user_agent) {
@@ -1199,7 +1195,8 @@ size_t gale_http_client_queued(const gale_http_client *c) { return c ? c->n_queu
 
 /* Copies the request into `f`. Returns 0, -ENOMEM, or -EINVAL for a header or method that would
  * let bytes be injected into the request. */
-static int copy_request(struct fetch *f, const gale_http_client *c, const gale_http_client_request *req)
+static int copy_request(struct fetch *f, const gale_http_client *c,
+                        const gale_http_client_request *req)
 {
     const char *method = req->method ? req->method : "GET";
     f->url = strdup(req->url);
@@ -1239,15 +1236,15 @@ static int copy_request(struct fetch *f, const gale_http_client *c, const gale_h
     if (!gale_http_is_token(method, strlen(method)))
         return -EINVAL;
     f->head_request = strcmp(method, "HEAD") == 0;
-    f->connect_timeout = req->connect_timeout == 0 ? GALE_HTTP_CLIENT_DEFAULT_TIMEOUT
-                                                   : req->connect_timeout;
-    f->request_timeout = req->request_timeout == 0 ? GALE_HTTP_CLIENT_DEFAULT_TIMEOUT
-                                                   : req->request_timeout;
+    f->connect_timeout =
+        req->connect_timeout == 0 ? GALE_HTTP_CLIENT_DEFAULT_TIMEOUT : req->connect_timeout;
+    f->request_timeout =
+        req->request_timeout == 0 ? GALE_HTTP_CLIENT_DEFAULT_TIMEOUT : req->request_timeout;
     if (isnan(f->connect_timeout) || isnan(f->request_timeout))
         return -EINVAL;
     f->follow_redirects = req->follow_redirects;
-    f->redirects_left = req->max_redirects > 0 ? req->max_redirects
-                                               : GALE_HTTP_CLIENT_DEFAULT_MAX_REDIRECTS;
+    f->redirects_left =
+        req->max_redirects > 0 ? req->max_redirects : GALE_HTTP_CLIENT_DEFAULT_MAX_REDIRECTS;
     f->raise_error = req->raise_error;
     f->max_header_size = c->max_header_size;
     f->max_body_size = req->max_body_size ? req->max_body_size : c->max_body_size;
@@ -1257,8 +1254,8 @@ static int copy_request(struct fetch *f, const gale_http_client *c, const gale_h
     return 0;
 }
 
-static int fetch_common(gale_http_client *c, const gale_http_client_request *req, gale_http_fetch_cb cb,
-                        void *arg, gale_future *future)
+static int fetch_common(gale_http_client *c, const gale_http_client_request *req,
+                        gale_http_fetch_cb cb, void *arg, gale_future *future)
 {
     struct fetch *f = calloc(1, sizeof *f);
     if (!f)

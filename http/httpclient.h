@@ -50,8 +50,8 @@ typedef void (*gale_http_header_cb)(const gale_http_client_response *resp, void 
  * stays empty). `data` is valid only during the call. */
 typedef void (*gale_http_streaming_cb)(const char *data, size_t len, void *arg);
 
-/* A request. Fill it after gale_http_client_request_init(); the fetch copies everything it needs (url,
- * method, header slices and their bytes, body), so the struct and what it points at may be
+/* A request. Fill it after gale_http_client_request_init(); the fetch copies everything it needs
+ * (url, method, header slices and their bytes, body), so the struct and what it points at may be
  * released as soon as gale_http_fetch() returns. */
 typedef struct gale_http_client_request {
     const char *url;           /* http://[userinfo@]host[:port][/path][?query]; IPv6 in [] */
@@ -61,36 +61,36 @@ typedef struct gale_http_client_request {
                                 * application/x-www-form-urlencoded */
     const void *body;
     size_t body_len;
-    double connect_timeout;    /* seconds; 0: 20 (default); < 0: no limit */
-    double request_timeout;    /* seconds, whole exchange; 0: 20 (default); < 0: no limit */
-    bool follow_redirects;     /* 303 (but HEAD) and POST on 301/302 -> GET without body; all
-                                * else keeps method and body */
-    int max_redirects;         /* 0: 5 (default); stops with GALE_EREDIRECTS past it */
-    bool raise_error;          /* non-2xx responses get error GALE_EBADSTATUS (Tornado's
-                                * raise_error; the future form then fails instead) */
-    size_t max_body_size;      /* 0: the client's limit */
-    const char *user_agent;    /* NULL: the client's */
+    double connect_timeout; /* seconds; 0: 20 (default); < 0: no limit */
+    double request_timeout; /* seconds, whole exchange; 0: 20 (default); < 0: no limit */
+    bool follow_redirects;  /* 303 (but HEAD) and POST on 301/302 -> GET without body; all
+                             * else keeps method and body */
+    int max_redirects;      /* 0: 5 (default); stops with GALE_EREDIRECTS past it */
+    bool raise_error;       /* non-2xx responses get error GALE_EBADSTATUS (Tornado's
+                             * raise_error; the future form then fails instead) */
+    size_t max_body_size;   /* 0: the client's limit */
+    const char *user_agent; /* NULL: the client's */
     gale_http_header_cb header_cb;
     gale_http_streaming_cb streaming_cb;
-    void *cb_arg;              /* for header_cb and streaming_cb */
+    void *cb_arg; /* for header_cb and streaming_cb */
 } gale_http_client_request;
 
 /* A completed fetch. Read-only for users. */
 struct gale_http_client_response {
-    int code;                 /* HTTP status, or GALE_HTTP_NO_RESPONSE (599) without a response */
-    const char *reason;       /* reason phrase as sent, or the failure's description with 599 */
+    int code;                  /* HTTP status, or GALE_HTTP_NO_RESPONSE (599) without a response */
+    const char *reason;        /* reason phrase as sent, or the failure's description with 599 */
     gale_http_headers headers; /* case-insensitive lookups via gale_http_headers_get() */
-    const char *body;         /* NUL-terminated for convenience (body_len excludes the NUL);
-                               * never NULL ("" when empty or streamed) */
+    const char *body;          /* NUL-terminated for convenience (body_len excludes the NUL);
+                                * never NULL ("" when empty or streamed) */
     size_t body_len;
     const char *effective_url; /* the URL finally fetched, after redirects */
-    double request_time;      /* seconds from gale_http_fetch() to completion */
-    int error;                /* 0, a negative errno (-ECONNREFUSED, -ETIMEDOUT...), GALE_EHTTP,
-                               * GALE_EEOF, GALE_ESCHEME, GALE_ERESOLVE, GALE_EREDIRECTS,
-                               * GALE_EBADSTATUS (raise_error), -EMSGSIZE (header block too
-                               * large), -EFBIG (body too large), -ECANCELED (client freed) */
+    double request_time;       /* seconds from gale_http_fetch() to completion */
+    int error;                 /* 0, a negative errno (-ECONNREFUSED, -ETIMEDOUT...), GALE_EHTTP,
+                                * GALE_EEOF, GALE_ESCHEME, GALE_ERESOLVE, GALE_EREDIRECTS,
+                                * GALE_EBADSTATUS (raise_error), -EMSGSIZE (header block too
+                                * large), -EFBIG (body too large), -ECANCELED (client freed) */
     const char *error_message; /* NULL when error is 0 */
-    int redirects;            /* redirects followed */
+    int redirects;             /* redirects followed */
 };
 
 /* Completion of gale_http_fetch(). Ownership: `resp` is freed after the callback returns unless
@@ -98,10 +98,10 @@ struct gale_http_client_response {
 typedef void (*gale_http_fetch_cb)(gale_http_client_response *resp, void *arg);
 
 typedef struct gale_http_client_opts {
-    int max_clients;         /* 0: 10 */
-    size_t max_header_size;  /* 0: 64 KiB; status line + headers, also caps the chunk trailers */
-    size_t max_body_size;    /* 0: 100 MiB */
-    const char *user_agent;  /* NULL: "gale/<version>" */
+    int max_clients;        /* 0: 10 */
+    size_t max_header_size; /* 0: 64 KiB; status line + headers, also caps the chunk trailers */
+    size_t max_body_size;   /* 0: 100 MiB */
+    const char *user_agent; /* NULL: "gale/<version>" */
 } gale_http_client_opts;
 
 /* Sets `req` to Tornado's defaults for `url`: GET, no headers or body, 20 s connect and request
@@ -129,8 +129,8 @@ int gale_http_fetch(gale_http_client *c, const gale_http_client_request *req, ga
 
 /* Future form: returns a new future (the caller's reference) whose result is the
  * gale_http_client_response (owned by the future; gale_future_steal_result() then
- * gale_http_client_response_free() to keep it). When the response has an error and raise_error is on
- * (always for transport errors) the future fails instead with that error and message. Returns
+ * gale_http_client_response_free() to keep it). When the response has an error and raise_error is
+ * on (always for transport errors) the future fails instead with that error and message. Returns
  * NULL only when out of memory (or on NULL arguments). */
 gale_future *gale_http_fetch_future(gale_http_client *c, const gale_http_client_request *req);
 

@@ -51,7 +51,7 @@
 #include "core/log.h"
 
 #define SCRATCH_KEEP (256 * 1024)
-#define LINGER_SECONDS 2.0      /* drain input this long after an error response */
+#define LINGER_SECONDS 2.0 /* drain input this long after an error response */
 #define LINGER_MAX_BYTES (1024 * 1024)
 #define WRITE_HIGH_WATER (1024 * 1024) /* stop parsing while more output than this is queued */
 #define WRITE_LOOKS 4 /* looks at write progress per idle_connection_timeout while output waits */
@@ -93,8 +93,7 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
     if (peer && peer->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->ip, sizeof c->ip);
     else if (peer && peer->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->ip,
-                  sizeof c->ip);
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->ip, sizeof c->ip);
     else
         strcpy(c->ip, "0.0.0.0");
     c->ip_len = (uint8_t)strlen(c->ip);
@@ -278,7 +277,6 @@ int gale__obuf_grow(struct obuf *o, size_t more)
     return 0;
 }
 
-
 struct obuf *gale__conn_out(struct gale_http_conn *c)
 {
     if (c->out)
@@ -334,8 +332,7 @@ void gale__conn_flush(struct gale_http_conn *c)
     } else {
         out_release(c);
         /* An empty write completes after everything queued before it. */
-        if (c->close_after_write &&
-            gale_stream_write(c->stream, "", 0, on_written_close, c) < 0)
+        if (c->close_after_write && gale_stream_write(c->stream, "", 0, on_written_close, c) < 0)
             gale_stream_close(c->stream, 0);
     }
     flush_waits_queue(c);
@@ -452,9 +449,7 @@ static void phase_expired(struct gale_http_conn *c, double now)
     }
     c->deadline = 0;
     switch (c->phase) {
-    case PH_BODY:
-        gale__conn_fail(c, 408, "body timeout");
-        break;
+    case PH_BODY: gale__conn_fail(c, 408, "body timeout"); break;
     case PH_IDLE:
         if (c->req && c->srv)
             gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
@@ -462,11 +457,8 @@ static void phase_expired(struct gale_http_conn *c, double now)
         gale_stream_close(c->stream, -ETIMEDOUT);
         break;
     case PH_CLOSING:
-    case PH_LINGER:
-        gale_stream_close(c->stream, -ETIMEDOUT);
-        break;
-    default:
-        break;
+    case PH_LINGER: gale_stream_close(c->stream, -ETIMEDOUT); break;
+    default: break;
     }
 }
 
@@ -516,7 +508,8 @@ static bool output_look(struct gale_http_conn *c, double now)
     } else if (now - c->wprogress >= t) {
         gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
                  "closing connection from %s: the client read none of %zu queued response "
-                 "bytes in %.3g s", c->ip, pending, now - c->wprogress);
+                 "bytes in %.3g s",
+                 c->ip, pending, now - c->wprogress);
         c->wlook = 0;
         gale_stream_close(c->stream, -ETIMEDOUT);
         return false;
@@ -826,7 +819,8 @@ int gale_http_server_shutdown(gale_http_server *srv, double timeout, gale_cb don
     }
     gale_log_info(GALE_LOG_GENERAL,
                   "shutting down: stopped accepting, closing %zu idle connections, %zu busy "
-                  "(deadline %.3g s)", idle, srv->nconns - idle, timeout);
+                  "(deadline %.3g s)",
+                  idle, srv->nconns - idle, timeout);
     drain_check(srv);
     return 0;
 }

@@ -23,13 +23,14 @@
  * (RFC 9112 2.3). After an error response the connection closes (after draining input
  * briefly, so the client reads the status). idle_connection_timeout is a deadline for a whole
  * header block (idle keep-alive or a client sending its request too slowly: not reset by each
- * byte); body_timeout a deadline for the whole body. "Expect: 100-continue" is answered before the body is read. A client that pipelines
- * without reading its responses is not parsed further while more than 1 MiB of output is queued.
- * idle_connection_timeout also bounds a stalled reader: while response bytes wait in the
- * connection and the kernel takes none of them for that long, the connection closes (a DEBUG log
- * line; an in-flight request gets its close callback). Any bytes taken reset it, so a slow but
- * steady download is never cut however long it takes. Progress is sampled four times per timeout
- * (not per write), so a stall is noticed 1 to 1.25 timeouts after the last progress.
+ * byte); body_timeout a deadline for the whole body. "Expect: 100-continue" is answered before the
+ * body is read. A client that pipelines without reading its responses is not parsed further while
+ * more than 1 MiB of output is queued. idle_connection_timeout also bounds a stalled reader: while
+ * response bytes wait in the connection and the kernel takes none of them for that long, the
+ * connection closes (a DEBUG log line; an in-flight request gets its close callback). Any bytes
+ * taken reset it, so a slow but steady download is never cut however long it takes. Progress is
+ * sampled four times per timeout (not per write), so a stall is noticed 1 to 1.25 timeouts after
+ * the last progress.
  *
  * Graceful shutdown (gale_http_server_shutdown): the listening sockets close (new connects are
  * refused), idle keep-alive connections close at once, and every request received before the
@@ -70,20 +71,20 @@ typedef struct gale_http_conn gale_http_conn;
 /* One request. The fields are read-only for handlers. Strings are NUL-terminated and live as long
  * as the request. */
 typedef struct gale_http_request {
-    const char *method;    /* "GET" */
-    const char *uri;       /* request target as sent: "/greet?name=x" */
-    const char *path;      /* uri up to '?', not percent-decoded (as Tornado) */
-    const char *query;     /* after '?', "" when none */
-    int version_major;     /* 1 */
-    int version_minor;     /* 0 or 1 */
+    const char *method; /* "GET" */
+    const char *uri;    /* request target as sent: "/greet?name=x" */
+    const char *path;   /* uri up to '?', not percent-decoded (as Tornado) */
+    const char *query;  /* after '?', "" when none */
+    int version_major;  /* 1 */
+    int version_minor;  /* 0 or 1 */
     gale_http_headers headers;
-    const char *body;      /* NUL-terminated for convenience; may contain NULs: use body_len */
+    const char *body; /* NUL-terminated for convenience; may contain NULs: use body_len */
     size_t body_len;
     const char *remote_ip; /* peer address, or X-Real-IP / X-Forwarded-For with xheaders */
     const char *protocol;  /* "http", or X-Scheme / X-Forwarded-Proto with xheaders */
     double start_time;     /* gale_loop_time() when the request was complete */
     gale_http_conn *conn;
-    void *user;            /* free for the application (the web layer uses it) */
+    void *user; /* free for the application (the web layer uses it) */
 } gale_http_request;
 
 /* A complete request. Ownership: the request lives until gale_http_response_finish() is called on
@@ -99,14 +100,14 @@ typedef struct gale_http_server_opts {
     double idle_connection_timeout; /* seconds, default 60; deadline for a header block, and
                                      * the longest the kernel may take none of the queued
                                      * response bytes (see above); 0: none */
-    double body_timeout;            /* seconds, default 60; deadline for a body (then 408); 0: none */
-    bool no_keep_alive;             /* close after every response */
-    bool xheaders;                  /* trust X-Real-IP / X-Forwarded-For / X-Scheme */
-    bool no_access_log;             /* skip the access log line */
-    size_t max_connections;         /* open connections at most (0, the default: no cap; the
-                                     * descriptor limit and the EMFILE pause still bound them) */
-    double shutdown_timeout;        /* seconds, default 30: the drain deadline the web layer uses
-                                     * on SIGTERM/SIGINT (gale_app_shutdown) */
+    double body_timeout;     /* seconds, default 60; deadline for a body (then 408); 0: none */
+    bool no_keep_alive;      /* close after every response */
+    bool xheaders;           /* trust X-Real-IP / X-Forwarded-For / X-Scheme */
+    bool no_access_log;      /* skip the access log line */
+    size_t max_connections;  /* open connections at most (0, the default: no cap; the
+                              * descriptor limit and the EMFILE pause still bound them) */
+    double shutdown_timeout; /* seconds, default 30: the drain deadline the web layer uses
+                              * on SIGTERM/SIGINT (gale_app_shutdown) */
 } gale_http_server_opts;
 
 /* Fills `o` with the defaults above. */
@@ -184,8 +185,8 @@ int gale_http_response_add_header(gale_http_request *req, const char *name, cons
  * CR and LF. A Content-Length value is still checked (digits only). Ownership: both must stay
  * valid until the response finishes. Returns 0, -EINVAL (NULL or empty name, NULL value, a
  * non-numeric Content-Length), -EALREADY (headers sent) or -ENOMEM. */
-int gale_http_response_add_header_trusted(gale_http_request *req, const char *name,
-                                          size_t name_len, const char *value, size_t value_len);
+int gale_http_response_add_header_trusted(gale_http_request *req, const char *name, size_t name_len,
+                                          const char *value, size_t value_len);
 /* clear_header removes every header called `name` and returns 0 (also when there was none). */
 int gale_http_response_clear_header(gale_http_request *req, const char *name);
 

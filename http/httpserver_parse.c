@@ -51,8 +51,22 @@ static int on_message_begin(http_parser *p)
  * the version ("HTT,/1.1" passes): these bytes are checked here, as the parser's input streams by
  * in pieces of any size. `vpos` counts the pattern matched so far; extra spaces before the
  * version are allowed (RFC 9112 3: recipients may split on whitespace). */
-enum { V_NONE, V_SP, V_H, V_T1, V_T2, V_P, V_SLASH, V_MAJOR, V_DOT, V_MINOR, V_EOL, V_LF, V_DONE,
-       V_BAD };
+enum {
+    V_NONE,
+    V_SP,
+    V_H,
+    V_T1,
+    V_T2,
+    V_P,
+    V_SLASH,
+    V_MAJOR,
+    V_DOT,
+    V_MINOR,
+    V_EOL,
+    V_LF,
+    V_DONE,
+    V_BAD
+};
 
 static __attribute__((noinline)) void version_scan(struct req *r, const char *p, const char *end)
 {
@@ -84,8 +98,8 @@ static __attribute__((noinline)) void version_scan(struct req *r, const char *p,
 }
 
 /* Inlined into the three callbacks: they run once per URL, field and value. */
-static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int kind,
-                                                          const char *at, size_t len)
+static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int kind, const char *at,
+                                                           size_t len)
 {
     struct gale_http_conn *c = p->data;
     struct req *r = c->req;
@@ -305,8 +319,23 @@ static inline char *find_query(char *uri, size_t len, bool *ws)
  * the LF that ends the header block (the parser pauses there for chunked requests), and refuses
  * the request (400) at the first byte the grammar does not allow. Bytes it accepts are read the
  * same way by both. It stops at the end of the body: what follows is the next request. */
-enum { CK_OFF, CK_HEAD_LF, CK_SIZE0, CK_SIZE, CK_EXT, CK_SIZE_LF, CK_DATA, CK_DATA_CR,
-       CK_DATA_LF, CK_TRAILER0, CK_TRAILER, CK_TRAILER_LF, CK_END_LF, CK_DONE, CK_BAD };
+enum {
+    CK_OFF,
+    CK_HEAD_LF,
+    CK_SIZE0,
+    CK_SIZE,
+    CK_EXT,
+    CK_SIZE_LF,
+    CK_DATA,
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TRAILER0,
+    CK_TRAILER,
+    CK_TRAILER_LF,
+    CK_END_LF,
+    CK_DONE,
+    CK_BAD
+};
 
 static inline bool ctl_byte(unsigned char ch) { return (ch < 0x20 && ch != '\t') || ch == 0x7f; }
 
@@ -380,8 +409,7 @@ static unsigned chunk_step(struct req *r, unsigned st, unsigned char ch)
             return CK_BAD;
         st = st == CK_TRAILER_LF ? CK_TRAILER0 : CK_DONE;
         break;
-    default:
-        return CK_BAD;
+    default: return CK_BAD;
     }
     return st;
 }
@@ -594,7 +622,7 @@ static int check_framing(struct gale_http_conn *c, struct req *r, const http_par
     const gale_http_headers *h = &r->pub.headers;
     size_t cur = 0, nte = 0, ncl = 0;
     const gale_http_header *it, *last_te = NULL, *cl = NULL;
-#if (HTTP_PARSER_VERSION_MAJOR * 10000 + HTTP_PARSER_VERSION_MINOR * 100 +                    \
+#if (HTTP_PARSER_VERSION_MAJOR * 10000 + HTTP_PARSER_VERSION_MINOR * 100 +                         \
      HTTP_PARSER_VERSION_PATCH) >= 20903
     /* The parser (2.9.3 on) flags both headers: most requests have neither, so skip the scans. */
     bool scan = p->uses_transfer_encoding || (p->flags & F_CONTENTLENGTH);
@@ -622,8 +650,9 @@ static int check_framing(struct gale_http_conn *c, struct req *r, const http_par
         size_t len = last_te->value.len;
         const char *v = gale_http_trim_ows(last_te->value.p, &len);
         if (nte > 1 || ncl || !gale_str_ieq(v, len, "chunked") || !(p->flags & F_CHUNKED))
-            return reject(c, 400, "Transfer-Encoding other than one final chunked, or with "
-                                  "Content-Length");
+            return reject(c, 400,
+                          "Transfer-Encoding other than one final chunked, or with "
+                          "Content-Length");
     }
     if (!(p->flags & F_CHUNKED) && (p->flags & F_CONTENTLENGTH) &&
         p->content_length > c->srv->opts.max_body_size)

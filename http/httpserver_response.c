@@ -33,7 +33,6 @@ char *gale__put_uint_long(char *p, unsigned long long v)
     return p + n;
 }
 
-
 /* Validates a response header (name a token, no CR or LF in the value) and measures both. */
 static int check_header(const char *name, const char *value, size_t *nl, size_t *vl)
 {
@@ -168,8 +167,8 @@ int gale_http_response_add_header(gale_http_request *req, const char *name, cons
     return add_header(r, name, value);
 }
 
-int gale_http_response_add_header_trusted(gale_http_request *req, const char *name,
-                                          size_t name_len, const char *value, size_t value_len)
+int gale_http_response_add_header_trusted(gale_http_request *req, const char *name, size_t name_len,
+                                          const char *value, size_t value_len)
 {
     struct req *r = req_of(req);
     if (!r || !name || !name_len || !value)
@@ -274,7 +273,7 @@ static const char *server_date_block(double now)
 struct head_plan {
     const char *reason; /* NULL for "200 OK" (one constant-size copy, no lookup) */
     size_t rlen;
-    size_t need; /* bytes the head may take */
+    size_t need;               /* bytes the head may take */
     bool has_server, has_date; /* the handler set its own */
     bool strip_cl;             /* a status that must not carry Content-Length (1xx, 204) */
     bool add_cl;               /* the server adds Content-Length: cl */

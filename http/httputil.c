@@ -85,6 +85,7 @@ void gale_http_headers_free(gale_http_headers *h)
 static bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 /* RFC 9110 tchar: visible ASCII except delimiters. */
+/* clang-format off */
 static const unsigned char tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
     ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
@@ -99,6 +100,7 @@ static const unsigned char tchar[256] = {
     ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
     ['y'] = 1, ['z'] = 1,
 };
+/* clang-format on */
 
 bool gale_http_is_tchar(unsigned char ch) { return tchar[ch] != 0; }
 

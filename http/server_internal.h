@@ -293,8 +293,8 @@ static inline char *arena_strndup(struct req *r, const char *s, size_t len)
 
 /* Inline for the common cases: room already there, or a first small buffer from the arena (the
  * header copy and the response body of most requests). */
-static inline int grow(struct req *r, char **buf, size_t len, size_t *cap, bool *heap,
-                       size_t need, size_t limit)
+static inline int grow(struct req *r, char **buf, size_t len, size_t *cap, bool *heap, size_t need,
+                       size_t limit)
 {
     if (__builtin_expect(need <= *cap, 1))
         return 0;

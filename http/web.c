@@ -68,10 +68,10 @@ struct gale_handler {
     /* The body is buffered by the server's response itself (gale_http_response_write) until
      * a flush or the finish, so it is copied once on its way out. */
 
-    gale_coro *coro;          /* the method's coroutine while it runs (gale_handler_run_coro) */
+    gale_coro *coro; /* the method's coroutine while it runs (gale_handler_run_coro) */
     gale_handler_fn coro_fn;
 
-    int busy;   /* > 0 while a handler callback (or the method's coroutine) runs: the release
+    int busy; /* > 0 while a handler callback (or the method's coroutine) runs: the release
                  * waits for it */
     bool async;
     bool headers_sent;
@@ -387,7 +387,8 @@ static void on_signal(gale_loop *loop, int signum, void *arg)
     if (!app->draining) {
         gale_log_info(GALE_LOG_GENERAL,
                       "received %s: draining connections (up to %.3g s; another signal ends the "
-                      "drain at once)", strsignal(signum), app->opts.shutdown_timeout);
+                      "drain at once)",
+                      strsignal(signum), app->opts.shutdown_timeout);
         app->signal_time = now;
         gale_app_shutdown(app, app->opts.shutdown_timeout);
         return;
@@ -509,8 +510,7 @@ static gale_handler_fn method_fn(const gale_handler_class *c, const char *m, boo
 {
     *head = false;
     switch (m[0]) {
-    case 'G':
-        return m[1] == 'E' && m[2] == 'T' && m[3] == '\0' ? c->get : NULL;
+    case 'G': return m[1] == 'E' && m[2] == 'T' && m[3] == '\0' ? c->get : NULL;
     case 'H':
         if (strcmp(m, "HEAD") != 0)
             return NULL;
@@ -522,10 +522,8 @@ static gale_handler_fn method_fn(const gale_handler_class *c, const char *m, boo
         if (strcmp(m, "PUT") == 0)
             return c->put;
         return strcmp(m, "PATCH") == 0 ? c->patch : NULL;
-    case 'D':
-        return strcmp(m, "DELETE") == 0 ? c->delete : NULL;
-    case 'O':
-        return strcmp(m, "OPTIONS") == 0 ? c->options : NULL;
+    case 'D': return strcmp(m, "DELETE") == 0 ? c->delete : NULL;
+    case 'O': return strcmp(m, "OPTIONS") == 0 ? c->options : NULL;
     }
     return NULL;
 }
@@ -536,9 +534,9 @@ static void set_allow(gale_handler *h, const gale_handler_class *c)
     const struct {
         gale_handler_fn fn;
         const char *name;
-    } m[] = {{c->get, "GET"},       {c->get ? c->get : c->head, "HEAD"},
-             {c->post, "POST"},     {c->delete, "DELETE"},
-             {c->patch, "PATCH"},   {c->put, "PUT"},
+    } m[] = {{c->get, "GET"},        {c->get ? c->get : c->head, "HEAD"},
+             {c->post, "POST"},      {c->delete, "DELETE"},
+             {c->patch, "PATCH"},    {c->put, "PUT"},
              {c->options, "OPTIONS"}};
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
         if (!m[i].fn)
@@ -615,9 +613,7 @@ static void on_request(gale_http_request *req, void *arg)
     regmatch_t stack_pm[STACK_GROUPS];
     regmatch_t *pm = stack_pm;
     const struct route *r = match(app, req, stack_pm, STACK_GROUPS, &pm);
-    const gale_handler_class *cls = r                  ? r->cls
-                                    : app->default_cls ? app->default_cls
-                                                       : &no_handler;
+    const gale_handler_class *cls = r ? r->cls : app->default_cls ? app->default_cls : &no_handler;
 
     gale_handler *h = gale__http_request_alloc_raw(req, sizeof *h);
     if (!h) {
@@ -649,8 +645,7 @@ static void on_request(gale_http_request *req, void *arg)
         /* keep the Allow header: send_error would clear it */
         write_error_body(h, 405);
         gale_finish(h);
-    } else if ((cls->state_size &&
-                !(h->state = gale_http_request_alloc(req, cls->state_size))) ||
+    } else if ((cls->state_size && !(h->state = gale_http_request_alloc(req, cls->state_size))) ||
                (r && set_path_args(h, r, pm) < 0)) {
         gale_fail(h, -ENOMEM);
     } else {
@@ -764,10 +759,9 @@ static gale_form *body_form(gale_handler *h)
         size_t ctlen;
         const char *ct = gale_get_header(h, "Content-Type", &ctlen);
         if (ct && h->req->body_len &&
-            gale_form_parse_body(&h->body, ct, ctlen, h->req->body, h->req->body_len) ==
-                -EINVAL)
-            gale_log_warning(GALE_LOG_GENERAL, "%s %s: body arguments ignored",
-                             h->req->method, h->req->uri);
+            gale_form_parse_body(&h->body, ct, ctlen, h->req->body, h->req->body_len) == -EINVAL)
+            gale_log_warning(GALE_LOG_GENERAL, "%s %s: body arguments ignored", h->req->method,
+                             h->req->uri);
     }
     return &h->body;
 }
@@ -787,8 +781,8 @@ size_t gale_argument_count(gale_handler *h, gale_args_source src, const char *na
     return n;
 }
 
-const char *gale_get_argument_at(gale_handler *h, gale_args_source src, const char *name,
-                                 size_t i, size_t *len)
+const char *gale_get_argument_at(gale_handler *h, gale_args_source src, const char *name, size_t i,
+                                 size_t *len)
 {
     const gale_form_arg *a = NULL;
     if (src != GALE_ARGS_BODY) {
@@ -1025,8 +1019,9 @@ static int send_headers(gale_handler *h)
     /* The default is a constant and the handler's headers were validated and copied into the
      * request arena by gale_set_header: hand them over without a second check and copy. */
     if (h->default_ctype && !bodyless_status(h->status))
-        rc = rc ? rc : gale__http_response_preset(req, DEFAULT_CTYPE_LINE,
-                                                  sizeof DEFAULT_CTYPE_LINE - 1);
+        rc =
+            rc ? rc
+               : gale__http_response_preset(req, DEFAULT_CTYPE_LINE, sizeof DEFAULT_CTYPE_LINE - 1);
     for (size_t i = 0; i < h->nheaders; i++) {
         const struct out_header *o = &h->headers[i];
         if (bodyless_status(h->status) && strcasecmp(o->name, "Content-Type") == 0)

@@ -206,8 +206,8 @@ const char *gale_get_body_argument(gale_handler *h, const char *name, const char
 
 /* Tornado's get_arguments: the `i`-th value (0-based, in order of arrival) of `name` from `src`,
  * or NULL past the end; `*len` (may be NULL) gets the length (values may contain NULs). */
-const char *gale_get_argument_at(gale_handler *h, gale_args_source src, const char *name,
-                                 size_t i, size_t *len);
+const char *gale_get_argument_at(gale_handler *h, gale_args_source src, const char *name, size_t i,
+                                 size_t *len);
 /* How many values `name` has in `src`. */
 size_t gale_argument_count(gale_handler *h, gale_args_source src, const char *name);
 /* All parsed arguments of the query (GALE_ARGS_QUERY) or body (GALE_ARGS_BODY): the form holds
@@ -280,11 +280,11 @@ int gale_fail(gale_handler *h, int err);
 
 /* Cookie attributes for gale_set_cookie(); zero-initialise and set what you need. */
 typedef struct gale_cookie_opts {
-    const char *path;     /* NULL: "/" (as Tornado) */
-    const char *domain;   /* NULL: none */
-    int64_t max_age;      /* seconds; used when has_max_age */
+    const char *path;   /* NULL: "/" (as Tornado) */
+    const char *domain; /* NULL: none */
+    int64_t max_age;    /* seconds; used when has_max_age */
     bool has_max_age;
-    int64_t expires;      /* seconds since the epoch; 0: none (a session cookie) */
+    int64_t expires; /* seconds since the epoch; 0: none (a session cookie) */
     bool secure;
     bool httponly;
     const char *samesite; /* NULL, "Strict", "Lax" or "None" */
@@ -299,7 +299,6 @@ int gale_set_cookie(gale_handler *h, const char *name, const char *value,
                     const gale_cookie_opts *opts);
 /* Sets an expired, empty cookie to delete `name` (same path/domain rules as set_cookie). */
 int gale_clear_cookie(gale_handler *h, const char *name, const gale_cookie_opts *opts);
-
 
 /* ---- coroutine methods ---- */
 

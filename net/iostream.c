@@ -449,8 +449,7 @@ static int step(gale_stream *s, const char *data, size_t len, bool from_buf, siz
     }
 
     case RK_CLOSE:
-    default:
-        return 0;
+    default: return 0;
     }
 
 unsatisfiable:
@@ -536,8 +535,7 @@ static void handle_read(gale_stream *s)
                 want = s->n - buffered; /* a large exact read: one allocation, fewer calls */
             if (want > space)
                 want = space;
-            int rc = gale__fault_alloc() ? -ENOMEM
-                                         : gale_buffer_reserve(&s->rbuf, want, &p, &room);
+            int rc = gale__fault_alloc() ? -ENOMEM : gale_buffer_reserve(&s->rbuf, want, &p, &room);
             if (rc < 0) {
                 gale_log_warning(GALE_LOG_GENERAL, "stream fd %d: cannot grow the read buffer: %s",
                                  s->fd, gale_strerror(rc));
@@ -701,8 +699,7 @@ static int do_write(gale_stream *s, const struct iovec *iov, int iovcnt, bool co
     if (!s->wq_head && !s->connecting && !s->connect_pending && total > 0) {
         ssize_t n;
         if (iovcnt == 1) {
-            n = gale__sys_send(s->fd, iov[0].iov_base, iov[0].iov_len,
-                               MSG_NOSIGNAL | MSG_DONTWAIT);
+            n = gale__sys_send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         } else {
             struct msghdr mh = {.msg_iov = (struct iovec *)iov,
                                 .msg_iovlen = (size_t)(iovcnt < MAX_IOV ? iovcnt : MAX_IOV)};
@@ -776,8 +773,7 @@ static void update_events(gale_stream *s)
     if (s->connecting) {
         want = GALE_WRITE;
     } else if (!s->connect_pending) {
-        if (!s->peer_eof &&
-            (s->read_kind != RK_NONE || gale_buffer_len(&s->rbuf) < idle_limit(s)))
+        if (!s->peer_eof && (s->read_kind != RK_NONE || gale_buffer_len(&s->rbuf) < idle_limit(s)))
             want |= GALE_READ;
         if (s->wq_head)
             want |= GALE_WRITE;

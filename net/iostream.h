@@ -178,7 +178,6 @@ int gale_stream_peer_addr(const gale_stream *s, struct sockaddr_storage *addr, s
 typedef void (*gale_stream_hook)(gale_stream *s, void *arg);
 void gale_stream_set_owner_hook(gale_stream *s, gale_stream_hook hook, void *arg);
 
-
 /* ---- awaitable forms (net/iostream_future.c) ----
  *
  * Each returns a new future (the caller's reference) that completes when the callback form would

@@ -88,29 +88,22 @@ static void req_free(struct req *r)
 int gale_resolver_gai_error(int eai)
 {
     switch (eai) {
-    case 0:
-        return 0;
-    case EAI_MEMORY:
-        return -ENOMEM;
-    case EAI_FAMILY:
-        return -EAFNOSUPPORT;
+    case 0: return 0;
+    case EAI_MEMORY: return -ENOMEM;
+    case EAI_FAMILY: return -EAFNOSUPPORT;
     case EAI_SERVICE:
     case EAI_SOCKTYPE:
-    case EAI_BADFLAGS:
-        return -EINVAL;
-    case EAI_OVERFLOW:
-        return -EOVERFLOW;
-    case EAI_SYSTEM:
-        return errno > 0 ? -errno : GALE_ERESOLVE;
-    default: /* EAI_NONAME, EAI_NODATA, EAI_ADDRFAMILY, EAI_AGAIN, EAI_FAIL */
-        return GALE_ERESOLVE;
+    case EAI_BADFLAGS: return -EINVAL;
+    case EAI_OVERFLOW: return -EOVERFLOW;
+    case EAI_SYSTEM: return errno > 0 ? -errno : GALE_ERESOLVE;
+    default: /* EAI_NONAME, EAI_NODATA, EAI_ADDRFAMILY, EAI_AGAIN, EAI_FAIL */ return GALE_ERESOLVE;
     }
 }
 
 static void lookup(struct req *r, int extra_flags)
 {
-    struct addrinfo hints = {.ai_family = r->family, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = extra_flags};
+    struct addrinfo hints = {
+        .ai_family = r->family, .ai_socktype = SOCK_STREAM, .ai_flags = extra_flags};
     errno = 0;
     r->gai = getaddrinfo(r->host, r->service, &hints, &r->res);
     r->status = gale_resolver_gai_error(r->gai);

@@ -110,8 +110,8 @@ static void connected(gale_stream *s, int status, void *arg)
     }
     /* The stream closes itself after a failed connect; stream_closed drops its reference. */
     a->last_error = status;
-    gale_log_debug(GALE_LOG_GENERAL, "connect: address %zu of %zu failed: %s",
-                   a->chains[ch].next, a->chains[ch].count, gale_strerror(status));
+    gale_log_debug(GALE_LOG_GENERAL, "connect: address %zu of %zu failed: %s", a->chains[ch].next,
+                   a->chains[ch].count, gale_strerror(status));
     try_next(a, ch);
 }
 
@@ -178,9 +178,8 @@ static int take_addresses(struct attempt *a, const struct addrinfo *res)
 
 static void begin(struct attempt *a)
 {
-    if (a->chains[1].count > 0 &&
-        gale_loop_call_later(a->loop, GALE_CONNECT_FALLBACK_DELAY, fallback_due, a,
-                             &a->fallback) != 0)
+    if (a->chains[1].count > 0 && gale_loop_call_later(a->loop, GALE_CONNECT_FALLBACK_DELAY,
+                                                       fallback_due, a, &a->fallback) != 0)
         a->fallback = 0; /* no timer: the secondary starts when the primary runs out */
     start_chain(a, 0);
 }

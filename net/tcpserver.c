@@ -3,11 +3,11 @@
 #include "net/tcpserver.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <poll.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,18 +32,18 @@ struct gale_server {
     void *arg;
     int fds[MAX_LISTEN_FDS];
     size_t nfds;
-    bool accepting;     /* handlers registered (or paused on EMFILE) */
-    bool watching;      /* handlers currently registered on the loop */
-    bool in_emfile;     /* inside an EMFILE/ENFILE episode */
+    bool accepting; /* handlers registered (or paused on EMFILE) */
+    bool watching;  /* handlers currently registered on the loop */
+    bool in_emfile; /* inside an EMFILE/ENFILE episode */
     double emfile_since;
     unsigned long emfile_dropped;
     gale_timeout retry;
-    int spare_fd; /* /dev/null, given up to accept-and-close a client when out of descriptors */
+    int spare_fd;    /* /dev/null, given up to accept-and-close a client when out of descriptors */
     int dispatching; /* depth of accept handlers on the stack */
-    bool free_pending;  /* freed by the user: the memory goes when dispatching and live reach 0 */
-    size_t max_conns;   /* 0: no limit */
-    size_t live;        /* accepted streams whose close sequence has not run yet */
-    bool at_limit;      /* inside a max_connections episode (clients wait in the backlog) */
+    bool free_pending; /* freed by the user: the memory goes when dispatching and live reach 0 */
+    size_t max_conns;  /* 0: no limit */
+    size_t live;       /* accepted streams whose close sequence has not run yet */
+    bool at_limit;     /* inside a max_connections episode (clients wait in the backlog) */
     double limit_since;
 };
 
@@ -159,8 +159,8 @@ int gale_bind_sockets(int port, const char *address, int family, int backlog, bo
         backlog = GALE_DEFAULT_BACKLOG;
     char service[8];
     snprintf(service, sizeof service, "%d", port);
-    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *list = NULL;
     int rc = getaddrinfo(address, service, &hints, &list);
     if (rc != 0) {
@@ -289,9 +289,8 @@ static void enter_emfile(gale_server *srv, int fd, int err, bool drop)
         srv->in_emfile = true;
         srv->emfile_since = gale_loop_time(srv->loop);
         srv->emfile_dropped = 0;
-        gale_log_warning(GALE_LOG_GENERAL,
-                         "accept: %s; pausing accepts, retrying every %.0f ms", gale_strerror(err),
-                         EMFILE_RETRY_DELAY * 1000);
+        gale_log_warning(GALE_LOG_GENERAL, "accept: %s; pausing accepts, retrying every %.0f ms",
+                         gale_strerror(err), EMFILE_RETRY_DELAY * 1000);
     }
     watch(srv, false);
     if (drop)
@@ -304,8 +303,10 @@ static void enter_emfile(gale_server *srv, int fd, int err, bool drop)
             /* No timer: never stay paused with nothing to resume us; the next readiness event
              * retries instead (busier, but accepting goes on once descriptors free up). */
             srv->retry = 0;
-            gale_log_error(GALE_LOG_GENERAL, "accept: cannot arm the retry timer (%s); watching "
-                           "the listening sockets instead", gale_strerror(rc));
+            gale_log_error(GALE_LOG_GENERAL,
+                           "accept: cannot arm the retry timer (%s); watching "
+                           "the listening sockets instead",
+                           gale_strerror(rc));
             watch(srv, true);
         }
     }
@@ -331,7 +332,8 @@ static void enter_limit(gale_server *srv)
     srv->limit_since = gale_loop_time(srv->loop);
     gale_log_warning(GALE_LOG_GENERAL,
                      "max_connections (%zu) reached: not accepting until a connection closes; new "
-                     "clients wait in the listen backlog", srv->max_conns);
+                     "clients wait in the listen backlog",
+                     srv->max_conns);
 }
 
 /* The episode ends when an accept below the limit finds nobody waiting. */
@@ -357,8 +359,8 @@ static bool accept_batch(gale_server *srv, int fd)
         }
         struct sockaddr_storage peer;
         socklen_t plen = sizeof peer;
-        int c = gale__sys_accept4(fd, (struct sockaddr *)&peer, &plen,
-                                  SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int c =
+            gale__sys_accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0) {
             int err = errno;
             if (err == EINTR || err == ECONNABORTED)
@@ -560,7 +562,8 @@ int gale_server_start(gale_server *srv, int nprocs)
             gale_log_warning(GALE_LOG_GENERAL,
                              "server start(%d): the server's loop exists before the fork, so the "
                              "workers share one epoll instance; create the server with a NULL "
-                             "loop and the loop after start()", nprocs);
+                             "loop and the loop after start()",
+                             nprocs);
         /* The supervisor gets the listening sockets so it can close its copies when told to
          * stop: after that no worker is restarted, and a listener left open in the parent would
          * take connections into its backlog that nobody accepts (reset at its exit). */
@@ -763,8 +766,7 @@ static int fork_processes(int n, int max_restarts, const int *listen_fds, size_t
                 gale_log_warning(GALE_LOG_GENERAL, "child %d (pid %d) exited with status %d", id,
                                  (int)pid, WEXITSTATUS(status));
             else
-                gale_log_info(GALE_LOG_GENERAL, "child %d (pid %d) exited normally", id,
-                              (int)pid);
+                gale_log_info(GALE_LOG_GENERAL, "child %d (pid %d) exited normally", id, (int)pid);
             if (ok || stop_signal)
                 continue;
             if (restarts >= max_restarts) {

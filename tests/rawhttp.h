@@ -25,22 +25,22 @@ struct test_http_header {
 /* One parsed response. Owns its memory: test_http_response_free() releases it; a response
  * zero-filled or already freed may be freed again. */
 struct test_http_response {
-    int minor;         /* HTTP/1.<minor> */
+    int minor; /* HTTP/1.<minor> */
     int status;
-    char reason[128];  /* the status line after the code */
-    char *head;        /* status line and header lines up to the empty line, NUL-terminated */
-    size_t head_len;   /* bytes of `head`, the final CRLF CRLF included */
+    char reason[128]; /* the status line after the code */
+    char *head;       /* status line and header lines up to the empty line, NUL-terminated */
+    size_t head_len;  /* bytes of `head`, the final CRLF CRLF included */
     struct test_http_header headers[TEST_HTTP_MAX_HEADERS];
     int nheaders;
-    char *body;        /* the body, de-chunked and NUL-terminated (not NULL once parsed) */
+    char *body; /* the body, de-chunked and NUL-terminated (not NULL once parsed) */
     size_t body_len;
-    size_t body_off;   /* where the body's bytes start, from the response's first byte */
+    size_t body_off; /* where the body's bytes start, from the response's first byte */
     bool chunked;
     size_t *chunk_lens; /* the wire size of each chunk but the last (0) one */
     int nchunks;
     struct test_http_header trailers[TEST_HTTP_MAX_TRAILERS];
     int ntrailers;
-    size_t wire_len;   /* bytes the whole response took */
+    size_t wire_len;     /* bytes the whole response took */
     char *store;         /* private: the header lines, split in place */
     char *trailer_store; /* private: the trailer lines, split in place */
 };
@@ -73,10 +73,10 @@ void test_http_response_free(struct test_http_response *r);
 
 struct test_http_client {
     int fd;
-    char *buf;  /* received and not yet consumed, NUL-terminated */
+    char *buf; /* received and not yet consumed, NUL-terminated */
     size_t len;
     size_t cap;
-    bool eof;   /* the server closed its side */
+    bool eof; /* the server closed its side */
 };
 
 /* Connects to 127.0.0.1:port or the unix socket at `path`, with a receive and send timeout of

@@ -1,15 +1,15 @@
 /* Coroutine suite: await, the tornado.gen helpers, many coroutines at once, nesting, stack
  * overflow, misuse; awaitable stream operations; coroutine handlers in the web layer and the
  * demo's /relay route over real sockets. */
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -452,10 +452,7 @@ END_TEST
 
 /* ---- misuse ---- */
 
-static void *thread_await(void *arg)
-{
-    return (void *)(intptr_t)gale_await(arg);
-}
+static void *thread_await(void *arg) { return (void *)(intptr_t)gale_await(arg); }
 
 static int never_fn(void *arg)
 {
@@ -569,7 +566,6 @@ START_TEST(test_coro_cancel_from_callback_returns_reason_from_loop)
     gale_future_unref(f);
 }
 END_TEST
-
 
 /* ---- awaitable streams ---- */
 
@@ -736,7 +732,8 @@ END_TEST
 static int connect_fn(void *arg)
 {
     int port = *(int *)arg;
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     gale_future *f = gale_stream_connect_future(NULL, (struct sockaddr *)&sin, sizeof sin);
     int rc = gale_await(f);
@@ -807,8 +804,7 @@ static void fetching(gale_handler *h)
 }
 GALE_CORO_METHOD(fetching_get, fetching)
 static void count_finish(gale_handler *h) { handler_finished++; }
-static const gale_handler_class fetching_handler = {.get = fetching_get,
-                                                    .on_finish = count_finish};
+static const gale_handler_class fetching_handler = {.get = fetching_get, .on_finish = count_finish};
 
 static int suspended;
 

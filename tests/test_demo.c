@@ -76,8 +76,8 @@ static void expect_get(const char *target, int status, const char *body)
                       "GET %s: body \"%s\", want \"%s\"", target, r.body, body);
         if (!r.chunked) {
             const char *cl = test_http_header(&r, "Content-Length");
-            ck_assert_msg(cl && strtoul(cl, NULL, 10) == strlen(body),
-                          "GET %s: Content-Length %s", target, cl ? cl : "(none)");
+            ck_assert_msg(cl && strtoul(cl, NULL, 10) == strlen(body), "GET %s: Content-Length %s",
+                          target, cl ? cl : "(none)");
         }
     }
     test_http_response_free(&r);
@@ -329,10 +329,16 @@ START_TEST(test_demo_status_sets_code_and_reason)
     static const struct {
         int code;
         const char *reason;
-    } cases[] = {{200, "OK"},          {201, "Created"},  {202, "Accepted"},
-                 {301, "Moved Permanently"}, {400, "Bad Request"}, {404, "Not Found"},
-                 {418, NULL},          {500, "Internal Server Error"},
-                 {503, "Service Unavailable"}, {599, NULL}};
+    } cases[] = {{200, "OK"},
+                 {201, "Created"},
+                 {202, "Accepted"},
+                 {301, "Moved Permanently"},
+                 {400, "Bad Request"},
+                 {404, "Not Found"},
+                 {418, NULL},
+                 {500, "Internal Server Error"},
+                 {503, "Service Unavailable"},
+                 {599, NULL}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char target[32], body[32];
         snprintf(target, sizeof target, "/status/%d", cases[i].code);
@@ -435,8 +441,10 @@ START_TEST(test_demo_header_echoes_request_header)
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "gale-test/1");
     test_http_response_free(&r);
-    fetch("GET", "/header/X-Multi", "X-Multi: one\r\nX-Other: no\r\nx-multi: two\r\n"
-                                    "X-MULTI: three\r\n", &r);
+    fetch("GET", "/header/X-Multi",
+          "X-Multi: one\r\nX-Other: no\r\nx-multi: two\r\n"
+          "X-MULTI: three\r\n",
+          &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "one, two, three");
     test_http_response_free(&r);
@@ -497,9 +505,24 @@ END_TEST
 START_TEST(test_demo_head_matches_get_without_body)
 {
     static const char *const targets[] = {
-        "/", "/user/7", "/user/x", "/greet?name=A%20B", "/greet", "/delay?ms=0", "/delay?ms=x",
-        "/stream?chunks=2", "/stream?chunks=0", "/status/201", "/status/204", "/status/404",
-        "/redirect?to=/x", "/redirect?to=x", "/header/Host", "/header/X-No", "/error", "/nope",
+        "/",
+        "/user/7",
+        "/user/x",
+        "/greet?name=A%20B",
+        "/greet",
+        "/delay?ms=0",
+        "/delay?ms=x",
+        "/stream?chunks=2",
+        "/stream?chunks=0",
+        "/status/201",
+        "/status/204",
+        "/status/404",
+        "/redirect?to=/x",
+        "/redirect?to=x",
+        "/header/Host",
+        "/header/X-No",
+        "/error",
+        "/nope",
     };
     /* Transfer-Encoding is not compared: a server MAY omit on HEAD what only generating the
      * content determines (RFC 9110 9.3.2); a Content-Length it sends must match the GET's. */
@@ -510,8 +533,10 @@ START_TEST(test_demo_head_matches_get_without_body)
         struct test_http_client c;
         client_open(&c, g_port);
         char raw[512];
-        snprintf(raw, sizeof raw, "HEAD %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-                                  "GET /user/99 HTTP/1.1\r\nHost: t\r\n\r\n", targets[i]);
+        snprintf(raw, sizeof raw,
+                 "HEAD %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                 "GET /user/99 HTTP/1.1\r\nHost: t\r\n\r\n",
+                 targets[i]);
         client_sends(&c, raw);
         ck_assert_int_eq(test_http_read(&c, true, &head), 0);
         ck_assert_msg(head.status == get.status, "HEAD %s: %d, GET: %d", targets[i], head.status,
@@ -619,11 +644,16 @@ START_TEST(test_demo_pipelined_requests_answered_in_order)
         bool head;
         int status;
         const char *body;
-    } want[] = {{false, 200, "Hello, world!"}, {false, 200, "waited 50 ms"},
-                {false, 200, "user 5"},        {false, 200, "hello world"},
-                {true, 200, ""},               {false, 204, ""},
-                {false, 200, "chunk 1\nchunk 2\n"}, {false, 404, NULL},
-                {false, 200, "9"},             {false, 200, "Hello, last!"}};
+    } want[] = {{false, 200, "Hello, world!"},
+                {false, 200, "waited 50 ms"},
+                {false, 200, "user 5"},
+                {false, 200, "hello world"},
+                {true, 200, ""},
+                {false, 204, ""},
+                {false, 200, "chunk 1\nchunk 2\n"},
+                {false, 404, NULL},
+                {false, 200, "9"},
+                {false, 200, "Hello, last!"}};
     struct test_http_client c;
     client_open(&c, g_port);
     client_send(&c, raw, sizeof raw - 1);
@@ -1066,8 +1096,8 @@ START_TEST(test_demo_python_http_client_interop)
 {
     const char *src = getenv("GALE_SOURCE_DIR");
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s/tests/demo_client.py' %d 2>&1",
-             src ? src : ".", g_port);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s/tests/demo_client.py' %d 2>&1", src ? src : ".",
+             g_port);
     int status;
     char *out = run_cmd(cmd, &status);
     ck_assert_msg(status == 0, "demo_client.py: exit %d:\n%s", status, out);

@@ -16,8 +16,8 @@
 
 #include "core/errors.h"
 #include "core/fault.h"
-#include "core/loop.h"
 #include "core/fault_internal.h"
+#include "core/loop.h"
 #include "net/iostream.h"
 #include "net/tcpserver.h"
 #include "testutil.h"
@@ -122,23 +122,24 @@ START_TEST(test_fault_spec_syntax_accepts_and_rejects)
 {
     ck_assert(gale_fault_enabled());
     ck_assert_int_eq(gale_fault_configure("recv:eagain=0.1,short=0.2;send:eintr=0.05,short=0.3;"
-                                          "accept:emfile=0.01"), 0);
+                                          "accept:emfile=0.01"),
+                     0);
     ck_assert_int_eq(gale_fault_configure("recv:econnreset@3;alloc:enomem@1"), 0);
     ck_assert_int_eq(gale_fault_configure(""), 0);
     ck_assert_int_eq(gale_fault_configure(NULL), 0);
     const char *bad[] = {
-        "recv",                 /* no colon */
-        "read:eagain=0.1",      /* unknown call */
-        "recv:boom=0.1",        /* unknown fault */
-        "accept:short=0.1",     /* accept has no short count */
-        "recv:emfile=0.1",      /* only accept has EMFILE */
-        "alloc:eagain=0.1",     /* alloc only fails with ENOMEM */
-        "recv:eagain=1.5",      /* outside [0, 1] */
+        "recv",             /* no colon */
+        "read:eagain=0.1",  /* unknown call */
+        "recv:boom=0.1",    /* unknown fault */
+        "accept:short=0.1", /* accept has no short count */
+        "recv:emfile=0.1",  /* only accept has EMFILE */
+        "alloc:eagain=0.1", /* alloc only fails with ENOMEM */
+        "recv:eagain=1.5",  /* outside [0, 1] */
         "recv:eagain=-0.1",
         "recv:eagain=0.6,eintr=0.6", /* sums past 1 */
         "recv:eagain=",
         "recv:eagain=0.1x",
-        "recv:econnreset@0",    /* the 0th call does not exist */
+        "recv:econnreset@0", /* the 0th call does not exist */
         "recv:econnreset@-1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -230,7 +231,8 @@ static bool echo_finished(void *arg)
 START_TEST(test_fault_transparent_faults_keep_every_byte)
 {
     ck_assert_int_eq(gale_fault_configure("recv:short=0.4,eagain=0.2,eintr=0.2;"
-                                          "send:short=0.4,eagain=0.2,eintr=0.2"), 0);
+                                          "send:short=0.4,eagain=0.2,eintr=0.2"),
+                     0);
     gale_loop *loop = new_loop();
     int peer;
     gale_stream *s = make_pair(loop, &peer);
@@ -269,8 +271,8 @@ START_TEST(test_fault_transparent_faults_keep_every_byte)
     /* The faults really happened, of every kind asked for. */
     for (int call = GALE_FAULT_RECV; call <= GALE_FAULT_SEND; call++)
         for (int k = GALE_FAULT_SHORT; k <= GALE_FAULT_EINTR; k++)
-            ck_assert_msg(gale_fault_injected(call, k) > 0, "call %d fault %d never injected",
-                          call, k);
+            ck_assert_msg(gale_fault_injected(call, k) > 0, "call %d fault %d never injected", call,
+                          k);
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -450,8 +452,8 @@ struct srv_rec {
     gale_stream *streams[8];
 };
 
-static void on_accept(gale_server *srv, gale_stream *s, const struct sockaddr *peer,
-                      socklen_t len, void *arg)
+static void on_accept(gale_server *srv, gale_stream *s, const struct sockaddr *peer, socklen_t len,
+                      void *arg)
 {
     struct srv_rec *a = arg;
     if (a->accepted < 8)

@@ -130,8 +130,8 @@ START_TEST(test_fetch_method_header_and_body)
 {
     demo_start();
     char *a = url("/echo"), *h = url("/header/X-Probe");
-    char *argv[] = {"fetch", "-X", "PUT", "-H", "Content-Type: text/x-probe", "-d", "body!", a,
-                    NULL};
+    char *argv[] = {"fetch", "-X",    "PUT", "-H", "Content-Type: text/x-probe",
+                    "-d",    "body!", a,     NULL};
     struct run r = run_fetch(argv);
     ck_assert_int_eq(r.status, 0);
     ck_assert_str_eq(r.out, "body!");

@@ -193,8 +193,7 @@ static const char mp_body[] = "--XyZ\r\n"
 START_TEST(test_form_multipart_fields_and_file)
 {
     const char *ct = "multipart/form-data; boundary=XyZ";
-    ck_assert_int_eq(
-        gale_form_parse_body(&form, ct, strlen(ct), mp_body, sizeof mp_body - 1), 0);
+    ck_assert_int_eq(gale_form_parse_body(&form, ct, strlen(ct), mp_body, sizeof mp_body - 1), 0);
     ck_assert_uint_eq(form.nargs, 2);
     ck_assert_str_eq(val("title", 0), "hello world");
     ck_assert_str_eq(val("empty", 0), "");

@@ -11,10 +11,7 @@
 
 static gale_loop *g_loop;
 
-static void setup(void)
-{
-    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &g_loop), 0);
-}
+static void setup(void) { ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &g_loop), 0); }
 
 static void teardown(void)
 {
@@ -175,10 +172,7 @@ static void loop_cb(gale_loop *loop, void *arg)
     o->ran++;
 }
 
-static bool ran_pred(void *arg)
-{
-    return ((struct on_loop *)arg)->ran >= 2;
-}
+static bool ran_pred(void *arg) { return ((struct on_loop *)arg)->ran >= 2; }
 
 START_TEST(test_future_add_future_runs_on_loop_not_inline)
 {

@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "core/errors.h"
-#include "core/log.h"
 #include "core/fault.h"
+#include "core/log.h"
 #include "core/loop.h"
 #include "http/httpserver.h"
 #include "net/iostream.h"
@@ -110,8 +110,7 @@ static bool all_finished(void *arg)
 static size_t count(const char *hay, size_t len, const char *needle)
 {
     size_t n = 0, nl = strlen(needle);
-    for (const char *p = hay; (p = memmem(p, len - (size_t)(p - hay), needle, nl)) != NULL;
-         p += nl)
+    for (const char *p = hay; (p = memmem(p, len - (size_t)(p - hay), needle, nl)) != NULL; p += nl)
         n++;
     return n;
 }
@@ -332,8 +331,7 @@ static Suite *halfclose_suite(void)
     TCase *st = tcase_create("stream");
     tcase_set_timeout(st, 30);
     tcase_add_loop_test(
-        st, test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_queue_drains, 0,
-        2);
+        st, test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_queue_drains, 0, 2);
     suite_add_tcase(s, st);
     return s;
 }

@@ -219,8 +219,8 @@ static void *peer_worker(void *arg)
 
     if (p->mode == P_SILENT) {
         /* Hold the connection until the client gives up (or the test ends). */
-        struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN}, {.fd = p->stop_pipe[0],
-                                                               .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN},
+                                {.fd = p->stop_pipe[0], .events = POLLIN}};
         while (poll(pfd, 2, 20000) > 0 && !pfd[1].revents) {
             char tmp[256];
             if (recv(fd, tmp, sizeof tmp, 0) <= 0)
@@ -704,12 +704,15 @@ END_TEST
 static size_t see_other_respond(struct peer *p, const char *req, char *out, size_t cap)
 {
     if (!strncmp(req, "POST /303 ", 10))
-        return (size_t)snprintf(out, cap, "HTTP/1.1 303 See Other\r\nLocation: /target\r\n"
-                                          "Content-Length: 0\r\n\r\n");
+        return (size_t)snprintf(out, cap,
+                                "HTTP/1.1 303 See Other\r\nLocation: /target\r\n"
+                                "Content-Length: 0\r\n\r\n");
     if (!strncmp(req, "POST /307 ", 10))
-        return (size_t)snprintf(out, cap, "HTTP/1.1 307 Temporary Redirect\r\n"
-                                          "Location: http://127.0.0.1:%d/target\r\n"
-                                          "Content-Length: 0\r\n\r\n", p->port);
+        return (size_t)snprintf(out, cap,
+                                "HTTP/1.1 307 Temporary Redirect\r\n"
+                                "Location: http://127.0.0.1:%d/target\r\n"
+                                "Content-Length: 0\r\n\r\n",
+                                p->port);
     return (size_t)snprintf(out, cap, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
 }
 
@@ -756,8 +759,10 @@ static size_t redirect_by_path(struct peer *p, const char *req, char *out, size_
 {
     const char *path = strchr(req, ' ');
     if (path && !strncmp(path, " /30", 4) && path[4] >= '1' && path[4] <= '8' && path[5] == ' ')
-        return (size_t)snprintf(out, cap, "HTTP/1.1 30%c Moved\r\nLocation: /target\r\n"
-                                          "Content-Length: 0\r\n\r\n", path[4]);
+        return (size_t)snprintf(out, cap,
+                                "HTTP/1.1 30%c Moved\r\nLocation: /target\r\n"
+                                "Content-Length: 0\r\n\r\n",
+                                path[4]);
     return (size_t)snprintf(out, cap, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
 }
 
@@ -769,10 +774,10 @@ START_TEST(test_httpclient_redirect_keeps_method_except_post_and_303)
         const char *method, *path, *expect; /* expect: the method sent to /target */
         bool body;
     } cases[] = {
-        {"PUT", "/301", "PUT", true},     {"PUT", "/302", "PUT", true},
+        {"PUT", "/301", "PUT", true},        {"PUT", "/302", "PUT", true},
         {"DELETE", "/302", "DELETE", false}, {"POST", "/301", "GET", true},
-        {"POST", "/302", "GET", true},    {"DELETE", "/303", "GET", false},
-        {"PUT", "/303", "GET", true},     {"HEAD", "/303", "HEAD", false},
+        {"POST", "/302", "GET", true},       {"DELETE", "/303", "GET", false},
+        {"PUT", "/303", "GET", true},        {"HEAD", "/303", "HEAD", false},
     };
     struct peer p;
     gale_loop *loop = new_loop();
@@ -974,16 +979,16 @@ static const struct bad_case BAD[] = {
     {"two TE headers",
      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
      GALE_EHTTP},
-    {"negative chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nabcde\r\n0\r\n\r\n",
-     GALE_EHTTP},
+    {"negative chunk",
+     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nabcde\r\n0\r\n\r\n", GALE_EHTTP},
     {"chunk overflow",
      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000000000000000000000a\r\nabc",
      GALE_EHTTP},
     {"absurd chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nab",
      -EFBIG},
     {"non-hex chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", GALE_EHTTP},
-    {"chunk without CRLF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
-     GALE_EHTTP},
+    {"chunk without CRLF",
+     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n", GALE_EHTTP},
     {"close mid-body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..", GALE_EEOF},
     {"close mid-chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nabc", GALE_EEOF},
     {"close before last chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
@@ -1050,8 +1055,10 @@ START_TEST(test_httpclient_body_over_max_body_size)
     fetch_raw(P_WHOLE, "HTTP/1.0 200 OK\r\n\r\n0123456789abcdef", &req, &r);
     ck_assert_int_eq(r.resp->error, -EFBIG);
     result_clear(&r);
-    fetch_raw(P_WHOLE, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n", &req, &r);
+    fetch_raw(P_WHOLE,
+              "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n",
+              &req, &r);
     ck_assert_int_eq(r.resp->error, -EFBIG);
     result_clear(&r);
     /* exactly at the limit is fine */
@@ -1073,9 +1080,9 @@ START_TEST(test_httpclient_https_is_unsupported_scheme)
     ck_assert_int_eq(r.resp->error, GALE_ESCHEME);
     ck_assert_int_eq(r.resp->code, GALE_HTTP_NO_RESPONSE);
     result_clear(&r);
-    const char *bad[] = {"127.0.0.1/", "http://", "http:///x", "http://a b/", "http://h:0/",
-                         "http://h:65536/", "http://h:8x/", "http://[::1/", "http://[zz]/",
-                         "http://a:1:2/"};
+    const char *bad[] = {"127.0.0.1/",   "http://",         "http:///x",    "http://a b/",
+                         "http://h:0/",  "http://h:65536/", "http://h:8x/", "http://[::1/",
+                         "http://[zz]/", "http://a:1:2/"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fetch_wait(loop, c, NULL, bad[i], &r);
         ck_assert_msg(r.resp->error == -EINVAL, "%s: %s", bad[i], gale_err_name(r.resp->error));
@@ -1315,8 +1322,8 @@ START_TEST(test_httpclient_free_inside_fetch_callback)
     for (int i = 0; i < 3; i++) {
         gale_http_client_request req;
         gale_http_client_request_init(&req, demo_url("/"));
-        ck_assert_int_eq(gale_http_fetch(freed_in_cb, &req,
-                                         i ? on_result : free_client_then_record, &r[i]), 0);
+        ck_assert_int_eq(
+            gale_http_fetch(freed_in_cb, &req, i ? on_result : free_client_then_record, &r[i]), 0);
     }
     struct many m = {r, 3};
     ck_assert(test_wait_until(loop, all_done, &m, 10));

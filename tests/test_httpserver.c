@@ -2,12 +2,12 @@
  * raw bytes, while the test thread runs the loop. */
 #include <check.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -110,7 +110,8 @@ static void handler(gale_http_request *req, void *arg)
         }
         free(chunk);
     } else if (strcmp(path, "/alloc") == 0) {
-        unsigned char *a = gale_http_request_alloc(req, 10000), *b = gale_http_request_alloc(req, 16);
+        unsigned char *a = gale_http_request_alloc(req, 10000),
+                      *b = gale_http_request_alloc(req, 16);
         ck_assert_ptr_nonnull(a);
         ck_assert_ptr_nonnull(b);
         for (int i = 0; i < 10000; i++)
@@ -209,11 +210,11 @@ struct client {
     const char *req;
     size_t req_len;
     bool byte_by_byte;
-    int expect;         /* stop reading after this many final responses (0: until EOF) */
-    bool wait_held;     /* close the connection once the server holds a request */
-    double trickle;     /* seconds between bytes (slowloris) */
-    const char *req2;   /* sent once the server has read the first part (NULL: none) */
-    bool split_seen;    /* the server read the first part before the second was sent */
+    int expect;       /* stop reading after this many final responses (0: until EOF) */
+    bool wait_held;   /* close the connection once the server holds a request */
+    double trickle;   /* seconds between bytes (slowloris) */
+    const char *req2; /* sent once the server has read the first part (NULL: none) */
+    bool split_seen;  /* the server read the first part before the second was sent */
     char *buf;
     size_t cap;
     size_t len;
@@ -569,8 +570,9 @@ START_TEST(test_httpserver_long_headers_split_across_reads)
 }
 END_TEST
 
-static const char chunked_req[] = "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: CHUNKED\r\n\r\n"
-                                  "5;ext=val\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+static const char chunked_req[] =
+    "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: CHUNKED\r\n\r\n"
+    "5;ext=val\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
 
 START_TEST(test_httpserver_chunked_body_uppercase_with_extensions)
 {
@@ -597,7 +599,8 @@ END_TEST
 
 START_TEST(test_httpserver_http11_keeps_alive_for_two_requests)
 {
-    struct client *c = run("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", 2);
+    struct client *c =
+        run("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", 2);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert(!c->eof);
@@ -650,7 +653,8 @@ START_TEST(test_httpserver_no_keep_alive_option)
     gale_http_server_opts_init(&o);
     o.no_keep_alive = true;
     start_server(&o);
-    struct client *c = run("GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+    struct client *c =
+        run("GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert(c->eof);
@@ -663,9 +667,10 @@ END_TEST
 
 START_TEST(test_httpserver_pipelined_three_in_order_one_read)
 {
-    struct client *c = run("GET /info?1 HTTP/1.1\r\nHost: x\r\n\r\nGET /info?2 HTTP/1.1\r\nHost: x\r\n\r\n"
-                           "GET /info?3 HTTP/1.1\r\nHost: x\r\n\r\n",
-                           3);
+    struct client *c =
+        run("GET /info?1 HTTP/1.1\r\nHost: x\r\n\r\nGET /info?2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /info?3 HTTP/1.1\r\nHost: x\r\n\r\n",
+            3);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
     for (int i = 0; i < 3; i++) {
@@ -689,9 +694,10 @@ END_TEST
 
 START_TEST(test_httpserver_pipelined_behind_async_keeps_order)
 {
-    struct client *c = run("GET /async HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-                           "GET /async HTTP/1.1\r\nHost: x\r\n\r\n",
-                           3);
+    struct client *c =
+        run("GET /async HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /async HTTP/1.1\r\nHost: x\r\n\r\n",
+            3);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
     ck_assert_str_eq(p.r[0].body, "async");
@@ -802,7 +808,9 @@ START_TEST(test_httpserver_content_length_over_limit_413_without_body)
     o.max_body_size = 100;
     start_server(&o);
     /* Announced but never sent: the 413 must not wait for it, nor for a 100 Continue. */
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n", 413);
+    expect_error(
+        "POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+        413);
 }
 END_TEST
 
@@ -821,21 +829,25 @@ END_TEST
 
 START_TEST(test_httpserver_cl_with_te_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "0\r\n\r\n",
-                 400);
+    expect_error(
+        "POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\n",
+        400);
 }
 END_TEST
 
 START_TEST(test_httpserver_differing_content_lengths_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400);
+    expect_error(
+        "POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        400);
 }
 END_TEST
 
 START_TEST(test_httpserver_te_not_single_final_chunked_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400);
+    expect_error(
+        "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400);
 }
 END_TEST
 
@@ -873,7 +885,8 @@ END_TEST
 
 START_TEST(test_httpserver_bad_chunk_size_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                 "chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
                  400);
 }
 END_TEST
@@ -884,7 +897,8 @@ START_TEST(test_httpserver_content_length_mismatch_before_flush_is_500)
 {
     struct client *c = run("GET /badlength?8 HTTP/1.1\r\nHost: x\r\n\r\n"
                            "GET /badlength?1 HTTP/1.1\r\nHost: x\r\n\r\n"
-                           "GET /badlength?3 HTTP/1.1\r\nHost: x\r\n\r\n", 3);
+                           "GET /badlength?3 HTTP/1.1\r\nHost: x\r\n\r\n",
+                           3);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
     ck_assert_int_eq(p.r[0].status, 500);
@@ -1010,7 +1024,8 @@ END_TEST
  * lines that end with a bare LF. */
 START_TEST(test_httpserver_version_after_extra_spaces_or_bare_lf_served)
 {
-    static const char *const reqs[] = {"GET /info  HTTP/1.1\r\nHost: x\r\n\r\n", "GET /info HTTP/1.1\nHost: x\n\n",
+    static const char *const reqs[] = {"GET /info  HTTP/1.1\r\nHost: x\r\n\r\n",
+                                       "GET /info HTTP/1.1\nHost: x\n\n",
                                        "GET /info HTTP/1.1\nHost: x\n\n"};
     for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
         struct client *c = run(reqs[i], 1);
@@ -1029,7 +1044,8 @@ END_TEST
  * Transfer-Encoding or Content-Length while the server would not): all are refused. */
 START_TEST(test_httpserver_space_in_header_name_400)
 {
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400);
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+                 400);
     expect_error("POST /info HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello", 400);
     expect_error("GET /info HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n", 400);
     expect_error("GET /info HTTP/1.1\r\nHost: x\r\n Host: x\r\n\r\n", 400);
@@ -1048,27 +1064,30 @@ END_TEST
 START_TEST(test_httpserver_chunked_framing_strict_400)
 {
     static const char *const bodies[] = {
-        "5\r\nhelloXX0\r\n\r\n",          /* no CRLF after the data */
-        "5\r\nhello\n0\r\n\r\n",          /* a bare LF after the data (the parser fails too) */
-        "5\rXhello\r\n0\r\n\r\n",         /* a size line ended by CR and any byte */
-        "5;\nhello\r\n0\r\n\r\n",         /* a bare LF in an extension */
-        "5;a\001b\r\nhello\r\n0\r\n\r\n", /* a control byte in an extension */
+        "5\r\nhelloXX0\r\n\r\n",            /* no CRLF after the data */
+        "5\r\nhello\n0\r\n\r\n",            /* a bare LF after the data (the parser fails too) */
+        "5\rXhello\r\n0\r\n\r\n",           /* a size line ended by CR and any byte */
+        "5;\nhello\r\n0\r\n\r\n",           /* a bare LF in an extension */
+        "5;a\001b\r\nhello\r\n0\r\n\r\n",   /* a control byte in an extension */
         "5\r\nhello\r\n0\r\n X: y\r\n\r\n", /* a folded trailer line */
-        "5\r\nhello\r\n0\r\n\rX",         /* a last line ended by CR and any byte */
-        "\r\nhello\r\n0\r\n\r\n",        /* no size (the parser fails too) */
+        "5\r\nhello\r\n0\r\n\rX",           /* a last line ended by CR and any byte */
+        "\r\nhello\r\n0\r\n\r\n",           /* no size (the parser fails too) */
     };
     char req[256];
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        snprintf(req, sizeof req, "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+        snprintf(req, sizeof req,
+                 "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%s",
                  bodies[i]);
         expect_error(req, 400);
     }
     /* An Upgrade request's chunked body is read as a body too, so it is walked the same way. */
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: upgrade\r\n"
-                 "Upgrade: x\r\n\r\n5\r\nhelloXX0\r\n\r\n",
-                 400);
+    expect_error(
+        "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: upgrade\r\n"
+        "Upgrade: x\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        400);
     /* The blank line that ends the head, ended by CR and any byte, before a chunked body. */
-    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\rX5\r\nhello\r\n0\r\n\r\n",
+    expect_error("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                 "chunked\r\n\rX5\r\nhello\r\n0\r\n\r\n",
                  400);
 }
 END_TEST
@@ -1116,8 +1135,9 @@ END_TEST
  * one refused. */
 START_TEST(test_httpserver_chunked_framing_checked_across_every_split)
 {
-    static const char good[] = "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               "5;e=v\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n";
+    static const char good[] =
+        "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5;e=v\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n";
     static const char bad[] = "POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                               "5;e=v\r\nhello\r\n6\r\n worldXX0\r\nT: x\r\n\r\n";
     /* Cut from the head's last line end on. */
@@ -1141,7 +1161,8 @@ static void start_with_timeouts(double idle, double body)
 START_TEST(test_httpserver_idle_keep_alive_connection_closed)
 {
     start_with_timeouts(0.2, 5);
-    struct client *c = run("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 0); /* reads until the server closes */
+    struct client *c =
+        run("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 0); /* reads until the server closes */
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(p.r[0].body, "hello");
@@ -1205,7 +1226,8 @@ START_TEST(test_httpserver_client_never_reading_closed_after_idle_timeout)
     static char req[40 * 64];
     size_t off = 0;
     for (int i = 0; i < 40; i++)
-        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\nHost: x\r\n\r\n");
+        off += (size_t)snprintf(req + off, sizeof req - off,
+                                "GET /big?500000 HTTP/1.1\r\nHost: x\r\n\r\n");
     struct client *c = calloc(1, sizeof *c);
     c->req = req;
     c->req_len = off;
@@ -1259,9 +1281,10 @@ END_TEST
 
 START_TEST(test_httpserver_head_keeps_content_length_without_body)
 {
-    struct client *c = run("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n"
-                           "Connection: close\r\n\r\n",
-                           0);
+    struct client *c =
+        run("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n"
+            "Connection: close\r\n\r\n",
+            0);
     const char *second = strstr(c->buf + 1, "HTTP/1.1 200");
     ck_assert_ptr_nonnull(second);
     PARSED p = {0};
@@ -1276,9 +1299,10 @@ END_TEST
 
 START_TEST(test_httpserver_204_and_304_have_no_body)
 {
-    struct client *c = run("GET /status?204 HTTP/1.1\r\nHost: x\r\n\r\nGET /status?304 HTTP/1.1\r\nHost: x\r\n\r\n"
-                           "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                           0);
+    struct client *c =
+        run("GET /status?204 HTTP/1.1\r\nHost: x\r\n\r\nGET /status?304 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
     ck_assert_int_eq(p.r[0].status, 204);
@@ -1293,7 +1317,8 @@ END_TEST
 
 START_TEST(test_httpserver_flush_sends_chunked_with_terminator)
 {
-    struct client *c = run("GET /flush HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 2);
+    struct client *c =
+        run("GET /flush HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n", 2);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 2);
     ck_assert_str_eq(test_http_header(&p.r[0], "Transfer-Encoding"), "chunked");
@@ -1407,13 +1432,14 @@ START_TEST(test_httpserver_xheaders)
     gale_http_server_opts_init(&o);
     o.xheaders = true;
     start_server(&o);
-    struct client *c = run("GET /info HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"
-                           "X-Forwarded-Proto: https\r\n\r\n"
-                           "GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: 2001:db8::1\r\n"
-                           "X-Forwarded-For: 10.0.0.1\r\nX-Scheme: http\r\n\r\n"
-                           "GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: not-an-ip\r\n"
-                           "X-Scheme: gopher\r\n\r\n",
-                           3);
+    struct client *c =
+        run("GET /info HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"
+            "X-Forwarded-Proto: https\r\n\r\n"
+            "GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: 2001:db8::1\r\n"
+            "X-Forwarded-For: 10.0.0.1\r\nX-Scheme: http\r\n\r\n"
+            "GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: not-an-ip\r\n"
+            "X-Scheme: gopher\r\n\r\n",
+            3);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
     ck_assert_str_eq(p.r[0].body, "GET /info ?  v1.1 10.0.0.2 https []");
@@ -1425,7 +1451,8 @@ END_TEST
 
 START_TEST(test_httpserver_xheaders_ignored_by_default)
 {
-    struct client *c = run("GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: 10.1.1.1\r\nX-Scheme: https\r\n\r\n", 1);
+    struct client *c =
+        run("GET /info HTTP/1.1\r\nHost: x\r\nX-Real-IP: 10.1.1.1\r\nX-Scheme: https\r\n\r\n", 1);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
     ck_assert_str_eq(p.r[0].body, "GET /info ?  v1.1 127.0.0.1 http []");
@@ -1451,9 +1478,10 @@ END_TEST
 
 START_TEST(test_httpserver_large_body_then_pipelined_request)
 {
-    struct client *c = run("GET /big?300000 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-                           "GET /big?100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                           0);
+    struct client *c =
+        run("GET /big?300000 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /big?100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 3);
     ck_assert_uint_eq(p.r[0].body_len, 300000);
@@ -1480,7 +1508,8 @@ END_TEST
 
 START_TEST(test_httpserver_large_chunked_flush)
 {
-    struct client *c = run("GET /bigflush?100000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0);
+    struct client *c =
+        run("GET /bigflush?100000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0);
     ck_assert_ptr_nonnull(strstr(c->buf, "Transfer-Encoding: chunked\r\n"));
     const char *b = strstr(c->buf, "\r\n\r\n") + 4;
     ck_assert(strncmp(b, "186a0\r\n", 7) == 0);
@@ -1500,7 +1529,8 @@ START_TEST(test_httpserver_client_not_reading_stops_pipeline)
     static char req[40 * 64];
     size_t off = 0;
     for (int i = 0; i < 40; i++)
-        off += (size_t)snprintf(req + off, sizeof req - off, "GET /big?500000 HTTP/1.1\r\nHost: x\r\n%s\r\n",
+        off += (size_t)snprintf(req + off, sizeof req - off,
+                                "GET /big?500000 HTTP/1.1\r\nHost: x\r\n%s\r\n",
                                 i == 39 ? "Connection: close\r\n" : "");
     struct client *c = calloc(1, sizeof *c);
     c->req = req;
@@ -1620,10 +1650,11 @@ START_TEST(test_httpserver_access_log_one_line_per_request_in_order)
     int fd = capture_log();
     /* Two requests answered inside the first batch, one answered later from a timer, one in the
      * batch after it, then a syntax error answered after them. */
-    struct client *c = run("GET /hello?1 HTTP/1.1\r\nHost: x\r\n\r\nGET /status?404 HTTP/1.1\r\nHost: x\r\n\r\n"
-                           "GET /async HTTP/1.1\r\nHost: x\r\n\r\nGET /hello?2 HTTP/1.1\r\nHost: x\r\n\r\n"
-                           "GARBAGE\x01\r\n\r\n",
-                           0);
+    struct client *c =
+        run("GET /hello?1 HTTP/1.1\r\nHost: x\r\n\r\nGET /status?404 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /async HTTP/1.1\r\nHost: x\r\n\r\nGET /hello?2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GARBAGE\x01\r\n\r\n",
+            0);
     PARSED p = {0};
     ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 5);
     ck_assert_int_eq(p.r[4].status, 400);
@@ -1636,7 +1667,7 @@ START_TEST(test_httpserver_access_log_one_line_per_request_in_order)
     ck_assert_str_eq(lines[1], "404 GET /status?404 (127.0.0.1)");
     ck_assert_str_eq(lines[2], "200 GET /async (127.0.0.1)");
     ck_assert_str_eq(lines[3], "200 GET /hello?2 (127.0.0.1)");
-    ck_assert_ptr_nonnull(strstr(log, "[W ")); /* the 404 is a warning */
+    ck_assert_ptr_nonnull(strstr(log, "[W "));                   /* the 404 is a warning */
     ck_assert_ptr_nonnull(strstr(log, "400 - - (127.0.0.1): ")); /* the error line comes last */
     ck_assert(strstr(log, "400 - - (127.0.0.1): ") > strstr(log, "200 GET /hello?2 "));
     for (int i = 0; i < n; i++)
@@ -1712,7 +1743,8 @@ END_TEST
 
 START_TEST(test_httpserver_malformed_chunked_body_logged)
 {
-    expect_logged("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;\nhello\r\n0\r\n\r\n",
+    expect_logged("POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                  "chunked\r\n\r\n5;\nhello\r\n0\r\n\r\n",
                   "400 POST /info (127.0.0.1): malformed chunked body", false);
 }
 END_TEST
@@ -1762,8 +1794,7 @@ static Suite *httpserver_suite(void)
           test_httpserver_te_not_single_final_chunked_400, test_httpserver_te_twice_400,
           test_httpserver_te_identity_400, test_httpserver_content_length_plus_sign_400,
           test_httpserver_content_length_trailing_junk_400, test_httpserver_garbage_400,
-          test_httpserver_bad_chunk_size_400,
-          test_httpserver_major_versions_other_than_1_get_505,
+          test_httpserver_bad_chunk_size_400, test_httpserver_major_versions_other_than_1_get_505,
           test_httpserver_content_length_mismatch_before_flush_is_500,
           test_httpserver_versions_1_0_1_1_and_later_1_x_served,
           test_httpserver_request_line_without_version_400}},
@@ -1785,7 +1816,8 @@ static Suite *httpserver_suite(void)
           test_httpserver_slow_steady_reader_gets_whole_body}},
         {"responses",
          {test_httpserver_head_keeps_content_length_without_body,
-          test_httpserver_204_and_304_have_no_body, test_httpserver_flush_sends_chunked_with_terminator,
+          test_httpserver_204_and_304_have_no_body,
+          test_httpserver_flush_sends_chunked_with_terminator,
           test_httpserver_flush_on_http10_is_close_delimited,
           test_httpserver_header_injection_refused,
           test_httpserver_preset_line_written_cleared_and_replaced,

@@ -241,9 +241,8 @@ START_TEST(test_iostream_read_until_regex_with_nul_bytes)
     ck_assert_uint_eq(r.len, 8);
     ck_assert_int_eq(memcmp(r.data, "ab\0cd\0\r\n", 8), 0);
     r.reads = 0;
-    ck_assert_int_eq(gale_stream_read_until_regex(s, "HTTP/1\\.[01] [0-9]{3} [A-Z]+\r\n", 0,
-                                                  on_read, &r),
-                     0);
+    ck_assert_int_eq(
+        gale_stream_read_until_regex(s, "HTTP/1\\.[01] [0-9]{3} [A-Z]+\r\n", 0, on_read, &r), 0);
     ck_assert(test_wait_until(loop, has_read, &r, WAIT));
     ck_assert_str_eq(r.data, "HTTP/1.1 200 OK\r\n");
     ck_assert_uint_eq(gale_stream_read_buffered(s), 3);
@@ -1035,16 +1034,10 @@ static void start_read_later(gale_loop *loop, void *arg)
 {
     struct later_read *l = arg;
     switch (l->kind) {
-    case 0:
-        l->rc = gale_stream_read_until(l->s, "\n", 1, 0, on_read, l->r);
-        break;
+    case 0: l->rc = gale_stream_read_until(l->s, "\n", 1, 0, on_read, l->r); break;
     case 1:
-    case 2:
-        l->rc = gale_stream_read_bytes(l->s, l->n, l->kind == 2, on_read, l->r);
-        break;
-    default:
-        l->rc = gale_stream_read_some(l->s, take_all, l->r);
-        break;
+    case 2: l->rc = gale_stream_read_bytes(l->s, l->n, l->kind == 2, on_read, l->r); break;
+    default: l->rc = gale_stream_read_some(l->s, take_all, l->r); break;
     }
 }
 
@@ -1321,13 +1314,13 @@ START_TEST(test_iostream_connect_refused)
 {
     gale_loop *loop = new_loop(_i);
     int port = test_free_port();
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct rec r = {0};
     gale_stream *s = NULL;
-    ck_assert_int_eq(gale_stream_connect(loop, (struct sockaddr *)&sin, sizeof sin, on_connect,
-                                         &r, &s),
-                     0);
+    ck_assert_int_eq(
+        gale_stream_connect(loop, (struct sockaddr *)&sin, sizeof sin, on_connect, &r, &s), 0);
     gale_stream_set_close_cb(s, on_close, &r);
     ck_assert(test_wait_until(loop, has_closed, &r, WAIT));
     ck_assert_int_eq(r.connects, 1);
@@ -1342,13 +1335,13 @@ START_TEST(test_iostream_connect_then_echo)
     gale_loop *loop = new_loop(_i);
     int port;
     int lfd = test_listen_tcp(&port);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct rec r = {0};
     gale_stream *s = NULL;
-    ck_assert_int_eq(gale_stream_connect(loop, (struct sockaddr *)&sin, sizeof sin, on_connect,
-                                         &r, &s),
-                     0);
+    ck_assert_int_eq(
+        gale_stream_connect(loop, (struct sockaddr *)&sin, sizeof sin, on_connect, &r, &s), 0);
     /* Writes and reads may be issued before the connection is up. */
     ck_assert_int_eq(gale_stream_write(s, "ping", 4, NULL, NULL), 0);
     ck_assert_int_eq(gale_stream_read_bytes(s, 4, false, on_read, &r), 0);
@@ -1482,12 +1475,10 @@ static Suite *iostream_suite(void)
     tcase_add_loop_test(closing, test_iostream_peer_reset_closes_econnreset, 0, 2);
     tcase_add_loop_test(closing, test_iostream_eof_read_until_twice_from_later_callbacks, 0, 2);
     tcase_add_loop_test(closing, test_iostream_eof_read_bytes_from_later_callbacks, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_unsatisfiable_read_gets_the_bytes_so_far, 0,
-                        2);
+    tcase_add_loop_test(closing, test_iostream_eof_unsatisfiable_read_gets_the_bytes_so_far, 0, 2);
     tcase_add_loop_test(closing, test_iostream_eof_read_some_gets_the_rest_then_eof, 0, 2);
     tcase_add_loop_test(closing, test_iostream_eof_with_empty_buffer_closes_at_once, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_unix_hangup_keeps_bytes_for_later_reads, 0,
-                        2);
+    tcase_add_loop_test(closing, test_iostream_eof_unix_hangup_keeps_bytes_for_later_reads, 0, 2);
     tcase_add_loop_test(closing, test_iostream_peer_half_close_still_gets_queued_reply, 0, 2);
     tcase_add_loop_test(closing, test_iostream_close_inside_read_cb, 0, 2);
     tcase_add_loop_test(closing, test_iostream_close_inside_write_cb, 0, 2);

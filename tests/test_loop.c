@@ -25,7 +25,8 @@ static gale_loop *new_loop(void)
     gale_loop *loop = NULL;
     ck_assert_int_eq(gale_loop_new(g_backend, &loop), 0);
     ck_assert_ptr_nonnull(loop);
-    ck_assert_str_eq(gale_loop_backend_name(loop), g_backend == GALE_BACKEND_POLL ? "poll" : "epoll");
+    ck_assert_str_eq(gale_loop_backend_name(loop),
+                     g_backend == GALE_BACKEND_POLL ? "poll" : "epoll");
     return loop;
 }
 
@@ -36,20 +37,11 @@ static void busy_wait(double seconds)
         ;
 }
 
-static void stop_cb(gale_loop *loop, void *arg)
-{
-    gale_loop_stop(loop);
-}
+static void stop_cb(gale_loop *loop, void *arg) { gale_loop_stop(loop); }
 
-static void set_flag(gale_loop *loop, void *arg)
-{
-    *(bool *)arg = true;
-}
+static void set_flag(gale_loop *loop, void *arg) { *(bool *)arg = true; }
 
-static bool flag_pred(void *arg)
-{
-    return *(bool *)arg;
-}
+static bool flag_pred(void *arg) { return *(bool *)arg; }
 
 /* ---- callbacks ---- */
 
@@ -120,10 +112,7 @@ static void starve_io(gale_loop *loop, int fd, unsigned events, void *arg)
     s->io_seen = true;
 }
 
-static void starve_timer(gale_loop *loop, void *arg)
-{
-    ((struct starve *)arg)->timer_seen = true;
-}
+static void starve_timer(gale_loop *loop, void *arg) { ((struct starve *)arg)->timer_seen = true; }
 
 START_TEST(test_loop_self_readding_callback_does_not_starve_io_or_timers)
 {
@@ -204,10 +193,7 @@ START_TEST(test_loop_stop_from_other_thread_wakes_loop)
 }
 END_TEST
 
-static void count_cb(gale_loop *loop, void *arg)
-{
-    (*(int *)arg)++;
-}
+static void count_cb(gale_loop *loop, void *arg) { (*(int *)arg)++; }
 
 /* A thread may make a loop current while another thread runs it (a setup mistake, or code that
  * calls gale_loop_make_current() to pick the loop for later calls): its add_callback and stop
@@ -291,7 +277,6 @@ START_TEST(test_loop_stop_from_thread_where_it_is_current_but_not_running_wakes_
 }
 END_TEST
 
-
 START_TEST(test_loop_stop_before_run_returns_at_once_once)
 {
     gale_loop *loop = new_loop();
@@ -373,10 +358,7 @@ static gale_future *sync_never(gale_loop *loop, void *arg)
     return gale_future_ref(*(gale_future **)arg);
 }
 
-static gale_future *sync_null(gale_loop *loop, void *arg)
-{
-    return NULL;
-}
+static gale_future *sync_null(gale_loop *loop, void *arg) { return NULL; }
 
 START_TEST(test_loop_run_sync_result_error_timeout)
 {
@@ -417,10 +399,7 @@ static void fire_cb(gale_loop *loop, void *arg)
     it->log->ids[it->log->n++] = it->id;
 }
 
-static bool fired_n(void *arg)
-{
-    return ((struct fire_log *)arg)->n >= 8;
-}
+static bool fired_n(void *arg) { return ((struct fire_log *)arg)->n >= 8; }
 
 START_TEST(test_loop_timers_fire_in_deadline_order_fifo_on_ties)
 {
@@ -460,10 +439,7 @@ static void remover_cb(gale_loop *loop, void *arg)
     r->other_rc = gale_loop_remove_timeout(loop, r->other);
 }
 
-static void other_cb(gale_loop *loop, void *arg)
-{
-    ((struct remover *)arg)->other_fired++;
-}
+static void other_cb(gale_loop *loop, void *arg) { ((struct remover *)arg)->other_fired++; }
 
 START_TEST(test_loop_timer_removal_inside_timer_callback)
 {
@@ -535,10 +511,7 @@ static void many_cb(gale_loop *loop, void *arg)
     m->nfired++;
 }
 
-static bool many_done(void *arg)
-{
-    return g_many.nfired >= *(int *)arg;
-}
+static bool many_done(void *arg) { return g_many.nfired >= *(int *)arg; }
 
 START_TEST(test_loop_100k_random_timers_half_cancelled_fire_the_rest_in_order)
 {
@@ -648,10 +621,7 @@ START_TEST(test_loop_handler_read_write_dispatch_over_socketpair)
 }
 END_TEST
 
-static void count_handler(gale_loop *loop, int fd, unsigned events, void *arg)
-{
-    (*(int *)arg)++;
-}
+static void count_handler(gale_loop *loop, int fd, unsigned events, void *arg) { (*(int *)arg)++; }
 
 START_TEST(test_loop_update_handler_changes_interest)
 {
@@ -698,10 +668,7 @@ static void replaced_cb(gale_loop *loop, int fd, unsigned events, void *arg)
     ck_assert_int_eq(read(fd, &c, 1), 1);
 }
 
-static void mark_next(gale_loop *loop, void *arg)
-{
-    ((struct pair2 *)arg)->next_iteration = true;
-}
+static void mark_next(gale_loop *loop, void *arg) { ((struct pair2 *)arg)->next_iteration = true; }
 
 static void first_cb(gale_loop *loop, int fd, unsigned events, void *arg)
 {
@@ -740,16 +707,10 @@ static void run_pair2(bool readd)
     gale_loop_free(loop);
 }
 
-START_TEST(test_loop_handler_removed_by_earlier_handler_is_not_called)
-{
-    run_pair2(false);
-}
+START_TEST(test_loop_handler_removed_by_earlier_handler_is_not_called) { run_pair2(false); }
 END_TEST
 
-START_TEST(test_loop_handler_replaced_by_earlier_handler_skips_stale_event)
-{
-    run_pair2(true);
-}
+START_TEST(test_loop_handler_replaced_by_earlier_handler_skips_stale_event) { run_pair2(true); }
 END_TEST
 
 /* ---- signals ---- */
@@ -766,10 +727,7 @@ static void sig_cb(gale_loop *loop, int signum, void *arg)
     s->count++;
 }
 
-static bool sig_pred(void *arg)
-{
-    return ((struct sig *)arg)->count > 0;
-}
+static bool sig_pred(void *arg) { return ((struct sig *)arg)->count > 0; }
 
 START_TEST(test_loop_signal_arrives_as_callback)
 {
@@ -936,9 +894,8 @@ START_TEST(test_loop_invalid_arguments_return_errno)
     ck_assert_int_eq(gale_loop_remove_handler(loop, fds[0]), -ENOENT);
     ck_assert_int_eq(gale_loop_remove_handler(loop, 1 << 20), -ENOENT);
     ck_assert_int_eq(gale_loop_update_handler(loop, 1 << 20, GALE_READ), -ENOENT);
-    ck_assert_int_eq(gale_loop_add_handler(loop, fds[0], GALE_READ | GALE_ERROR, dummy_handler,
-                                           NULL),
-                     0);
+    ck_assert_int_eq(
+        gale_loop_add_handler(loop, fds[0], GALE_READ | GALE_ERROR, dummy_handler, NULL), 0);
     ck_assert_int_eq(gale_loop_remove_handler(loop, fds[0]), 0);
     ck_assert_int_eq(gale_loop_remove_handler(loop, fds[0]), -ENOENT);
     ck_assert_int_eq(gale_loop_add_callback(loop, NULL, NULL), -EINVAL);
@@ -1024,10 +981,7 @@ END_TEST
 
 /* ---- teardown ---- */
 
-static void never_called(gale_loop *loop, void *arg)
-{
-    ck_abort_msg("callback ran after free");
-}
+static void never_called(gale_loop *loop, void *arg) { ck_abort_msg("callback ran after free"); }
 
 START_TEST(test_loop_free_with_pending_work_leaks_nothing)
 {
@@ -1090,9 +1044,9 @@ static Suite *loop_suite(const char *name)
          {test_loop_callbacks_run_fifo_and_added_ones_wait_for_next_iteration,
           test_loop_self_readding_callback_does_not_starve_io_or_timers,
           test_loop_add_callback_from_other_thread_wakes_sleeping_loop,
-          test_loop_stop_from_other_thread_wakes_loop, test_loop_stop_before_run_returns_at_once_once,
-          test_loop_run_while_running_is_ebusy, test_loop_run_until_future_and_timeout,
-          test_loop_run_sync_result_error_timeout,
+          test_loop_stop_from_other_thread_wakes_loop,
+          test_loop_stop_before_run_returns_at_once_once, test_loop_run_while_running_is_ebusy,
+          test_loop_run_until_future_and_timeout, test_loop_run_sync_result_error_timeout,
           test_loop_add_callback_from_thread_where_it_is_current_but_not_running,
           test_loop_stop_from_thread_where_it_is_current_but_not_running_wakes_it, NULL}},
         {"timers",
@@ -1113,8 +1067,8 @@ static Suite *loop_suite(const char *name)
         {"watchdog", {test_loop_blocking_threshold_logs_slow_callback, NULL}},
         {"errors",
          {test_loop_invalid_arguments_return_errno, test_loop_backend_env_selection,
-          test_loop_current_default_and_make_current, test_loop_free_with_pending_work_leaks_nothing,
-          NULL}},
+          test_loop_current_default_and_make_current,
+          test_loop_free_with_pending_work_leaks_nothing, NULL}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -96,8 +96,7 @@ START_TEST(test_resolver_unknown_host_reports_error)
 {
     gale_loop *loop = new_loop();
     struct result r = {0};
-    ck_assert_int_eq(gale_resolve(loop, "nonexistent.invalid", 80, AF_UNSPEC, on_resolved, &r),
-                     0);
+    ck_assert_int_eq(gale_resolve(loop, "nonexistent.invalid", 80, AF_UNSPEC, on_resolved, &r), 0);
     ck_assert(test_wait_until(loop, called, &r, 20));
     ck_assert_int_eq(r.calls, 1);
     ck_assert_int_eq(r.status, GALE_ERESOLVE);
@@ -219,7 +218,8 @@ START_TEST(test_resolver_cancel_loop_then_free_is_safe)
     memset(r, 0, sizeof r);
     for (int i = 0; i < 20; i++)
         ck_assert_int_eq(gale_resolve(loop, i % 2 ? "localhost" : "127.0.0.1", 80, AF_UNSPEC,
-                                      on_resolved, &r[i]), 0);
+                                      on_resolved, &r[i]),
+                         0);
     gale_future *f = gale_resolve_future(loop, "localhost", 80, AF_UNSPEC);
     gale_resolver_cancel_loop(loop);
     gale_loop_free(loop);

@@ -105,8 +105,8 @@ START_TEST(test_rfc9112_invalid_host_value_400)
     ck_assert(expect("GET /a HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, NULL));
     ck_assert(expect("GET /a HTTP/1.1\r\nHost: user@a\r\n\r\n", 400, NULL));
     /* past 16 bytes the host is looked at byte by byte */
-    ck_assert(expect("GET /a HTTP/1.1\r\nHost: a-very-long-host-name.example?x\r\n\r\n", 400,
-                     NULL));
+    ck_assert(
+        expect("GET /a HTTP/1.1\r\nHost: a-very-long-host-name.example?x\r\n\r\n", 400, NULL));
 }
 END_TEST
 

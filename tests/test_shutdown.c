@@ -114,8 +114,8 @@ static void handler(gale_http_request *req, void *arg)
 {
     nrequests++;
     if (strcmp(req->path, "/slow") == 0) {
-        ck_assert_int_eq(gale_loop_call_later(gale_http_request_loop(req), 0.2, finish_slow, req,
-                                              NULL), 0);
+        ck_assert_int_eq(
+            gale_loop_call_later(gale_http_request_loop(req), 0.2, finish_slow, req, NULL), 0);
         return;
     }
     if (strcmp(req->path, "/hold") == 0) { /* never finishes on its own */
@@ -617,8 +617,8 @@ static int load_run(int processes, double run_for, int *answered, int *late, int
     char port_s[16], procs_s[16];
     snprintf(port_s, sizeof port_s, "%d", p);
     snprintf(procs_s, sizeof procs_s, "%d", processes);
-    char *argv[] = {"demo",    "--port", port_s, "--processes", procs_s, "--shutdown-timeout",
-                    "5",       NULL};
+    char *argv[] = {"demo", "--port", port_s, "--processes", procs_s, "--shutdown-timeout",
+                    "5",    NULL};
     pid_t pid = test_start_app("demo", argv, p);
     ck_assert_int_gt(pid, 0);
     static struct load ld;
@@ -644,7 +644,8 @@ static int load_run(int processes, double run_for, int *answered, int *late, int
         if (killed_at && !refused) { /* when did the listener close? */
             int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
             double before = now_s();
-            struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p),
+            struct sockaddr_in sin = {.sin_family = AF_INET,
+                                      .sin_port = htons((uint16_t)p),
                                       .sin_addr.s_addr = htonl(0x7f000001)};
             if (connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0)
                 last_connect_ok = before;
@@ -716,9 +717,11 @@ START_TEST(test_shutdown_demo_sigterm_under_load_loses_no_response)
     int lost = 0, answered = 0, late = 0, unsure = 0;
     for (int rep = 0; rep < 20; rep++)
         lost += load_run(1, 0.15 + 0.01 * rep, &answered, &late, &unsure);
-    fprintf(stderr, "shutdown: 20 runs of demo, %d clients each, SIGTERM mid-run: %d responses "
-                    "complete, %d lost; unanswered: %d sent after the listener closed, %d sent "
-                    "while it closed\n", NCONN, answered, lost, late, unsure);
+    fprintf(stderr,
+            "shutdown: 20 runs of demo, %d clients each, SIGTERM mid-run: %d responses "
+            "complete, %d lost; unanswered: %d sent after the listener closed, %d sent "
+            "while it closed\n",
+            NCONN, answered, lost, late, unsure);
     ck_assert_int_eq(lost, 0);
     ck_assert_int_gt(answered, 20 * NCONN);
 }
@@ -729,8 +732,9 @@ START_TEST(test_shutdown_demo_prefork_sigterm_drains_workers)
     int lost = 0, answered = 0, late = 0, unsure = 0;
     for (int rep = 0; rep < 2; rep++)
         lost += load_run(2, 0.3, &answered, &late, &unsure);
-    fprintf(stderr, "shutdown: 2 runs of demo --processes 2: %d responses complete, %d lost; "
-                    "unanswered: %d sent after the listener closed, %d sent while it closed\n",
+    fprintf(stderr,
+            "shutdown: 2 runs of demo --processes 2: %d responses complete, %d lost; "
+            "unanswered: %d sent after the listener closed, %d sent while it closed\n",
             answered, lost, late, unsure);
     ck_assert_int_eq(lost, 0);
     ck_assert_int_gt(answered, NCONN);

@@ -170,8 +170,8 @@ START_TEST(test_tcpclient_timeout_closes_half_open_stream)
     test_run_for(loop, 0.05); /* let the handshakes that can complete do so */
     int before = count_fds();
     struct outcome o = {0};
-    ck_assert_int_eq(gale_tcp_connect(loop, "127.0.0.1", ntohs(sin.sin_port), 0.3, on_connect,
-                                      &o), 0);
+    ck_assert_int_eq(gale_tcp_connect(loop, "127.0.0.1", ntohs(sin.sin_port), 0.3, on_connect, &o),
+                     0);
     ck_assert(test_wait_until(loop, connected, &o, 5));
     test_run_for(loop, 0.05);
     ck_assert_int_eq(o.calls, 1);
@@ -259,7 +259,8 @@ START_TEST(test_tcpclient_future_peer_close_before_steal_empties_future)
     gale_future_unref(f);
 
     /* The same through the stream's own connect future. */
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     f = gale_stream_connect_future(loop, (struct sockaddr *)&sin, sizeof sin);
     ck_assert(test_wait_until(loop, future_done, f, 5));
@@ -296,8 +297,7 @@ START_TEST(test_tcpclient_bad_arguments)
     ck_assert_int_eq(gale_tcp_connect(loop, "127.0.0.1", -1, 1, on_connect, &o), -EINVAL);
     ck_assert_int_eq(gale_tcp_connect(loop, "127.0.0.1", 70000, 1, on_connect, &o), -EINVAL);
     ck_assert_int_eq(gale_tcp_connect(loop, "127.0.0.1", 80, 1, NULL, &o), -EINVAL);
-    ck_assert_int_eq(gale_tcp_connect(loop, "127.0.0.1", 80, 0.0 / 0.0, on_connect, &o),
-                     -EINVAL);
+    ck_assert_int_eq(gale_tcp_connect(loop, "127.0.0.1", 80, 0.0 / 0.0, on_connect, &o), -EINVAL);
     test_run_for(loop, 0.02);
     ck_assert_int_eq(o.calls, 0);
     gale_loop_free(loop);
@@ -365,8 +365,8 @@ START_TEST(test_tcpclient_falls_back_to_next_address)
     int port;
     int lfd = test_listen_tcp(&port);
     struct addr a[2];
-    struct addrinfo *list = make_addr(&a[0], AF_INET, test_free_port(),
-                                      make_addr(&a[1], AF_INET, port, NULL));
+    struct addrinfo *list =
+        make_addr(&a[0], AF_INET, test_free_port(), make_addr(&a[1], AF_INET, port, NULL));
     struct outcome o = {0};
     ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, list, 5, on_connect, &o), 0);
     ck_assert_int_eq(o.calls, 0);
@@ -399,8 +399,8 @@ START_TEST(test_tcpclient_happy_eyeballs_second_family_wins)
     int before = count_fds();
     struct addr a[2];
     /* ::1 first (it hangs), then 127.0.0.1: only the delayed second family can succeed. */
-    struct addrinfo *list = make_addr(&a[0], AF_INET6, v6port,
-                                      make_addr(&a[1], AF_INET, port, NULL));
+    struct addrinfo *list =
+        make_addr(&a[0], AF_INET6, v6port, make_addr(&a[1], AF_INET, port, NULL));
     struct outcome o = {0};
     ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, list, 5, on_connect, &o), 0);
     ck_assert(test_wait_until(loop, connected, &o, 5));
@@ -434,8 +434,7 @@ START_TEST(test_tcpclient_all_addresses_refused)
     ck_assert(test_wait_until(loop, connected, &o, 5));
     test_run_for(loop, 0.05);
     ck_assert_int_eq(o.calls, 1);
-    ck_assert(o.status == -ECONNREFUSED || o.status == -EADDRNOTAVAIL ||
-              o.status == -ENETUNREACH);
+    ck_assert(o.status == -ECONNREFUSED || o.status == -EADDRNOTAVAIL || o.status == -ENETUNREACH);
     ck_assert_ptr_null(o.s);
     ck_assert_int_eq(count_fds(), before);
     ck_assert_int_eq(gale_tcp_connect_addrinfo(loop, NULL, 5, on_connect, &o), -EINVAL);

@@ -153,7 +153,8 @@ START_TEST(test_tcpserver_ipv6_loopback)
     }
     int port = gale_server_port(srv);
     int c = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6,
+                                .sin6_port = htons((uint16_t)port),
                                 .sin6_addr = IN6ADDR_LOOPBACK_INIT};
     ck_assert_int_eq(connect(c, (struct sockaddr *)&sin6, sizeof sin6), 0);
     struct want w = {&a, 1};
@@ -243,7 +244,8 @@ START_TEST(test_tcpserver_stop_closes_listener)
     gale_server_stop(srv); /* idempotent */
     ck_assert_int_eq(gale_server_port(srv), -ENOTCONN);
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     ck_assert_int_eq(connect(c, (struct sockaddr *)&sin, sizeof sin), -1);
     ck_assert_int_eq(errno, ECONNREFUSED);

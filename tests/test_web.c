@@ -21,9 +21,9 @@
 
 #include "core/coro.h"
 #include "core/log.h"
-#include "net/tcpserver.h"
 #include "core/loop.h"
 #include "http/web.h"
+#include "net/tcpserver.h"
 #include "rawhttp.h"
 #include "testutil.h"
 
@@ -100,8 +100,8 @@ static struct resp http(const char *method, const char *target, const char *head
                         const char *body)
 {
     static char buf[8192];
-    snprintf(buf, sizeof buf, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n%s",
-             method, target, headers ? headers : "", body ? body : "");
+    snprintf(buf, sizeof buf, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n%s", method,
+             target, headers ? headers : "", body ? body : "");
     return http_raw(buf, false);
 }
 
@@ -192,9 +192,10 @@ static void async_get(gale_handler *h)
     gale_loop_call_later(gale_handler_loop(h), 0.01, async_fire, h, &s->timer);
     atomic_store(&handler_waiting, true);
 }
-static const gale_handler_class async_timer = {
-    .state_size = sizeof(struct async_st), .async = true, .get = async_get,
-    .on_finish = count_finish};
+static const gale_handler_class async_timer = {.state_size = sizeof(struct async_st),
+                                               .async = true,
+                                               .get = async_get,
+                                               .on_finish = count_finish};
 
 /* Declared async by call instead of flag; never finishes on its own: the close callback does. */
 static void wait_get(gale_handler *h)
@@ -213,9 +214,11 @@ static const gale_handler_class wait_forever = {
 
 /* Async with a timer that outlives the client: the finish comes after the close callback. */
 static void late_closed(gale_handler *h) { n_close++; }
-static const gale_handler_class late_finish = {
-    .state_size = sizeof(struct async_st), .async = true, .get = async_get,
-    .on_connection_close = late_closed, .on_finish = count_finish};
+static const gale_handler_class late_finish = {.state_size = sizeof(struct async_st),
+                                               .async = true,
+                                               .get = async_get,
+                                               .on_connection_close = late_closed,
+                                               .on_finish = count_finish};
 
 static void fail_get(gale_handler *h)
 {
@@ -241,8 +244,12 @@ static const gale_handler_class redirector = {.get = redirect_get};
 
 static void cookie_get(gale_handler *h)
 {
-    gale_cookie_opts o = {.domain = "example.com", .has_max_age = true, .max_age = 60,
-                          .secure = true, .httponly = true, .samesite = "Lax"};
+    gale_cookie_opts o = {.domain = "example.com",
+                          .has_max_age = true,
+                          .max_age = 60,
+                          .secure = true,
+                          .httponly = true,
+                          .samesite = "Lax"};
     ck_assert_int_eq(gale_set_cookie(h, "sid", "abc123", &o), 0);
     ck_assert_int_eq(gale_set_cookie(h, "plain", "v", NULL), 0);
     gale_cookie_opts e = {.path = "/app", .expires = 1700000000};
@@ -389,7 +396,8 @@ static void *slow_reader_main(void *arg)
     sr->bytes_ok = true;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int rcvbuf = 32768;
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0 ||
         connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
@@ -399,8 +407,7 @@ static void *slow_reader_main(void *arg)
     }
     test_set_timeouts(fd, 10);
     char req[256];
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-             sr->path);
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", sr->path);
     test_write_all(fd, req, strlen(req));
     static char buf[65536];
     char head[4096];
@@ -551,10 +558,9 @@ static const gale_handler_class json_not_found = {.get = not_found_get, .write_e
 
 static void args_any(gale_handler *h)
 {
-    gale_writef(h, "a=%s b=%s q=%s body=%s n=%zu first=%s none=%s",
-                gale_get_argument(h, "a", "-"), gale_get_argument(h, "b", "-"),
-                gale_get_query_argument(h, "b", "-"), gale_get_body_argument(h, "b", "-"),
-                gale_argument_count(h, GALE_ARGS_ALL, "b"),
+    gale_writef(h, "a=%s b=%s q=%s body=%s n=%zu first=%s none=%s", gale_get_argument(h, "a", "-"),
+                gale_get_argument(h, "b", "-"), gale_get_query_argument(h, "b", "-"),
+                gale_get_body_argument(h, "b", "-"), gale_argument_count(h, GALE_ARGS_ALL, "b"),
                 gale_get_argument_at(h, GALE_ARGS_ALL, "b", 0, NULL),
                 gale_get_argument(h, "zzz", "dflt"));
     const gale_form_file *f = gale_get_file(h, "up", 0);
@@ -747,8 +753,8 @@ END_TEST
 
 START_TEST(test_web_route_anchored_both_ends)
 {
-    static const char *const paths[] = {"/user/12x", "/x/user/12", "/user/", "/a/b", "/ab",
-                                        "//", "/items/UPPER"};
+    static const char *const paths[] = {"/user/12x", "/x/user/12", "/user/",      "/a/b",
+                                        "/ab",       "//",         "/items/UPPER"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         struct resp r = http("GET", paths[i], NULL, NULL);
         ck_assert_msg(r.status == 404, "%s -> %d", paths[i], r.status);
@@ -772,10 +778,10 @@ START_TEST(test_web_route_python_classes_match_as_in_python)
         const char *path;
         int status;
     } cases[] = {
-        {"/num/42", 200},   {"/num/dd", 404},    {"/num/4d", 404},   {"/nd/abc", 200},
-        {"/nd/a1", 404},    {"/word/ab_1", 200}, {"/word/a-b", 404}, {"/set/1,2", 200},
+        {"/num/42", 200},   {"/num/dd", 404},    {"/num/4d", 404},     {"/nd/abc", 200},
+        {"/nd/a1", 404},    {"/word/ab_1", 200}, {"/word/a-b", 404},   {"/set/1,2", 200},
         {"/set/1a", 404},   {"/set/d", 404},     {"/slug/a-b_c", 200}, {"/slug/a.b", 404},
-        {"/dot/a.-a", 200}, {"/dot/ab", 404},     {"/lt/a>-b", 200},  {"/lt/a-b", 404},
+        {"/dot/a.-a", 200}, {"/dot/ab", 404},    {"/lt/a>-b", 200},    {"/lt/a-b", 404},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct resp r = http("GET", cases[i].path, NULL, NULL);
@@ -793,8 +799,8 @@ END_TEST
 START_TEST(test_web_route_python_only_syntax_refused)
 {
     static const char *const bad[] = {
-        "/(?P<id>\\d+)", "/x/(?:a|b)", "/a\\Z", "/t\\t", "/b/[\\D]", "/c/[a\\-z]", "/d/[\\]]",
-        "/e/[[:alpha:]", "/br/(a)\\1", "/r/[\\w-~]",
+        "/(?P<id>\\d+)", "/x/(?:a|b)", "/a\\Z",         "/t\\t",      "/b/[\\D]",
+        "/c/[a\\-z]",    "/d/[\\]]",   "/e/[[:alpha:]", "/br/(a)\\1", "/r/[\\w-~]",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(gale_app_route(app, bad[i], &hello, NULL) == -EINVAL, "%s accepted", bad[i]);
@@ -1128,8 +1134,9 @@ START_TEST(test_web_set_cookie_output_and_get_cookie)
                          "sid=abc123; Domain=example.com; Max-Age=60; Path=/; Secure; HttpOnly; "
                          "SameSite=Lax"));
     ck_assert(has_header(&r, "Set-Cookie", "plain=v; Path=/"));
-    ck_assert(has_header(&r, "Set-Cookie", "exp=1; expires=Tue, 14 Nov 2023 22:13:20 GMT; "
-                                           "Path=/app"));
+    ck_assert(has_header(&r, "Set-Cookie",
+                         "exp=1; expires=Tue, 14 Nov 2023 22:13:20 GMT; "
+                         "Path=/app"));
     assert_body(&r, "s1|dark|none");
     resp_free(&r);
 }
@@ -1176,8 +1183,8 @@ END_TEST
 
 START_TEST(test_web_headers_case_insensitive_repeats_and_set_rules)
 {
-    struct resp r = http("GET", "/headers?q=1",
-                         "x-mixed-CASE: yes\r\nX-Rep: 1\r\nx-rep: 2\r\n", NULL);
+    struct resp r =
+        http("GET", "/headers?q=1", "x-mixed-CASE: yes\r\nX-Rep: 1\r\nx-rep: 2\r\n", NULL);
     ck_assert_int_eq(r.status, 200);
     assert_body(&r, "yes,1,2|GET|/headers|q=1");
     ck_assert(has_header(&r, "X-One", "2"));
@@ -1221,7 +1228,8 @@ START_TEST(test_web_arguments_control_characters_become_spaces)
 {
     struct resp r = http("GET", "/args?a=admin%00x&b=t%09a%0Db%1Fc%01", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
-    assert_body(&r, "a=admin x b=t\ta\rb c  q=t\ta\rb c  body=- n=1 first=t\ta\rb\x1f" "c\x01 "
+    assert_body(&r, "a=admin x b=t\ta\rb c  q=t\ta\rb c  body=- n=1 first=t\ta\rb\x1f"
+                    "c\x01 "
                     "none=dflt");
     resp_free(&r);
 }
@@ -1312,7 +1320,6 @@ START_TEST(test_web_app_free_with_async_request_in_flight)
     close(fd);
 }
 END_TEST
-
 
 static void raise_term(gale_loop *l, void *arg) { raise(SIGTERM); }
 

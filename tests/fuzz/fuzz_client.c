@@ -201,11 +201,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (flags & 2)
             FUZZ_CHECK(r.headers_seen == 1, "header callback ran %zu times", r.headers_seen);
     } else {
-        FUZZ_CHECK(r.code == GALE_HTTP_NO_RESPONSE || r.code >= 100,
-                   "error %d with code %d", r.error, r.code);
+        FUZZ_CHECK(r.code == GALE_HTTP_NO_RESPONSE || r.code >= 100, "error %d with code %d",
+                   r.error, r.code);
     }
     if (getenv("GALE_FUZZ_VERBOSE"))
-        fprintf(stderr, "code %d error %d body %zu streamed %zu headers_cb %zu\n", r.code,
-                r.error, r.body_len, r.streamed, r.headers_seen);
+        fprintf(stderr, "code %d error %d body %zu streamed %zu headers_cb %zu\n", r.code, r.error,
+                r.body_len, r.streamed, r.headers_seen);
     return 0;
 }

@@ -185,8 +185,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t bodylen = len - (size_t)(body - s);
         size_t before = f.nargs;
         rc = gale_form_parse_multipart(&f, b, blen, body, bodylen);
-        FUZZ_CHECK(rc == 0 || rc == -EINVAL || (rc == -ENOMEM && pool.failed),
-                   "multipart: rc %d", rc);
+        FUZZ_CHECK(rc == 0 || rc == -EINVAL || (rc == -ENOMEM && pool.failed), "multipart: rc %d",
+                   rc);
         if (rc < 0)
             FUZZ_CHECK(f.nargs == before && f.nfiles == 0, "multipart: form changed on error");
         check_args(&f, bodylen);
@@ -199,8 +199,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *body = nl ? nl + 1 : s + len;
         size_t bodylen = len - (size_t)(body - s);
         rc = gale_form_parse_body(&f, s, ctlen, body, bodylen);
-        FUZZ_CHECK(rc == 0 || rc == -EINVAL || (rc == -ENOMEM && pool.failed),
-                   "parse_body: rc %d", rc);
+        FUZZ_CHECK(rc == 0 || rc == -EINVAL || (rc == -ENOMEM && pool.failed), "parse_body: rc %d",
+                   rc);
         check_args(&f, bodylen);
         check_files(&f, body, bodylen);
         break;

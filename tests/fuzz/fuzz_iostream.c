@@ -50,11 +50,11 @@ struct run {
     bool shut, peer_eof, closed, local_close;
     unsigned idle; /* iterations since the program ended */
     int close_reason;
-    int done_reads; /* completions seen for the current op */
-    size_t stream_got;  /* read_stream: bytes received so far */
-    uint8_t *echo;      /* what the stream delivered, in order */
+    int done_reads;    /* completions seen for the current op */
+    size_t stream_got; /* read_stream: bytes received so far */
+    uint8_t *echo;     /* what the stream delivered, in order */
     size_t echo_len;
-    uint8_t *back;      /* what the peer received */
+    uint8_t *back; /* what the peer received */
     size_t back_len, back_cap;
     size_t writes, write_cbs;
     bool write_failed;
@@ -146,8 +146,7 @@ static void on_read(gale_stream *s, int status, const char *data, size_t len, vo
     const struct op *op = &r->ops[r->cur];
     FUZZ_CHECK(++r->done_reads == 1, "op %zu completed twice", r->cur);
     if (r->local_close) {
-        FUZZ_CHECK(status == -ECANCELED, "op %zu pending at a local close got %d", r->cur,
-                   status);
+        FUZZ_CHECK(status == -ECANCELED, "op %zu pending at a local close got %d", r->cur, status);
         after_error(r, status, "cancelled read");
         return;
     }
@@ -159,15 +158,15 @@ static void on_read(gale_stream *s, int status, const char *data, size_t len, vo
         FUZZ_CHECK(status == (want < 0 ? (int)want : 0), "until/regex op %zu: status %d, want %ld",
                    r->cur, status, want);
         if (want >= 0)
-            FUZZ_CHECK(len == (size_t)want, "until/regex op %zu: %zu bytes, want %ld", r->cur,
-                       len, want);
+            FUZZ_CHECK(len == (size_t)want, "until/regex op %zu: %zu bytes, want %ld", r->cur, len,
+                       want);
         break;
     }
     case OP_BYTES: {
         size_t n = op->param % 64;
         int want = n <= left ? 0 : GALE_EEOF;
-        FUZZ_CHECK(status == want, "read_bytes(%zu) op %zu: status %d, want %d", n, r->cur,
-                   status, want);
+        FUZZ_CHECK(status == want, "read_bytes(%zu) op %zu: status %d, want %d", n, r->cur, status,
+                   want);
         if (!status)
             FUZZ_CHECK(len == n, "read_bytes(%zu): %zu bytes", n, len);
         break;
@@ -175,8 +174,8 @@ static void on_read(gale_stream *s, int status, const char *data, size_t len, vo
     case OP_PARTIAL: {
         size_t n = op->param % 64;
         int want = n == 0 || left > 0 ? 0 : GALE_EEOF;
-        FUZZ_CHECK(status == want, "partial read_bytes(%zu) op %zu: status %d, want %d", n,
-                   r->cur, status, want);
+        FUZZ_CHECK(status == want, "partial read_bytes(%zu) op %zu: status %d, want %d", n, r->cur,
+                   status, want);
         if (!status)
             FUZZ_CHECK(len <= n && (len > 0 || n == 0), "partial read_bytes(%zu): %zu bytes", n,
                        len);
@@ -200,8 +199,7 @@ static void on_read(gale_stream *s, int status, const char *data, size_t len, vo
             start_next(r);
         return;
     }
-    default:
-        break;
+    default: break;
     }
     expect_data(r, data, len, "read");
     if (status < 0) {
@@ -277,16 +275,12 @@ static void start_next(struct run *r)
     case OP_PARTIAL:
         rc = gale_stream_read_bytes(r->s, op->param % 64, op->kind == OP_PARTIAL, on_read, r);
         break;
-    case OP_SOME:
-        rc = gale_stream_read_some(r->s, on_some, r);
-        break;
+    case OP_SOME: rc = gale_stream_read_some(r->s, on_some, r); break;
     case OP_STREAM:
         rc = gale_stream_read_stream(r->s, op->param % 64 == 63 ? SIZE_MAX : op->param % 64,
                                      on_chunk, on_read, r);
         break;
-    default:
-        rc = gale_stream_read_until_close(r->s, on_read, r);
-        break;
+    default: rc = gale_stream_read_until_close(r->s, on_read, r); break;
     }
     if (rc == -EPIPE) { /* closed already (the peer's close was seen) */
         FUZZ_CHECK(gale_stream_closed(r->s), "-EPIPE on an open stream");
@@ -422,8 +416,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(r->close_reason == GALE_EEOF || r->close_reason < 0,
                    "close reason %d after a clean end", r->close_reason);
     if (getenv("GALE_FUZZ_VERBOSE"))
-        fprintf(stderr, "ops %zu/%zu, consumed %zu of %zu, echoed %zu, close reason %d%s\n",
-                r->cur, r->nops, r->pos, r->len, r->echo_len, r->close_reason,
+        fprintf(stderr, "ops %zu/%zu, consumed %zu of %zu, echoed %zu, close reason %d%s\n", r->cur,
+                r->nops, r->pos, r->len, r->echo_len, r->close_reason,
                 r->local_close ? " (local)" : "");
     close(r->peer);
     FUZZ_CHECK(gale_loop_timer_count(loop) == timers0, "timer left");

@@ -74,8 +74,8 @@ static void echo_body(gale_handler *h)
     gale_set_header(h, "Content-Type", "application/octet-stream");
     gale_write(h, body, len);
 }
-static const gale_handler_class echo_class = {.post = echo_body, .put = echo_body,
-                                              .patch = echo_body};
+static const gale_handler_class echo_class = {
+    .post = echo_body, .put = echo_body, .patch = echo_body};
 
 /* Asynchronous: finishes from a 0 ms timer; with ?cc=1 finishes inside on_connection_close
  * (removing its timer) when the client leaves first; with ?flush=1 flushes before waiting. */
@@ -119,7 +119,8 @@ static void async_closed(gale_handler *h)
     }
 }
 static const gale_handler_class async_class = {.state_size = sizeof(struct async_state),
-                                               .get = async_get, .post = async_get,
+                                               .get = async_get,
+                                               .post = async_get,
                                                .on_connection_close = async_closed};
 
 static void stream_get(gale_handler *h)
@@ -158,8 +159,7 @@ static void args_any(gale_handler *h)
         gale_write(h, file->body, file->body_len);
     }
 }
-static const gale_handler_class args_class = {.get = args_any, .post = args_any,
-                                              .put = args_any};
+static const gale_handler_class args_class = {.get = args_any, .post = args_any, .put = args_any};
 
 static void user_get(gale_handler *h)
 {
@@ -228,11 +228,16 @@ static void h_setup(void)
         const char *pattern;
         const gale_handler_class *cls;
     } routes[] = {
-        {"/", &hello_class},           {"/echo", &echo_class},
-        {"/async", &async_class},      {"/stream", &stream_class},
-        {"/args", &args_class},        {"/user/([0-9]+)", &user_class},
-        {"/status/([0-9]+)", &status_class}, {"/header/([A-Za-z0-9-]+)", &header_class},
-        {"/redirect", &redirect_class}, {"/error", &error_class},
+        {"/", &hello_class},
+        {"/echo", &echo_class},
+        {"/async", &async_class},
+        {"/stream", &stream_class},
+        {"/args", &args_class},
+        {"/user/([0-9]+)", &user_class},
+        {"/status/([0-9]+)", &status_class},
+        {"/header/([A-Za-z0-9-]+)", &header_class},
+        {"/redirect", &redirect_class},
+        {"/error", &error_class},
         {"/forbid", &forbid_class},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
@@ -466,8 +471,7 @@ static size_t h_parse_response(const char *p, size_t n, bool head, struct h_resp
         const char *colon = memchr(q, ':', (size_t)(eol - q));
         FUZZ_CHECK(colon && colon > q, "header line without a name: %.*s", (int)(eol - q), q);
         for (const char *s = q; s < colon; s++)
-            FUZZ_CHECK(h_token(*s), "header name with a non-token byte: %.*s",
-                       (int)(colon - q), q);
+            FUZZ_CHECK(h_token(*s), "header name with a non-token byte: %.*s", (int)(colon - q), q);
         for (const char *s = colon + 1; s < eol; s++)
             FUZZ_CHECK(*s != '\r' && *s != '\n' && *s != '\0', "control byte in a header value");
         size_t nlen = (size_t)(colon - q);
@@ -497,8 +501,7 @@ static size_t h_parse_response(const char *p, size_t n, bool head, struct h_resp
     out->body = q;
     out->body_len = 0;
     if (out->status < 200) {
-        FUZZ_CHECK(out->status == 100 && cl < 0 && !chunked, "unexpected interim %d",
-                   out->status);
+        FUZZ_CHECK(out->status == 100 && cl < 0 && !chunked, "unexpected interim %d", out->status);
         return (size_t)(q - p);
     }
     if (head || out->status == 204 || out->status == 304) {
@@ -520,9 +523,10 @@ static size_t h_parse_response(const char *p, size_t n, bool head, struct h_resp
             FUZZ_CHECK(eol > q && eol - q <= 16, "bad chunk size line");
             for (const char *s = q; s < eol; s++) {
                 FUZZ_CHECK(isxdigit((unsigned char)*s), "bad chunk size line");
-                size = size * 16 + (unsigned long long)(isdigit((unsigned char)*s)
-                                                            ? *s - '0'
-                                                            : (tolower((unsigned char)*s) - 'a' + 10));
+                size =
+                    size * 16 + (unsigned long long)(isdigit((unsigned char)*s)
+                                                         ? *s - '0'
+                                                         : (tolower((unsigned char)*s) - 'a' + 10));
             }
             q = eol + 2;
             if ((unsigned long long)(end - q) < size + 2)
@@ -553,8 +557,7 @@ struct h_result {
     bool first_complete;
 };
 
-static void h_check_responses(const struct h_conn *c, const struct h_ref *ref,
-                              struct h_result *res)
+static void h_check_responses(const struct h_conn *c, const struct h_ref *ref, struct h_result *res)
 {
     size_t pos = 0, nfinal = 0;
     bool last_seen = false;
@@ -562,15 +565,14 @@ static void h_check_responses(const struct h_conn *c, const struct h_ref *ref,
     res->first_complete = false;
     while (pos < c->rlen) {
         FUZZ_CHECK(!last_seen, "bytes after a response that ended the connection");
-        bool head = nfinal < ref->begun && nfinal < H_MAX_REQS &&
-                    ref->method[nfinal] == HTTP_HEAD;
+        bool head = nfinal < ref->begun && nfinal < H_MAX_REQS && ref->method[nfinal] == HTTP_HEAD;
         struct h_resp r;
         size_t blen = 0;
         char *bb = nfinal == 0 ? res->first_body : NULL;
         size_t used = h_parse_response(c->resp + pos, c->rlen - pos, head, &r, &blen, bb);
         if (!used) {
-            FUZZ_CHECK(c->reset, "response %zu truncated without a reset (%zu bytes left)",
-                       nfinal, c->rlen - pos);
+            FUZZ_CHECK(c->reset, "response %zu truncated without a reset (%zu bytes left)", nfinal,
+                       c->rlen - pos);
             break;
         }
         pos += used;
@@ -591,10 +593,13 @@ static void h_check_responses(const struct h_conn *c, const struct h_ref *ref,
         if (nfinal <= ref->begun && nfinal <= H_MAX_REQS && ref->must_reject[nfinal - 1])
             FUZZ_CHECK(r.status >= 400 && r.close, /* 400, or 431/413 when a limit hit first */
                        "request %zu with a Transfer-Encoding other than one \"chunked\" answered "
-                       "%d%s", nfinal, r.status, r.close ? "" : " without closing");
+                       "%d%s",
+                       nfinal, r.status, r.close ? "" : " without closing");
         if (nfinal > ref->complete) {
-            FUZZ_CHECK(r.close, "response %zu (status %d) to an incomplete request keeps the "
-                                "connection", nfinal, r.status);
+            FUZZ_CHECK(r.close,
+                       "response %zu (status %d) to an incomplete request keeps the "
+                       "connection",
+                       nfinal, r.status);
             last_seen = true;
         }
         if (r.close)
