@@ -448,17 +448,18 @@ static inline bool is_host_name(const char *p)
 }
 
 /* Builds the header table from the recorded slices: values lose their trailing whitespace (RFC
- * 9110 5.5: OWS around a value is not part of it; the parser drops the leading one), names
- * holding whitespace are noted (`*spaced`), Host fields are counted and the first one kept. */
-static int head_table(struct gale_http_conn *c, struct req *r, unsigned *hosts, bool *spaced)
+ * 9110 5.5: OWS around a value is not part of it; the parser drops the leading one), Host fields
+ * are counted and the first one kept. Returns twice the count of Host fields, plus one when a
+ * name holds whitespace, or a rejection. */
+static int head_table(struct gale_http_conn *c, struct req *r)
 {
     /* http-parser, built without its strict checks, takes a space as part of a header name:
      * "Transfer-Encoding : chunked" arrives named "Transfer-Encoding ", and so does a line that
      * starts with a space. RFC 9112 5.1 and 2.2 make both a 400; served, they are a request
      * smuggling shape behind a proxy that reads the header as the real one. */
     gale_http_header *items = NULL;
-    *hosts = 0;
-    *spaced = false;
+    unsigned hosts = 0;
+    bool spaced = false;
     if (r->hn) {
         items = arena_raw(r, r->hn * sizeof *items);
         if (!items)
@@ -467,10 +468,12 @@ static int head_table(struct gale_http_conn *c, struct req *r, unsigned *hosts, 
             const struct hslice *s = &r->hs[i];
             const char *name = r->hstore + s->name_off, *value = r->hstore + s->value_off;
             size_t vlen = s->value_len;
-            while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+            /* the parser ends a value at CR or LF and lets no other control byte in: what is
+             * not above ' ' at its end is SP or HTAB */
+            while (vlen && (unsigned char)value[vlen - 1] <= ' ')
                 vlen--;
-            *spaced |= has_ws(name, s->name_len, r->hstore + r->hlen);
-            if (s->name_len == 4 && is_host_name(name) && !(*hosts)++) {
+            spaced |= has_ws(name, s->name_len, r->hstore + r->hlen);
+            if (s->name_len == 4 && is_host_name(name) && !hosts++) {
                 r->host = value;
                 r->host_len = vlen;
             }
@@ -478,7 +481,7 @@ static int head_table(struct gale_http_conn *c, struct req *r, unsigned *hosts, 
         }
     }
     r->pub.headers = (gale_http_headers){items, r->hn, r->hn};
-    return 0;
+    return (int)(hosts << 1) | spaced;
 }
 
 /* RFC 3986 host and port characters: unreserved, pct-encoded, sub-delims, ':' and the brackets
@@ -505,14 +508,13 @@ static inline bool host_chars(const char *p, size_t n, const char *end)
 {
 #ifdef __SSE2__
     if (n <= 16 && end - p >= 16) {
+        /* '-' '.' '/' 0-9 ':' are 0x2d..0x3a: that range but '/', then the letters */
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        __m128i d = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+        __m128i d = _mm_sub_epi8(v, _mm_set1_epi8('-'));
         __m128i a = _mm_sub_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)), _mm_set1_epi8('a'));
-        __m128i ok = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d),
-                                  _mm_cmpeq_epi8(_mm_min_epu8(a, _mm_set1_epi8(25)), a));
-        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
-        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
-        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
+        __m128i ok = _mm_andnot_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('/')),
+                                      _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(13)), d));
+        ok = _mm_or_si128(ok, _mm_cmpeq_epi8(_mm_min_epu8(a, _mm_set1_epi8(25)), a));
         unsigned mask = (unsigned)_mm_movemask_epi8(ok) | (0xffffu << n); /* bytes past n pass */
         if ((mask & 0xffffu) == 0xffffu)
             return true;
@@ -527,13 +529,15 @@ static inline bool host_chars(const char *p, size_t n, const char *end)
  * with an optional port (empty when the target has no authority). */
 static int check_host(struct gale_http_conn *c, struct req *r, unsigned hosts)
 {
+    /* The head's copy is readable up to its capacity (bytes past hlen are masked off). */
+    if (__builtin_expect(hosts == 1, 1))
+        return host_chars(r->host, r->host_len, r->hstore + r->hcap)
+                   ? 0
+                   : reject(c, 400, "invalid Host header");
     if (hosts > 1)
         return reject(c, 400, "more than one Host header");
-    if (hosts == 0 && r->pub.version_minor >= 1)
+    if (r->pub.version_minor >= 1)
         return reject(c, 400, "HTTP/1.1 request without a Host header");
-    /* The head's copy is readable up to its capacity (bytes past hlen are masked off). */
-    if (hosts && !host_chars(r->host, r->host_len, r->hstore + r->hcap))
-        return reject(c, 400, "invalid Host header");
     return 0;
 }
 
@@ -706,20 +710,18 @@ static int on_headers_complete(http_parser *p)
     if (r->hfed + here > srv->opts.max_header_size)
         return reject(c, 431, "header block too large");
     r->rphase = R_BODY;
-    unsigned hosts;
-    bool te, spaced;
-    int rc = head_table(c, r, &hosts, &spaced);
-    if (rc == 0)
-        rc = request_line(c, r, p);
-    if (rc == 0 && spaced)
-        rc = reject(c, 400, "whitespace in a header name");
-    if (rc == 0)
-        rc = check_host(c, r, hosts);
-    if (rc == 0 && r->pub.uri[0] != '/' && r->pub.uri[0] != '*' && p->method != HTTP_CONNECT)
-        rc = absolute_target(c, r, (char *)r->pub.uri);
-    if (rc == 0)
-        rc = check_framing(c, r, p, &te);
-    if (rc < 0)
+    int t = head_table(c, r), rc;
+    bool te;
+    if (t < 0 || (rc = request_line(c, r, p)) < 0)
+        return t < 0 ? t : rc;
+    if (t & 1)
+        return reject(c, 400, "whitespace in a header name");
+    if ((rc = check_host(c, r, (unsigned)t >> 1)) < 0)
+        return rc;
+    if (r->pub.uri[0] != '/' && r->pub.uri[0] != '*' && p->method != HTTP_CONNECT &&
+        (rc = absolute_target(c, r, (char *)r->pub.uri)) < 0)
+        return rc;
+    if ((rc = check_framing(c, r, p, &te)) < 0)
         return rc;
     r->keep_alive = keep_alive(c, p, te);
     r->head = p->method == HTTP_HEAD;
