@@ -97,6 +97,59 @@ static __attribute__((noinline)) void version_scan(struct req *r, const char *p,
     r->vpos = (uint8_t)v;
 }
 
+/* The line ends after the head's last piece, up to the byte that ends the empty line. The parser
+ * (not strict) takes any byte after that line's CR as its LF ("\r\n\rX" ends a head), where RFC
+ * 9112 2.2 makes a bare CR invalid: a proxy that reads it as a space would not end the head there.
+ * Every other line end of the head the parser checks itself (a CR must be followed by LF). The
+ * bytes after the last piece are walked: after a value "[CR] LF", after the uri the rest of the
+ * request line (checked by version_scan) up to its LF, then the empty line "[CR] LF". An empty
+ * value's piece comes at the start of the next line, so that walk starts at the empty line. */
+enum { HE_VALUE, HE_VALUE_CR, HE_REQLINE, HE_LINE, HE_EMPTY_CR, HE_DONE, HE_BAD };
+
+static unsigned head_end_start(const struct req *r)
+{
+    if (r->last_cb == CB_URL)
+        return HE_REQLINE;
+    if (r->last_cb == CB_VALUE && r->hn && r->hs[r->hn - 1].value_len == 0)
+        return HE_LINE;
+    return HE_VALUE;
+}
+
+/* Walks [p, end) on from state `st`; stops at HE_DONE or HE_BAD. */
+static __attribute__((noinline)) unsigned head_end_scan(unsigned st, const char *p, const char *end)
+{
+    for (; p < end && st < HE_DONE; p++) {
+        char ch = *p;
+        switch (st) {
+        case HE_VALUE: st = ch == '\r' ? HE_VALUE_CR : ch == '\n' ? HE_LINE : HE_BAD; break;
+        case HE_VALUE_CR: st = ch == '\n' ? HE_LINE : HE_BAD; break;
+        case HE_REQLINE: st = ch == '\n' ? HE_LINE : HE_REQLINE; break;
+        case HE_LINE: st = ch == '\r' ? HE_EMPTY_CR : ch == '\n' ? HE_DONE : HE_BAD; break;
+        default: st = ch == '\n' ? HE_DONE : HE_BAD; break; /* HE_EMPTY_CR */
+        }
+    }
+    return st;
+}
+
+/* Whether the head that just ended in this parser call ended in a valid empty line. Most heads
+ * end in "\r\n\r\n" right after the last value's piece: one compare. */
+static inline bool head_end_ok(const struct gale_http_conn *c, const struct req *r)
+{
+    const char *q = c->piece_end;
+    if (q && r->last_cb == CB_VALUE && c->exec_end - q >= 4) {
+        uint32_t w, crlf2;
+        memcpy(&w, q, 4);
+        memcpy(&crlf2, "\r\n\r\n", 4);
+        if (w == crlf2)
+            return true;
+    }
+    /* The last piece is in this call: walk from it; else from where the last call left off
+     * (the call's first byte, as a request whose last piece came earlier began earlier). */
+    unsigned st = q ? head_end_scan(head_end_start(r), q, c->exec_end)
+                    : head_end_scan(r->hend, c->exec_data, c->exec_end);
+    return st == HE_DONE;
+}
+
 /* Inlined into the three callbacks: they run once per URL, field and value. */
 static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int kind, const char *at,
                                                            size_t len)
@@ -713,6 +766,8 @@ static int on_headers_complete(http_parser *p)
         rc = request_line(c, r, p);
     if (rc == 0 && spaced)
         rc = reject(c, 400, "whitespace in a header name");
+    if (rc == 0 && !head_end_ok(c, r))
+        rc = reject(c, 400, "a bare CR in the empty line that ends the head");
     if (rc == 0)
         rc = check_host(c, r, hosts);
     if (rc == 0 && r->pub.uri[0] != '/' && r->pub.uri[0] != '*' && p->method != HTTP_CONNECT)
@@ -927,6 +982,9 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
             return refuse(c, e, len);
         }
         r->hfed += (size_t)(data + n - c->exec_data);
+        /* The head goes on in the next read: where its end's walk stands (head_end_ok). */
+        r->hend = (uint8_t)(r->run_end ? head_end_scan(head_end_start(r), r->run_end, data + n)
+                                       : head_end_scan(r->hend, data, data + n));
         if (c->srv && r->hfed > c->srv->opts.max_header_size) {
             reject(c, 431, "header block too large");
             return refuse(c, e, len);
