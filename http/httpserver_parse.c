@@ -97,6 +97,18 @@ static __attribute__((noinline)) void version_scan(struct req *r, const char *p,
     r->vpos = (uint8_t)v;
 }
 
+/* A head over the size limit: 431, or 414 when the limit ran out inside the request target, so
+ * that the target alone is longer than the server parses (RFC 9112 3: a server MUST answer such a
+ * target with 414). Inside the target: no version seen after it yet and no header, or a target
+ * that is itself over the limit. */
+static int reject_head_size(struct gale_http_conn *c, const struct req *r)
+{
+    size_t max = c->srv ? c->srv->opts.max_header_size : SIZE_MAX;
+    if (r && r->rphase == R_HEADERS && ((!r->hn && r->vpos == V_NONE) || r->url_len > max))
+        return reject(c, 414, "request target too long");
+    return reject(c, 431, "header block too large");
+}
+
 /* The line ends after the head's last piece, up to the byte that ends the empty line. The parser
  * (not strict) takes any byte after that line's CR as its LF ("\r\n\rX" ends a head), where RFC
  * 9112 2.2 makes a bare CR invalid: a proxy that reads it as a space would not end the head there.
@@ -757,7 +769,7 @@ static int on_headers_complete(http_parser *p)
     if (run_flush(r) < 0)
         return reject(c, 503, "out of memory");
     if (r->hfed + here > srv->opts.max_header_size)
-        return reject(c, 431, "header block too large");
+        return reject_head_size(c, r);
     r->rphase = R_BODY;
     unsigned hosts;
     bool te, spaced;
@@ -926,7 +938,7 @@ static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
 {
     if (!c->err_status) {
         if (e == HPE_HEADER_OVERFLOW)
-            reject(c, 431, "header block too large");
+            reject_head_size(c, c->req);
         else if (e == HPE_INVALID_METHOD)
             reject_method(c);
         else
@@ -986,7 +998,7 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
         r->hend = (uint8_t)(r->run_end ? head_end_scan(head_end_start(r), r->run_end, data + n)
                                        : head_end_scan(r->hend, data, data + n));
         if (c->srv && r->hfed > c->srv->opts.max_header_size) {
-            reject(c, 431, "header block too large");
+            reject_head_size(c, r);
             return refuse(c, e, len);
         }
     }

@@ -329,6 +329,25 @@ START_TEST(test_rfc9112_bare_cr_ending_the_head_across_every_split)
 }
 END_TEST
 
+/* RFC 9112 3: a request target longer than the server parses gets 414; a header block over the
+ * limit after a target within it stays 431 (RFC 9110 5.4). */
+START_TEST(test_rfc9112_target_over_limit_414)
+{
+    size_t n = 70000; /* over the 64 KiB default */
+    char *raw = malloc(n + 64);
+    ck_assert_ptr_nonnull(raw);
+    int off = sprintf(raw, "GET /");
+    memset(raw + off, 'a', n);
+    strcpy(raw + off + n, " HTTP/1.1\r\nHost: h\r\n\r\n");
+    ck_assert(expect(raw, 414, NULL));
+    off = sprintf(raw, "GET /a HTTP/1.1\r\nHost: h\r\nX-Test: ");
+    memset(raw + off, 'a', n);
+    strcpy(raw + off + n, "\r\n\r\n");
+    ck_assert(expect(raw, 431, NULL));
+    free(raw);
+}
+END_TEST
+
 static Suite *rfc9112_suite(void)
 {
     Suite *s = suite_create("rfc9112");
@@ -348,6 +367,7 @@ static Suite *rfc9112_suite(void)
     tcase_add_test(t, test_rfc9112_refusal_after_a_pipelined_request);
     tcase_add_test(t, test_rfc9112_bare_cr_ending_the_head_400);
     tcase_add_test(t, test_rfc9112_bare_cr_ending_the_head_across_every_split);
+    tcase_add_test(t, test_rfc9112_target_over_limit_414);
     suite_add_tcase(s, t);
     return s;
 }
