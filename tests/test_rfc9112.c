@@ -106,6 +106,20 @@ static bool expect(const char *raw, int status, const char *body)
     return x.closed;
 }
 
+/* One exchange of bytes that may hold a NUL. */
+struct raw_exchange {
+    const char *raw;
+    size_t len;
+    struct test_http_response r;
+    int rc;
+};
+
+static void raw_exchange_main(void *arg)
+{
+    struct raw_exchange *x = arg;
+    x->rc = test_http_exchange(port, x->raw, x->len, false, &x->r);
+}
+
 /* RFC 9112 3.2: an HTTP/1.1 request without Host, or with two Host lines, is a 400. */
 START_TEST(test_rfc9112_http11_without_host_400)
 {
@@ -329,6 +343,45 @@ START_TEST(test_rfc9112_bare_cr_ending_the_head_across_every_split)
 }
 END_TEST
 
+/* RFC 9112 2.2 and RFC 9110 5.5: a bare CR, NUL or other control byte in a field, and a bare CR
+ * in the request target, are refused (by the parser). */
+START_TEST(test_rfc9112_bare_cr_nul_and_controls_in_fields_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\rb\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\rX-B: c\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX\rY: a\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a\rb HTTP/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\x01z\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\x7fz\r\n\r\n", 400, NULL));
+    /* a NUL cannot be in a C string: sent by length */
+    static const char nul[] = "GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\0z\r\n\r\n";
+    struct raw_exchange x = {nul, sizeof nul - 1, {0}, -1};
+    ck_assert(test_run_thread(loop, raw_exchange_main, &x, 10));
+    ck_assert_int_eq(x.rc, 0);
+    ck_assert_int_eq(x.r.status, 400);
+    test_http_response_free(&x.r);
+}
+END_TEST
+
+/* RFC 9112 5.2: obs-fold is refused (400), and so is a whitespace-preceded line right after the
+ * request line (RFC 9112 2.2). */
+START_TEST(test_rfc9112_obs_fold_and_whitespace_before_first_field_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\r\n b\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\r\n\tb\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\n X-Test: y\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\n\tX-Test: y\r\nHost: h\r\n\r\n", 400, NULL));
+}
+END_TEST
+
+/* RFC 9112 2.3: HTTP-name is case-sensitive. */
+START_TEST(test_rfc9112_lowercase_http_name_400)
+{
+    ck_assert(expect("GET /a http/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a Http/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+}
+END_TEST
+
 /* RFC 9112 3: a request target longer than the server parses gets 414; a header block over the
  * limit after a target within it stays 431 (RFC 9110 5.4). */
 START_TEST(test_rfc9112_target_over_limit_414)
@@ -345,6 +398,108 @@ START_TEST(test_rfc9112_target_over_limit_414)
     strcpy(raw + off + n, "\r\n\r\n");
     ck_assert(expect(raw, 431, NULL));
     free(raw);
+}
+END_TEST
+
+/* RFC 9110 7.6.1, RFC 9112 9.6: "close" among other connection options closes the connection
+ * after the response, and a request pipelined behind it is not processed. */
+START_TEST(test_rfc9112_close_option_in_a_list_ends_the_connection)
+{
+    bool closed = expect("GET /a HTTP/1.1\r\nHost: h\r\nConnection: x-opt, close\r\n\r\n"
+                         "GET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+                         200, "GET /a q= host=h x=[]");
+    ck_assert_msg(closed, "the connection stayed open");
+    ck_assert_int_eq(nhandled, 1);
+}
+END_TEST
+
+/* RFC 9110 6.5.1: trailer fields are not merged into the header section (the server drops
+ * them). */
+START_TEST(test_rfc9112_trailer_fields_not_merged_into_headers)
+{
+    expect("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "2\r\nhi\r\n0\r\nX-Test: from-trailer\r\n\r\n",
+           200, "POST /a q= host=h x=[]");
+}
+END_TEST
+
+/* RFC 9112 6.3: a request with neither Content-Length nor Transfer-Encoding has no body, whatever
+ * its method: what follows is the next request. */
+START_TEST(test_rfc9112_request_without_framing_has_no_body)
+{
+    struct pipeline p = {
+        .raw = "POST /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"};
+    ck_assert(test_run_thread(loop, pipeline_main, &p, 10));
+    ck_assert_int_eq(p.rc[0], 0);
+    ck_assert_int_eq(p.rc[1], 0);
+    ck_assert_str_eq(p.r[0].body, "POST /a q= host=h x=[]");
+    ck_assert_str_eq(p.r[1].body, "GET /b q= host=h x=[]");
+    test_http_response_free(&p.r[0]);
+    test_http_response_free(&p.r[1]);
+}
+END_TEST
+
+/* RFC 9110 10.1.1 and 15.2: "100-continue" in an HTTP/1.0 request is ignored (no 1xx goes to an
+ * HTTP/1.0 client); the first response is the final one. */
+START_TEST(test_rfc9112_http10_expect_100_continue_ignored)
+{
+    expect("POST /a HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi", 200,
+           "POST /a q= host= x=[]");
+}
+END_TEST
+
+/* RFC 9110 6.6.1: an origin server with a clock sends Date in its 2xx, 3xx and 4xx responses,
+ * the server's own refusals included. */
+START_TEST(test_rfc9112_date_on_responses_and_refusals)
+{
+    static const char *const raws[] = {"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+                                       "GET /a HTTP/1.1\r\n\r\n"};
+    static const int want[] = {200, 400};
+    for (int i = 0; i < 2; i++) {
+        struct exchange x;
+        expect_x(&x, raws[i], want[i], NULL);
+        const char *date = test_http_header(&x.r, "Date");
+        ck_assert_ptr_nonnull(date);
+        ck_assert_uint_eq(strlen(date), 29); /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
+        ck_assert(strcmp(date + 26, "GMT") == 0);
+        test_http_response_free(&x.r);
+    }
+}
+END_TEST
+
+/* RFC 9110 8.6 and RFC 9112 6.1: a 204 carries neither Content-Length (even one the handler set)
+ * nor Transfer-Encoding (even when flushed), and no content (RFC 9110 15.3.5). */
+START_TEST(test_rfc9112_204_without_content_length_or_transfer_encoding)
+{
+    static const char *const raws[] = {"GET /204 HTTP/1.1\r\nHost: h\r\n\r\n",
+                                       "GET /204?flush HTTP/1.1\r\nHost: h\r\n\r\n"};
+    for (int i = 0; i < 2; i++) {
+        struct exchange x;
+        expect_x(&x, raws[i], 204, "");
+        ck_assert_ptr_null(test_http_header(&x.r, "Content-Length"));
+        ck_assert_ptr_null(test_http_header(&x.r, "Transfer-Encoding"));
+        test_http_response_free(&x.r);
+    }
+    /* nothing of the dropped body reaches the next response on the connection */
+    struct pipeline p = {.raw = "GET /204?flush HTTP/1.1\r\nHost: h\r\n\r\n"
+                                "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"};
+    ck_assert(test_run_thread(loop, pipeline_main, &p, 10));
+    ck_assert_int_eq(p.rc[1], 0);
+    ck_assert_int_eq(p.r[1].status, 200);
+    ck_assert_str_eq(p.r[1].body, "GET /a q= host=h x=[]");
+    test_http_response_free(&p.r[0]);
+    test_http_response_free(&p.r[1]);
+}
+END_TEST
+
+/* RFC 9110 7.8: a server may ignore Upgrade; the request is answered in HTTP/1.1 (no 101). */
+START_TEST(test_rfc9112_upgrade_ignored)
+{
+    struct exchange x;
+    expect_x(&x, "GET /a HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+             200, "GET /a q= host=h x=[]");
+    ck_assert_int_eq(x.r.minor, 1);
+    test_http_response_free(&x.r);
 }
 END_TEST
 
@@ -367,7 +522,17 @@ static Suite *rfc9112_suite(void)
     tcase_add_test(t, test_rfc9112_refusal_after_a_pipelined_request);
     tcase_add_test(t, test_rfc9112_bare_cr_ending_the_head_400);
     tcase_add_test(t, test_rfc9112_bare_cr_ending_the_head_across_every_split);
+    tcase_add_test(t, test_rfc9112_bare_cr_nul_and_controls_in_fields_400);
+    tcase_add_test(t, test_rfc9112_obs_fold_and_whitespace_before_first_field_400);
+    tcase_add_test(t, test_rfc9112_lowercase_http_name_400);
     tcase_add_test(t, test_rfc9112_target_over_limit_414);
+    tcase_add_test(t, test_rfc9112_close_option_in_a_list_ends_the_connection);
+    tcase_add_test(t, test_rfc9112_trailer_fields_not_merged_into_headers);
+    tcase_add_test(t, test_rfc9112_request_without_framing_has_no_body);
+    tcase_add_test(t, test_rfc9112_http10_expect_100_continue_ignored);
+    tcase_add_test(t, test_rfc9112_date_on_responses_and_refusals);
+    tcase_add_test(t, test_rfc9112_204_without_content_length_or_transfer_encoding);
+    tcase_add_test(t, test_rfc9112_upgrade_ignored);
     suite_add_tcase(s, t);
     return s;
 }
