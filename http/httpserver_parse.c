@@ -97,6 +97,71 @@ static __attribute__((noinline)) void version_scan(struct req *r, const char *p,
     r->vpos = (uint8_t)v;
 }
 
+/* A head over the size limit: 431, or 414 when the limit ran out inside the request target, so
+ * that the target alone is longer than the server parses (RFC 9112 3: a server MUST answer such a
+ * target with 414). Inside the target: no version seen after it yet and no header, or a target
+ * that is itself over the limit. */
+static int reject_head_size(struct gale_http_conn *c, const struct req *r)
+{
+    size_t max = c->srv ? c->srv->opts.max_header_size : SIZE_MAX;
+    if (r && r->rphase == R_HEADERS && ((!r->hn && r->vpos == V_NONE) || r->url_len > max))
+        return reject(c, 414, "request target too long");
+    return reject(c, 431, "header block too large");
+}
+
+/* The line ends after the head's last piece, up to the byte that ends the empty line. The parser
+ * (not strict) takes any byte after that line's CR as its LF ("\r\n\rX" ends a head), where RFC
+ * 9112 2.2 makes a bare CR invalid: a proxy that reads it as a space would not end the head there.
+ * Every other line end of the head the parser checks itself (a CR must be followed by LF). The
+ * bytes after the last piece are walked: after a value "[CR] LF", after the uri the rest of the
+ * request line (checked by version_scan) up to its LF, then the empty line "[CR] LF". An empty
+ * value's piece comes at the start of the next line, so that walk starts at the empty line. */
+enum { HE_VALUE, HE_VALUE_CR, HE_REQLINE, HE_LINE, HE_EMPTY_CR, HE_DONE, HE_BAD };
+
+static unsigned head_end_start(const struct req *r)
+{
+    if (r->last_cb == CB_URL)
+        return HE_REQLINE;
+    if (r->last_cb == CB_VALUE && r->hn && r->hs[r->hn - 1].value_len == 0)
+        return HE_LINE;
+    return HE_VALUE;
+}
+
+/* Walks [p, end) on from state `st`; stops at HE_DONE or HE_BAD. */
+static __attribute__((noinline)) unsigned head_end_scan(unsigned st, const char *p, const char *end)
+{
+    for (; p < end && st < HE_DONE; p++) {
+        char ch = *p;
+        switch (st) {
+        case HE_VALUE: st = ch == '\r' ? HE_VALUE_CR : ch == '\n' ? HE_LINE : HE_BAD; break;
+        case HE_VALUE_CR: st = ch == '\n' ? HE_LINE : HE_BAD; break;
+        case HE_REQLINE: st = ch == '\n' ? HE_LINE : HE_REQLINE; break;
+        case HE_LINE: st = ch == '\r' ? HE_EMPTY_CR : ch == '\n' ? HE_DONE : HE_BAD; break;
+        default: st = ch == '\n' ? HE_DONE : HE_BAD; break; /* HE_EMPTY_CR */
+        }
+    }
+    return st;
+}
+
+/* Whether the head that just ended in this parser call ended in a valid empty line. Most heads
+ * end in "\r\n\r\n" right after the last value's piece: one compare. */
+static inline bool head_end_ok(const struct gale_http_conn *c, const struct req *r)
+{
+    const char *q = c->piece_end;
+    if (q && r->last_cb == CB_VALUE && c->exec_end - q >= 4) {
+        uint32_t w, crlf2;
+        memcpy(&w, q, 4);
+        memcpy(&crlf2, "\r\n\r\n", 4);
+        if (w == crlf2)
+            return true;
+    }
+    /* The last piece is in this call: walk from it; else from where the last call left off
+     * (the call's first byte, as a request whose last piece came earlier began earlier). */
+    unsigned st = q ? head_end_scan(head_end_start(r), q, c->exec_end)
+                    : head_end_scan(r->hend, c->exec_data, c->exec_end);
+    return st == HE_DONE;
+}
+
 /* Inlined into the three callbacks: they run once per URL, field and value. */
 static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int kind, const char *at,
                                                            size_t len)
@@ -708,7 +773,7 @@ static int on_headers_complete(http_parser *p)
     if (run_flush(r) < 0)
         return reject(c, 503, "out of memory");
     if (r->hfed + here > srv->opts.max_header_size)
-        return reject(c, 431, "header block too large");
+        return reject_head_size(c, r);
     r->rphase = R_BODY;
     int t = head_table(c, r), rc;
     bool te;
@@ -716,6 +781,8 @@ static int on_headers_complete(http_parser *p)
         return t < 0 ? t : rc;
     if (t & 1)
         return reject(c, 400, "whitespace in a header name");
+    if (!head_end_ok(c, r))
+        return reject(c, 400, "a bare CR in the empty line that ends the head");
     if ((rc = check_host(c, r, (unsigned)t >> 1)) < 0)
         return rc;
     if (r->pub.uri[0] != '/' && r->pub.uri[0] != '*' && p->method != HTTP_CONNECT &&
@@ -873,7 +940,7 @@ static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
 {
     if (!c->err_status) {
         if (e == HPE_HEADER_OVERFLOW)
-            reject(c, 431, "header block too large");
+            reject_head_size(c, c->req);
         else if (e == HPE_INVALID_METHOD)
             reject_method(c);
         else
@@ -929,8 +996,11 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
             return refuse(c, e, len);
         }
         r->hfed += (size_t)(data + n - c->exec_data);
+        /* The head goes on in the next read: where its end's walk stands (head_end_ok). */
+        r->hend = (uint8_t)(r->run_end ? head_end_scan(head_end_start(r), r->run_end, data + n)
+                                       : head_end_scan(r->hend, data, data + n));
         if (c->srv && r->hfed > c->srv->opts.max_header_size) {
-            reject(c, 431, "header block too large");
+            reject_head_size(c, r);
             return refuse(c, e, len);
         }
     }

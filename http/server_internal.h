@@ -246,6 +246,7 @@ struct req {
     uint8_t rphase, last_cb, framing;
     uint8_t vpos; /* the request line's version token, checked as it streams by (version_scan) */
     uint8_t ck;   /* where chunk_scan is in a chunked body (CK_OFF: not walking one) */
+    uint8_t hend; /* where head_end_scan is after the head's last piece, across reads */
     uint64_t ck_left; /* chunk_scan: the chunk size being read, then its data bytes still due */
     bool body_heap, w_heap, hstore_heap;
     bool get; /* the method is GET */

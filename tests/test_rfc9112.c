@@ -17,9 +17,23 @@ static gale_loop *loop;
 static gale_http_server *srv;
 static int port;
 
-/* Answers "<method> <path> q=<query> host=<host> x=[<X-Test>]". */
+static int nhandled; /* requests the handler was given */
+
+/* Answers "<method> <path> q=<query> host=<host> x=[<X-Test>]"; "/204" answers 204 with a
+ * Content-Length the server must drop, flushed first with the query "flush". */
 static void handler(gale_http_request *req, void *arg)
 {
+    nhandled++;
+    if (strcmp(req->path, "/204") == 0) {
+        gale_http_response_set_status(req, 204, NULL);
+        gale_http_response_set_header(req, "Content-Length", "0");
+        if (strcmp(req->query, "flush") == 0) {
+            gale_http_response_write(req, "dropped", 7);
+            gale_http_response_flush(req);
+        }
+        gale_http_response_finish(req);
+        return;
+    }
     size_t xlen = 0;
     const char *x = gale_http_headers_get(&req->headers, "X-Test", &xlen);
     char body[512];
@@ -31,6 +45,7 @@ static void handler(gale_http_request *req, void *arg)
 
 static void setup(void)
 {
+    nhandled = 0;
     gale_log_set_level(GALE_LOG_NONE);
     ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
     ck_assert_int_eq(gale_http_server_new(loop, NULL, handler, NULL, &srv), 0);
@@ -69,18 +84,40 @@ static void exchange_main(void *arg)
     test_http_close(&c);
 }
 
+/* Sends `raw`, expects a response with `status` (and `body` when not NULL), kept in `x->r` for
+ * the caller to look at and free. */
+static void expect_x(struct exchange *x, const char *raw, int status, const char *body)
+{
+    *x = (struct exchange){.raw = raw};
+    ck_assert_msg(test_run_thread(loop, exchange_main, x, 10), "client hung");
+    ck_assert_msg(x->rc == 0, "no response to %s: %d", raw, x->rc);
+    ck_assert_msg(x->r.status == status, "%s: status %d, want %d", raw, x->r.status, status);
+    if (body)
+        ck_assert_str_eq(x->r.body, body);
+}
+
 /* Sends `raw`, expects a response with `status` (and `body` when not NULL). Returns whether the
  * server closed the connection after it. */
 static bool expect(const char *raw, int status, const char *body)
 {
-    struct exchange x = {.raw = raw};
-    ck_assert_msg(test_run_thread(loop, exchange_main, &x, 10), "client hung");
-    ck_assert_msg(x.rc == 0, "no response to %s: %d", raw, x.rc);
-    ck_assert_msg(x.r.status == status, "%s: status %d, want %d", raw, x.r.status, status);
-    if (body)
-        ck_assert_str_eq(x.r.body, body);
+    struct exchange x;
+    expect_x(&x, raw, status, body);
     test_http_response_free(&x.r);
     return x.closed;
+}
+
+/* One exchange of bytes that may hold a NUL. */
+struct raw_exchange {
+    const char *raw;
+    size_t len;
+    struct test_http_response r;
+    int rc;
+};
+
+static void raw_exchange_main(void *arg)
+{
+    struct raw_exchange *x = arg;
+    x->rc = test_http_exchange(port, x->raw, x->len, false, &x->r);
 }
 
 /* RFC 9112 3.2: an HTTP/1.1 request without Host, or with two Host lines, is a 400. */
@@ -262,6 +299,210 @@ START_TEST(test_rfc9112_refusal_after_a_pipelined_request)
 }
 END_TEST
 
+/* RFC 9112 2.2: a bare CR is invalid. The parser (not strict) refuses one inside a line, but
+ * takes any byte after the CR of the empty line that ends the head for its LF; a proxy that reads
+ * that CR as a space does not see the head end there. */
+START_TEST(test_rfc9112_bare_cr_ending_the_head_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\n\rX", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test:\r\n\rX", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.0\r\n\rX", 400, NULL));
+    ck_assert(expect("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\rXhi", 400, NULL));
+    /* every line end RFC 9112 lets a server accept stays served */
+    expect("GET /a HTTP/1.1\r\nHost: h\n\r\n", 200, "GET /a q= host=h x=[]");
+    expect("GET /a HTTP/1.1\r\nHost: h\r\n\n", 200, "GET /a q= host=h x=[]");
+    expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test:\r\n\r\n", 200, "GET /a q= host=h x=[]");
+    expect("GET /a HTTP/1.0\n\n", 200, "GET /a q= host= x=[]");
+}
+END_TEST
+
+/* A head cut by a read anywhere in its last line ends: the bare CR is still found, and a good
+ * head is still served. */
+START_TEST(test_rfc9112_bare_cr_ending_the_head_across_every_split)
+{
+    static const struct {
+        const char *raw;
+        int status;
+    } cases[] = {
+        {"GET /a HTTP/1.1\r\nHost: h\r\n\rX", 400},
+        {"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", 200},
+        {"GET /a HTTP/1.1\r\nHost: h\r\nX-Test:\r\n\rX", 400},
+        {"GET /a HTTP/1.1\r\nHost: h\r\nX-Test:\r\n\r\n", 200},
+        {"GET /a HTTP/1.0\r\n\rX", 400},
+        {"GET /a HTTP/1.0\r\n\r\n", 200},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len = strlen(cases[i].raw);
+        for (size_t cut = len - 6; cut < len; cut++) {
+            struct split_method s = {cases[i].raw, cut, 0};
+            ck_assert(test_run_thread(loop, split_main, &s, 15));
+            ck_assert_msg(s.status == cases[i].status, "case %zu cut %zu: status %d", i, cut,
+                          s.status);
+        }
+    }
+}
+END_TEST
+
+/* RFC 9112 2.2 and RFC 9110 5.5: a bare CR, NUL or other control byte in a field, and a bare CR
+ * in the request target, are refused (by the parser). */
+START_TEST(test_rfc9112_bare_cr_nul_and_controls_in_fields_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\rb\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\rX-B: c\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX\rY: a\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a\rb HTTP/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\x01z\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\x7fz\r\n\r\n", 400, NULL));
+    /* a NUL cannot be in a C string: sent by length */
+    static const char nul[] = "GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\0z\r\n\r\n";
+    struct raw_exchange x = {nul, sizeof nul - 1, {0}, -1};
+    ck_assert(test_run_thread(loop, raw_exchange_main, &x, 10));
+    ck_assert_int_eq(x.rc, 0);
+    ck_assert_int_eq(x.r.status, 400);
+    test_http_response_free(&x.r);
+}
+END_TEST
+
+/* RFC 9112 5.2: obs-fold is refused (400), and so is a whitespace-preceded line right after the
+ * request line (RFC 9112 2.2). */
+START_TEST(test_rfc9112_obs_fold_and_whitespace_before_first_field_400)
+{
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\r\n b\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\nHost: h\r\nX-Test: a\r\n\tb\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\n X-Test: y\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a HTTP/1.1\r\n\tX-Test: y\r\nHost: h\r\n\r\n", 400, NULL));
+}
+END_TEST
+
+/* RFC 9112 2.3: HTTP-name is case-sensitive. */
+START_TEST(test_rfc9112_lowercase_http_name_400)
+{
+    ck_assert(expect("GET /a http/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+    ck_assert(expect("GET /a Http/1.1\r\nHost: h\r\n\r\n", 400, NULL));
+}
+END_TEST
+
+/* RFC 9112 3: a request target longer than the server parses gets 414; a header block over the
+ * limit after a target within it stays 431 (RFC 9110 5.4). */
+START_TEST(test_rfc9112_target_over_limit_414)
+{
+    size_t n = 70000; /* over the 64 KiB default */
+    char *raw = malloc(n + 64);
+    ck_assert_ptr_nonnull(raw);
+    int off = sprintf(raw, "GET /");
+    memset(raw + off, 'a', n);
+    strcpy(raw + off + n, " HTTP/1.1\r\nHost: h\r\n\r\n");
+    ck_assert(expect(raw, 414, NULL));
+    off = sprintf(raw, "GET /a HTTP/1.1\r\nHost: h\r\nX-Test: ");
+    memset(raw + off, 'a', n);
+    strcpy(raw + off + n, "\r\n\r\n");
+    ck_assert(expect(raw, 431, NULL));
+    free(raw);
+}
+END_TEST
+
+/* RFC 9110 7.6.1, RFC 9112 9.6: "close" among other connection options closes the connection
+ * after the response, and a request pipelined behind it is not processed. */
+START_TEST(test_rfc9112_close_option_in_a_list_ends_the_connection)
+{
+    bool closed = expect("GET /a HTTP/1.1\r\nHost: h\r\nConnection: x-opt, close\r\n\r\n"
+                         "GET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+                         200, "GET /a q= host=h x=[]");
+    ck_assert_msg(closed, "the connection stayed open");
+    ck_assert_int_eq(nhandled, 1);
+}
+END_TEST
+
+/* RFC 9110 6.5.1: trailer fields are not merged into the header section (the server drops
+ * them). */
+START_TEST(test_rfc9112_trailer_fields_not_merged_into_headers)
+{
+    expect("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "2\r\nhi\r\n0\r\nX-Test: from-trailer\r\n\r\n",
+           200, "POST /a q= host=h x=[]");
+}
+END_TEST
+
+/* RFC 9112 6.3: a request with neither Content-Length nor Transfer-Encoding has no body, whatever
+ * its method: what follows is the next request. */
+START_TEST(test_rfc9112_request_without_framing_has_no_body)
+{
+    struct pipeline p = {
+        .raw = "POST /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"};
+    ck_assert(test_run_thread(loop, pipeline_main, &p, 10));
+    ck_assert_int_eq(p.rc[0], 0);
+    ck_assert_int_eq(p.rc[1], 0);
+    ck_assert_str_eq(p.r[0].body, "POST /a q= host=h x=[]");
+    ck_assert_str_eq(p.r[1].body, "GET /b q= host=h x=[]");
+    test_http_response_free(&p.r[0]);
+    test_http_response_free(&p.r[1]);
+}
+END_TEST
+
+/* RFC 9110 10.1.1 and 15.2: "100-continue" in an HTTP/1.0 request is ignored (no 1xx goes to an
+ * HTTP/1.0 client); the first response is the final one. */
+START_TEST(test_rfc9112_http10_expect_100_continue_ignored)
+{
+    expect("POST /a HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi", 200,
+           "POST /a q= host= x=[]");
+}
+END_TEST
+
+/* RFC 9110 6.6.1: an origin server with a clock sends Date in its 2xx, 3xx and 4xx responses,
+ * the server's own refusals included. */
+START_TEST(test_rfc9112_date_on_responses_and_refusals)
+{
+    static const char *const raws[] = {"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+                                       "GET /a HTTP/1.1\r\n\r\n"};
+    static const int want[] = {200, 400};
+    for (int i = 0; i < 2; i++) {
+        struct exchange x;
+        expect_x(&x, raws[i], want[i], NULL);
+        const char *date = test_http_header(&x.r, "Date");
+        ck_assert_ptr_nonnull(date);
+        ck_assert_uint_eq(strlen(date), 29); /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
+        ck_assert(strcmp(date + 26, "GMT") == 0);
+        test_http_response_free(&x.r);
+    }
+}
+END_TEST
+
+/* RFC 9110 8.6 and RFC 9112 6.1: a 204 carries neither Content-Length (even one the handler set)
+ * nor Transfer-Encoding (even when flushed), and no content (RFC 9110 15.3.5). */
+START_TEST(test_rfc9112_204_without_content_length_or_transfer_encoding)
+{
+    static const char *const raws[] = {"GET /204 HTTP/1.1\r\nHost: h\r\n\r\n",
+                                       "GET /204?flush HTTP/1.1\r\nHost: h\r\n\r\n"};
+    for (int i = 0; i < 2; i++) {
+        struct exchange x;
+        expect_x(&x, raws[i], 204, "");
+        ck_assert_ptr_null(test_http_header(&x.r, "Content-Length"));
+        ck_assert_ptr_null(test_http_header(&x.r, "Transfer-Encoding"));
+        test_http_response_free(&x.r);
+    }
+    /* nothing of the dropped body reaches the next response on the connection */
+    struct pipeline p = {.raw = "GET /204?flush HTTP/1.1\r\nHost: h\r\n\r\n"
+                                "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"};
+    ck_assert(test_run_thread(loop, pipeline_main, &p, 10));
+    ck_assert_int_eq(p.rc[1], 0);
+    ck_assert_int_eq(p.r[1].status, 200);
+    ck_assert_str_eq(p.r[1].body, "GET /a q= host=h x=[]");
+    test_http_response_free(&p.r[0]);
+    test_http_response_free(&p.r[1]);
+}
+END_TEST
+
+/* RFC 9110 7.8: a server may ignore Upgrade; the request is answered in HTTP/1.1 (no 101). */
+START_TEST(test_rfc9112_upgrade_ignored)
+{
+    struct exchange x;
+    expect_x(&x, "GET /a HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+             200, "GET /a q= host=h x=[]");
+    ck_assert_int_eq(x.r.minor, 1);
+    test_http_response_free(&x.r);
+}
+END_TEST
+
 static Suite *rfc9112_suite(void)
 {
     Suite *s = suite_create("rfc9112");
@@ -279,6 +520,19 @@ static Suite *rfc9112_suite(void)
     tcase_add_test(t, test_rfc9112_unknown_method_501_malformed_400);
     tcase_add_test(t, test_rfc9112_unknown_method_501_across_every_split);
     tcase_add_test(t, test_rfc9112_refusal_after_a_pipelined_request);
+    tcase_add_test(t, test_rfc9112_bare_cr_ending_the_head_400);
+    tcase_add_test(t, test_rfc9112_bare_cr_ending_the_head_across_every_split);
+    tcase_add_test(t, test_rfc9112_bare_cr_nul_and_controls_in_fields_400);
+    tcase_add_test(t, test_rfc9112_obs_fold_and_whitespace_before_first_field_400);
+    tcase_add_test(t, test_rfc9112_lowercase_http_name_400);
+    tcase_add_test(t, test_rfc9112_target_over_limit_414);
+    tcase_add_test(t, test_rfc9112_close_option_in_a_list_ends_the_connection);
+    tcase_add_test(t, test_rfc9112_trailer_fields_not_merged_into_headers);
+    tcase_add_test(t, test_rfc9112_request_without_framing_has_no_body);
+    tcase_add_test(t, test_rfc9112_http10_expect_100_continue_ignored);
+    tcase_add_test(t, test_rfc9112_date_on_responses_and_refusals);
+    tcase_add_test(t, test_rfc9112_204_without_content_length_or_transfer_encoding);
+    tcase_add_test(t, test_rfc9112_upgrade_ignored);
     suite_add_tcase(s, t);
     return s;
 }
