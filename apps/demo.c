@@ -3,12 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/coro.h"
 #include "core/errors.h"
-#include "core/log.h"
 #include "core/loop.h"
 #include "core/options.h"
 #include "http/httpclient.h"
@@ -270,9 +267,9 @@ static void relay(gale_handler *h)
 GALE_CORO_METHOD(relay_get, relay)
 static const gale_handler_class relay_handler = {.get = relay_get};
 
-/* Listens on the unix socket `path`, or else on TCP `port` with `processes` workers. Says why on
- * stderr when it cannot (the log may be off). Sets *ino to the socket file's inode. */
-static int start_listening(gale_app *app, int port, const char *path, int processes, ino_t *ino)
+/* Listens on the unix socket `path` (removed again by gale_app_free), or else on TCP `port` with
+ * `processes` workers. Says why on stderr when it cannot (the log may be off). */
+static int start_listening(gale_app *app, int port, const char *path, int processes)
 {
     if (!path) {
         int rc = gale_app_bind(app, port, NULL);
@@ -285,21 +282,10 @@ static int start_listening(gale_app *app, int port, const char *path, int proces
             fprintf(stderr, "demo: cannot start %d processes: %s\n", processes, gale_strerror(rc));
         return rc;
     }
-    int fd = gale_bind_unix_socket(path, 0660, 0);
-    int rc = fd < 0 ? fd : gale_app_add_socket(app, fd);
-    struct stat st;
-    if (rc == 0 && stat(path, &st) == 0)
-        *ino = st.st_ino;
-    if (rc) {
+    int rc = gale_app_listen_unix(app, path, 0660);
+    if (rc)
         fprintf(stderr, "demo: cannot listen on unix socket %s: %s\n", path, gale_strerror(rc));
-        if (fd >= 0) {
-            close(fd);
-            unlink(path);
-        }
-        return rc;
-    }
-    gale_log_info(GALE_LOG_GENERAL, "listening on unix socket %s", path);
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -379,16 +365,11 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof routes / sizeof routes[0] && rc == 0; i++)
         rc = gale_app_route(app, routes[i].pattern, routes[i].cls, NULL);
     /* A failure (a port in use...) was reported; free everything on the way out all the same. */
-    ino_t ino = 0;
     if (rc == 0)
-        rc = start_listening(app, port, unix_socket, processes, &ino);
+        rc = start_listening(app, port, unix_socket, processes);
     if (rc == 0)
         rc = gale_app_run(app);
     gale_app_free(app);
-    /* Remove the socket file, unless another server has bound the path since. */
-    struct stat st;
-    if (unix_socket && ino && stat(unix_socket, &st) == 0 && st.st_ino == ino)
-        unlink(unix_socket);
     gale_http_client_free(relay_client);
     gale_coro_shutdown(NULL); /* relays still waiting unwind, and their requests are released */
     return rc ? 1 : 0;

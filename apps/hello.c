@@ -2,11 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/errors.h"
-#include "core/log.h"
 #include "core/options.h"
 #include "http/web.h"
 
@@ -14,9 +11,9 @@ static void main_get(gale_handler *h) { gale_write_str(h, "Hello, world!"); }
 
 static const gale_handler_class main_handler = {.get = main_get};
 
-/* Listens on the unix socket `path`, or else on TCP `port` with `processes` workers. Says why on
- * stderr when it cannot (the log may be off). Sets *ino to the socket file's inode. */
-static int start_listening(gale_app *app, int port, const char *path, int processes, ino_t *ino)
+/* Listens on the unix socket `path` (removed again by gale_app_free), or else on TCP `port` with
+ * `processes` workers. Says why on stderr when it cannot (the log may be off). */
+static int start_listening(gale_app *app, int port, const char *path, int processes)
 {
     if (!path) {
         int rc = gale_app_bind(app, port, NULL);
@@ -29,21 +26,10 @@ static int start_listening(gale_app *app, int port, const char *path, int proces
             fprintf(stderr, "hello: cannot start %d processes: %s\n", processes, gale_strerror(rc));
         return rc;
     }
-    int fd = gale_bind_unix_socket(path, 0660, 0);
-    int rc = fd < 0 ? fd : gale_app_add_socket(app, fd);
-    struct stat st;
-    if (rc == 0 && stat(path, &st) == 0)
-        *ino = st.st_ino;
-    if (rc) {
+    int rc = gale_app_listen_unix(app, path, 0660);
+    if (rc)
         fprintf(stderr, "hello: cannot listen on unix socket %s: %s\n", path, gale_strerror(rc));
-        if (fd >= 0) {
-            close(fd);
-            unlink(path);
-        }
-        return rc;
-    }
-    gale_log_info(GALE_LOG_GENERAL, "listening on unix socket %s", path);
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -89,16 +75,11 @@ int main(int argc, char **argv)
         return 1;
     gale_app_opts(app)->xheaders = xheaders;
     gale_app_opts(app)->no_access_log = quiet;
-    ino_t ino = 0;
     int rc = gale_app_route(app, "^/$", &main_handler, NULL);
     if (rc == 0)
-        rc = start_listening(app, port, unix_socket, processes, &ino);
+        rc = start_listening(app, port, unix_socket, processes);
     if (rc == 0)
         rc = gale_app_run(app);
     gale_app_free(app);
-    /* Remove the socket file, unless another server has bound the path since. */
-    struct stat st;
-    if (unix_socket && ino && stat(unix_socket, &st) == 0 && st.st_ino == ino)
-        unlink(unix_socket);
     return rc ? 1 : 0;
 }

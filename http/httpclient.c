@@ -6,12 +6,14 @@
  * the close still delivers find `conn->f == NULL` and do nothing; the conn is freed by the
  * stream's close callback (or by the connect callback when the stream never came up). So no
  * stream callback can reach a freed fetch, whatever order the loop runs things in.
+ *
+ * This file owns the queue, the exchange on the connection and the reading of the response;
+ * URLs (splitting, redirect targets, userinfo credentials) are httpclient_url.c's.
  */
 #include "http/httpclient.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/version.h"
+#include "http/httpclient_internal.h"
 #include "net/iostream.h"
 #include "net/tcpclient.h"
 
@@ -49,14 +52,6 @@ struct resp_impl {
     char *url;
     char *msg;
     bool kept;
-};
-
-struct url_parts {
-    char *host; /* without brackets */
-    int port;
-    char *hostport; /* Host header value */
-    char *target;   /* path and query */
-    char *userinfo; /* NULL when absent */
 };
 
 struct fetch;
@@ -101,7 +96,7 @@ struct fetch {
 
     double t_start;
     gale_timeout timer;
-    struct url_parts u;
+    struct gale__url u;
     struct conn *conn;
 
     /* the response being read */
@@ -131,18 +126,6 @@ static char *dup_n(const char *p, size_t n)
     return s;
 }
 
-static char *dup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *dup_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 /* The smaller of two timeouts where <= 0 means no limit. */
 static double timeout_min(double a, double b)
 {
@@ -151,172 +134,6 @@ static double timeout_min(double a, double b)
     if (b <= 0)
         return a;
     return a < b ? a : b;
-}
-
-/* ---- URLs ---- */
-
-static void url_free(struct url_parts *u)
-{
-    free(u->host);
-    free(u->hostport);
-    free(u->target);
-    free(u->userinfo);
-    memset(u, 0, sizeof *u);
-}
-
-/* Splits an absolute http URL. Returns 0, -EINVAL (malformed) or GALE_ESCHEME (another scheme),
- * -ENOMEM. */
-static int parse_url(const char *url, struct url_parts *u)
-{
-    memset(u, 0, sizeof *u);
-    for (const char *p = url; *p; p++)
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-            return -EINVAL;
-    const char *sep = strstr(url, "://");
-    if (!sep || sep == url)
-        return -EINVAL;
-    for (const char *p = url; p < sep; p++) {
-        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                  (p > url && ((*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.'));
-        if (!ok)
-            return -EINVAL;
-    }
-    if (!gale_str_ieq(url, (size_t)(sep - url), "http"))
-        return GALE_ESCHEME;
-
-    const char *auth = sep + 3;
-    size_t alen = strcspn(auth, "/?#");
-    const char *rest = auth + alen;
-    const char *at = NULL;
-    for (size_t i = 0; i < alen; i++)
-        if (auth[i] == '@')
-            at = auth + i;
-    const char *hp = auth;
-    if (at) {
-        u->userinfo = dup_n(auth, (size_t)(at - auth));
-        if (!u->userinfo)
-            return -ENOMEM;
-        hp = at + 1;
-    }
-    size_t hplen = (size_t)(rest - hp);
-    const char *host, *port = NULL;
-    size_t hlen, plen = 0;
-    bool v6 = false;
-    if (hplen && hp[0] == '[') {
-        const char *close = memchr(hp, ']', hplen);
-        if (!close || close == hp + 1)
-            goto bad;
-        host = hp + 1;
-        hlen = (size_t)(close - host);
-        for (size_t i = 0; i < hlen; i++) {
-            char ch = host[i];
-            if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
-                  (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
-                goto bad;
-        }
-        v6 = true;
-        const char *after = close + 1;
-        if (after < rest) {
-            if (*after != ':')
-                goto bad;
-            port = after + 1;
-            plen = (size_t)(rest - port);
-        }
-    } else {
-        const char *colon = memchr(hp, ':', hplen);
-        host = hp;
-        hlen = colon ? (size_t)(colon - hp) : hplen;
-        if (colon) {
-            port = colon + 1;
-            plen = (size_t)(rest - port);
-        }
-        for (size_t i = 0; i < hlen; i++)
-            if (strchr("[]@:", host[i]))
-                goto bad;
-    }
-    if (hlen == 0)
-        goto bad;
-    u->port = 80;
-    if (port && plen) {
-        long v = 0;
-        if (plen > 5)
-            goto bad;
-        for (size_t i = 0; i < plen; i++) {
-            if (port[i] < '0' || port[i] > '9')
-                goto bad;
-            v = v * 10 + (port[i] - '0');
-        }
-        if (v < 1 || v > 65535)
-            goto bad;
-        u->port = (int)v;
-    }
-    u->host = dup_n(host, hlen);
-    size_t tlen = strcspn(rest, "#");
-    if (tlen == 0 || rest[0] == '?')
-        u->target = dup_printf("/%.*s", (int)tlen, rest);
-    else
-        u->target = dup_n(rest, tlen);
-    if (u->port == 80)
-        u->hostport = dup_printf(v6 ? "[%.*s]" : "%.*s", (int)hlen, host);
-    else
-        u->hostport = dup_printf(v6 ? "[%.*s]:%d" : "%.*s:%d", (int)hlen, host, u->port);
-    if (!u->host || !u->target || !u->hostport) {
-        url_free(u);
-        return -ENOMEM;
-    }
-    return 0;
-bad:
-    url_free(u);
-    return -EINVAL;
-}
-
-/* Resolves a Location value against the URL it came from. Returns a new string or NULL. */
-static char *resolve_url(const char *base, const char *loc)
-{
-    size_t schemelen = strcspn(loc, ":/?#");
-    if (loc[schemelen] == ':' && schemelen > 0)
-        return strdup(loc); /* absolute: scheme://... (validated by parse_url) */
-    const char *sep = strstr(base, "://");
-    if (!sep)
-        return NULL;
-    const char *auth = sep + 3;
-    const char *path = auth + strcspn(auth, "/?#");
-    if (loc[0] == '/' && loc[1] == '/')
-        return dup_printf("%.*s%s", (int)(sep + 1 - base), base, loc); /* scheme-relative */
-    if (loc[0] == '/')
-        return dup_printf("%.*s%s", (int)(path - base), base, loc);
-    size_t pathlen = strcspn(path, "?#");
-    if (loc[0] == '?' || loc[0] == '\0')
-        return dup_printf("%.*s%s", (int)(path - base + pathlen), base, loc);
-    /* relative path: replace the last segment of the base path */
-    size_t dir = 0;
-    for (size_t i = 0; i < pathlen; i++)
-        if (path[i] == '/')
-            dir = i + 1;
-    if (dir == 0)
-        return dup_printf("%.*s/%s", (int)(path - base), base, loc);
-    return dup_printf("%.*s%s", (int)(path - base + dir), base, loc);
-}
-
-static char *base64(const char *in, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)in[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned char)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)in[i + 2];
-        *o++ = tab[(v >> 18) & 63];
-        *o++ = tab[(v >> 12) & 63];
-        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < n ? tab[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
 }
 
 /* ---- responses ---- */
@@ -383,7 +200,7 @@ static void fetch_free(struct fetch *f)
     gale_http_headers_free(&f->headers);
     free(f->header_bytes);
     free(f->user_agent);
-    url_free(&f->u);
+    gale__url_free(&f->u);
     if (f->resp)
         gale_http_client_response_free(&f->resp->pub);
     free(f);
@@ -466,7 +283,7 @@ static void finish(struct fetch *f, int err, const char *msg)
         r->pub.effective_url = r->url ? r->url : "";
         if (err) {
             if (err == GALE_EBADSTATUS)
-                r->msg = dup_printf("HTTP %d: %s", r->pub.code, r->pub.reason);
+                r->msg = gale__dup_printf("HTTP %d: %s", r->pub.code, r->pub.reason);
             else
                 r->msg = strdup(msg ? msg : gale_strerror(err));
             r->pub.error_message = r->msg ? r->msg : gale_strerror(err);
@@ -570,7 +387,7 @@ static int build_request(struct fetch *f, char **out, size_t *outlen)
         !strcmp(f->method, "POST") || !strcmp(f->method, "PUT") || !strcmp(f->method, "PATCH");
     char *auth = NULL;
     if (f->u.userinfo && !has_user_header(f, "Authorization")) {
-        auth = base64(f->u.userinfo, strlen(f->u.userinfo));
+        auth = gale__url_basic_credentials(f->u.userinfo);
         if (!auth)
             return -ENOMEM;
     }
@@ -977,14 +794,14 @@ static bool follow_redirect(struct fetch *f)
     size_t loclen;
     const char *loc = gale_http_headers_get(&f->resp->pub.headers, "Location", &loclen);
     char *locs = dup_n(loc, loclen);
-    char *next = locs ? resolve_url(f->url, locs) : NULL;
+    char *next = locs ? gale__url_resolve(f->url, locs) : NULL;
     free(locs);
     if (!next) {
         finish(f, -ENOMEM, NULL);
         return true;
     }
-    struct url_parts u;
-    int rc = parse_url(next, &u);
+    struct gale__url u;
+    int rc = gale__url_parse(next, &u);
     if (rc) {
         free(next);
         finish(f, rc,
@@ -1002,7 +819,7 @@ static bool follow_redirect(struct fetch *f)
     f->resp = NULL;
     free(f->url);
     f->url = next;
-    url_free(&f->u);
+    gale__url_free(&f->u);
     f->u = u;
     f->redirects++;
     f->redirects_left--;
@@ -1023,6 +840,43 @@ static bool follow_redirect(struct fetch *f)
         f->drop_body_headers = true;
     }
     connect_phase(f);
+    return true;
+}
+
+/* Decides how the body of f->resp is framed (f->mode; the length in *length for B_LENGTH).
+ * Returns false when the response cannot be framed: the fetch has then finished with the error. */
+static bool choose_framing(struct fetch *f, size_t *length)
+{
+    const struct resp_impl *r = f->resp;
+    int code = r->pub.code;
+    size_t cursor = 0, n_te = 0;
+    const gale_http_header *te = NULL, *hd;
+    while ((hd = gale_http_headers_next(&r->pub.headers, "Transfer-Encoding", &cursor))) {
+        te = hd;
+        n_te++;
+    }
+    int cl = content_length(&r->pub.headers, length);
+    if (f->head_request || code == 204 || code == 304) {
+        f->mode = B_NONE;
+    } else if (te) {
+        /* Only a single "chunked" is understood; anything else cannot be framed safely. */
+        if (n_te != 1 || !gale_str_ieq(te->value.p, te->value.len, "chunked")) {
+            finish(f, GALE_EHTTP, "Unsupported Transfer-Encoding");
+            return false;
+        }
+        f->mode = B_CHUNKED;
+    } else if (cl < 0) {
+        finish(f, GALE_EHTTP, "Malformed Content-Length");
+        return false;
+    } else if (cl > 0) {
+        if (*length > f->max_body_size) {
+            finish(f, -EFBIG, "Response body too large");
+            return false;
+        }
+        f->mode = B_LENGTH;
+    } else {
+        f->mode = B_CLOSE;
+    }
     return true;
 }
 
@@ -1065,35 +919,8 @@ static void on_head(gale_stream *s, int status, const char *data, size_t len, vo
     }
 
     size_t length = 0;
-    size_t cursor = 0, n_te = 0;
-    const gale_http_header *te = NULL, *hd;
-    while ((hd = gale_http_headers_next(&r->pub.headers, "Transfer-Encoding", &cursor))) {
-        te = hd;
-        n_te++;
-    }
-    int cl = content_length(&r->pub.headers, &length);
-    if (f->head_request || code == 204 || code == 304) {
-        f->mode = B_NONE;
-    } else if (te) {
-        /* Only a single "chunked" is understood; anything else cannot be framed safely. */
-        if (n_te != 1 || !gale_str_ieq(te->value.p, te->value.len, "chunked")) {
-            finish(f, GALE_EHTTP, "Unsupported Transfer-Encoding");
-            return;
-        }
-        f->mode = B_CHUNKED;
-    } else if (cl < 0) {
-        finish(f, GALE_EHTTP, "Malformed Content-Length");
+    if (!choose_framing(f, &length))
         return;
-    } else if (cl > 0) {
-        if (length > f->max_body_size) {
-            finish(f, -EFBIG, "Response body too large");
-            return;
-        }
-        f->mode = B_LENGTH;
-    } else {
-        f->mode = B_CLOSE;
-    }
-
     if (f->follow_redirects && is_redirect(code) &&
         gale_http_headers_get(&r->pub.headers, "Location", NULL)) {
         if (f->redirects_left > 0) {
@@ -1270,7 +1097,7 @@ static int fetch_common(gale_http_client *c, const gale_http_client_request *req
     gale_list_init(&f->node);
     int rc = copy_request(f, c, req);
     if (rc == 0)
-        rc = parse_url(f->url, &f->u);
+        rc = gale__url_parse(f->url, &f->u);
     if (rc == -ENOMEM || !f->url) {
         f->future = NULL;
         fetch_free(f);

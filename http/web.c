@@ -1,4 +1,4 @@
-/* Application, router and request handlers (see web.h). */
+/* Application and request handlers (see web.h); the route table is in web_route.c. */
 #include "http/web.h"
 
 #include <errno.h>
@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/copy_internal.h"
 #include "core/coro.h"
@@ -17,22 +19,23 @@
 #include "core/future.h"
 #include "core/log.h"
 #include "http/httpserver_internal.h"
+#include "http/web_internal.h"
+#include "net/tcpserver.h"
 
 /* ---- application ---- */
 
-struct route {
-    regex_t re;
-    bool compiled;
-    char *literal; /* the path itself when the pattern has no regex syntax (no regexec) */
-    const gale_handler_class *cls;
-    void *arg;
-    size_t ngroups; /* user capture groups (the anchoring wrapper's group excluded) */
+/* A socket file gale_app_listen_unix() made. Its device and inode tell it apart from a file a
+ * later server put at the same path (after this one stopped, a stale socket is replaced). */
+struct unix_file {
+    struct unix_file *next;
+    dev_t dev;
+    ino_t ino;
+    pid_t pid; /* the process that bound it: workers forked since leave the file alone */
+    char path[];
 };
 
 struct gale_app {
-    struct route *routes;
-    size_t nroutes;
-    size_t cap;
+    gale__route_table routes;
     gale_http_server_opts opts;
     gale_http_server *srv;
     gale_loop *loop;
@@ -40,6 +43,7 @@ struct gale_app {
     double signal_time; /* loop time of the signal that began the drain (0: none) */
     const gale_handler_class *default_cls; /* for paths no route matches (NULL: plain 404) */
     void *default_arg;
+    struct unix_file *unix_files; /* made by gale_app_listen_unix, removed at free */
 };
 
 /* One response header set by the handler, copied into the request arena. */
@@ -101,199 +105,11 @@ gale_app *gale_app_new(const gale_http_server_opts *opts)
 
 gale_http_server_opts *gale_app_opts(gale_app *app) { return app ? &app->opts : NULL; }
 
-static bool has_regex_syntax(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        if (strchr(".[]()*+?{}|\\^$", s[i]))
-            return true;
-    }
-    return false;
-}
-
-static void put(char *out, size_t *n, const char *s)
-{
-    size_t l = strlen(s);
-    memcpy(out + *n, s, l);
-    *n += l;
-}
-
-/* Route patterns are often written for Python's re, as in Tornado. POSIX ERE with glibc's
- * extensions (\w \W \s \S \b \B) reads most of them alike, but takes "\d" for a plain 'd' and a
- * backslash inside [...] for itself, so "/user/(\d+)" would compile and match "/user/dd" only.
- * This spells what POSIX can say (\d, \D; \d \w \s and escaped punctuation inside [...]) and
- * refuses the rest, so that a pattern never compiles into one that matches other paths. Returns a
- * malloc'ed ERE, or NULL with *why set (NULL too: out of memory). */
-static char *route_ere(const char *p, size_t len, const char **why)
-{
-    *why = NULL;
-    char *out = malloc(len * 5 + 1); /* the longest spelling: "\w" -> "[:alnum:]_" */
-    if (!out)
-        return NULL;
-    size_t n = 0;
-    bool in_br = false;
-    size_t br_start = 0; /* where a bracket's members begin in `out` */
-    for (size_t i = 0; i < len; i++) {
-        char ch = p[i];
-        unsigned char e = i + 1 < len ? (unsigned char)p[i + 1] : 0;
-        if (!in_br) {
-            if (ch == '(' && e == '?') {
-                *why = "(?...) groups are Python syntax; use a plain (...)";
-                goto fail;
-            }
-            if (ch == '[') {
-                in_br = true;
-                out[n++] = ch;
-                if (e == '^')
-                    out[n++] = p[++i];
-                if (i + 1 < len && p[i + 1] == ']')
-                    out[n++] = p[++i];
-                br_start = n;
-                continue;
-            }
-            if (ch == '\\' && e) {
-                i++;
-                if (e == 'd') {
-                    put(out, &n, "[0-9]");
-                } else if (e == 'D') {
-                    put(out, &n, "[^0-9]");
-                } else if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) {
-                    if (!strchr("wWsSbB", e)) {
-                        *why = "an escape POSIX regexes lack (such as \\A, \\Z or \\n)";
-                        goto fail;
-                    }
-                    out[n++] = '\\';
-                    out[n++] = (char)e;
-                } else if (e >= '0' && e <= '9') {
-                    /* The pattern is wrapped in a group: the numbers would be off by one. */
-                    *why = "a back-reference (\\1...)";
-                    goto fail;
-                } else if (strchr(".[]()*+?{}|^$\\", e)) {
-                    out[n++] = '\\';
-                    out[n++] = (char)e;
-                } else {
-                    out[n++] = (char)e; /* \/, \-, \<...: the character (glibc reads \< as a
-                                         * word boundary, Python as '<') */
-                }
-                continue;
-            }
-            out[n++] = ch;
-            continue;
-        }
-        /* Inside [...]. */
-        if (ch == ']') {
-            in_br = false;
-            out[n++] = ch;
-        } else if (ch == '[' && (e == ':' || e == '=' || e == '.')) {
-            const char *close = NULL;
-            for (size_t j = i + 2; j + 1 < len && !close; j++)
-                if (p[j] == (char)e && p[j + 1] == ']')
-                    close = p + j;
-            if (!close) {
-                *why = "an unterminated [: :] class";
-                goto fail;
-            }
-            size_t l = (size_t)(close - (p + i)) + 2;
-            memcpy(out + n, p + i, l);
-            n += l;
-            i += l - 1;
-        } else if (ch == '\\' && e) {
-            i++;
-            if ((e == 'd' || e == 'w' || e == 's') && i + 2 < len && p[i + 1] == '-' &&
-                p[i + 2] != ']') {
-                *why = "a class as the end of a range inside [...] (such as [\\w-z])";
-                goto fail;
-            } else if (e == 'd') {
-                put(out, &n, "0-9");
-            } else if (e == 'w') {
-                put(out, &n, "[:alnum:]_");
-            } else if (e == 's') {
-                put(out, &n, "[:space:]");
-            } else if (e == '-' && (n == br_start || (i + 1 < len && p[i + 1] == ']'))) {
-                out[n++] = '-'; /* first or last: a plain '-' in POSIX too */
-            } else if ((e >= '0' && e <= '9') || (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') ||
-                       e == '-' || e == ']' || e == '^' || e == '[') {
-                *why = "an escape inside [...] POSIX cannot spell (\\D, \\W, \\S, or \\- \\] \\^ "
-                       "where position matters: put '-' first or last, ']' first)";
-                goto fail;
-            } else {
-                out[n++] = (char)e; /* escaped punctuation: itself */
-            }
-        } else {
-            out[n++] = ch;
-        }
-    }
-    out[n] = '\0';
-    return out;
-
-fail:
-    free(out);
-    return NULL;
-}
-
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg)
 {
     if (!app || !pattern || !cls)
         return -EINVAL;
-    if (app->nroutes == app->cap) {
-        size_t ncap = app->cap ? app->cap * 2 : 8;
-        struct route *r = realloc(app->routes, ncap * sizeof *r);
-        if (!r)
-            return -ENOMEM;
-        app->routes = r;
-        app->cap = ncap;
-    }
-    /* Anchor as Tornado does: strip one leading '^' and one unescaped trailing '$', then wrap the
-     * rest in "^(...)$" so an alternation is anchored as a whole. */
-    size_t len = strlen(pattern);
-    const char *body = pattern;
-    if (len && body[0] == '^') {
-        body++;
-        len--;
-    }
-    if (len && body[len - 1] == '$' && !(len >= 2 && body[len - 2] == '\\'))
-        len--;
-    struct route *r = &app->routes[app->nroutes];
-    memset(r, 0, sizeof *r);
-    r->cls = cls;
-    r->arg = arg;
-    if (!has_regex_syntax(body, len)) {
-        r->literal = strndup(body, len);
-        if (!r->literal)
-            return -ENOMEM;
-        app->nroutes++;
-        return 0;
-    }
-    const char *why;
-    char *ere = route_ere(body, len, &why);
-    if (!ere) {
-        if (!why)
-            return -ENOMEM;
-        gale_log_error(GALE_LOG_GENERAL, "route %s: bad pattern: %s", pattern, why);
-        return -EINVAL;
-    }
-    size_t elen = strlen(ere);
-    char *full = malloc(elen + 5);
-    if (!full) {
-        free(ere);
-        return -ENOMEM;
-    }
-    memcpy(full, "^(", 2);
-    memcpy(full + 2, ere, elen);
-    memcpy(full + 2 + elen, ")$", 3);
-    free(ere);
-    int rc = regcomp(&r->re, full, REG_EXTENDED);
-    if (rc != 0) {
-        char msg[128];
-        regerror(rc, &r->re, msg, sizeof msg);
-        gale_log_error(GALE_LOG_GENERAL, "route %s: bad pattern: %s", pattern, msg);
-        free(full);
-        return rc == REG_ESPACE ? -ENOMEM : -EINVAL;
-    }
-    free(full);
-    r->compiled = true;
-    r->ngroups = r->re.re_nsub - 1;
-    app->nroutes++;
-    return 0;
+    return gale__route_add(&app->routes, pattern, cls, arg);
 }
 
 static void on_request(gale_http_request *req, void *arg);
@@ -340,6 +156,55 @@ int gale_app_add_socket(gale_app *app, int fd)
         }
     }
     return rc;
+}
+
+/* Removes the socket file unless another server has bound the path since, or this process is a
+ * worker forked after the bind (the file belongs to the process that made it). */
+static void unix_file_remove(const struct unix_file *uf)
+{
+    struct stat st;
+    if (uf->pid == getpid() && lstat(uf->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_dev == uf->dev && st.st_ino == uf->ino)
+        unlink(uf->path);
+}
+
+int gale_app_listen_unix(gale_app *app, const char *path, int mode)
+{
+    if (!app || !path || !path[0])
+        return -EINVAL;
+    size_t len = strlen(path);
+    struct unix_file *uf = malloc(sizeof *uf + len + 1);
+    if (!uf)
+        return -ENOMEM;
+    memcpy(uf->path, path, len + 1);
+    uf->pid = getpid();
+    int fd = gale_bind_unix_socket(path, mode, 0);
+    if (fd < 0) {
+        gale_log_error(GALE_LOG_GENERAL, "cannot listen on unix socket %s: %s", path,
+                       gale_strerror(fd));
+        free(uf);
+        return fd;
+    }
+    struct stat st;
+    if (lstat(path, &st) < 0) { /* removed already: nothing to remove later */
+        int err = -errno;
+        close(fd);
+        free(uf);
+        return err;
+    }
+    uf->dev = st.st_dev;
+    uf->ino = st.st_ino;
+    int rc = gale_app_add_socket(app, fd); /* logs its failures */
+    if (rc) {
+        close(fd);
+        unix_file_remove(uf);
+        free(uf);
+        return rc;
+    }
+    uf->next = app->unix_files;
+    app->unix_files = uf;
+    gale_log_info(GALE_LOG_GENERAL, "listening on unix socket %s", path);
+    return 0;
 }
 
 int gale_app_bind(gale_app *app, int port, const char *address)
@@ -461,12 +326,14 @@ void gale_app_free(gale_app *app)
         return;
     if (app->srv)
         gale_http_server_free(app->srv);
-    for (size_t i = 0; i < app->nroutes; i++) {
-        if (app->routes[i].compiled)
-            regfree(&app->routes[i].re);
-        free(app->routes[i].literal);
+    gale__route_table_free(&app->routes);
+    /* After the server: its listening sockets are closed, so no client reaches a removed path. */
+    while (app->unix_files) {
+        struct unix_file *uf = app->unix_files;
+        app->unix_files = uf->next;
+        unix_file_remove(uf);
+        free(uf);
     }
-    free(app->routes);
     free(app);
 }
 
@@ -550,33 +417,7 @@ static void set_allow(gale_handler *h, const gale_handler_class *c)
 
 static const gale_handler_class no_handler;
 
-/* Finds the first route matching the path; `*pm` gets the capture offsets (from `stack` when they
- * fit, else from the request arena). */
-static const struct route *match(gale_app *app, gale_http_request *req, regmatch_t *stack,
-                                 size_t nstack, regmatch_t **pm)
-{
-    for (size_t i = 0; i < app->nroutes; i++) {
-        const struct route *r = &app->routes[i];
-        if (r->literal) {
-            /* Inline: literal routes are short and this runs for every request. */
-            const char *a = r->literal, *b = req->path;
-            while (*a && *a == *b)
-                a++, b++;
-            if (*a == *b)
-                return r;
-            continue;
-        }
-        size_t n = r->ngroups + 2;
-        regmatch_t *m = n <= nstack ? stack : gale_http_request_alloc(req, n * sizeof *m);
-        if (m && regexec(&r->re, req->path, n, m, 0) == 0) {
-            *pm = m;
-            return r;
-        }
-    }
-    return NULL;
-}
-
-static int set_path_args(gale_handler *h, const struct route *r, const regmatch_t *pm)
+static int set_path_args(gale_handler *h, const struct gale__route *r, const regmatch_t *pm)
 {
     size_t n = r->ngroups;
     if (n == 0)
@@ -612,7 +453,7 @@ static void on_request(gale_http_request *req, void *arg)
     gale_app *app = arg;
     regmatch_t stack_pm[STACK_GROUPS];
     regmatch_t *pm = stack_pm;
-    const struct route *r = match(app, req, stack_pm, STACK_GROUPS, &pm);
+    const struct gale__route *r = gale__route_match(&app->routes, req, stack_pm, STACK_GROUPS, &pm);
     const gale_handler_class *cls = r ? r->cls : app->default_cls ? app->default_cls : &no_handler;
 
     gale_handler *h = gale__http_request_alloc_raw(req, sizeof *h);

@@ -116,6 +116,21 @@ int gale_app_listen(gale_app *app, int port, const char *address);
  * owns the fd once this returns 0; on error the caller keeps it. Returns 0 or a negative errno. */
 int gale_app_add_socket(gale_app *app, int fd);
 
+/* Tornado's bind_unix_socket() + add_sockets(), for running behind a proxy such as nginx: binds
+ * a listening unix socket at `path` with permissions `mode` (e.g. 0660; see
+ * gale_bind_unix_socket) and serves it, creating the server on gale_loop_current() if listen has
+ * not. Logs "listening on unix socket PATH". May be called more than once, and combined with
+ * listen or add_socket. Returns 0, -EINVAL (NULL app, NULL or empty path), -EADDRINUSE (a live
+ * server listens on `path`; it keeps serving), -EEXIST (`path` is a file other than a socket),
+ * -ENAMETOOLONG, -ENOMEM, or another negative errno from bind, chmod or listen; failures are
+ * logged and leave nothing open (a socket file bound here is removed when serving it fails).
+ * Ownership: the app owns the socket and the socket file it made (a stale socket file left at
+ * `path` by a server that is gone is replaced). gale_app_free() closes the socket, then removes
+ * the file if it is still the one made here (same device and inode): not when another server has
+ * bound the path since, nor in a worker forked by gale_app_start() (only the process that called
+ * this removes it). A graceful shutdown stops accepting but leaves the file until the free. */
+int gale_app_listen_unix(gale_app *app, const char *path, int mode);
+
 /* Tornado's bind() + start(n): binds now, then gale_app_start() forks `nprocs` workers (<= 0: one
  * per CPU, 1: no fork) that all accept on the socket. Call start before any loop runs. */
 int gale_app_bind(gale_app *app, int port, const char *address);

@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -703,6 +704,68 @@ START_TEST(test_web_add_socket_serves_a_unix_socket)
     r = http("GET", "/", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     resp_free(&r);
+    unlink(path);
+}
+END_TEST
+
+/* Tornado's bind_unix_socket + add_sockets in one call: the socket is served, a second server on
+ * the same path is refused while the first lives, and the file goes with the app that made it. */
+START_TEST(test_web_listen_unix_serves_and_removes_its_file)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/gale-web-unix-%d.sock", (int)getpid());
+    unlink(path);
+    ck_assert_int_eq(gale_app_listen_unix(app, NULL, 0600), -EINVAL);
+    ck_assert_int_eq(gale_app_listen_unix(app, "", 0600), -EINVAL);
+    ck_assert_int_eq(gale_app_listen_unix(app, path, 0600), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    ck_assert_int_eq(st.st_mode & 0777, 0600);
+    unix_path = path;
+    struct resp r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    assert_body(&r, "Hello, world!");
+    resp_free(&r);
+
+    /* A second app on the live path is refused, makes no server, and removes nothing. */
+    gale_app *other = gale_app_new(NULL);
+    ck_assert_ptr_nonnull(other);
+    ck_assert_int_eq(gale_app_listen_unix(other, path, 0600), -EADDRINUSE);
+    ck_assert_ptr_null(gale_app_server(other));
+    gale_app_free(other);
+    struct stat again;
+    ck_assert_int_eq(stat(path, &again), 0);
+    ck_assert(again.st_ino == st.st_ino);
+    r = http("GET", "/", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+    unix_path = NULL;
+
+    gale_app_free(app);
+    app = NULL;
+    ck_assert_int_eq(stat(path, &st), -1);
+    ck_assert_int_eq(errno, ENOENT);
+}
+END_TEST
+
+/* A file another server put at the path after this app bound it is not the app's to remove. */
+START_TEST(test_web_listen_unix_leaves_a_replaced_file)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/gale-web-unix2-%d.sock", (int)getpid());
+    unlink(path);
+    gale_app *other = gale_app_new(NULL);
+    ck_assert_ptr_nonnull(other);
+    ck_assert_int_eq(gale_app_listen_unix(other, path, 0600), 0);
+    ck_assert_int_eq(unlink(path), 0);
+    int fd = gale_bind_unix_socket(path, 0600, 16); /* the next server's file */
+    ck_assert_int_ge(fd, 0);
+    gale_app_free(other);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    close(fd);
     unlink(path);
 }
 END_TEST
@@ -1460,6 +1523,8 @@ static Suite *web_suite(void)
     tcase_set_timeout(t, 20);
     tcase_add_test(t, test_web_add_socket_serves_a_unix_socket);
     tcase_add_test(t, test_web_add_socket_refuses_bad_descriptors);
+    tcase_add_test(t, test_web_listen_unix_serves_and_removes_its_file);
+    tcase_add_test(t, test_web_listen_unix_leaves_a_replaced_file);
     tcase_add_test(t, test_web_route_literal_path);
     tcase_add_test(t, test_web_route_captures_are_decoded_path_args);
     tcase_add_test(t, test_web_route_anchored_both_ends);
