@@ -220,12 +220,14 @@ int gale_bind_unix_socket(const char *path, int mode, int backlog)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    int err = 0;
-    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0)
-        err = -errno;
-    else if (chmod(path, (mode_t)mode) < 0 || listen(fd, backlog) < 0)
-        err = -errno;
-    if (err) {
+    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    if (chmod(path, (mode_t)mode) < 0 || listen(fd, backlog) < 0) {
+        int err = -errno;
+        unlink(path); /* the file this bind made: a failed call leaves nothing behind */
         close(fd);
         return err;
     }

@@ -45,7 +45,8 @@ int gale_bind_sockets(int port, const char *address, int family, int backlog, bo
 /* Binds a listening unix socket at `path` with permissions `mode`. A stale socket file (nobody
  * listening) is replaced; another kind of file gives -EEXIST, and a socket a process still
  * listens on -EADDRINUSE (found by connecting to it: that process sees one connection open and
- * close). Returns the fd or a negative errno. */
+ * close). Returns the fd or a negative errno; a failure after the bind removes the socket file it
+ * made, so nothing is left behind. */
 int gale_bind_unix_socket(const char *path, int mode, int backlog);
 
 /* Creates a server on `loop` calling `cb` per connection. `loop` may be NULL: the server then uses
