@@ -116,7 +116,7 @@ static int reject_head_size(struct gale_http_conn *c, const struct req *r)
  * bytes after the last piece are walked: after a value "[CR] LF", after the uri the rest of the
  * request line (checked by version_scan) up to its LF, then the empty line "[CR] LF". An empty
  * value's piece comes at the start of the next line, so that walk starts at the empty line. */
-enum { HE_VALUE, HE_VALUE_CR, HE_REQLINE, HE_LINE, HE_EMPTY_CR, HE_DONE, HE_BAD };
+enum { HE_VALUE, HE_VALUE_CR, HE_REQLINE, HE_LINE, HE_EMPTY_CR, HE_DONE, HE_BAD, HE_CRLF2 };
 
 static unsigned head_end_start(const struct req *r)
 {
@@ -144,16 +144,19 @@ static __attribute__((noinline)) unsigned head_end_scan(unsigned st, const char 
 }
 
 /* Whether the head that just ended in this parser call ended in a valid empty line. Most heads
- * end in "\r\n\r\n" right after the last value's piece: one compare. */
-static inline bool head_end_ok(const struct gale_http_conn *c, const struct req *r)
+ * end in "\r\n\r\n" right after the last value's piece: one compare, noted (HE_CRLF2) so that
+ * message_end knows where a request without a body ends without looking again. */
+static inline bool head_end_ok(const struct gale_http_conn *c, struct req *r)
 {
     const char *q = c->piece_end;
     if (q && r->last_cb == CB_VALUE && c->exec_end - q >= 4) {
         uint32_t w, crlf2;
         memcpy(&w, q, 4);
         memcpy(&crlf2, "\r\n\r\n", 4);
-        if (w == crlf2)
+        if (w == crlf2) {
+            r->hend = HE_CRLF2;
             return true;
+        }
     }
     /* The last piece is in this call: walk from it; else from where the last call left off
      * (the call's first byte, as a request whose last piece came earlier began earlier). */
@@ -842,6 +845,8 @@ static const char *message_end(const struct gale_http_conn *c, const http_parser
             return NULL; /* "0\r\n\r\n" right after the head: its blank line comes first */
     } else if (r->blen) {
         return q;
+    } else if (r->hend == HE_CRLF2) {
+        return q + 4; /* head_end_ok saw the head end right after the last piece */
     }
     for (; q < e; q++) {
         if (*q != '\n')
