@@ -43,21 +43,8 @@ static char *slurp(FILE *f)
  * to `out` and `err`. Returns the pid. */
 static pid_t spawn(const char *name, char *const argv[], FILE *out, FILE *err)
 {
-    const char *path = test_app_path(name);
-    pid_t pid = fork();
+    pid_t pid = test_spawn_app(name, argv, fileno(out), fileno(err));
     ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(fileno(out), 1);
-        dup2(fileno(err), 2);
-        char *args[32];
-        int i = 0;
-        args[i++] = (char *)path;
-        for (int j = 1; argv[j] && i < 31; j++)
-            args[i++] = argv[j];
-        args[i] = NULL;
-        execv(path, args);
-        _exit(127);
-    }
     return pid;
 }
 

@@ -54,21 +54,8 @@ static struct run run_fetch(char *const argv[])
 {
     FILE *out = tmpfile(), *err = tmpfile();
     ck_assert(out && err);
-    const char *path = test_app_path("fetch");
-    pid_t pid = fork();
+    pid_t pid = test_spawn_app("fetch", argv, fileno(out), fileno(err));
     ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(fileno(out), 1);
-        dup2(fileno(err), 2);
-        char *args[32];
-        int i = 0;
-        args[i++] = (char *)path;
-        for (int j = 1; argv[j] && i < 31; j++)
-            args[i++] = argv[j];
-        args[i] = NULL;
-        execv(path, args);
-        _exit(127);
-    }
     struct run r = {0};
     ck_assert_int_eq(waitpid(pid, &r.status, 0), pid);
     ck_assert(WIFEXITED(r.status));

@@ -333,22 +333,31 @@ int test_free_port(void)
     return -1;
 }
 
-pid_t test_start_app(const char *name, char *const argv[], int port)
+pid_t test_spawn_app(const char *name, char *const argv[], int out_fd, int err_fd)
 {
     const char *path = test_app_path(name);
     pid_t pid = fork();
+    if (pid != 0)
+        return pid < 0 ? -1 : pid;
+    if (out_fd >= 0)
+        dup2(out_fd, 1);
+    if (err_fd >= 0)
+        dup2(err_fd, 2);
+    char *args[64];
+    int i = 0;
+    args[i++] = (char *)path;
+    for (int j = 1; argv && argv[j] && i < 63; j++)
+        args[i++] = argv[j];
+    args[i] = NULL;
+    execv(path, args);
+    _exit(127);
+}
+
+pid_t test_start_app(const char *name, char *const argv[], int port)
+{
+    pid_t pid = test_spawn_app(name, argv, -1, -1);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        char *args[64];
-        int i = 0;
-        args[i++] = (char *)path;
-        for (int j = 1; argv && argv[j] && i < 63; j++)
-            args[i++] = argv[j];
-        args[i] = NULL;
-        execv(path, args);
-        _exit(127);
-    }
     for (int i = 0; i < 1000; i++) {
         int fd = test_connect_tcp(port);
         if (fd >= 0) {

@@ -40,6 +40,10 @@ char *test_read_all(int fd, size_t max, size_t *len);
 
 /* Path of an app binary: $GALE_BIN_DIR/name (static storage). */
 const char *test_app_path(const char *name);
+/* Starts build/bin/<name> with argv (argv[0] ignored, NULL-terminated, at most 62 arguments),
+ * its stdout and stderr on `out_fd` and `err_fd` (-1: this process's own). Returns the pid, or -1
+ * if fork failed; the child exits 127 if the program cannot run. */
+pid_t test_spawn_app(const char *name, char *const argv[], int out_fd, int err_fd);
 /* Starts an app with argv (argv[0] ignored, NULL-terminated) and waits until it accepts TCP
  * connections on 127.0.0.1:port (up to 10 s). Returns the pid, or -1. */
 pid_t test_start_app(const char *name, char *const argv[], int port);
