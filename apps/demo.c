@@ -11,6 +11,8 @@
 #include "http/httpclient.h"
 #include "http/web.h"
 
+#include "listen.h"
+
 static const char DESCRIPTION[] =
     "The router showcase: one handler class per route, written as a gale user would. Stops\n"
     "gracefully on SIGTERM or SIGINT.";
@@ -267,32 +269,11 @@ static void relay(gale_handler *h)
 GALE_CORO_METHOD(relay_get, relay)
 static const gale_handler_class relay_handler = {.get = relay_get};
 
-/* Listens on the unix socket `path` (removed again by gale_app_free), or else on TCP `port` with
- * `processes` workers. Says why on stderr when it cannot (the log may be off). */
-static int start_listening(gale_app *app, int port, const char *path, int processes)
-{
-    if (!path) {
-        int rc = gale_app_bind(app, port, NULL);
-        if (rc) {
-            fprintf(stderr, "demo: cannot listen on port %d: %s\n", port, gale_strerror(rc));
-            return rc;
-        }
-        rc = gale_app_start(app, processes);
-        if (rc)
-            fprintf(stderr, "demo: cannot start %d processes: %s\n", processes, gale_strerror(rc));
-        return rc;
-    }
-    int rc = gale_app_listen_unix(app, path, 0660);
-    if (rc)
-        fprintf(stderr, "demo: cannot listen on unix socket %s: %s\n", path, gale_strerror(rc));
-    return rc;
-}
-
 int main(int argc, char **argv)
 {
     int port = 8888, processes = 1;
     bool quiet = false, xheaders = false;
-    const char *unix_socket = NULL;
+    const char *unix_socket = NULL, *certfile = NULL, *keyfile = NULL;
     gale_http_server_opts opts;
     gale_http_server_opts_init(&opts);
     opts.idle_connection_timeout = 60;
@@ -313,6 +294,11 @@ int main(int argc, char **argv)
                            "on SIGTERM/SIGINT stop accepting, close idle connections and let\n"
                            "requests in flight finish for up to S seconds; a second signal\n"
                            "closes what is left at once"),
+        GALE_OPTION_STRING(
+            "certfile", &certfile, "FILE",
+            "serve HTTPS with the PEM certificate chain in FILE (SIGHUP reloads it)"),
+        GALE_OPTION_STRING("keyfile", &keyfile, "FILE",
+                           "the PEM private key for --certfile (default: inside --certfile)"),
         GALE_OPTION_STRING("unix-socket", &unix_socket, "PATH",
                            "listen on a unix socket at PATH instead of a TCP port, for a proxy\n"
                            "such as nginx in front (one process per socket)"),
@@ -366,7 +352,12 @@ int main(int argc, char **argv)
         rc = gale_app_route(app, routes[i].pattern, routes[i].cls, NULL);
     /* A failure (a port in use...) was reported; free everything on the way out all the same. */
     if (rc == 0)
-        rc = start_listening(app, port, unix_socket, processes);
+        rc = app_start_listening(app, &(struct app_listen){.prog = "demo",
+                                                           .port = port,
+                                                           .processes = processes,
+                                                           .unix_socket = unix_socket,
+                                                           .certfile = certfile,
+                                                           .keyfile = keyfile});
     if (rc == 0)
         rc = gale_app_run(app);
     gale_app_free(app);

@@ -7,40 +7,26 @@
 #include "core/options.h"
 #include "http/web.h"
 
+#include "listen.h"
+
 static void main_get(gale_handler *h) { gale_write_str(h, "Hello, world!"); }
 
 static const gale_handler_class main_handler = {.get = main_get};
-
-/* Listens on the unix socket `path` (removed again by gale_app_free), or else on TCP `port` with
- * `processes` workers. Says why on stderr when it cannot (the log may be off). */
-static int start_listening(gale_app *app, int port, const char *path, int processes)
-{
-    if (!path) {
-        int rc = gale_app_bind(app, port, NULL);
-        if (rc) {
-            fprintf(stderr, "hello: cannot listen on port %d: %s\n", port, gale_strerror(rc));
-            return rc;
-        }
-        rc = gale_app_start(app, processes);
-        if (rc)
-            fprintf(stderr, "hello: cannot start %d processes: %s\n", processes, gale_strerror(rc));
-        return rc;
-    }
-    int rc = gale_app_listen_unix(app, path, 0660);
-    if (rc)
-        fprintf(stderr, "hello: cannot listen on unix socket %s: %s\n", path, gale_strerror(rc));
-    return rc;
-}
 
 int main(int argc, char **argv)
 {
     int port = 8879, processes = 1;
     bool quiet = false, xheaders = false;
-    const char *unix_socket = NULL;
+    const char *unix_socket = NULL, *certfile = NULL, *keyfile = NULL;
     const gale_option options[] = {
         GALE_OPTION_INT("port", &port, 0, 65535, "N", "listen on TCP port N (0: a free port)"),
         GALE_OPTION_INT("processes", &processes, 0, 1024, "N",
                         "fork N workers sharing the port (0: one per CPU)"),
+        GALE_OPTION_STRING(
+            "certfile", &certfile, "FILE",
+            "serve HTTPS with the PEM certificate chain in FILE (SIGHUP reloads it)"),
+        GALE_OPTION_STRING("keyfile", &keyfile, "FILE",
+                           "the PEM private key for --certfile (default: inside --certfile)"),
         GALE_OPTION_STRING("unix-socket", &unix_socket, "PATH",
                            "listen on a unix socket at PATH instead of a TCP port, for a proxy\n"
                            "such as nginx in front (one process per socket)"),
@@ -77,7 +63,12 @@ int main(int argc, char **argv)
     gale_app_opts(app)->no_access_log = quiet;
     int rc = gale_app_route(app, "^/$", &main_handler, NULL);
     if (rc == 0)
-        rc = start_listening(app, port, unix_socket, processes);
+        rc = app_start_listening(app, &(struct app_listen){.prog = "hello",
+                                                           .port = port,
+                                                           .processes = processes,
+                                                           .unix_socket = unix_socket,
+                                                           .certfile = certfile,
+                                                           .keyfile = keyfile});
     if (rc == 0)
         rc = gale_app_run(app);
     gale_app_free(app);

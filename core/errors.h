@@ -19,7 +19,9 @@
     X(REDIRECTS, -4005, "too many redirects")                                                      \
     X(SCHEME, -4006, "unsupported URL scheme")                                                     \
     X(RESOLVE, -4007, "host name could not be resolved")                                           \
-    X(STATE, -4008, "operation invalid in the object's current state")
+    X(STATE, -4008, "operation invalid in the object's current state")                             \
+    X(TLS, -4009, "TLS error")                                                                     \
+    X(CERT, -4010, "certificate verify failed")
 
 enum {
 #define GALE_ERRNO_ENUM(name, value, msg) GALE_E##name = (value),

@@ -89,6 +89,7 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
     c->srv = srv;
     c->stream = s;
     c->loop = gale_stream_loop(s); /* the accepting loop (srv->loop may be NULL) */
+    c->tls = gale_stream_is_tls(s);
     gale__parse_init(c);
     if (peer && peer->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->ip, sizeof c->ip);
@@ -676,6 +677,8 @@ int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
     int rc = gale_server_new(loop, on_accept, srv, &srv->tcp);
     if (rc == 0 && o.max_connections)
         rc = gale_server_set_max_connections(srv->tcp, o.max_connections);
+    if (rc == 0 && o.tls)
+        rc = gale_server_set_tls(srv->tcp, o.tls);
     if (rc < 0) {
         gale_server_free(srv->tcp);
         free(srv);

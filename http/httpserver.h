@@ -108,6 +108,9 @@ typedef struct gale_http_server_opts {
                               * descriptor limit and the EMFILE pause still bound them) */
     double shutdown_timeout; /* seconds, default 30: the drain deadline the web layer uses
                               * on SIGTERM/SIGINT (gale_app_shutdown) */
+    gale_tls_ctx *tls;       /* Tornado's ssl_options: a server context (net/tls.h) makes every
+                              * connection HTTPS (requests say protocol "https"); the server
+                              * takes its own reference. NULL (default): plain HTTP */
 } gale_http_server_opts;
 
 /* Fills `o` with the defaults above. */
@@ -116,8 +119,9 @@ void gale_http_server_opts_init(gale_http_server_opts *o);
 /* Creates a server on `loop` calling `cb` for each request. A NULL loop is resolved only when the
  * server starts accepting (listen or start), as gale_loop_current() of that process: pass NULL for
  * bind + start(n > 1), so each forked worker gets its own loop. `opts` may be NULL (defaults); it
- * is copied. Returns 0, -EINVAL (NULL cb or out, max_header_size 0, a
- * negative or NaN timeout), -ENOMEM. Free with gale_http_server_free. */
+ * is copied. Returns 0, -EINVAL (NULL cb or out, max_header_size 0, a negative or NaN timeout,
+ * a client TLS context), -ENOTSUP (a TLS context in a build without TLS), -ENOMEM. Free with
+ * gale_http_server_free. */
 int gale_http_server_new(gale_loop *loop, const gale_http_server_opts *opts,
                          gale_http_request_cb cb, void *arg, gale_http_server **out);
 

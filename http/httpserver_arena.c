@@ -42,7 +42,7 @@ struct req *gale__req_new(struct gale_http_conn *c)
     r->status = 200;
     r->pub.conn = c;
     r->pub.remote_ip = c->ip;
-    r->pub.protocol = "http";
+    r->pub.protocol = c->tls ? "https" : "http";
     r->pub.query = "";
     r->pub.body = "";
     return r;

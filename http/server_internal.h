@@ -87,6 +87,7 @@ struct gale_http_conn {
     /* in_batch: a batch of input is being parsed; responses collect in `out` and leave with one
      * write at its end (conn_on_read), and access lines wait for that write. */
     bool in_batch, close_after_write, linger, wait_drain;
+    bool tls; /* the connection speaks TLS: requests say protocol "https" */
     uint8_t ip_len;
     char ip[INET6_ADDRSTRLEN];
 };

@@ -44,6 +44,7 @@ struct gale_app {
     const gale_handler_class *default_cls; /* for paths no route matches (NULL: plain 404) */
     void *default_arg;
     struct unix_file *unix_files; /* made by gale_app_listen_unix, removed at free */
+    gale_tls_ctx *tls;            /* made by gale_app_use_tls, reloaded on SIGHUP */
 };
 
 /* One response header set by the handler, copied into the request arena. */
@@ -286,6 +287,30 @@ int gale_app_shutdown(gale_app *app, double timeout)
     return rc == -EALREADY ? 0 : rc;
 }
 
+int gale_app_use_tls(gale_app *app, const gale_tls_opts *o)
+{
+    if (!app || !o || !o->certfile)
+        return -EINVAL;
+    if (app->srv)
+        return -EALREADY;
+    gale_tls_ctx *ctx = NULL;
+    int rc = gale_tls_server_new(o, &ctx);
+    if (rc < 0)
+        return rc;
+    gale_tls_unref(app->tls);
+    app->tls = ctx;
+    app->opts.tls = ctx;
+    return 0;
+}
+
+static void on_sighup(gale_loop *loop, int signum, void *arg)
+{
+    gale_app *app = arg;
+    gale_log_info(GALE_LOG_GENERAL, "received %s: reloading the TLS certificates",
+                  strsignal(signum));
+    gale_tls_reload(app->tls); /* logs the outcome; a failure keeps the previous ones */
+}
+
 int gale_app_run(gale_app *app)
 {
     if (!app)
@@ -296,7 +321,10 @@ int gale_app_run(gale_app *app)
     app->loop = loop;
     bool sigint = gale_loop_add_signal(loop, SIGINT, on_signal, app) == 0;
     bool sigterm = gale_loop_add_signal(loop, SIGTERM, on_signal, app) == 0;
+    bool sighup = app->tls && gale_loop_add_signal(loop, SIGHUP, on_sighup, app) == 0;
     int rc = gale_loop_run(loop);
+    if (sighup)
+        gale_loop_remove_signal(loop, SIGHUP);
     if (sigint)
         gale_loop_remove_signal(loop, SIGINT);
     if (sigterm)
@@ -327,6 +355,7 @@ void gale_app_free(gale_app *app)
     if (app->srv)
         gale_http_server_free(app->srv);
     gale__route_table_free(&app->routes);
+    gale_tls_unref(app->tls);
     /* After the server: its listening sockets are closed, so no client reaches a removed path. */
     while (app->unix_files) {
         struct unix_file *uf = app->unix_files;

@@ -53,6 +53,7 @@
 #include "core/loop.h"
 #include "http/form.h"
 #include "http/httpserver.h"
+#include "net/tls.h"
 
 typedef struct gale_app gale_app;
 typedef struct gale_handler gale_handler;
@@ -105,6 +106,14 @@ int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class 
  * place of the plain 404 page; e.g. a class whose .get answers gale_send_error(h, 404) and whose
  * .write_error renders it. NULL restores the plain 404. */
 void gale_app_set_default_handler(gale_app *app, const gale_handler_class *cls, void *arg);
+
+/* Tornado's ssl_options for the app: the server it creates serves HTTPS with a server context
+ * made from `o` (net/tls.h: certfile and keyfile at least); while gale_app_run() runs, SIGHUP
+ * re-reads the certificate files (gale_tls_reload: open connections go on, a failed reload keeps
+ * the previous certificates). Call before listen/bind. Returns 0, -EINVAL, -EALREADY (the server
+ * exists), GALE_ETLS (a file could not be loaded; logged), -ENOTSUP (built without TLS),
+ * -ENOMEM. */
+int gale_app_use_tls(gale_app *app, const gale_tls_opts *o);
 
 /* Creates the server on gale_loop_current() and listens on (address, port) (NULL address: all
  * interfaces; port 0: a free port, see gale_app_port()). Logs "listening on port N". Returns 0 or

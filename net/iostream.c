@@ -49,14 +49,11 @@
 #include "net/iostream_internal.h"
 
 #define GALE_STREAM_IDLE_LIMIT GALE_STREAM_READ_CHUNK
-#define DELIM_INLINE 16
 /* Full receives per readiness event, then other connections get their turn (libuv's count too).
  * Bulk echo measured 16 at 0.91 of 32's throughput (bench/README.md, Echo). */
 #define MAX_RECV_PER_EVENT 32
 #define MAX_WRITE_ROUNDS 16
 #define MAX_IOV 64
-
-enum read_kind { RK_NONE, RK_UNTIL, RK_REGEX, RK_BYTES, RK_CLOSE, RK_STREAM, RK_SOME };
 
 /* A queued write. Copied writes carry their bytes in `data`; zero-copy writes point at the
  * caller's buffer and call `release` once done. */
@@ -69,55 +66,6 @@ struct wreq {
     gale_done_cb cb;
     void *arg;
     char data[];
-};
-
-struct gale_stream {
-    gale_loop *loop;
-    gale_future *owner_future; /* a connect future still holding this stream as its result */
-    int fd;
-    int refs; /* 1 while open + 1 per dispatch or queued deferred callback */
-    int close_reason;
-    int connect_status;
-    unsigned events; /* interest registered with the loop */
-    uint8_t read_kind;
-    bool partial;
-    bool closed;          /* close requested: fd closed, completions queued */
-    bool finished;        /* close sequence ran */
-    bool deferred;        /* deferred_run queued on the loop */
-    bool delivering;      /* inside a read callback of deliver(): reads just arm */
-    bool connecting;      /* connect() in progress */
-    bool connect_pending; /* connect callback not yet called */
-    bool peer_eof;        /* the peer's FIN was seen: no more reading; see settle_eof() */
-    bool unwatched;       /* hung up after the FIN: the fd is off the loop (see on_events) */
-    gale_buffer rbuf;
-    size_t some_wait; /* read_some waits for more than this many bytes (its cb used none) */
-
-    /* The pending read. */
-    union {
-        gale_read_cb read;
-        gale_consume_cb consume;
-    } rcb;
-    gale_read_cb done_cb; /* read_stream's end */
-    void *rarg;
-    size_t n;     /* read_bytes: wanted; read_stream: left; until/regex: max_bytes (0: none) */
-    size_t klen;  /* delimiter length */
-    size_t rscan; /* regex: buffered length at the last failed scan (SIZE_MAX: none) */
-    union {
-        char inl[DELIM_INLINE];
-        char *heap;
-        regex_t *re;
-    } key;
-
-    struct wreq *wq_head, **wq_tail;     /* bytes not yet handed to the kernel */
-    struct wreq *done_head, **done_tail; /* handed over, callback not yet run */
-    size_t wpending;
-
-    gale_done_cb close_cb;
-    void *close_arg;
-    gale_done_cb connect_cb;
-    void *connect_arg;
-    gale_stream_hook owner_hook; /* the creator's close observer (the acceptor's count) */
-    void *owner_arg;
 };
 
 static void close_internal(gale_stream *s, int reason);
@@ -184,6 +132,7 @@ static void free_stream(gale_stream *s)
         gale_future_steal_result(s->owner_future); /* clears owner_future through the unlink */
     clear_read(s);
     gale_buffer_free(&s->rbuf);
+    gale__tls_free(s->tls);
     free(s);
 }
 
@@ -506,6 +455,21 @@ static void deliver(gale_stream *s, const char *ext, size_t extlen)
     settle_eof(s);
 }
 
+/* One receive: a count, 0 at the peer's end of stream, -EAGAIN, or the error. */
+static ssize_t receive(gale_stream *s, char *p, size_t room)
+{
+    if (s->tls) {
+        ssize_t n = gale__tls_read(s->tls, p, room);
+        s->tls_rwant = n == -EAGAIN ? (uint8_t)gale__tls_want(s->tls) : 0;
+        return n;
+    }
+    for (;;) {
+        ssize_t n = gale__sys_recv(s->fd, p, room, MSG_DONTWAIT);
+        if (n >= 0 || errno != EINTR)
+            return n >= 0 ? n : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
+    }
+}
+
 /* The socket is readable: receive while a read is pending (or up to the idle limit), delivering
  * as bytes arrive. */
 static void handle_read(gale_stream *s)
@@ -547,13 +511,10 @@ static void handle_read(gale_stream *s)
             room = space;
         if (!pending && room > idle_limit(s) - buffered)
             room = idle_limit(s) - buffered;
-        ssize_t n = gale__sys_recv(s->fd, p, room, MSG_DONTWAIT);
+        ssize_t n = receive(s, p, room);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            close_internal(s, -errno);
+            if (n != -EAGAIN)
+                close_internal(s, (int)n);
             return;
         }
         if (n == 0) {
@@ -576,12 +537,33 @@ static void handle_read(gale_stream *s)
             gale_buffer_commit(&s->rbuf, (size_t)n);
             deliver(s, NULL, 0);
         }
-        if ((size_t)n < room)
+        if ((size_t)n < room && !(s->tls && gale__tls_pending(s->tls)))
             return; /* drained: the next recv would say EAGAIN; wait for the loop */
     }
 }
 
 /* ---- writing ---- */
+
+/* One send of up to MAX_IOV buffers: a count, -EAGAIN, or the error. */
+static ssize_t send_iov(gale_stream *s, const struct iovec *iov, int cnt)
+{
+    if (s->tls) {
+        ssize_t n = gale__tls_writev(s->tls, iov, cnt);
+        s->tls_wwant = n == -EAGAIN ? (uint8_t)gale__tls_want(s->tls) : 0;
+        return n;
+    }
+    for (;;) {
+        ssize_t n;
+        if (cnt == 1) {
+            n = gale__sys_send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } else {
+            struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
+            n = gale__sys_sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        if (n >= 0 || errno != EINTR)
+            return n >= 0 ? n : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
+    }
+}
 
 /* The kernel took `n` bytes: finished requests move to the done list. */
 static void advance(gale_stream *s, size_t n)
@@ -622,14 +604,10 @@ static void flush_queue(gale_stream *s)
         }
         ssize_t n = 0;
         if (cnt > 0) {
-            struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-            n = gale__sys_sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+            n = send_iov(s, iov, cnt);
             if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    return;
-                close_internal(s, -errno);
+                if (n != -EAGAIN)
+                    close_internal(s, (int)n);
                 return;
             }
         }
@@ -696,17 +674,10 @@ static int do_write(gale_stream *s, const struct iovec *iov, int iovcnt, bool co
         }
     }
     size_t sent = 0;
-    if (!s->wq_head && !s->connecting && !s->connect_pending && total > 0) {
-        ssize_t n;
-        if (iovcnt == 1) {
-            n = gale__sys_send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } else {
-            struct msghdr mh = {.msg_iov = (struct iovec *)iov,
-                                .msg_iovlen = (size_t)(iovcnt < MAX_IOV ? iovcnt : MAX_IOV)};
-            n = gale__sys_sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        }
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            int err = -errno;
+    if (!s->wq_head && !s->connecting && !s->connect_pending && !s->handshaking && total > 0) {
+        ssize_t n = send_iov(s, iov, iovcnt < MAX_IOV ? iovcnt : MAX_IOV);
+        if (n < 0 && n != -EAGAIN) {
+            int err = (int)n;
             free(w);
             if (release)
                 release(rp);
@@ -772,11 +743,15 @@ static void update_events(gale_stream *s)
     unsigned want = 0;
     if (s->connecting) {
         want = GALE_WRITE;
+    } else if (s->handshaking) {
+        want = gale__tls_want(s->tls);
     } else if (!s->connect_pending) {
         if (!s->peer_eof && (s->read_kind != RK_NONE || gale_buffer_len(&s->rbuf) < idle_limit(s)))
             want |= GALE_READ;
         if (s->wq_head)
             want |= GALE_WRITE;
+        if (s->tls) /* a TLS read may wait for a send, and a send for a read */
+            want |= (s->tls_rwant & GALE_WRITE) | (s->tls_wwant & GALE_READ);
     }
     if (want == s->events)
         return;
@@ -813,9 +788,14 @@ static void on_events(gale_loop *loop, int fd, unsigned events, void *arg)
     s->refs++;
     if (s->connecting) {
         handle_connect(s);
+    } else if (s->handshaking) {
+        gale__stream_tls_step(s);
     } else if (!s->connect_pending) {
-        if ((events & (GALE_WRITE | GALE_ERROR)) && s->wq_head)
+        if ((events & (GALE_WRITE | GALE_ERROR) || ((events & GALE_READ) && s->tls_wwant)) &&
+            s->wq_head)
             handle_write(s);
+        if ((events & GALE_WRITE) && s->tls_rwant)
+            events |= GALE_READ; /* the read that waited for the socket to take bytes */
         run_done(s);
         if (!s->closed) {
             if ((events & GALE_READ) || ((events & GALE_ERROR) && (s->events & GALE_READ))) {
@@ -848,7 +828,7 @@ static void deferred_run(gale_loop *loop, void *arg)
 {
     gale_stream *s = arg;
     s->deferred = false;
-    if (!s->closed && s->connect_pending && !s->connecting) {
+    if (!s->closed && s->connect_pending && !s->connecting && !s->handshaking) {
         int st = s->connect_status;
         connect_done(s, st);
         if (st < 0)
@@ -860,6 +840,8 @@ static void deferred_run(gale_loop *loop, void *arg)
         run_done(s);
         if (!s->closed)
             deliver(s, NULL, 0);
+        if (!s->closed && s->tls && s->read_kind != RK_NONE && gale__tls_pending(s->tls))
+            handle_read(s); /* bytes inside OpenSSL: no readiness event will announce them */
         update_events(s);
     }
     unref(s);
@@ -891,6 +873,8 @@ static void close_internal(gale_stream *s, int reason)
         return;
     s->closed = true;
     s->close_reason = reason;
+    if (s->tls)
+        gale__stream_tls_closing(s); /* close_notify, before the fd goes */
     if (s->fd >= 0) {
         gale_loop_remove_handler(s->loop, s->fd);
         close(s->fd);
@@ -899,6 +883,12 @@ static void close_internal(gale_stream *s, int reason)
     s->events = 0;
     schedule(s);
 }
+
+void gale__stream_close_now(gale_stream *s, int reason) { close_internal(s, reason); }
+void gale__stream_update_events(gale_stream *s) { update_events(s); }
+void gale__stream_schedule(gale_stream *s) { schedule(s); }
+void gale__stream_handle_read(gale_stream *s) { handle_read(s); }
+void gale__stream_handle_write(gale_stream *s) { handle_write(s); }
 
 /* ---- public API ---- */
 
@@ -977,7 +967,8 @@ static void read_armed(gale_stream *s, bool ready)
 {
     if (s->delivering)
         return;
-    if (ready || gale_buffer_len(&s->rbuf) > 0 || s->peer_eof)
+    if (ready || gale_buffer_len(&s->rbuf) > 0 || s->peer_eof ||
+        (s->tls && gale__tls_pending(s->tls)))
         schedule(s);
     update_events(s);
 }

@@ -178,6 +178,32 @@ int gale_stream_peer_addr(const gale_stream *s, struct sockaddr_storage *addr, s
 typedef void (*gale_stream_hook)(gale_stream *s, void *arg);
 void gale_stream_set_owner_hook(gale_stream *s, gale_stream_hook hook, void *arg);
 
+/* ---- TLS (net/iostream_tls.c; contexts in net/tls.h) ----
+ *
+ * gale_stream_start_tls() makes `s` a TLS stream in place (Tornado's IOStream.start_tls): every
+ * call above then works on the decrypted bytes, with the same guarantees. A server context makes
+ * it the server side (the TCP and HTTP servers do this for each connection when given a
+ * context); a client context the client side, checking the certificate against
+ * `server_hostname` (a name or an IP address; NULL: no host check, no SNI) unless the context
+ * has validate_cert off. Only on a connected stream with no read or write under way and nothing
+ * buffered: GALE_ESTATE otherwise. `cb` (may be NULL) runs once from the loop when the
+ * handshake is done (0) or failed (GALE_ECERT, GALE_ETLS, -ECONNRESET, -ETIMEDOUT at the
+ * context's handshake timeout...; the stream is then closed with that reason). Reads and writes
+ * may be started at once: they wait for the handshake. Returns 0, -EINVAL, -EPIPE (closed),
+ * GALE_ESTATE, -ENOMEM, GALE_ETLS, or -ENOTSUP (built without TLS). The stream takes its own
+ * reference to `ctx`. */
+typedef struct gale_tls_ctx gale_tls_ctx;
+int gale_stream_start_tls(gale_stream *s, gale_tls_ctx *ctx, const char *server_hostname,
+                          gale_done_cb cb, void *arg);
+bool gale_stream_is_tls(const gale_stream *s);
+/* Why the handshake or a record failed ("certificate verify failed: self-signed certificate"),
+ * "" when nothing failed; the ALPN protocol chosen ("" when none); the TLS version ("TLSv1.3");
+ * whether the session was resumed. Strings live as long as the stream. */
+const char *gale_stream_tls_error(const gale_stream *s);
+const char *gale_stream_tls_alpn(const gale_stream *s);
+const char *gale_stream_tls_version(const gale_stream *s);
+bool gale_stream_tls_resumed(const gale_stream *s);
+
 /* ---- awaitable forms (net/iostream_future.c) ----
  *
  * Each returns a new future (the caller's reference) that completes when the callback form would

@@ -2,8 +2,88 @@
 #ifndef GALE_NET_IOSTREAM_INTERNAL_H
 #define GALE_NET_IOSTREAM_INTERNAL_H
 
+#include <regex.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buffer.h"
 #include "core/future.h"
 #include "net/iostream.h"
+#include "net/tls_internal.h"
+
+#define DELIM_INLINE 16
+
+enum read_kind { RK_NONE, RK_UNTIL, RK_REGEX, RK_BYTES, RK_CLOSE, RK_STREAM, RK_SOME };
+
+struct wreq;
+
+/* The stream (net/iostream.c); net/iostream_tls.c reads and sets the TLS part. */
+struct gale_stream {
+    gale_loop *loop;
+    gale_future *owner_future; /* a connect future still holding this stream as its result */
+    int fd;
+    int refs; /* 1 while open + 1 per dispatch or queued deferred callback */
+    int close_reason;
+    int connect_status;
+    unsigned events; /* interest registered with the loop */
+    uint8_t read_kind;
+    bool partial;
+    bool closed;          /* close requested: fd closed, completions queued */
+    bool finished;        /* close sequence ran */
+    bool deferred;        /* deferred_run queued on the loop */
+    bool delivering;      /* inside a read callback of deliver(): reads just arm */
+    bool connecting;      /* connect() in progress */
+    bool connect_pending; /* connect callback not yet called */
+    bool peer_eof;        /* the peer's FIN was seen: no more reading; see settle_eof() */
+    bool unwatched;       /* hung up after the FIN: the fd is off the loop (see on_events) */
+    gale_buffer rbuf;
+    size_t some_wait; /* read_some waits for more than this many bytes (its cb used none) */
+
+    /* The pending read. */
+    union {
+        gale_read_cb read;
+        gale_consume_cb consume;
+    } rcb;
+    gale_read_cb done_cb; /* read_stream's end */
+    void *rarg;
+    size_t n;     /* read_bytes: wanted; read_stream: left; until/regex: max_bytes (0: none) */
+    size_t klen;  /* delimiter length */
+    size_t rscan; /* regex: buffered length at the last failed scan (SIZE_MAX: none) */
+    union {
+        char inl[DELIM_INLINE];
+        char *heap;
+        regex_t *re;
+    } key;
+
+    struct wreq *wq_head, **wq_tail;     /* bytes not yet handed to the kernel */
+    struct wreq *done_head, **done_tail; /* handed over, callback not yet run */
+    size_t wpending;
+
+    gale_done_cb close_cb;
+    void *close_arg;
+    gale_done_cb connect_cb;
+    void *connect_arg;
+    gale_stream_hook owner_hook; /* the creator's close observer (the acceptor's count) */
+    void *owner_arg;
+
+    /* TLS (net/iostream_tls.c): NULL for a plain stream. */
+    gale__tls *tls;
+    bool handshaking;  /* the handshake runs: reads wait, writes queue */
+    uint8_t tls_rwant; /* GALE_WRITE: the last read waits for the socket to take bytes */
+    uint8_t tls_wwant; /* GALE_READ: the last write waits for bytes to arrive */
+    gale_timeout handshake_timer;
+};
+
+/* The stream's own steps, for net/iostream_tls.c. */
+void gale__stream_close_now(gale_stream *s, int reason);
+void gale__stream_update_events(gale_stream *s);
+void gale__stream_schedule(gale_stream *s);
+void gale__stream_handle_read(gale_stream *s);
+void gale__stream_handle_write(gale_stream *s);
+
+/* TLS hooks the stream calls (net/iostream_tls.c). */
+void gale__stream_tls_step(gale_stream *s);
+void gale__stream_tls_closing(gale_stream *s);
 
 /* Completes `f` with the connected stream `s` as its result, linked both ways: a future freed
  * with the stream inside closes it; a stream freed (its peer closed it) while still inside

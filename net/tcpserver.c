@@ -45,6 +45,7 @@ struct gale_server {
     size_t live;       /* accepted streams whose close sequence has not run yet */
     bool at_limit;     /* inside a max_connections episode (clients wait in the backlog) */
     double limit_since;
+    gale_tls_ctx *tls; /* every accepted connection speaks TLS (NULL: plain) */
 };
 
 /* ---- binding ---- */
@@ -389,6 +390,11 @@ static bool accept_batch(gale_server *srv, int fd)
         }
         srv->live++;
         gale_stream_set_owner_hook(s, conn_closed, srv);
+        if (srv->tls && (err = gale_stream_start_tls(s, srv->tls, NULL, NULL, NULL)) < 0) {
+            gale_log_error(GALE_LOG_GENERAL, "dropping connection: TLS: %s", gale_strerror(err));
+            gale_stream_close(s, err);
+            continue;
+        }
         srv->cb(srv, s, (struct sockaddr *)&peer, plen, srv->arg);
         if (srv->free_pending || !srv->accepting)
             return false;
@@ -396,11 +402,25 @@ static bool accept_batch(gale_server *srv, int fd)
     return true;
 }
 
+int gale_server_set_tls(gale_server *srv, gale_tls_ctx *ctx)
+{
+    if (!srv || (ctx && !gale_tls_is_server(ctx)))
+        return -EINVAL;
+    if (ctx && !gale_tls_available())
+        return -ENOTSUP;
+    gale_tls_ref(ctx);
+    gale_tls_unref(srv->tls);
+    srv->tls = ctx;
+    return 0;
+}
+
 /* Frees the server once the user freed it and nothing refers to it any more. */
 static void maybe_free(gale_server *srv)
 {
-    if (srv->free_pending && srv->dispatching == 0 && srv->live == 0)
+    if (srv->free_pending && srv->dispatching == 0 && srv->live == 0) {
+        gale_tls_unref(srv->tls);
         free(srv);
+    }
 }
 
 /* An accepted stream's close sequence ran: one connection fewer; below the limit, accept again. */

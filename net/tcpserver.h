@@ -23,6 +23,7 @@
 
 #include "core/loop.h"
 #include "net/iostream.h"
+#include "net/tls.h"
 
 #define GALE_ACCEPT_BATCH 128
 #define GALE_DEFAULT_BACKLOG 128
@@ -104,6 +105,13 @@ void gale_server_free(gale_server *srv);
  * first close resumes accepting. Lowering the cap below the current count closes nothing. Logs a
  * warning once per episode. Returns 0 or -EINVAL. */
 int gale_server_set_max_connections(gale_server *srv, size_t n);
+
+/* Tornado's ssl_options: every connection accepted from now on speaks TLS with the server
+ * context `ctx` (net/tls.h; the server takes a reference; NULL: plain again). The accept callback
+ * gets the stream at once, its handshake under way: reads and writes wait for it, and a failed
+ * handshake closes the stream (its close callback says why). Returns 0, -EINVAL (a client
+ * context), -ENOTSUP (built without TLS). */
+int gale_server_set_tls(gale_server *srv, gale_tls_ctx *ctx);
 
 /* Connections accepted by this server whose close callback has not yet run. */
 size_t gale_server_connections(const gale_server *srv);
