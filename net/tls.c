@@ -566,7 +566,8 @@ static void note_handshake(gale__tls *t)
     SSL_get0_alpn_selected(t->ssl, &p, &len);
     if (len >= sizeof t->alpn)
         len = 0;
-    memcpy(t->alpn, p, len);
+    if (len)
+        memcpy(t->alpn, p, len);
     t->alpn[len] = '\0';
 }
 

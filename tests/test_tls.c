@@ -160,6 +160,15 @@ static void echo_start(gale_loop *loop, struct echo *e, gale_tls_ctx *ctx, enum 
     e->port = gale_server_port(e->srv);
 }
 
+static bool echo_idle(void *arg) { return ((struct echo *)arg)->open == 0; }
+
+/* Waits until every connection the clients closed is closed here too, then frees the server. */
+static void echo_stop(gale_loop *loop, struct echo *e)
+{
+    ck_assert(test_wait_until(loop, echo_idle, e, 10));
+    gale_server_free(e->srv);
+}
+
 /* ---- gale's own TLS client on the loop ---- */
 
 struct gclient {
@@ -505,7 +514,7 @@ START_TEST(test_records_cut_at_every_byte)
     ck_assert(test_run_thread(loop, cut_client, &c, 120));
     ck_assert_int_eq(c.failures, 0);
     ck_assert_int_gt(c.rounds, 12 * 22); /* each of 12 one-byte records is 22 bytes at least */
-    gale_server_free(e.srv);
+    echo_stop(loop, &e);
     gale_tls_unref(ctx);
     gale_loop_free(loop);
 }
@@ -554,7 +563,7 @@ START_TEST(test_large_transfers_back_pressure)
     test_run_for(loop, 0.05);
     ck_assert_int_eq(e.open, 0); /* the server saw the close (close_notify) */
     free(b.data);
-    gale_server_free(e.srv);
+    echo_stop(loop, &e);
     gale_tls_unref(b.g.ctx);
     gale_tls_unref(sctx);
     gale_loop_free(loop);
@@ -603,11 +612,9 @@ START_TEST(test_verification)
     else
         ck_assert_str_eq(g.error, "");
     if (st == 0)
-        gale_stream_close(g.s, 0);
-    else
-        ck_assert(gale_stream_closed(g.s));
+        gale_stream_close(g.s, 0); /* after a failure the stream closed (and is freed) */
     test_run_for(loop, 0.05);
-    gale_server_free(e.srv);
+    echo_stop(loop, &e);
     gale_tls_unref(g.ctx);
     gale_tls_unref(sctx);
     gale_loop_free(loop);
@@ -637,7 +644,7 @@ START_TEST(test_sni_chooses_certificate)
     ck_assert_ptr_nonnull(strstr(g.error, "hostname mismatch"));
     gale_tls_unref(g.ctx);
     test_run_for(loop, 0.05);
-    gale_server_free(e.srv);
+    echo_stop(loop, &e);
     gale_tls_unref(sctx);
     gale_loop_free(loop);
 }
@@ -762,7 +769,7 @@ START_TEST(test_reload_keeps_connections)
     ck_assert(echo_line(loop, old));
     gale_stream_close(old, 0);
     test_run_for(loop, 0.05);
-    gale_server_free(e.srv);
+    echo_stop(loop, &e);
     gale_tls_unref(sctx);
     gale_loop_free(loop);
 }
@@ -803,12 +810,11 @@ START_TEST(test_client_certificate)
         gale_stream_read_until(without.s, "\n", 1, 0, line_back, &l);
         gale_stream_write(without.s, "ping\n", 5, NULL, NULL);
         ck_assert(test_wait_until(loop, line_done, &l, 10));
-        ck_assert(!l.ok);
-        ck_assert(gale_stream_closed(without.s));
+        ck_assert(!l.ok); /* the stream closed with the server's alert */
     }
     test_run_for(loop, 0.05);
     ck_assert_int_eq(e.open, 0);
-    gale_server_free(e.srv);
+    echo_stop(loop, &e);
     gale_tls_unref(with.ctx);
     gale_tls_unref(without.ctx);
     gale_tls_unref(sctx);
@@ -1026,7 +1032,7 @@ START_TEST(test_bad_arguments)
     ck_assert_ptr_nonnull(strstr(gale_stream_tls_version(g.s), "TLSv1."));
     gale_stream_close(g.s, 0);
     test_run_for(loop, 0.05);
-    gale_server_free(e.srv);
+    echo_stop(loop, &e);
     gale_tls_unref(client);
     gale_tls_unref(c);
     gale_loop_free(loop);
