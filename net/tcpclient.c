@@ -14,6 +14,7 @@
 #include "net/tcpclient.h"
 
 #include "net/iostream_internal.h"
+#include "net/tcpclient_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -277,7 +278,7 @@ int gale_tcp_connect_addrinfo(gale_loop *loop, const struct addrinfo *addrs, dou
     return 0;
 }
 
-static void future_done(gale_stream *s, int status, void *arg)
+void gale__tcp_future_done(gale_stream *s, int status, void *arg)
 {
     gale_future *f = arg;
     if (status == 0) {
@@ -295,7 +296,7 @@ gale_future *gale_tcp_connect_future(gale_loop *loop, const char *host, int port
     if (!f)
         return NULL;
     gale_future_ref(f);
-    int err = gale_tcp_connect(loop, host, port, timeout, future_done, f);
+    int err = gale_tcp_connect(loop, host, port, timeout, gale__tcp_future_done, f);
     if (err) {
         gale_future_unref(f);
         gale_future_set_error(f, err, NULL);

@@ -22,6 +22,7 @@ struct addrinfo;
 #include "core/future.h"
 #include "core/loop.h"
 #include "net/iostream.h"
+#include "net/tls.h"
 
 #define GALE_CONNECT_FALLBACK_DELAY 0.3 /* seconds before the second address family starts */
 
@@ -48,5 +49,21 @@ int gale_tcp_connect_addrinfo(gale_loop *loop, const struct addrinfo *addrs, dou
  * NULL only when out of memory. A stream whose peer closed it before it was taken leaves the
  * future empty (result NULL), as gale_stream_connect_future() describes. */
 gale_future *gale_tcp_connect_future(gale_loop *loop, const char *host, int port, double timeout);
+
+/* Tornado's connect(..., ssl_options, server_hostname): connects as gale_tcp_connect, then runs
+ * the TLS handshake with the client context `ctx` (net/tls.h), checking the certificate against
+ * `host` (unless the context has validate_cert off) and sending it as SNI; `timeout` covers both.
+ * `cb` gets the stream once the handshake is done, or NULL and the error: GALE_ECERT (the reason
+ * is logged at INFO: "certificate verify failed: self-signed certificate"), GALE_ETLS,
+ * -ETIMEDOUT, the connect errors. For the reason in code, connect with gale_tcp_connect and call
+ * gale_stream_start_tls yourself: its callback can read gale_stream_tls_error(). Returns 0,
+ * -EINVAL (as gale_tcp_connect, or a server context), -ENOTSUP (built without TLS), -ENOMEM;
+ * then `cb` is never called. */
+int gale_tcp_connect_tls(gale_loop *loop, const char *host, int port, double timeout,
+                         gale_tls_ctx *ctx, gale_connect_cb cb, void *arg);
+
+/* Future form of gale_tcp_connect_tls, as gale_tcp_connect_future. */
+gale_future *gale_tcp_connect_tls_future(gale_loop *loop, const char *host, int port,
+                                         double timeout, gale_tls_ctx *ctx);
 
 #endif

@@ -22,6 +22,7 @@
 #include "core/loop.h"
 #include "http/httpserver.h"
 #include "net/iostream.h"
+#include "net/tcpclient.h"
 #include "net/tcpserver.h"
 #include "net/tls.h"
 #include "testutil.h"
@@ -1039,6 +1040,68 @@ START_TEST(test_bad_arguments)
 }
 END_TEST
 
+/* ---- gale_tcp_connect_tls ---- */
+
+struct tcp_tls {
+    bool done;
+    int status;
+    gale_stream *s;
+};
+
+static void tcp_tls_done(gale_stream *s, int status, void *arg)
+{
+    struct tcp_tls *t = arg;
+    t->done = true;
+    t->status = status;
+    t->s = s;
+}
+
+static bool tcp_tls_finished(void *arg) { return ((struct tcp_tls *)arg)->done; }
+
+static bool future_finished(void *arg) { return gale_future_done(arg); }
+
+START_TEST(test_tcp_connect_tls)
+{
+    gale_loop *loop = new_loop();
+    gale_tls_ctx *sctx = server_ctx("server", 10);
+    gale_tls_ctx *cctx = client_ctx("ca", true);
+    struct echo e;
+    echo_start(loop, &e, sctx, ECHO_UNTIL);
+    struct tcp_tls t = {0};
+    ck_assert_int_eq(gale_tcp_connect_tls(loop, "localhost", e.port, 10, cctx, tcp_tls_done, &t),
+                     0);
+    ck_assert(test_wait_until(loop, tcp_tls_finished, &t, 10));
+    ck_assert_int_eq(t.status, 0);
+    ck_assert(gale_stream_is_tls(t.s));
+    ck_assert(echo_line(loop, t.s));
+    gale_stream_close(t.s, 0);
+
+    gale_future *f = gale_tcp_connect_tls_future(loop, "127.0.0.1", e.port, 10, cctx);
+    ck_assert(test_wait_until(loop, future_finished, f, 10));
+    ck_assert_int_eq(gale_future_error(f), 0);
+    gale_stream *fs = gale_future_steal_result(f);
+    ck_assert(echo_line(loop, fs));
+    gale_stream_close(fs, 0);
+    gale_future_unref(f);
+
+    /* An issuer the client does not trust: no stream, the verification error. */
+    gale_tls_ctx *other = client_ctx("otherca", true);
+    struct tcp_tls bad = {0};
+    ck_assert_int_eq(gale_tcp_connect_tls(loop, "localhost", e.port, 10, other, tcp_tls_done, &bad),
+                     0);
+    ck_assert(test_wait_until(loop, tcp_tls_finished, &bad, 10));
+    ck_assert_int_eq(bad.status, GALE_ECERT);
+    ck_assert_ptr_null(bad.s);
+    ck_assert_int_eq(gale_tcp_connect_tls(loop, "localhost", e.port, 10, sctx, tcp_tls_done, &bad),
+                     -EINVAL);
+    echo_stop(loop, &e);
+    gale_tls_unref(other);
+    gale_tls_unref(cctx);
+    gale_tls_unref(sctx);
+    gale_loop_free(loop);
+}
+END_TEST
+
 /* ---- the apps ---- */
 
 struct app_get {
@@ -1150,6 +1213,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_client_certificate);
     tcase_add_test(tc, test_hostile_peers);
     tcase_add_test(tc, test_bad_arguments);
+    tcase_add_test(tc, test_tcp_connect_tls);
     tcase_add_test(tc, test_hello_https_and_sighup);
     suite_add_tcase(s, tc);
     return s;
