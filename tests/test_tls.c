@@ -124,18 +124,10 @@ static size_t echo_some(gale_stream *s, int status, const char *d, size_t n, voi
 static void echo_next(gale_stream *s, struct echo *e)
 {
     switch (e->mode) {
-    case ECHO_UNTIL:
-        gale_stream_read_until(s, "\n", 1, 0, echo_got, e);
-        break;
-    case ECHO_BYTES:
-        gale_stream_read_bytes(s, 6, false, echo_got, e);
-        break;
-    case ECHO_REGEX:
-        gale_stream_read_until_regex(s, "d\n|o\n", 0, echo_got, e);
-        break;
-    case ECHO_SOME:
-        gale_stream_read_some(s, echo_some, e);
-        break;
+    case ECHO_UNTIL: gale_stream_read_until(s, "\n", 1, 0, echo_got, e); break;
+    case ECHO_BYTES: gale_stream_read_bytes(s, 6, false, echo_got, e); break;
+    case ECHO_REGEX: gale_stream_read_until_regex(s, "d\n|o\n", 0, echo_got, e); break;
+    case ECHO_SOME: gale_stream_read_some(s, echo_some, e); break;
     }
 }
 
@@ -214,9 +206,8 @@ static int gclient_run(gale_loop *loop, struct gclient *g, int port)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     g->done = false;
-    ck_assert_int_eq(gale_stream_connect(loop, (struct sockaddr *)&a, sizeof a, gclient_connected,
-                                         g, &g->s),
-                     0);
+    ck_assert_int_eq(
+        gale_stream_connect(loop, (struct sockaddr *)&a, sizeof a, gclient_connected, g, &g->s), 0);
     ck_assert(test_wait_until(loop, gclient_done, g, 10));
     return g->status;
 }
@@ -350,9 +341,8 @@ START_TEST(test_https_request)
     int port;
     gale_http_server *srv = https_start(loop, ctx, 0, &port);
     gale_tls_unref(ctx); /* the server holds its own reference */
-    struct alpn_case a = {.port = port,
-                          .offer = (const unsigned char *)"\x02h2\x08http/1.1",
-                          .offer_len = 12};
+    struct alpn_case a = {
+        .port = port, .offer = (const unsigned char *)"\x02h2\x08http/1.1", .offer_len = 12};
     ck_assert(test_run_thread(loop, alpn_client, &a, 20));
     ck_assert(a.ok);
     ck_assert_str_eq(a.selected, "http/1.1");
@@ -574,12 +564,12 @@ END_TEST
 /* ---- verification ---- */
 
 struct verify_case {
-    const char *server;  /* certificate the server shows */
-    const char *ca;      /* the client's CA file (NULL: the system store) */
+    const char *server; /* certificate the server shows */
+    const char *ca;     /* the client's CA file (NULL: the system store) */
     bool validate;
     const char *host;
     int status;
-    const char *reason;  /* expected in gale_stream_tls_error (NULL: "") */
+    const char *reason; /* expected in gale_stream_tls_error (NULL: "") */
 };
 
 static const struct verify_case verify_cases[] = {
@@ -1157,8 +1147,15 @@ START_TEST(test_hello_https_and_sighup)
     int port = test_free_port();
     char portstr[16];
     snprintf(portstr, sizeof portstr, "%d", port);
-    char *argv[] = {"hello", "--port", portstr, "--certfile", (char *)path("app.pem"),
-                    "--keyfile", (char *)path("app.key"), "--quiet", NULL};
+    char *argv[] = {"hello",
+                    "--port",
+                    portstr,
+                    "--certfile",
+                    (char *)path("app.pem"),
+                    "--keyfile",
+                    (char *)path("app.key"),
+                    "--quiet",
+                    NULL};
     pid_t pid = test_start_app("hello", argv, port);
     ck_assert_int_gt(pid, 0);
     char body[64];
@@ -1197,6 +1194,66 @@ START_TEST(test_hello_https_and_sighup)
 }
 END_TEST
 
+struct demo_case {
+    int port;
+    const char *req;
+    char *resp;
+};
+
+static void demo_client(void *arg)
+{
+    struct demo_case *d = arg;
+    SSL_CTX *c = bctx("ca");
+    SSL *ssl = bconnect(c, d->port, "localhost", NULL);
+    if (ssl) {
+        d->resp = bexchange(ssl, d->req, 65536);
+        bclose(ssl);
+    }
+    SSL_CTX_free(c);
+}
+
+/* demo serves every route over HTTPS: a path argument, a body, a streamed (chunked) answer. */
+START_TEST(test_demo_https)
+{
+    gale_loop *loop = new_loop();
+    int port = test_free_port();
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    char *argv[] = {"demo",
+                    "--port",
+                    portstr,
+                    "--certfile",
+                    (char *)pem("chain"),
+                    "--keyfile",
+                    (char *)key("server"),
+                    NULL};
+    pid_t pid = test_start_app("demo", argv, port);
+    ck_assert_int_gt(pid, 0);
+    const struct {
+        const char *req, *want;
+    } cases[] = {
+        {"GET /user/42 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", "42"},
+        {"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\nConnection: "
+         "close\r\n\r\nhello world",
+         "hello world"},
+        {"GET /stream?chunks=3 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+         "chunk 3\n"},
+        {"GET /status/404 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+         "HTTP/1.1 404"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct demo_case d = {.port = port, .req = cases[i].req};
+        ck_assert(test_run_thread(loop, demo_client, &d, 20));
+        ck_assert_ptr_nonnull(d.resp);
+        ck_assert_msg(strstr(d.resp, cases[i].want), "%s: %s", cases[i].req, d.resp);
+        free(d.resp);
+    }
+    int status = test_stop_app(pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    gale_loop_free(loop);
+}
+END_TEST
+
 static Suite *tls_suite(void)
 {
     Suite *s = suite_create("tls");
@@ -1215,6 +1272,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_bad_arguments);
     tcase_add_test(tc, test_tcp_connect_tls);
     tcase_add_test(tc, test_hello_https_and_sighup);
+    tcase_add_test(tc, test_demo_https);
     suite_add_tcase(s, tc);
     return s;
 }
