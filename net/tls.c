@@ -264,8 +264,10 @@ static int server_ssl(gale_tls_ctx *c, const char *certfile, const char *keyfile
         return ssl_fail("cannot create a context", NULL);
     common_settings(s);
     SSL_CTX_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* Resumption by tickets only (TLS 1.2 and 1.3): the session lives in the client's ticket,
+     * so a server under a flood of full handshakes keeps no per-session memory. */
     SSL_CTX_set_session_id_context(s, (const unsigned char *)"gale", 4);
-    SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     int rc = load_cert(s, certfile, keyfile);
     if (rc == 0 && c->ciphers && SSL_CTX_set_cipher_list(s, c->ciphers) != 1)
         rc = ssl_fail("bad cipher list", c->ciphers);

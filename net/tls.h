@@ -9,7 +9,7 @@
  * Server contexts: certificate chain and key from PEM files, TLS 1.2 at least, renegotiation
  * refused, ALPN answering "http/1.1" (a client that offers only protocols the server does not
  * speak gets the no_application_protocol alert, as RFC 7301 3.2 asks), session resumption by
- * tickets (TLS 1.3 and 1.2) and by the server's session cache, more certificates chosen by the
+ * tickets (TLS 1.3 and 1.2; the server keeps no session cache), more certificates chosen by the
  * SNI host name (gale_tls_add_sni), and gale_tls_reload() re-reading every file without touching
  * open connections (they keep the certificates they started with).
  *

@@ -645,6 +645,7 @@ END_TEST
 
 struct resume_case {
     int port;
+    int max_version; /* 0: TLS 1.3 */
     int resumed[3];
     bool served[3];
 };
@@ -653,6 +654,8 @@ static void resume_client(void *arg)
 {
     struct resume_case *r = arg;
     SSL_CTX *c = bctx("ca");
+    if (r->max_version)
+        SSL_CTX_set_max_proto_version(c, r->max_version);
     SSL_SESSION *sess = NULL;
     for (int i = 0; i < 3; i++) {
         SSL *ssl = bconnect(c, r->port, "localhost", sess);
@@ -676,8 +679,8 @@ START_TEST(test_session_resumption)
     gale_tls_ctx *ctx = server_ctx("server", 10);
     int port;
     gale_http_server *srv = https_start(loop, ctx, 0, &port);
-    struct resume_case r = {.port = port};
-    ck_assert(test_run_thread(loop, resume_client, &r, 20));
+    struct resume_case r = {.port = port, .max_version = _i ? TLS1_2_VERSION : 0};
+    ck_assert(test_run_thread(loop, resume_client, &r, 20)); /* tickets in TLS 1.3 and 1.2 */
     for (int i = 0; i < 3; i++)
         ck_assert(r.served[i]);
     ck_assert_int_eq(r.resumed[0], 0);
@@ -1265,7 +1268,7 @@ static Suite *tls_suite(void)
     tcase_add_loop_test(tc, test_verification, 0,
                         (int)(sizeof verify_cases / sizeof verify_cases[0]));
     tcase_add_test(tc, test_sni_chooses_certificate);
-    tcase_add_test(tc, test_session_resumption);
+    tcase_add_loop_test(tc, test_session_resumption, 0, 2);
     tcase_add_test(tc, test_reload_keeps_connections);
     tcase_add_test(tc, test_client_certificate);
     tcase_add_test(tc, test_hostile_peers);
