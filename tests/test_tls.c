@@ -295,6 +295,16 @@ static gale_http_server *https_start(gale_loop *loop, gale_tls_ctx *ctx, double 
     return srv;
 }
 
+static bool no_http_connections(void *arg) { return gale_http_server_connections(arg) == 0; }
+
+/* Waits until the server has closed every connection (the client's close reached it), then frees
+ * it: a server freed with connections open leaves them to a loop that no longer runs. */
+static void https_stop(gale_loop *loop, gale_http_server *srv)
+{
+    ck_assert(test_wait_until(loop, no_http_connections, srv, 10));
+    gale_http_server_free(srv);
+}
+
 static const char GET_CLOSE[] = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 
 static gale_loop *new_loop(void)
@@ -361,7 +371,7 @@ START_TEST(test_https_request)
     ck_assert_str_eq(none.selected, "");
     ck_assert_ptr_nonnull(strstr(none.response, "\r\n\r\nhttps"));
     free(none.response);
-    gale_http_server_free(srv);
+    https_stop(loop, srv);
     gale_loop_free(loop);
 }
 END_TEST
@@ -686,7 +696,7 @@ START_TEST(test_session_resumption)
     ck_assert_int_eq(r.resumed[0], 0);
     ck_assert_int_eq(r.resumed[1], 1);
     ck_assert_int_eq(r.resumed[2], 1);
-    gale_http_server_free(srv);
+    https_stop(loop, srv);
     gale_tls_unref(ctx);
     gale_loop_free(loop);
 }
