@@ -20,9 +20,10 @@ int gale__url_parse(const char *url, struct gale__url *u);
 /* Frees the strings of `u` and zeroes it. */
 void gale__url_free(struct gale__url *u);
 
-/* Resolves a Location value against the URL it came from (absolute, scheme-relative,
- * absolute-path, query-only or relative-path). Returns a malloc'ed URL, to be checked with
- * gale__url_parse, or NULL (out of memory, or a base without "://"). */
+/* Resolves a Location value (any URI reference) against the URL it came from, as RFC 3986 5.2.2
+ * says: strict (a reference with a scheme is absolute), merge, then remove_dot_segments (5.2.4),
+ * fragment from the reference. Returns a malloc'ed URL, to be checked with gale__url_parse, or
+ * NULL (out of memory, or a base without a scheme). */
 char *gale__url_resolve(const char *base, const char *loc);
 
 /* The URL's userinfo as Basic credentials: base64 of `userinfo`, as sent after
