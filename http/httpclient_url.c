@@ -25,8 +25,19 @@ char *gale__dup_printf(const char *fmt, ...)
     return s;
 }
 
+char *gale__dup_n(const char *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (s) {
+        memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
 void gale__url_free(struct gale__url *u)
 {
+    free(u->scheme);
     free(u->host);
     free(u->hostport);
     free(u->target);
@@ -164,7 +175,8 @@ int gale__url_parse(const char *url, struct gale__url *u)
         return -EINVAL;
     }
     u->port = port;
-    rc = fill_url(u, &parts, rest);
+    u->scheme = strdup("http"); /* the pool key's part: check_scheme allows nothing else yet */
+    rc = u->scheme ? fill_url(u, &parts, rest) : -ENOMEM;
     if (rc)
         gale__url_free(u);
     return rc;

@@ -1,0 +1,136 @@
+/* The HTTP client's keep-alive pool: idle connections per (scheme, host, port), most recently
+ * used last, each for at most idle_timeout, at most max_per_host per key. A connection in the
+ * pool has no fetch, no read pending and nothing buffered; its stream keeps watching for the
+ * server's close, and its close callback (httpclient.c's, through gale__pool_forget) takes it
+ * out. gale__pool_take checks a connection again right before reuse, since the server's FIN may
+ * be in flight while the loop has not yet looked: a closed stream, unsolicited bytes, or a
+ * socket that reads EOF (or data) without consuming are all stale and closed here. */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "core/fault_internal.h"
+#include "core/log.h"
+#include "http/httpclient_internal.h"
+
+void gale__conn_set_state(struct gale__conn *cn, enum gale__conn_state to)
+{
+    enum gale__conn_state from = cn->state;
+    (void)from;
+    assert((from == GALE__CONN_CONNECTING && to == GALE__CONN_BUSY) ||
+           (from == GALE__CONN_BUSY && (to == GALE__CONN_IDLE || to == GALE__CONN_CLOSING)) ||
+           (from == GALE__CONN_IDLE && (to == GALE__CONN_BUSY || to == GALE__CONN_CLOSING)) ||
+           (from == GALE__CONN_CLOSING && to == GALE__CONN_CLOSING));
+    cn->state = to;
+}
+
+void gale__pool_init(struct gale__pool *p, gale_loop *loop, int max_per_host, double idle_timeout)
+{
+    memset(p, 0, sizeof *p);
+    p->loop = loop;
+    gale_list_init(&p->idle);
+    p->max_per_host = max_per_host;
+    p->idle_timeout = idle_timeout;
+}
+
+/* Takes an IDLE conn out of the pool (its timer stopped); the caller sets its next phase. */
+static void unlink_idle(struct gale__conn *cn)
+{
+    assert(cn->state == GALE__CONN_IDLE && cn->pool);
+    gale_list_unlink(&cn->node);
+    gale_list_init(&cn->node);
+    cn->pool->n_idle--;
+    cn->pool = NULL;
+    if (cn->idle_timer) {
+        gale_loop_remove_timeout(gale_stream_loop(cn->s), cn->idle_timer);
+        cn->idle_timer = 0;
+    }
+}
+
+static void close_idle(struct gale__conn *cn)
+{
+    unlink_idle(cn);
+    gale__conn_set_state(cn, GALE__CONN_CLOSING);
+    gale_stream_close(cn->s, 0);
+}
+
+static void idle_timeout(gale_loop *loop, void *arg)
+{
+    struct gale__conn *cn = arg;
+    cn->idle_timer = 0;
+    gale_log_debug(GALE_LOG_GENERAL, "pooled connection to %s idle too long, closed", cn->key);
+    close_idle(cn);
+}
+
+/* True when the socket shows nothing: no EOF, no error, no bytes. A peek neither consumes nor
+ * blocks; it sees a FIN the loop has not dispatched yet. */
+static bool socket_quiet(const struct gale__conn *cn)
+{
+    int fd = gale_stream_fd(cn->s);
+    if (fd < 0)
+        return false;
+    char b;
+    ssize_t n = gale__sys_recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
+struct gale__conn *gale__pool_take(struct gale__pool *p, const char *key)
+{
+    gale_list *it = p->idle.prev;
+    while (it != &p->idle) {
+        struct gale__conn *cn = gale_list_entry(it, struct gale__conn, node);
+        it = it->prev;
+        if (strcmp(cn->key, key) != 0)
+            continue;
+        if (gale_stream_closed(cn->s) || gale_stream_read_buffered(cn->s) > 0 ||
+            !socket_quiet(cn)) {
+            gale_log_debug(GALE_LOG_GENERAL, "pooled connection to %s is stale, closed", key);
+            close_idle(cn);
+            continue;
+        }
+        unlink_idle(cn);
+        gale__conn_set_state(cn, GALE__CONN_BUSY);
+        return cn;
+    }
+    return NULL;
+}
+
+bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn)
+{
+    assert(cn->state == GALE__CONN_BUSY && !cn->f && cn->s);
+    if (p->max_per_host <= 0)
+        return false;
+    /* At the cap, the oldest idle connection of this key makes room: the newest is the least
+     * likely to have been closed by the server. */
+    size_t same = 0;
+    struct gale__conn *oldest = NULL;
+    gale_list *it;
+    for (it = p->idle.next; it != &p->idle; it = it->next) {
+        struct gale__conn *o = gale_list_entry(it, struct gale__conn, node);
+        if (strcmp(o->key, cn->key) == 0 && same++ == 0)
+            oldest = o;
+    }
+    if (same >= (size_t)p->max_per_host && oldest)
+        close_idle(oldest);
+    if (gale_loop_call_later(p->loop, p->idle_timeout, idle_timeout, cn, &cn->idle_timer) != 0)
+        return false;
+    gale__conn_set_state(cn, GALE__CONN_IDLE);
+    cn->pool = p;
+    gale_list_push_back(&p->idle, &cn->node);
+    p->n_idle++;
+    return true;
+}
+
+void gale__pool_forget(struct gale__conn *cn)
+{
+    if (cn->state == GALE__CONN_IDLE && cn->pool)
+        unlink_idle(cn);
+}
+
+void gale__pool_drain(struct gale__pool *p)
+{
+    while (!gale_list_empty(&p->idle))
+        close_idle(gale_list_entry(p->idle.next, struct gale__conn, node));
+}
