@@ -175,30 +175,6 @@ static int content_length(const gale_http_headers *h, size_t *out)
     return n > 0;
 }
 
-/* Whether a header's comma-separated list holds `token` (case-insensitive). */
-static bool list_has(const gale_http_headers *h, const char *name, const char *token)
-{
-    size_t cursor = 0;
-    const gale_http_header *hd;
-    while ((hd = gale_http_headers_next(h, name, &cursor))) {
-        const char *p = hd->value.p, *end = p + hd->value.len;
-        while (p < end) {
-            const char *comma = memchr(p, ',', (size_t)(end - p));
-            const char *e = comma ? comma : end;
-            const char *a = p;
-            while (a < e && (*a == ' ' || *a == '\t'))
-                a++;
-            const char *b = e;
-            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-                b--;
-            if (gale_str_ieq(a, (size_t)(b - a), token))
-                return true;
-            p = e + (comma != NULL);
-        }
-    }
-    return false;
-}
-
 static int inflate_start(struct gale__fetch *f);
 
 bool gale__resp_choose_framing(struct gale__fetch *f, size_t *length)
@@ -236,11 +212,11 @@ bool gale__resp_choose_framing(struct gale__fetch *f, size_t *length)
     /* RFC 9112 9.3: persistent unless HTTP/1.0 (the caller set keep_alive from the version, and
      * gale never asks a 1.0 server to keep alive) or "close"; a body that ends at the close
      * cannot leave the connection usable either. */
-    if (f->mode == B_CLOSE || list_has(&r->pub.headers, "Connection", "close"))
+    if (f->mode == B_CLOSE || gale_http_headers_has_token(&r->pub.headers, "Connection", "close"))
         f->keep_alive = false;
     if (f->decompress && f->mode != B_NONE &&
-        (list_has(&r->pub.headers, "Content-Encoding", "gzip") ||
-         list_has(&r->pub.headers, "Content-Encoding", "x-gzip"))) {
+        (gale_http_headers_has_token(&r->pub.headers, "Content-Encoding", "gzip") ||
+         gale_http_headers_has_token(&r->pub.headers, "Content-Encoding", "x-gzip"))) {
         int rc = inflate_start(f);
         if (rc) {
             gale__fetch_finish(f, rc, NULL);
