@@ -88,6 +88,7 @@ struct gale__conn {
     enum gale__conn_state state;
     gale_list node; /* in pool->idle while IDLE */
     gale_timeout idle_timer;
+    double idle_since; /* gale_loop_time() when pooled */
     char *key;         /* "scheme://host:port" */
     unsigned requests; /* requests written on it */
 };

@@ -4,7 +4,11 @@
  * server's close, and its close callback (httpclient.c's, through gale__pool_forget) takes it
  * out. gale__pool_take checks a connection again right before reuse, since the server's FIN may
  * be in flight while the loop has not yet looked: a closed stream, unsolicited bytes, or a
- * socket that reads EOF (or data) without consuming are all stale and closed here. */
+ * socket that reads EOF (or data) without consuming are all stale and closed here. The peek (a
+ * system call) is skipped for a connection pooled under a millisecond ago, the common case of a
+ * busy client handing a connection straight to its next request: a close racing that request is
+ * as likely either way, and is what the single retry of httpclient.c is for (only requests that
+ * may be sent twice take pooled connections). */
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -14,6 +18,9 @@
 #include "core/fault_internal.h"
 #include "core/log.h"
 #include "http/httpclient_internal.h"
+
+/* Idle for less than this, a connection is reused without peeking at its socket. */
+#define FRESH_IDLE 0.001
 
 void gale__conn_set_state(struct gale__conn *cn, enum gale__conn_state to)
 {
@@ -84,8 +91,9 @@ struct gale__conn *gale__pool_take(struct gale__pool *p, const char *key)
         it = it->prev;
         if (strcmp(cn->key, key) != 0)
             continue;
+        bool fresh = gale_loop_time(p->loop) - cn->idle_since < FRESH_IDLE;
         if (gale_stream_closed(cn->s) || gale_stream_read_buffered(cn->s) > 0 ||
-            !socket_quiet(cn)) {
+            (!fresh && !socket_quiet(cn))) {
             gale_log_debug(GALE_LOG_GENERAL, "pooled connection to %s is stale, closed", key);
             close_idle(cn);
             continue;
@@ -118,6 +126,7 @@ bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn)
         return false;
     gale__conn_set_state(cn, GALE__CONN_IDLE);
     cn->pool = p;
+    cn->idle_since = gale_loop_time(p->loop);
     gale_list_push_back(&p->idle, &cn->node);
     p->n_idle++;
     return true;

@@ -388,18 +388,19 @@ START_TEST(test_body_producer_back_pressure)
     s.read_pause = 0.5;
     gale_loop *loop = new_loop();
     gale_http_client *c = new_client(loop);
-    struct producer p = {.total = 64u << 20, .piece = 65536};
+    struct producer p = {.total = 16u << 20, .piece = 65536};
     gale_http_client_request req;
     gale_http_client_request_init(&req, ka_url(&s, "/up"));
     req.method = "PUT";
     req.body_producer = producer_start;
     req.producer_arg = &p;
+    req.request_timeout = 120; /* sanitizer builds on a busy machine */
     struct result r;
     memset(&r, 0, sizeof r);
     ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &r), 0);
     /* While the server sleeps, what was produced is bounded by the socket buffers. */
     test_run_for(loop, 0.3);
-    ck_assert_uint_lt(p.produced, p.total / 4);
+    ck_assert_uint_lt(p.produced, p.total / 2); /* about 4 MiB here: the socket's send buffer */
     ck_assert(!p.ended);
     ck_assert(test_wait_until(loop, result_done, &r, 60));
     ck_assert_int_eq(r.resp->error, 0);
