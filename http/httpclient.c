@@ -171,7 +171,7 @@ void gale__fetch_finish(struct gale__fetch *f, int err, const char *msg)
         }
         fetch_free(f);
     }
-    if (c)
+    if (c && !f->pump_later)
         pump(c);
 }
 
@@ -264,6 +264,10 @@ static void on_stream_close(gale_stream *s, int reason, void *arg)
 {
     struct gale__conn *cn = arg;
     struct gale__fetch *f = cn->f;
+    if (cn->state == GALE__CONN_PARKING) {
+        cn->s = NULL; /* park_done frees it */
+        return;
+    }
     if (cn->state == GALE__CONN_IDLE)
         gale__pool_forget(cn);
     conn_free(cn);
@@ -375,25 +379,57 @@ static void connect_phase(struct gale__fetch *f)
     send_request(f);
 }
 
-/* Whether the connection may carry another request once this response has been read. */
-static bool conn_reusable(const struct gale__fetch *f)
+/* Why the connection may not carry another request once this response has been read, or NULL
+ * when it may. */
+static const char *not_reusable(const struct gale__fetch *f)
 {
     const struct gale__conn *cn = f->conn;
-    return f->keep_alive && f->client && !f->client->freeing && cn->s &&
-           !gale_stream_closed(cn->s) && gale_stream_read_buffered(cn->s) == 0 &&
-           gale_stream_write_pending(cn->s) == 0 && !f->writing &&
-           (f->upload == U_NONE || f->upload == U_DONE);
+    if (!f->keep_alive)
+        return "the response ends the connection";
+    if (!f->client || f->client->freeing || f->client->pool.max_per_host < 0)
+        return "no pool";
+    if (!cn->s || gale_stream_closed(cn->s))
+        return "closed";
+    if (gale_stream_write_pending(cn->s) > 0 || f->writing ||
+        (f->upload != U_NONE && f->upload != U_DONE))
+        return "request body not sent in full";
+    return NULL;
+}
+
+/* The loop's next iteration after a response ended: the stream's read callback has returned, so
+ * its read buffer is exact. Nothing past the response: the conn goes into the pool; else it is
+ * closed. Then the queue moves (finish() left that to here, so the queued fetch finds the conn). */
+static void park_done(gale_loop *loop, void *arg)
+{
+    struct gale__conn *cn = arg;
+    struct gale__pool *p = gale__pool_unpark(cn);
+    if (!cn->s) { /* the stream closed meanwhile */
+        conn_free(cn);
+    } else if (cn->state == GALE__CONN_PARKING &&
+               !(p && !gale_stream_closed(cn->s) && gale_stream_read_buffered(cn->s) == 0 &&
+                 gale__pool_put(p, cn))) {
+        gale_log_debug(GALE_LOG_GENERAL, "connection to %s not kept: %s", cn->key,
+                       p ? "bytes past the response" : "client freed");
+        gale__conn_set_state(cn, GALE__CONN_CLOSING);
+        gale_stream_close(cn->s, 0);
+    }
+    if (p)
+        pump(gale_list_entry(p, gale_http_client, pool));
 }
 
 void gale__fetch_complete(struct gale__fetch *f)
 {
     struct gale__conn *cn = f->conn;
-    if (cn && conn_reusable(f)) {
-        f->conn = NULL;
+    const char *why = cn ? not_reusable(f) : "no connection";
+    if (why)
+        gale_log_debug(GALE_LOG_GENERAL, "fetch %s: connection not kept: %s", f->url, why);
+    if (cn && !why) {
         cn->f = NULL;
-        if (!gale__pool_put(&f->client->pool, cn)) {
-            gale__conn_set_state(cn, GALE__CONN_CLOSING);
-            gale_stream_close(cn->s, 0);
+        if (gale__pool_park(&f->client->pool, cn, park_done) == 0) {
+            f->conn = NULL;
+            f->pump_later = true;
+        } else {
+            cn->f = f; /* out of memory: finish() closes it */
         }
     }
     if (f->redirects_left < 0)

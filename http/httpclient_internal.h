@@ -56,6 +56,7 @@ char *gale__dup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 struct gale__pool {
     gale_loop *loop;
     gale_list idle;
+    gale_list parking; /* conns whose response just ended, until their read callback returned */
     size_t n_idle;
     int max_per_host;    /* < 0: no reuse */
     double idle_timeout; /* seconds */
@@ -64,15 +65,19 @@ struct gale__pool {
 };
 
 /* A connection's phase. Legal changes (gale__conn_set_state asserts them):
- *   CONNECTING -> BUSY      connected, the fetch writes its request
- *   BUSY       -> IDLE      response complete and reusable: into the pool
- *   IDLE       -> BUSY      taken from the pool by a fetch for the same (scheme, host, port)
- *   BUSY, IDLE -> CLOSING   closed by the client (fetch over, timeout, stale, pool full)
+ *   CONNECTING -> BUSY       connected, the fetch writes its request
+ *   BUSY       -> PARKING    response complete, fit for reuse so far: the stream's read callback
+ *                            is still on the stack, and only once it has returned does the read
+ *                            buffer say whether bytes followed the response
+ *   PARKING    -> IDLE       nothing followed: into the pool
+ *   IDLE       -> BUSY       taken from the pool by a fetch for the same (scheme, host, port)
+ *   BUSY, PARKING, IDLE -> CLOSING   closed by the client (fetch over, timeout, stale, full)
  * A conn is freed by its stream's close callback (or by the connect callback when the stream
- * never came up), whatever its phase. */
+ * never came up), except while PARKING: then the parking callback frees it. */
 enum gale__conn_state {
     GALE__CONN_CONNECTING,
     GALE__CONN_BUSY,
+    GALE__CONN_PARKING,
     GALE__CONN_IDLE,
     GALE__CONN_CLOSING
 };
@@ -99,12 +104,19 @@ void gale__pool_init(struct gale__pool *p, gale_loop *loop, int max_per_host, do
  * bytes), taken out of the pool (phase BUSY, cn->f unset), or NULL. Stale ones met on the way are
  * closed. */
 struct gale__conn *gale__pool_take(struct gale__pool *p, const char *key);
-/* Puts a BUSY connection whose exchange ended cleanly into the pool (phase IDLE). Returns false
- * when the pool refuses it (reuse off); the caller then closes it. */
+/* Parks a BUSY connection whose exchange ended cleanly (phase PARKING): `cb(loop, cn)` runs on the
+ * loop's next iteration, where the owner calls gale__pool_put or closes it. Returns 0 or
+ * -ENOMEM (the conn is then left BUSY). */
+int gale__pool_park(struct gale__pool *p, struct gale__conn *cn, gale_cb cb);
+/* From the parking callback: takes the conn off the parking list. Returns its pool, or NULL
+ * when the pool was drained meanwhile (the client is gone). */
+struct gale__pool *gale__pool_unpark(struct gale__conn *cn);
+/* Puts a PARKING connection into the pool (phase IDLE). Returns false when the pool refuses it
+ * (reuse off, out of timers); the caller then closes it. */
 bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn);
 /* From the stream's close callback of an IDLE conn: takes it out of the pool. */
 void gale__pool_forget(struct gale__conn *cn);
-/* Closes every idle connection (the client is being freed); their conns free themselves. */
+/* Closes every idle and parking connection (the client is being freed). */
 void gale__pool_drain(struct gale__pool *p);
 
 /* ---- the client and its fetches ---- */
@@ -181,7 +193,8 @@ struct gale__fetch {
     struct gale__conn *conn;
     bool retryable; /* idempotent and replayable: may use a pooled conn and be retried once */
     bool retried;
-    bool reused; /* the current conn came from the pool */
+    bool reused;     /* the current conn came from the pool */
+    bool pump_later; /* its conn is parking: the queue moves once it is pooled */
 
     /* the request body on the current conn */
     enum gale__upload upload;

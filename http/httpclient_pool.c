@@ -27,7 +27,8 @@ void gale__conn_set_state(struct gale__conn *cn, enum gale__conn_state to)
     enum gale__conn_state from = cn->state;
     (void)from;
     assert((from == GALE__CONN_CONNECTING && to == GALE__CONN_BUSY) ||
-           (from == GALE__CONN_BUSY && (to == GALE__CONN_IDLE || to == GALE__CONN_CLOSING)) ||
+           (from == GALE__CONN_BUSY && (to == GALE__CONN_PARKING || to == GALE__CONN_CLOSING)) ||
+           (from == GALE__CONN_PARKING && (to == GALE__CONN_IDLE || to == GALE__CONN_CLOSING)) ||
            (from == GALE__CONN_IDLE && (to == GALE__CONN_BUSY || to == GALE__CONN_CLOSING)) ||
            (from == GALE__CONN_CLOSING && to == GALE__CONN_CLOSING));
     cn->state = to;
@@ -38,6 +39,7 @@ void gale__pool_init(struct gale__pool *p, gale_loop *loop, int max_per_host, do
     memset(p, 0, sizeof *p);
     p->loop = loop;
     gale_list_init(&p->idle);
+    gale_list_init(&p->parking);
     p->max_per_host = max_per_host;
     p->idle_timeout = idle_timeout;
 }
@@ -79,8 +81,11 @@ static bool socket_quiet(const struct gale__conn *cn)
     if (fd < 0)
         return false;
     char b;
-    ssize_t n = gale__sys_recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    ssize_t n;
+    do
+        n = gale__sys_recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 struct gale__conn *gale__pool_take(struct gale__pool *p, const char *key)
@@ -105,9 +110,33 @@ struct gale__conn *gale__pool_take(struct gale__pool *p, const char *key)
     return NULL;
 }
 
-bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn)
+int gale__pool_park(struct gale__pool *p, struct gale__conn *cn, gale_cb cb)
 {
     assert(cn->state == GALE__CONN_BUSY && !cn->f && cn->s);
+    int rc = gale_loop_add_callback(p->loop, cb, cn);
+    if (rc)
+        return rc;
+    gale__conn_set_state(cn, GALE__CONN_PARKING);
+    cn->pool = p;
+    gale_list_push_back(&p->parking, &cn->node);
+    return 0;
+}
+
+struct gale__pool *gale__pool_unpark(struct gale__conn *cn)
+{
+    assert(cn->state == GALE__CONN_PARKING || cn->state == GALE__CONN_CLOSING);
+    struct gale__pool *p = cn->pool;
+    if (p) {
+        gale_list_unlink(&cn->node);
+        gale_list_init(&cn->node);
+        cn->pool = NULL;
+    }
+    return p;
+}
+
+bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn)
+{
+    assert(cn->state == GALE__CONN_PARKING && !cn->f && cn->s && !cn->pool);
     if (p->max_per_host <= 0)
         return false;
     /* At the cap, the oldest idle connection of this key makes room: the newest is the least
@@ -142,4 +171,11 @@ void gale__pool_drain(struct gale__pool *p)
 {
     while (!gale_list_empty(&p->idle))
         close_idle(gale_list_entry(p->idle.next, struct gale__conn, node));
+    /* Parking conns stay PARKING (their callback, still due, frees them) but lose the pool. */
+    while (!gale_list_empty(&p->parking)) {
+        struct gale__conn *cn = gale_list_entry(p->parking.next, struct gale__conn, node);
+        gale__pool_unpark(cn);
+        if (cn->s)
+            gale_stream_close(cn->s, 0);
+    }
 }
