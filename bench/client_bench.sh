@@ -92,7 +92,7 @@ run() { # name: prints "name req/s cpu_us_per_request"
         ;;
     esac
     awk -v n="$name" -v r="$rps" -v c="$cpu" -v q="$reqs" \
-        'BEGIN {printf "%s %.0f %.2f\n", n, r, q > 0 ? c * 1e6 / q : 0}'
+        'BEGIN {printf "%s %.0f %.2f\n", n, r, (q > 0 ? c * 1e6 / q : 0)}'
 }
 
 CLIENTS=(ab-k gale wrk gale-close tornado)

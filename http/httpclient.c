@@ -51,6 +51,23 @@ static double timeout_min(double a, double b)
     return a < b ? a : b;
 }
 
+static bool is_idempotent(const char *method)
+{
+    static const char *const m[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (!strcmp(method, m[i]))
+            return true;
+    return false;
+}
+
+/* The pool key of the fetch's URL: (scheme, host, port). Returns 0 or -ENOMEM. */
+static int set_key(struct gale__fetch *f)
+{
+    free(f->key);
+    f->key = gale__dup_printf("%s://%s:%d", f->u.scheme, f->u.host, f->u.port);
+    return f->key ? 0 : -ENOMEM;
+}
+
 /* ---- completion ---- */
 
 static void fetch_free(struct gale__fetch *f)
@@ -211,6 +228,10 @@ static void pump(gale_http_client *c)
     c->pumping = true;
     while (!c->freeing && c->n_active < (size_t)c->max_clients && !gale_list_empty(&c->queue)) {
         struct gale__fetch *f = gale_list_entry(c->queue.next, struct gale__fetch, node);
+        /* A connection for it is parking and will pump when pooled: starting now would open a
+         * new one (a burst of completions would each open one). */
+        if (is_idempotent(f->method) && !f->producer && gale__pool_should_wait(&c->pool, f->key))
+            break;
         start(f);
     }
     c->pumping = false;
@@ -229,15 +250,6 @@ static void conn_free(struct gale__conn *cn)
 {
     free(cn->key);
     free(cn);
-}
-
-static bool is_idempotent(const char *method)
-{
-    static const char *const m[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
-    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        if (!strcmp(method, m[i]))
-            return true;
-    return false;
 }
 
 static void open_conn(struct gale__fetch *f);
@@ -361,12 +373,6 @@ static void connect_phase(struct gale__fetch *f)
     f->retried = false;
     f->upload = U_NONE;
     f->retryable = is_idempotent(f->method) && !f->producer;
-    free(f->key);
-    f->key = gale__dup_printf("%s://%s:%d", f->u.scheme, f->u.host, f->u.port);
-    if (!f->key) {
-        gale__fetch_finish(f, -ENOMEM, NULL);
-        return;
-    }
     struct gale__conn *cn = f->retryable ? gale__pool_take(&f->client->pool, f->key) : NULL;
     if (!cn) {
         open_conn(f);
@@ -485,6 +491,10 @@ static bool follow_redirect(struct gale__fetch *f)
     f->url = next;
     gale__url_free(&f->u);
     f->u = u;
+    if (set_key(f) != 0) {
+        gale__fetch_finish(f, -ENOMEM, NULL);
+        return true;
+    }
     f->redirects++;
     f->redirects_left--;
     f->drop_host = true;
@@ -765,6 +775,8 @@ static int fetch_common(gale_http_client *c, const gale_http_client_request *req
     int rc = copy_request(f, c, req);
     if (rc == 0)
         rc = gale__url_parse(f->url, &f->u);
+    if (rc == 0)
+        rc = set_key(f);
     if (rc == -ENOMEM || !f->url) {
         f->future = NULL;
         fetch_free(f);

@@ -58,10 +58,11 @@ struct gale__pool {
     gale_list idle;
     gale_list parking; /* conns whose response just ended, until their read callback returned */
     size_t n_idle;
-    int max_per_host;    /* < 0: no reuse */
-    double idle_timeout; /* seconds */
-    uint64_t opened;     /* connections opened, for tests and fetch -v */
-    uint64_t reused;     /* requests sent on a pooled connection */
+    int max_per_host;         /* < 0: no reuse */
+    double idle_timeout;      /* seconds */
+    gale_timeout sweep_timer; /* set for the oldest idle conn's expiry while any is idle */
+    uint64_t opened;          /* connections opened, for tests and fetch -v */
+    uint64_t reused;          /* requests sent on a pooled connection */
 };
 
 /* A connection's phase. Legal changes (gale__conn_set_state asserts them):
@@ -91,8 +92,7 @@ struct gale__conn {
     gale_stream *s;          /* NULL while connecting */
     struct gale__pool *pool; /* set while IDLE */
     enum gale__conn_state state;
-    gale_list node; /* in pool->idle while IDLE */
-    gale_timeout idle_timer;
+    gale_list node;    /* in pool->idle while IDLE */
     double idle_since; /* gale_loop_time() when pooled */
     char *key;         /* "scheme://host:port" */
     unsigned requests; /* requests written on it */
@@ -114,6 +114,9 @@ struct gale__pool *gale__pool_unpark(struct gale__conn *cn);
 /* Puts a PARKING connection into the pool (phase IDLE). Returns false when the pool refuses it
  * (reuse off, out of timers); the caller then closes it. */
 bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn);
+/* True when a request for `key` should wait rather than open a connection: one for `key` is
+ * parking (and will be pooled on the next iteration) while none is idle. */
+bool gale__pool_should_wait(const struct gale__pool *p, const char *key);
 /* From the stream's close callback of an IDLE conn: takes it out of the pool. */
 void gale__pool_forget(struct gale__conn *cn);
 /* Closes every idle and parking connection (the client is being freed). */

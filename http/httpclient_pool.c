@@ -1,5 +1,6 @@
 /* The HTTP client's keep-alive pool: idle connections per (scheme, host, port), most recently
- * used last, each for at most idle_timeout, at most max_per_host per key. A connection in the
+ * used last, each for at most idle_timeout (one sweeping timer for the pool), at most
+ * max_per_host per key. A connection in the
  * pool has no fetch, no read pending and nothing buffered; its stream keeps watching for the
  * server's close, and its close callback (httpclient.c's, through gale__pool_forget) takes it
  * out. gale__pool_take checks a connection again right before reuse, since the server's FIN may
@@ -44,7 +45,7 @@ void gale__pool_init(struct gale__pool *p, gale_loop *loop, int max_per_host, do
     p->idle_timeout = idle_timeout;
 }
 
-/* Takes an IDLE conn out of the pool (its timer stopped); the caller sets its next phase. */
+/* Takes an IDLE conn out of the pool; the caller sets its next phase. */
 static void unlink_idle(struct gale__conn *cn)
 {
     assert(cn->state == GALE__CONN_IDLE && cn->pool);
@@ -52,10 +53,6 @@ static void unlink_idle(struct gale__conn *cn)
     gale_list_init(&cn->node);
     cn->pool->n_idle--;
     cn->pool = NULL;
-    if (cn->idle_timer) {
-        gale_loop_remove_timeout(gale_stream_loop(cn->s), cn->idle_timer);
-        cn->idle_timer = 0;
-    }
 }
 
 static void close_idle(struct gale__conn *cn)
@@ -65,12 +62,35 @@ static void close_idle(struct gale__conn *cn)
     gale_stream_close(cn->s, 0);
 }
 
-static void idle_timeout(gale_loop *loop, void *arg)
+/* Idle expiry: one timer per pool, not one per connection (a busy client would otherwise add
+ * and remove a timer per request). The idle list is in pooling order, so its head expires
+ * first; the timer is set for the head's deadline and, when it fires, closes what expired and
+ * sets itself for the next. A head taken meanwhile only makes it fire early. */
+static void sweep(gale_loop *loop, void *arg);
+
+static void arm_sweep(struct gale__pool *p)
 {
-    struct gale__conn *cn = arg;
-    cn->idle_timer = 0;
-    gale_log_debug(GALE_LOG_GENERAL, "pooled connection to %s idle too long, closed", cn->key);
-    close_idle(cn);
+    if (p->sweep_timer || gale_list_empty(&p->idle))
+        return;
+    const struct gale__conn *head = gale_list_entry(p->idle.next, struct gale__conn, node);
+    if (gale_loop_call_at(p->loop, head->idle_since + p->idle_timeout, sweep, p, &p->sweep_timer) !=
+        0)
+        p->sweep_timer = 0; /* out of memory: the next pooling tries again */
+}
+
+static void sweep(gale_loop *loop, void *arg)
+{
+    struct gale__pool *p = arg;
+    p->sweep_timer = 0;
+    double now = gale_loop_time(loop);
+    while (!gale_list_empty(&p->idle)) {
+        struct gale__conn *cn = gale_list_entry(p->idle.next, struct gale__conn, node);
+        if (cn->idle_since + p->idle_timeout > now)
+            break;
+        gale_log_debug(GALE_LOG_GENERAL, "pooled connection to %s idle too long, closed", cn->key);
+        close_idle(cn);
+    }
+    arm_sweep(p);
 }
 
 /* True when the socket shows nothing: no EOF, no error, no bytes. A peek neither consumes nor
@@ -151,14 +171,27 @@ bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn)
     }
     if (same >= (size_t)p->max_per_host && oldest)
         close_idle(oldest);
-    if (gale_loop_call_later(p->loop, p->idle_timeout, idle_timeout, cn, &cn->idle_timer) != 0)
-        return false;
     gale__conn_set_state(cn, GALE__CONN_IDLE);
     cn->pool = p;
     cn->idle_since = gale_loop_time(p->loop);
     gale_list_push_back(&p->idle, &cn->node);
     p->n_idle++;
+    arm_sweep(p);
     return true;
+}
+
+bool gale__pool_should_wait(const struct gale__pool *p, const char *key)
+{
+    if (gale_list_empty(&p->parking))
+        return false;
+    const gale_list *it;
+    for (it = p->idle.next; it != &p->idle; it = it->next)
+        if (!strcmp(gale_list_entry(it, struct gale__conn, node)->key, key))
+            return false;
+    for (it = p->parking.next; it != &p->parking; it = it->next)
+        if (!strcmp(gale_list_entry(it, struct gale__conn, node)->key, key))
+            return true;
+    return false;
 }
 
 void gale__pool_forget(struct gale__conn *cn)
@@ -169,6 +202,10 @@ void gale__pool_forget(struct gale__conn *cn)
 
 void gale__pool_drain(struct gale__pool *p)
 {
+    if (p->sweep_timer) {
+        gale_loop_remove_timeout(p->loop, p->sweep_timer);
+        p->sweep_timer = 0;
+    }
     while (!gale_list_empty(&p->idle))
         close_idle(gale_list_entry(p->idle.next, struct gale__conn, node));
     /* Parking conns stay PARKING (their callback, still due, frees them) but lose the pool. */
