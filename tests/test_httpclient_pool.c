@@ -192,6 +192,33 @@ START_TEST(test_pool_concurrent_rounds_reuse_up_to_max_clients)
 }
 END_TEST
 
+/* Forty requests queued at once behind max_clients = 4: as each answer comes back its connection
+ * carries the next queued request; no request opens a fifth connection. */
+START_TEST(test_pool_queued_requests_take_returning_connections)
+{
+    struct ka_server s;
+    ka_start(&s, h_echo, NULL);
+    gale_loop *loop = new_loop();
+    gale_http_client_opts o = {.max_clients = 4};
+    gale_http_client *c = new_client(loop, &o);
+    enum { N = 40 };
+    struct result r[N];
+    for (int i = 0; i < N; i++)
+        start_fetch(c, ka_url(&s, "/"), "GET", i, 0, &r[i]);
+    struct many m = {r, N};
+    ck_assert(test_wait_until(loop, all_done, &m, 20));
+    for (int i = 0; i < N; i++) {
+        expect_id(&r[i], i);
+        result_clear(&r[i]);
+    }
+    ck_assert_int_eq(stats(c).opened, 4);
+    ck_assert_int_eq(stats(c).reused, N - 4);
+    teardown(loop, c);
+    ka_stop(&s);
+    ck_assert_int_eq(s.conns, 4);
+}
+END_TEST
+
 /* Responses that forbid or prevent reuse: each next request needs a new connection. */
 static const char *const NO_REUSE[] = {
     "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -552,6 +579,7 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_pool_sequential_requests_share_one_connection);
     tcase_add_test(t, test_pool_concurrent_rounds_reuse_up_to_max_clients);
+    tcase_add_test(t, test_pool_queued_requests_take_returning_connections);
     tcase_add_loop_test(t, test_pool_http10_close_and_extra_bytes_are_not_reused, 0,
                         (int)(sizeof NO_REUSE / sizeof NO_REUSE[0]));
     tcase_add_test(t, test_pool_close_delimited_body_is_not_reused);
