@@ -1,6 +1,7 @@
 /* The scripted keep-alive server of tests/kaserver.h. */
 #include "kaserver.h"
 
+#include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/resolver.h"
 #include "testutil.h"
 
 struct conn_arg {
@@ -290,4 +292,34 @@ void ka_reply_text(struct ka_reply *out, const char *body)
     out->len =
         (size_t)snprintf(out->data, sizeof out->data,
                          "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+}
+
+void ka_on_result(gale_http_client_response *resp, void *arg)
+{
+    struct ka_result *r = arg;
+    r->calls++;
+    r->resp = gale_http_client_response_keep(resp);
+}
+
+bool ka_result_done(void *arg) { return ((struct ka_result *)arg)->calls > 0; }
+
+void ka_result_clear(struct ka_result *r)
+{
+    gale_http_client_response_free(r->resp);
+    memset(r, 0, sizeof *r);
+}
+
+gale_loop *ka_new_loop(void)
+{
+    gale_loop *loop;
+    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
+    return loop;
+}
+
+void ka_teardown(gale_loop *loop, gale_http_client *c)
+{
+    gale_http_client_free(c);
+    test_run_for(loop, 0.02);
+    gale_resolver_cancel_loop(loop);
+    gale_loop_free(loop);
 }

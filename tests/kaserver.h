@@ -11,6 +11,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/loop.h"
+#include "http/httpclient.h"
+
 #define KA_MAX_CONNS 512
 #define KA_MAX_IDS 1024
 
@@ -71,5 +74,24 @@ const char *ka_url(const struct ka_server *s, const char *path);
 int ka_get(struct ka_server *s, const int *field);
 /* Fills `out` with a 200 answer carrying `body` (Content-Length framing). */
 void ka_reply_text(struct ka_reply *out, const char *body);
+
+/* ---- the client side of the suites that use this server ---- */
+
+/* One completed fetch: how often the callback ran and the response it kept. */
+struct ka_result {
+    int calls;
+    gale_http_client_response *resp;
+};
+
+/* A fetch callback for a struct ka_result (keeps the response). */
+void ka_on_result(gale_http_client_response *resp, void *arg);
+/* test_wait_until predicate: the ka_result's callback ran. */
+bool ka_result_done(void *arg);
+/* Frees the kept response and zeroes the result. */
+void ka_result_clear(struct ka_result *r);
+/* A new loop (the test fails if it cannot be made). */
+gale_loop *ka_new_loop(void);
+/* Frees the client, lets closing streams finish, frees the loop. */
+void ka_teardown(gale_loop *loop, gale_http_client *c);
 
 #endif

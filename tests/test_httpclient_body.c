@@ -14,29 +14,7 @@
 #include "core/loop.h"
 #include "http/httpclient.h"
 #include "kaserver.h"
-#include "net/resolver.h"
 #include "testutil.h"
-
-struct result {
-    int calls;
-    gale_http_client_response *resp;
-};
-
-static void on_result(gale_http_client_response *resp, void *arg)
-{
-    struct result *r = arg;
-    r->calls++;
-    r->resp = gale_http_client_response_keep(resp);
-}
-
-static bool result_done(void *arg) { return ((struct result *)arg)->calls > 0; }
-
-static gale_loop *new_loop(void)
-{
-    gale_loop *loop;
-    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
-    return loop;
-}
 
 static gale_http_client *new_client(gale_loop *loop)
 {
@@ -45,20 +23,12 @@ static gale_http_client *new_client(gale_loop *loop)
     return c;
 }
 
-static void teardown(gale_loop *loop, gale_http_client *c)
-{
-    gale_http_client_free(c);
-    test_run_for(loop, 0.02);
-    gale_resolver_cancel_loop(loop);
-    gale_loop_free(loop);
-}
-
 static void fetch_wait(gale_loop *loop, gale_http_client *c, gale_http_client_request *req,
-                       struct result *r)
+                       struct ka_result *r)
 {
     memset(r, 0, sizeof *r);
-    ck_assert_int_eq(gale_http_fetch(c, req, on_result, r), 0);
-    ck_assert(test_wait_until(loop, result_done, r, 30));
+    ck_assert_int_eq(gale_http_fetch(c, req, ka_on_result, r), 0);
+    ck_assert(test_wait_until(loop, ka_result_done, r, 30));
     ck_assert_int_eq(r->calls, 1);
 }
 
@@ -136,11 +106,11 @@ START_TEST(test_body_gzip_decoded_by_default)
     g.gz = gzip(plain, 100000, &g.len);
     struct ka_server s;
     ka_start(&s, h_gzip, &g);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     gale_http_client_request req;
     gale_http_client_request_init(&req, ka_url(&s, "/"));
-    struct result r;
+    struct ka_result r;
     for (int i = 0; i < 2; i++) { /* the second on the same connection */
         fetch_wait(loop, c, &req, &r);
         ck_assert_int_eq(r.resp->error, 0);
@@ -150,7 +120,7 @@ START_TEST(test_body_gzip_decoded_by_default)
         gale_http_client_response_free(r.resp);
     }
     ck_assert_ptr_nonnull(strstr(s.last_head, "\r\nAccept-Encoding: gzip\r\n"));
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     free(plain);
     free(g.gz);
@@ -164,19 +134,19 @@ START_TEST(test_body_gzip_kept_raw_when_decompression_is_off)
     g.gz = gzip("hello", 5, &g.len);
     struct ka_server s;
     ka_start(&s, h_gzip, &g);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     gale_http_client_request req;
     gale_http_client_request_init(&req, ka_url(&s, "/"));
     req.decompress_response = false;
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, &req, &r);
     ck_assert_int_eq(r.resp->error, 0);
     ck_assert_uint_eq(r.resp->body_len, g.len);
     ck_assert(memcmp(r.resp->body, g.gz, g.len) == 0);
     gale_http_client_response_free(r.resp);
     ck_assert_ptr_null(strstr(s.last_head, "Accept-Encoding"));
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     free(g.gz);
 }
@@ -204,7 +174,7 @@ START_TEST(test_body_gzip_bomb_stops_at_max_body_size)
     ck_assert_uint_lt(g.len, 40000);
     struct ka_server s;
     ka_start(&s, h_gzip, &g);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     gale_http_client_request req;
     gale_http_client_request_init(&req, ka_url(&s, "/"));
@@ -214,7 +184,7 @@ START_TEST(test_body_gzip_bomb_stops_at_max_body_size)
         req.streaming_cb = count_piece;
         req.cb_arg = &p;
     }
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, &req, &r);
     ck_assert_int_eq(r.resp->error, -EFBIG);
     ck_assert_int_eq(r.resp->code, GALE_HTTP_NO_RESPONSE);
@@ -227,7 +197,7 @@ START_TEST(test_body_gzip_bomb_stops_at_max_body_size)
     ck_assert_int_eq(r.resp->error, 0);
     ck_assert_uint_eq(streamed ? p.total : r.resp->body_len, 32u << 20);
     gale_http_client_response_free(r.resp);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     free(g.gz);
 }
@@ -245,16 +215,16 @@ START_TEST(test_body_gzip_truncated_or_malformed_fails)
         memcpy(g.gz, "not gzip at all", 15);
     struct ka_server s;
     ka_start(&s, h_gzip, &g);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     gale_http_client_request req;
     gale_http_client_request_init(&req, ka_url(&s, "/"));
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, &req, &r);
     ck_assert_int_eq(r.resp->error, GALE_EHTTP);
     ck_assert_int_eq(r.resp->code, GALE_HTTP_NO_RESPONSE);
     gale_http_client_response_free(r.resp);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     free(plain);
     free(g.gz);
@@ -272,16 +242,16 @@ START_TEST(test_body_gzip_two_members)
     memcpy(g.gz + a, gb, b);
     struct ka_server s;
     ka_start(&s, h_gzip, &g);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     gale_http_client_request req;
     gale_http_client_request_init(&req, ka_url(&s, "/"));
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, &req, &r);
     ck_assert_int_eq(r.resp->error, 0);
     ck_assert_str_eq(r.resp->body, "first,second");
     gale_http_client_response_free(r.resp);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     free(ga);
     free(gb);
@@ -352,7 +322,7 @@ START_TEST(test_body_producer_with_length_or_chunked)
     bool chunked = _i == 1;
     struct ka_server s;
     ka_start(&s, h_len, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     struct producer p = {.total = 300000, .piece = 7000};
     gale_http_client_request req;
@@ -361,7 +331,7 @@ START_TEST(test_body_producer_with_length_or_chunked)
     req.body_producer = producer_start;
     req.producer_arg = &p;
     req.body_len = chunked ? 0 : p.total;
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, &req, &r);
     ck_assert_int_eq(r.resp->error, 0);
     ck_assert_str_eq(r.resp->body, "300000");
@@ -372,7 +342,7 @@ START_TEST(test_body_producer_with_length_or_chunked)
     ck_assert_ptr_nonnull(strstr(s.last_head, chunked ? "\r\nTransfer-Encoding: chunked\r\n"
                                                       : "\r\nContent-Length: 300000\r\n"));
     check_pattern(&s, p.total);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
 }
 END_TEST
@@ -386,7 +356,7 @@ START_TEST(test_body_producer_back_pressure)
     struct ka_server s;
     ka_start(&s, h_len, NULL);
     s.read_pause = 0.5;
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     struct producer p = {.total = 16u << 20, .piece = 65536};
     gale_http_client_request req;
@@ -395,19 +365,19 @@ START_TEST(test_body_producer_back_pressure)
     req.body_producer = producer_start;
     req.producer_arg = &p;
     req.request_timeout = 120; /* sanitizer builds on a busy machine */
-    struct result r;
+    struct ka_result r;
     memset(&r, 0, sizeof r);
-    ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &r), 0);
+    ck_assert_int_eq(gale_http_fetch(c, &req, ka_on_result, &r), 0);
     /* While the server sleeps, what was produced is bounded by the socket buffers. */
     test_run_for(loop, 0.3);
     ck_assert_uint_lt(p.produced, p.total / 2); /* about 4 MiB here: the socket's send buffer */
     ck_assert(!p.ended);
-    ck_assert(test_wait_until(loop, result_done, &r, 60));
+    ck_assert(test_wait_until(loop, ka_result_done, &r, 60));
     ck_assert_int_eq(r.resp->error, 0);
     ck_assert(producer_ended(&p));
     gale_http_client_response_free(r.resp);
     check_pattern(&s, p.total);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
 }
 END_TEST
@@ -434,7 +404,7 @@ START_TEST(test_body_expect_100_continue)
     struct ka_server s;
     ka_start(&s, refuse ? h_refuse : h_len, NULL);
     s.send_continue = !refuse;
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     struct producer p = {.total = 10000, .piece = 4096};
     gale_http_client_request req;
@@ -451,7 +421,7 @@ START_TEST(test_body_expect_100_continue)
         req.body_len = 13;
     }
     started = 0;
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, &req, &r);
     ck_assert_ptr_nonnull(strstr(s.last_head, "\r\nExpect: 100-continue\r\n"));
     if (refuse) {
@@ -464,7 +434,7 @@ START_TEST(test_body_expect_100_continue)
         ck_assert_int_eq(started, producer ? 1 : 0);
     }
     gale_http_client_response_free(r.resp);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
 }
 END_TEST
@@ -489,7 +459,7 @@ START_TEST(test_body_producer_length_is_enforced)
 {
     struct ka_server s;
     ka_start(&s, h_len, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop);
     int rc[3] = {1, 1, 1};
     gale_http_client_request req;
@@ -498,14 +468,14 @@ START_TEST(test_body_producer_length_is_enforced)
     req.body_producer = short_producer;
     req.producer_arg = rc;
     req.body_len = 5;
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, &req, &r);
     ck_assert_int_eq(rc[0], -EMSGSIZE);
     ck_assert_int_eq(rc[1], -EBUSY);
     ck_assert_int_eq(rc[2], -EPROTO);
     ck_assert_int_eq(r.resp->error, -EPROTO);
     gale_http_client_response_free(r.resp);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
 }
 END_TEST

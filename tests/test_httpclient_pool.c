@@ -14,27 +14,12 @@
 #include "core/loop.h"
 #include "http/httpclient.h"
 #include "kaserver.h"
-#include "net/resolver.h"
 #include "testutil.h"
 
 /* ---- client side helpers ---- */
 
-struct result {
-    int calls;
-    gale_http_client_response *resp;
-};
-
-static void on_result(gale_http_client_response *resp, void *arg)
-{
-    struct result *r = arg;
-    r->calls++;
-    r->resp = gale_http_client_response_keep(resp);
-}
-
-static bool result_done(void *arg) { return ((struct result *)arg)->calls > 0; }
-
 struct many {
-    struct result *r;
+    struct ka_result *r;
     int n;
 };
 
@@ -47,13 +32,6 @@ static bool all_done(void *arg)
     return true;
 }
 
-static gale_loop *new_loop(void)
-{
-    gale_loop *loop;
-    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
-    return loop;
-}
-
 static gale_http_client *new_client(gale_loop *loop, const gale_http_client_opts *o)
 {
     gale_http_client *c;
@@ -61,17 +39,9 @@ static gale_http_client *new_client(gale_loop *loop, const gale_http_client_opts
     return c;
 }
 
-static void teardown(gale_loop *loop, gale_http_client *c)
-{
-    gale_http_client_free(c);
-    test_run_for(loop, 0.02);
-    gale_resolver_cancel_loop(loop);
-    gale_loop_free(loop);
-}
-
 /* Starts a fetch of `url` with X-Id: id (id < 0: none) and `method` (body "b<id>" for POST). */
 static void start_fetch(gale_http_client *c, const char *url, const char *method, int id,
-                        double timeout, struct result *r)
+                        double timeout, struct ka_result *r)
 {
     gale_http_client_request req;
     gale_http_client_request_init(&req, url);
@@ -89,21 +59,15 @@ static void start_fetch(gale_http_client *c, const char *url, const char *method
     if (timeout > 0)
         req.request_timeout = timeout;
     memset(r, 0, sizeof *r);
-    ck_assert_int_eq(gale_http_fetch(c, &req, on_result, r), 0);
+    ck_assert_int_eq(gale_http_fetch(c, &req, ka_on_result, r), 0);
     gale_http_headers_free(&req.headers);
 }
 
 static void fetch_wait(gale_loop *loop, gale_http_client *c, const char *url, const char *method,
-                       int id, struct result *r)
+                       int id, struct ka_result *r)
 {
     start_fetch(c, url, method, id, 0, r);
-    ck_assert(test_wait_until(loop, result_done, r, 20));
-}
-
-static void result_clear(struct result *r)
-{
-    gale_http_client_response_free(r->resp);
-    memset(r, 0, sizeof *r);
+    ck_assert(test_wait_until(loop, ka_result_done, r, 20));
 }
 
 static gale_http_client_stats stats(const gale_http_client *c)
@@ -127,7 +91,7 @@ static void h_echo(struct ka_server *s, const struct ka_request *rq, struct ka_r
         out->close_after = true;
 }
 
-static void expect_id(const struct result *r, int id)
+static void expect_id(const struct ka_result *r, int id)
 {
     ck_assert_int_eq(r->calls, 1);
     ck_assert_msg(r->resp->error == 0, "id %d: %s", id, r->resp->error_message);
@@ -142,21 +106,21 @@ START_TEST(test_pool_sequential_requests_share_one_connection)
 {
     struct ka_server s;
     ka_start(&s, h_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
     for (int i = 0; i < 5; i++) {
-        struct result r;
+        struct ka_result r;
         fetch_wait(loop, c, ka_url(&s, "/"), i % 2 ? "HEAD" : "GET", i, &r);
         ck_assert_int_eq(r.resp->error, 0);
         ck_assert(r.resp->reused_connection == (i > 0));
         if (i % 2 == 0)
             expect_id(&r, i);
-        result_clear(&r);
+        ka_result_clear(&r);
     }
     ck_assert_int_eq(stats(c).opened, 1);
     ck_assert_int_eq(stats(c).reused, 4);
     ck_assert_int_eq(stats(c).idle, 1);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_eq(s.conns, 1);
     ck_assert_int_eq(s.requests, 5);
@@ -167,10 +131,10 @@ START_TEST(test_pool_concurrent_rounds_reuse_up_to_max_clients)
 {
     struct ka_server s;
     ka_start(&s, h_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client_opts o = {.max_clients = 4};
     gale_http_client *c = new_client(loop, &o);
-    struct result r[4];
+    struct ka_result r[4];
     for (int round = 0; round < 5; round++) {
         for (int i = 0; i < 4; i++)
             start_fetch(c, ka_url(&s, "/"), "GET", round * 4 + i, 0, &r[i]);
@@ -178,12 +142,12 @@ START_TEST(test_pool_concurrent_rounds_reuse_up_to_max_clients)
         ck_assert(test_wait_until(loop, all_done, &m, 20));
         for (int i = 0; i < 4; i++) {
             expect_id(&r[i], round * 4 + i);
-            result_clear(&r[i]);
+            ka_result_clear(&r[i]);
         }
     }
     ck_assert_int_le(stats(c).opened, 4);
     ck_assert_int_eq(stats(c).reused + stats(c).opened, 20);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_le(s.conns, 4);
     ck_assert_int_eq(s.requests, 20);
@@ -198,22 +162,22 @@ START_TEST(test_pool_queued_requests_take_returning_connections)
 {
     struct ka_server s;
     ka_start(&s, h_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client_opts o = {.max_clients = 4};
     gale_http_client *c = new_client(loop, &o);
     enum { N = 40 };
-    struct result r[N];
+    struct ka_result r[N];
     for (int i = 0; i < N; i++)
         start_fetch(c, ka_url(&s, "/"), "GET", i, 0, &r[i]);
     struct many m = {r, N};
     ck_assert(test_wait_until(loop, all_done, &m, 20));
     for (int i = 0; i < N; i++) {
         expect_id(&r[i], i);
-        result_clear(&r[i]);
+        ka_result_clear(&r[i]);
     }
     ck_assert_int_eq(stats(c).opened, 4);
     ck_assert_int_eq(stats(c).reused, N - 4);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_eq(s.conns, 4);
 }
@@ -238,19 +202,19 @@ START_TEST(test_pool_http10_close_and_extra_bytes_are_not_reused)
 {
     struct ka_server s;
     ka_start(&s, h_fixed, (void *)NO_REUSE[_i]);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
     for (int i = 0; i < 3; i++) {
-        struct result r;
+        struct ka_result r;
         fetch_wait(loop, c, ka_url(&s, "/"), "GET", i, &r);
         ck_assert_int_eq(r.resp->error, 0);
         ck_assert_str_eq(r.resp->body, "ok");
         ck_assert(!r.resp->reused_connection);
-        result_clear(&r);
+        ka_result_clear(&r);
     }
     ck_assert_int_eq(stats(c).reused, 0);
     ck_assert_int_eq(stats(c).opened, 3);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_eq(s.conns, 3);
 }
@@ -268,17 +232,17 @@ START_TEST(test_pool_close_delimited_body_is_not_reused)
 {
     struct ka_server s;
     ka_start(&s, h_close_delimited, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
     for (int i = 0; i < 2; i++) {
-        struct result r;
+        struct ka_result r;
         fetch_wait(loop, c, ka_url(&s, "/"), "GET", i, &r);
         ck_assert_int_eq(r.resp->error, 0);
         ck_assert_str_eq(r.resp->body, "all");
-        result_clear(&r);
+        ka_result_clear(&r);
     }
     ck_assert_int_eq(stats(c).reused, 0);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_eq(s.conns, 2);
 }
@@ -302,25 +266,25 @@ START_TEST(test_pool_unread_body_is_never_reused)
 {
     struct ka_server s;
     ka_start(&s, h_big_or_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 1, &r);
     expect_id(&r, 1);
-    result_clear(&r);
+    ka_result_clear(&r);
     gale_http_client_request req;
     gale_http_client_request_init(&req, ka_url(&s, "/big"));
     req.max_body_size = 100;
     memset(&r, 0, sizeof r);
-    ck_assert_int_eq(gale_http_fetch(c, &req, on_result, &r), 0);
-    ck_assert(test_wait_until(loop, result_done, &r, 20));
+    ck_assert_int_eq(gale_http_fetch(c, &req, ka_on_result, &r), 0);
+    ck_assert(test_wait_until(loop, ka_result_done, &r, 20));
     ck_assert_int_eq(r.resp->error, -EFBIG);
-    result_clear(&r);
+    ka_result_clear(&r);
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 2, &r);
     expect_id(&r, 2);
     ck_assert(!r.resp->reused_connection);
-    result_clear(&r);
-    teardown(loop, c);
+    ka_result_clear(&r);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_eq(s.conns, 2);
 }
@@ -339,26 +303,26 @@ START_TEST(test_pool_timed_out_request_never_answers_the_next)
 {
     struct ka_server s;
     ka_start(&s, h_slow_or_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 1, &r);
     expect_id(&r, 1);
-    result_clear(&r);
+    ka_result_clear(&r);
     start_fetch(c, ka_url(&s, "/slow"), "GET", 2, 0.1, &r);
-    ck_assert(test_wait_until(loop, result_done, &r, 20));
+    ck_assert(test_wait_until(loop, ka_result_done, &r, 20));
     ck_assert_int_eq(r.resp->error, -ETIMEDOUT);
     ck_assert(r.resp->reused_connection);
-    result_clear(&r);
+    ka_result_clear(&r);
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 3, &r);
     expect_id(&r, 3);
     ck_assert(!r.resp->reused_connection);
-    result_clear(&r);
+    ka_result_clear(&r);
     test_run_for(loop, 0.35); /* the late answer arrives at a closed socket */
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 4, &r);
     expect_id(&r, 4);
-    result_clear(&r);
-    teardown(loop, c);
+    ka_result_clear(&r);
+    ka_teardown(loop, c);
     ka_stop(&s);
 }
 END_TEST
@@ -379,12 +343,12 @@ START_TEST(test_pool_connection_closed_while_idle_is_not_reused)
     bool run_loop = _i == 1;
     struct ka_server s;
     ka_start(&s, h_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, ka_url(&s, "/close-after"), "GET", 1, &r);
     expect_id(&r, 1);
-    result_clear(&r);
+    ka_result_clear(&r);
     /* Wait for the server's close without running the loop, then let the FIN land. */
     for (int i = 0; i < 2000 && !server_closed_idle(&s); i++)
         usleep(1000);
@@ -396,13 +360,13 @@ START_TEST(test_pool_connection_closed_while_idle_is_not_reused)
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 2, &r);
     expect_id(&r, 2);
     ck_assert(!r.resp->reused_connection);
-    result_clear(&r);
+    ka_result_clear(&r);
 #ifndef GALE_FAULT_INJECTION
     /* (An injected EAGAIN on the peek hides the EOF; the retry then covers it.) */
     ck_assert_int_eq(stats(c).reused, 0);
     ck_assert_int_eq(s.requests, 2);
 #endif
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_eq(s.conns, 2);
 }
@@ -422,16 +386,16 @@ START_TEST(test_pool_get_is_retried_once_post_never)
 {
     struct ka_server s;
     ka_start(&s, h_drop_second, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
-    struct result r;
+    struct ka_result r;
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 1, &r);
     expect_id(&r, 1);
-    result_clear(&r);
+    ka_result_clear(&r);
     fetch_wait(loop, c, ka_url(&s, "/"), "GET", 2, &r); /* reused, dropped, retried */
     expect_id(&r, 2);
     ck_assert(!r.resp->reused_connection);
-    result_clear(&r);
+    ka_result_clear(&r);
     ck_assert_int_eq(ka_get(&s, &s.dropped), 1);
     ck_assert_int_eq(ka_get(&s, &s.id_count[2]), 1);
 
@@ -439,16 +403,16 @@ START_TEST(test_pool_get_is_retried_once_post_never)
     fetch_wait(loop, c, ka_url(&s, "/"), "POST", 3, &r);
     expect_id(&r, 3);
     ck_assert(!r.resp->reused_connection);
-    result_clear(&r);
+    ka_result_clear(&r);
     ck_assert_int_eq(ka_get(&s, &s.conns), 3);
 
     fetch_wait(loop, c, ka_url(&s, "/drop"), "POST", 4, &r);
     ck_assert_int_eq(r.resp->error, GALE_EEOF);
     ck_assert_int_eq(r.resp->code, GALE_HTTP_NO_RESPONSE);
-    result_clear(&r);
+    ka_result_clear(&r);
     test_run_for(loop, 0.05);
     ck_assert_int_eq(ka_get(&s, &s.posts), 2);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
 }
 END_TEST
@@ -472,11 +436,11 @@ START_TEST(test_pool_random_idle_closes_every_request_answered_once)
     unsigned seed = 12345;
     struct ka_server s;
     ka_start(&s, h_random_close, &seed);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client_opts o = {.max_clients = 4};
     gale_http_client *c = new_client(loop, &o);
     enum { N = 240, BATCH = 6 };
-    struct result r[BATCH];
+    struct ka_result r[BATCH];
     int posts = 0;
     for (int b = 0; b < N / BATCH; b++) {
         for (int i = 0; i < BATCH; i++) {
@@ -489,11 +453,11 @@ START_TEST(test_pool_random_idle_closes_every_request_answered_once)
         ck_assert(test_wait_until(loop, all_done, &m, 20));
         for (int i = 0; i < BATCH; i++) {
             expect_id(&r[i], b * BATCH + i);
-            result_clear(&r[i]);
+            ka_result_clear(&r[i]);
         }
     }
     gale_http_client_stats st = stats(c);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_gt(st.reused, 0);
     ck_assert_int_eq(s.posts, posts); /* no POST sent twice */
@@ -509,20 +473,20 @@ START_TEST(test_pool_per_host_cap_and_idle_timeout)
 {
     struct ka_server s;
     ka_start(&s, h_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client_opts o = {.max_clients = 4, .max_idle_per_host = 2, .idle_timeout = 0.1};
     gale_http_client *c = new_client(loop, &o);
-    struct result r[4];
+    struct ka_result r[4];
     for (int i = 0; i < 4; i++)
         start_fetch(c, ka_url(&s, "/"), "GET", i, 0, &r[i]);
     struct many m = {r, 4};
     ck_assert(test_wait_until(loop, all_done, &m, 20));
     for (int i = 0; i < 4; i++)
-        result_clear(&r[i]);
+        ka_result_clear(&r[i]);
     ck_assert_int_eq(stats(c).idle, 2);
     test_run_for(loop, 0.3);
     ck_assert_int_eq(stats(c).idle, 0);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
 }
 END_TEST
@@ -531,18 +495,18 @@ START_TEST(test_pool_disabled_sends_connection_close)
 {
     struct ka_server s;
     ka_start(&s, h_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client_opts o = {.max_idle_per_host = -1};
     gale_http_client *c = new_client(loop, &o);
-    struct result r;
+    struct ka_result r;
     for (int i = 0; i < 2; i++) {
         fetch_wait(loop, c, ka_url(&s, "/"), "GET", i, &r);
         expect_id(&r, i);
-        result_clear(&r);
+        ka_result_clear(&r);
     }
     ck_assert_ptr_nonnull(strstr(s.last_head, "\r\nConnection: close\r\n"));
     ck_assert_int_eq(stats(c).idle, 0);
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&s);
     ck_assert_int_eq(s.conns, 2);
 }
@@ -554,15 +518,15 @@ START_TEST(test_pool_key_separates_ports)
     struct ka_server a, b;
     ka_start(&a, h_echo, NULL);
     ka_start(&b, h_echo, NULL);
-    gale_loop *loop = new_loop();
+    gale_loop *loop = ka_new_loop();
     gale_http_client *c = new_client(loop, NULL);
-    struct result r;
+    struct ka_result r;
     for (int i = 0; i < 4; i++) {
         fetch_wait(loop, c, ka_url(i % 2 ? &b : &a, "/"), "GET", i, &r);
         expect_id(&r, i);
-        result_clear(&r);
+        ka_result_clear(&r);
     }
-    teardown(loop, c);
+    ka_teardown(loop, c);
     ka_stop(&a);
     ka_stop(&b);
     ck_assert_int_eq(a.conns, 1);
