@@ -60,11 +60,15 @@ static bool is_idempotent(const char *method)
     return false;
 }
 
-/* The pool key of the fetch's URL: (scheme, host, port). Returns 0 or -ENOMEM. */
+/* The pool key of the fetch's URL: (scheme, host, port), as scheme://hostport (whose port is
+ * left out only when it is 80, so one host and port always give one key). Returns 0 or
+ * -ENOMEM. */
 static int set_key(struct gale__fetch *f)
 {
     free(f->key);
-    f->key = gale__dup_printf("%s://%s:%d", f->u.scheme, f->u.host, f->u.port);
+    f->key = gale__concat(3, (struct gale__str[]){{f->u.scheme, strlen(f->u.scheme)},
+                                                  {"://", 3},
+                                                  {f->u.hostport, strlen(f->u.hostport)}});
     return f->key ? 0 : -ENOMEM;
 }
 
@@ -695,8 +699,8 @@ static int copy_request(struct gale__fetch *f, const gale_http_client *c,
     const char *method = req->method ? req->method : "GET";
     f->url = strdup(req->url);
     f->method = strdup(method);
-    f->user_agent = strdup(req->user_agent ? req->user_agent : c->user_agent);
-    if (!f->url || !f->method || !f->user_agent)
+    f->user_agent = req->user_agent ? strdup(req->user_agent) : NULL;
+    if (!f->url || !f->method || (req->user_agent && !f->user_agent))
         return -ENOMEM;
     if (req->body_producer) {
         if (req->body)
@@ -716,8 +720,8 @@ static int copy_request(struct gale__fetch *f, const gale_http_client *c,
     size_t total = 0;
     for (size_t i = 0; i < req->headers.n; i++)
         total += req->headers.items[i].name.len + req->headers.items[i].value.len;
-    f->header_bytes = malloc(total + 1);
-    if (!f->header_bytes)
+    f->header_bytes = req->headers.n ? malloc(total + 1) : NULL;
+    if (req->headers.n && !f->header_bytes)
         return -ENOMEM;
     char *p = f->header_bytes;
     for (size_t i = 0; i < req->headers.n; i++) {

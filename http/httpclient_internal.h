@@ -17,10 +17,10 @@
 #include "http/httpclient.h"
 #include "net/iostream.h"
 
-/* An absolute http URL split into what a request needs. Every string is malloc'ed. */
+/* An absolute http URL split into what a request needs. Every string but scheme is malloc'ed. */
 struct gale__url {
-    char *scheme; /* lower case: "http" */
-    char *host;   /* without brackets */
+    const char *scheme; /* static, lower case: "http" */
+    char *host;         /* without brackets */
     int port;
     char *hostport; /* Host header value */
     char *target;   /* path and query */
@@ -43,6 +43,15 @@ char *gale__url_resolve(const char *base, const char *loc);
 /* The URL's userinfo as Basic credentials: base64 of `userinfo`, as sent after
  * "Authorization: Basic ". Returns a malloc'ed string or NULL (out of memory). */
 char *gale__url_basic_credentials(const char *userinfo);
+
+/* A slice of bytes. */
+struct gale__str {
+    const char *p;
+    size_t len;
+};
+
+/* The `n` slices of `parts` one after the other, NUL-terminated, malloc'ed; or NULL. */
+char *gale__concat(size_t n, const struct gale__str *parts);
 
 /* A malloc'ed copy of `n` bytes plus a NUL, or NULL. */
 char *gale__dup_n(const char *p, size_t n);
@@ -167,7 +176,7 @@ struct gale__fetch {
     size_t body_len; /* with a producer: the promised length, 0: unknown (chunked) */
     gale_http_headers headers;
     char *header_bytes;
-    char *user_agent;
+    char *user_agent;       /* NULL: the client's (a fetch is active only while its client is) */
     double connect_timeout; /* <= 0: none */
     double request_timeout;
     bool follow_redirects;

@@ -47,6 +47,22 @@ static bool body_with_head(const struct gale__fetch *f)
     return f->body_len && !f->producer && !f->expect_continue;
 }
 
+/* Appends the NUL-terminated strings `a` and `b` (NULL: none) at buf + n; returns the new n. The
+ * head is built with these, not printf: it is built for every request. `cap` was sized by the
+ * caller for everything written. */
+static size_t put(char *buf, size_t n, const char *a, const char *b)
+{
+    size_t la = strlen(a);
+    memcpy(buf + n, a, la);
+    n += la;
+    if (b) {
+        size_t lb = strlen(b);
+        memcpy(buf + n, b, lb);
+        n += lb;
+    }
+    return n;
+}
+
 /* The framing and negotiation lines, decided before any byte is written. */
 static size_t write_framing(const struct gale__fetch *f, char *buf, size_t cap)
 {
@@ -54,19 +70,18 @@ static size_t write_framing(const struct gale__fetch *f, char *buf, size_t cap)
         !strcmp(f->method, "POST") || !strcmp(f->method, "PUT") || !strcmp(f->method, "PATCH");
     size_t n = 0;
     if (f->client && f->client->pool.max_per_host < 0)
-        n += (size_t)snprintf(buf + n, cap - n, "Connection: close\r\n");
+        n = put(buf, n, "Connection: close\r\n", NULL);
     if (f->producer && f->body_len == 0)
-        n += (size_t)snprintf(buf + n, cap - n, "Transfer-Encoding: chunked\r\n");
+        n = put(buf, n, "Transfer-Encoding: chunked\r\n", NULL);
     else if (f->body_len || body_method)
         n += (size_t)snprintf(buf + n, cap - n, "Content-Length: %zu\r\n", f->body_len);
     if (f->expect_continue && has_body(f))
-        n += (size_t)snprintf(buf + n, cap - n, "Expect: 100-continue\r\n");
+        n = put(buf, n, "Expect: 100-continue\r\n", NULL);
     if (f->decompress && !has_user_header(f, "Accept-Encoding"))
-        n += (size_t)snprintf(buf + n, cap - n, "Accept-Encoding: gzip\r\n");
+        n = put(buf, n, "Accept-Encoding: gzip\r\n", NULL);
     /* Tornado's default for a POST without one, so that a form body is read as a form. */
     if (!strcmp(f->method, "POST") && !has_user_header(f, "Content-Type"))
-        n += (size_t)snprintf(buf + n, cap - n,
-                              "Content-Type: application/x-www-form-urlencoded\r\n");
+        n = put(buf, n, "Content-Type: application/x-www-form-urlencoded\r\n", NULL);
     return n;
 }
 
@@ -79,8 +94,9 @@ int gale__request_build(struct gale__fetch *f, char **out, size_t *outlen)
             return -ENOMEM;
     }
     size_t body = body_with_head(f) ? f->body_len : 0;
-    size_t cap = strlen(f->method) + strlen(f->u.target) + strlen(f->u.hostport) +
-                 strlen(f->user_agent) + (auth ? strlen(auth) : 0) + body + 400;
+    const char *ua = f->user_agent ? f->user_agent : f->client->user_agent;
+    size_t cap = strlen(f->method) + strlen(f->u.target) + strlen(f->u.hostport) + strlen(ua) +
+                 (auth ? strlen(auth) : 0) + body + 400;
     for (size_t i = 0; i < f->headers.n; i++)
         cap += f->headers.items[i].name.len + f->headers.items[i].value.len + 4;
     char *buf = malloc(cap);
@@ -88,13 +104,14 @@ int gale__request_build(struct gale__fetch *f, char **out, size_t *outlen)
         free(auth);
         return -ENOMEM;
     }
-    size_t n = (size_t)snprintf(buf, cap, "%s %s HTTP/1.1\r\n", f->method, f->u.target);
+    size_t n = put(buf, 0, f->method, " ");
+    n = put(buf, n, f->u.target, " HTTP/1.1\r\n");
     if (!has_user_header(f, "Host"))
-        n += (size_t)snprintf(buf + n, cap - n, "Host: %s\r\n", f->u.hostport);
+        n = put(buf, put(buf, n, "Host: ", f->u.hostport), "\r\n", NULL);
     if (!has_user_header(f, "User-Agent"))
-        n += (size_t)snprintf(buf + n, cap - n, "User-Agent: %s\r\n", f->user_agent);
+        n = put(buf, put(buf, n, "User-Agent: ", ua), "\r\n", NULL);
     if (auth)
-        n += (size_t)snprintf(buf + n, cap - n, "Authorization: Basic %s\r\n", auth);
+        n = put(buf, put(buf, n, "Authorization: Basic ", auth), "\r\n", NULL);
     free(auth);
     n += write_framing(f, buf + n, cap - n);
     for (size_t i = 0; i < f->headers.n; i++) {

@@ -53,19 +53,31 @@ gale_http_client_response *gale_http_client_response_keep(gale_http_client_respo
 
 void gale__resp_free_void(void *p) { gale_http_client_response_free(p); }
 
+/* The body buffer's first size when the length is not known: small enough for malloc's
+ * per-thread cache (a small answer then costs no trip into the allocator's bins). */
+#define BODY_FIRST_CAP 512
+/* At most this much is reserved ahead of the bytes for a Content-Length body. */
+#define BODY_RESERVE_MAX 65536
+
+static int body_reserve(struct gale__resp *r, size_t need)
+{
+    if (need <= r->body_cap)
+        return 0;
+    size_t cap = r->body_cap ? r->body_cap : BODY_FIRST_CAP;
+    while (cap < need)
+        cap *= 2;
+    char *b = realloc(r->body, cap);
+    if (!b)
+        return -ENOMEM;
+    r->body = b;
+    r->body_cap = cap;
+    return 0;
+}
+
 static int body_append(struct gale__resp *r, const char *data, size_t len)
 {
-    size_t need = r->pub.body_len + len + 1;
-    if (need > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        char *b = realloc(r->body, cap);
-        if (!b)
-            return -ENOMEM;
-        r->body = b;
-        r->body_cap = cap;
-    }
+    if (body_reserve(r, r->pub.body_len + len + 1) != 0)
+        return -ENOMEM;
     memcpy(r->body + r->pub.body_len, data, len);
     r->pub.body_len += len;
     r->body[r->pub.body_len] = '\0';
@@ -479,6 +491,13 @@ void gale__resp_read_body(struct gale__fetch *f, size_t length)
     case B_LENGTH:
         if (length == 0) {
             body_complete(f);
+            return;
+        }
+        /* The whole body in one allocation when it is small (what a server promises is reserved
+         * only up to BODY_RESERVE_MAX before the bytes arrive). */
+        if (!f->streaming_cb && !f->inflater &&
+            body_reserve(f->resp, (length < BODY_RESERVE_MAX ? length : BODY_RESERVE_MAX) + 1)) {
+            gale__fetch_finish(f, -ENOMEM, NULL);
             return;
         }
         rc = gale_stream_read_stream(s, length, on_piece, on_body_done, f->conn);

@@ -25,6 +25,22 @@ char *gale__dup_printf(const char *fmt, ...)
     return s;
 }
 
+char *gale__concat(size_t n, const struct gale__str *parts)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += parts[i].len;
+    char *s = malloc(len + 1), *o = s;
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(o, parts[i].p, parts[i].len);
+        o += parts[i].len;
+    }
+    *o = '\0';
+    return s;
+}
+
 char *gale__dup_n(const char *p, size_t n)
 {
     char *s = malloc(n + 1);
@@ -37,7 +53,6 @@ char *gale__dup_n(const char *p, size_t n)
 
 void gale__url_free(struct gale__url *u)
 {
-    free(u->scheme);
     free(u->host);
     free(u->hostport);
     free(u->target);
@@ -132,17 +147,26 @@ static int parse_port(const char *p, size_t len)
  * after the authority. Returns 0 or -ENOMEM. */
 static int fill_url(struct gale__url *u, const struct hostport *hp, const char *rest)
 {
-    int hlen = (int)hp->hlen;
-    u->host = strndup(hp->host, hp->hlen);
+    u->host = gale__dup_n(hp->host, hp->hlen);
     size_t tlen = strcspn(rest, "#");
     if (tlen == 0 || rest[0] == '?')
-        u->target = gale__dup_printf("/%.*s", (int)tlen, rest);
+        u->target = gale__concat(2, (struct gale__str[]){{"/", 1}, {rest, tlen}});
     else
-        u->target = strndup(rest, tlen);
-    if (u->port == 80)
-        u->hostport = gale__dup_printf(hp->v6 ? "[%.*s]" : "%.*s", hlen, hp->host);
-    else
-        u->hostport = gale__dup_printf(hp->v6 ? "[%.*s]:%d" : "%.*s:%d", hlen, hp->host, u->port);
+        u->target = gale__dup_n(rest, tlen);
+    /* Built by hand, not with a printf: this runs for every request. */
+    char port[8];
+    size_t plen = 0;
+    if (u->port != 80) {
+        char digits[6];
+        size_t nd = 0;
+        for (int v = u->port; v > 0; v /= 10)
+            digits[nd++] = (char)('0' + v % 10);
+        port[plen++] = ':';
+        while (nd)
+            port[plen++] = digits[--nd];
+    }
+    u->hostport = gale__concat(
+        4, (struct gale__str[]){{"[", hp->v6}, {hp->host, hp->hlen}, {"]", hp->v6}, {port, plen}});
     return u->host && u->target && u->hostport ? 0 : -ENOMEM;
 }
 
@@ -175,8 +199,8 @@ int gale__url_parse(const char *url, struct gale__url *u)
         return -EINVAL;
     }
     u->port = port;
-    u->scheme = strdup("http"); /* the pool key's part: check_scheme allows nothing else yet */
-    rc = u->scheme ? fill_url(u, &parts, rest) : -ENOMEM;
+    u->scheme = "http"; /* the pool key's part: check_scheme allows nothing else yet */
+    rc = fill_url(u, &parts, rest);
     if (rc)
         gale__url_free(u);
     return rc;
