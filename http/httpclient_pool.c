@@ -55,9 +55,22 @@ static void unlink_idle(struct gale__conn *cn)
     cn->pool = NULL;
 }
 
+/* Once no connection is left idle the sweeping timer goes too, so a client whose connections
+ * all closed holds no timer. (A take that empties the pool leaves it: the connection usually
+ * comes back at once, and a timer that finds nothing simply is not set again.) */
+static void disarm_if_empty(struct gale__pool *p)
+{
+    if (p->sweep_timer && gale_list_empty(&p->idle)) {
+        gale_loop_remove_timeout(p->loop, p->sweep_timer);
+        p->sweep_timer = 0;
+    }
+}
+
 static void close_idle(struct gale__conn *cn)
 {
+    struct gale__pool *p = cn->pool;
     unlink_idle(cn);
+    disarm_if_empty(p);
     gale__conn_set_state(cn, GALE__CONN_CLOSING);
     gale_stream_close(cn->s, 0);
 }
@@ -196,8 +209,11 @@ bool gale__pool_should_wait(const struct gale__pool *p, const char *key)
 
 void gale__pool_forget(struct gale__conn *cn)
 {
-    if (cn->state == GALE__CONN_IDLE && cn->pool)
+    struct gale__pool *p = cn->pool;
+    if (cn->state == GALE__CONN_IDLE && p) {
         unlink_idle(cn);
+        disarm_if_empty(p);
+    }
 }
 
 void gale__pool_drain(struct gale__pool *p)
