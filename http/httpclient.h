@@ -165,9 +165,9 @@ int gale_http_client_new(gale_loop *loop, const gale_http_client_opts *opts,
                          gale_http_client **out);
 
 /* Frees the client. Requests still queued or in flight complete with -ECANCELED, from the loop
- * (their callbacks run on later iterations and must not use the client). A connection attempt
- * in progress finishes in the background and is then closed: keep running the loop for a moment
- * (or until those complete) before freeing it. NULL is a no-op. Legal inside a fetch callback of
+ * (their callbacks run on later iterations and must not use the client); idle pooled connections
+ * are closed. A connection attempt in progress finishes in the background and is then closed:
+ * keep running the loop for a moment (or until those complete) before freeing it. NULL is a no-op. Legal inside a fetch callback of
  * this client (requests are detached from the client before their callbacks run). */
 void gale_http_client_free(gale_http_client *c);
 

@@ -1,22 +1,22 @@
 /* The HTTP client's keep-alive pool: idle connections per (scheme, host, port), most recently
  * used last, each for at most idle_timeout (one sweeping timer for the pool), at most
- * max_per_host per key. A connection in the
- * pool has no fetch, no read pending and nothing buffered; its stream keeps watching for the
- * server's close, and its close callback (httpclient.c's, through gale__pool_forget) takes it
- * out. gale__pool_take checks a connection again right before reuse, since the server's FIN may
- * be in flight while the loop has not yet looked: a closed stream, unsolicited bytes, or a
- * socket that reads EOF (or data) without consuming are all stale and closed here. The peek (a
- * system call) is skipped for a connection pooled under a millisecond ago, the common case of a
- * busy client handing a connection straight to its next request: a close racing that request is
- * as likely either way, and is what the single retry of httpclient.c is for (only requests that
- * may be sent twice take pooled connections). */
+ * max_per_host per key, and the connections parking between the end of their response and the
+ * pool (see httpclient_internal.h). A connection in the pool has no fetch, no read pending and
+ * nothing buffered; its stream keeps watching for the server's close, and its close callback
+ * (httpclient.c's, through gale__pool_forget) takes it out. gale__pool_take checks a connection
+ * again right before reuse, since the server's FIN may be in flight while the loop has not yet
+ * looked: a closed stream, unsolicited bytes, or a socket that reads EOF (or data) without
+ * consuming are all stale and closed here. The peek (a system call) is skipped for a connection
+ * pooled under a millisecond ago, the common case of a busy client handing a connection straight
+ * to its next request: a close racing that request is as likely either way, and is what the
+ * single retry of httpclient.c is for (only requests that may be sent twice take pooled
+ * connections). */
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
-#include "core/fault_internal.h"
 #include "core/log.h"
 #include "http/httpclient_internal.h"
 
@@ -107,7 +107,9 @@ static void sweep(gale_loop *loop, void *arg)
 }
 
 /* True when the socket shows nothing: no EOF, no error, no bytes. A peek neither consumes nor
- * blocks; it sees a FIN the loop has not dispatched yet. */
+ * blocks; it sees a FIN the loop has not dispatched yet. It calls recv() itself, not the fault
+ * seam's wrapper: an injected EAGAIN would hide the very bytes or EOF it looks for, and it
+ * consumes nothing the stream's own reads (which are fault-tested) would miss. */
 static bool socket_quiet(const struct gale__conn *cn)
 {
     int fd = gale_stream_fd(cn->s);
@@ -116,7 +118,7 @@ static bool socket_quiet(const struct gale__conn *cn)
     char b;
     ssize_t n;
     do
-        n = gale__sys_recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }

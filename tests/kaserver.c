@@ -187,6 +187,10 @@ static bool serve_one(struct conn_arg *c, int index, struct ka_reply *rep)
     sleep_s(rep->delay);
     if (test_write_all(c->fd, rep->data, rep->len) != 0)
         return false;
+    if (rep->late) {
+        sleep_s(rep->late_delay);
+        test_write_all(c->fd, rep->late, strlen(rep->late));
+    }
     if (rep->close_after) {
         pthread_mutex_lock(&s->mu);
         s->closed_idle++;

@@ -39,6 +39,8 @@ struct ka_reply {
     double delay;     /* seconds to wait before answering */
     bool close_after; /* close (without saying so) after answering */
     bool drop;        /* close without answering (the request still counts as received) */
+    const char *late; /* sent `late_delay` seconds after the answer, unasked */
+    double late_delay;
 };
 
 typedef void (*ka_handler)(struct ka_server *s, const struct ka_request *rq, struct ka_reply *out);
