@@ -2,8 +2,11 @@
  * loop, each in its own coroutine that awaits the response (Tornado's
  * `response = await http_client.fetch(url)`), then prints the bodies (with -i, the status line and
  * headers first) to stdout in the order the URLs were given, and one summary line per URL to
- * stderr as each completes. Exits 0 when every fetch succeeded (a 2xx after redirects), 1 when any
- * failed, 2 on bad usage. `fetch --help` lists the options. */
+ * stderr as each completes. Connections are kept alive and reused between the URLs of one host
+ * (--no-keepalive: one connection per request); -v says on each summary line whether the request
+ * went on a reused connection, and sums up the connections at the end. Exits 0 when every fetch
+ * succeeded (a 2xx after redirects), 1 when any failed, 2 on bad usage. `fetch --help` lists the
+ * options. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,7 @@ struct job {
     const gale_http_client_request *tmpl; /* method, headers, body, timeouts shared by every URL */
     gale_http_client_response *resp;      /* kept for printing in argument order */
     bool failed;
+    bool verbose;
 };
 
 /* The per-URL work, straight-line: fetch, await the response, report it on stderr. */
@@ -58,9 +62,12 @@ static int fetch_one(void *arg)
         if (!err && (resp->code < 200 || resp->code > 299))
             err = GALE_EBADSTATUS;
         j->failed = err != 0;
+        const char *conn = !j->verbose               ? ""
+                           : resp->reused_connection ? " (reused connection)"
+                                                     : " (new connection)";
         if (!err)
-            fprintf(stderr, "%d %s %zu bytes %.3fs %s\n", resp->code, resp->reason, resp->body_len,
-                    resp->request_time, resp->effective_url);
+            fprintf(stderr, "%d %s %zu bytes %.3fs %s%s\n", resp->code, resp->reason,
+                    resp->body_len, resp->request_time, resp->effective_url, conn);
         else if (resp->error)
             fprintf(stderr, "%d failed: %s (%s) %zu bytes %.3fs %s\n", resp->code,
                     resp->error_message, gale_err_name(err), resp->body_len, resp->request_time,
@@ -98,7 +105,7 @@ int main(int argc, char **argv)
 {
     const char *method = NULL, *body = NULL;
     double timeout = GALE_HTTP_CLIENT_DEFAULT_TIMEOUT;
-    bool show_headers = false, no_redirects = false;
+    bool show_headers = false, no_redirects = false, no_keepalive = false, verbose = false;
     int max_clients = 10;
     gale_http_headers headers = {0};
     gale_option options[] = {
@@ -112,6 +119,10 @@ int main(int argc, char **argv)
                          "print the status line and response headers before the body"),
         GALE_OPTION_INT("max-clients", &max_clients, 1, 100000, "N", "requests in flight at once"),
         GALE_OPTION_BOOL("no-redirects", &no_redirects, "do not follow redirects"),
+        GALE_OPTION_BOOL("no-keepalive", &no_keepalive,
+                         "one connection per request (default: reuse a host's connections)"),
+        GALE_OPTION_BOOL("verbose", &verbose,
+                         "say which requests reused a connection, and count the connections"),
         {0},
     };
     options[0].short_name = 'X';
@@ -119,6 +130,7 @@ int main(int argc, char **argv)
     options[1].short_name = 'H';
     options[2].short_name = 'd';
     options[4].short_name = 'i';
+    options[8].short_name = 'v';
     const gale_options spec = {
         .prog = "fetch",
         .args = "URL...",
@@ -160,7 +172,8 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    gale_http_client_opts opts = {.max_clients = max_clients};
+    gale_http_client_opts opts = {.max_clients = max_clients,
+                                  .max_idle_per_host = no_keepalive ? -1 : 0};
     if (gale_http_client_new(loop, &opts, &client) != 0) {
         gale_loop_free(loop);
         rc = 1;
@@ -179,7 +192,8 @@ int main(int argc, char **argv)
     int spawned = 0;
     rc = jobs && done ? 0 : 1;
     for (int i = 0; !rc && i < n; i++) {
-        jobs[i] = (struct job){.url = urls[i], .client = client, .loop = loop, .tmpl = &tmpl};
+        jobs[i] = (struct job){
+            .url = urls[i], .client = client, .loop = loop, .tmpl = &tmpl, .verbose = verbose};
         /* Runs until its first await, then the next URL starts. */
         if (!(done[i] = gale_coro_spawn(loop, fetch_one, &jobs[i], NULL))) {
             fprintf(stderr, "fetch: out of memory\n");
@@ -194,6 +208,12 @@ int main(int argc, char **argv)
     else if (spawned)
         rc = 1;
     gale_future_unref(all);
+    if (verbose) {
+        gale_http_client_stats st;
+        gale_http_client_get_stats(client, &st);
+        fprintf(stderr, "connections: %llu opened, %llu requests on a reused one\n",
+                (unsigned long long)st.opened, (unsigned long long)st.reused);
+    }
     for (int i = 0; i < spawned; i++)
         gale_future_unref(done[i]);
     free(done);

@@ -96,6 +96,30 @@ START_TEST(test_fetch_prints_bodies_in_argument_order)
 }
 END_TEST
 
+/* Several URLs of one host, one at a time: one connection carries them all; -v says so. */
+START_TEST(test_fetch_keepalive_reuses_and_verbose_reports_it)
+{
+    demo_start();
+    char *a = url("/user/1"), *b = url("/user/2"), *c = url("/user/3");
+    char *argv[] = {"fetch", "-v", "--max-clients", "1", a, b, c, NULL};
+    struct run r = run_fetch(argv);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(r.out, "user 1user 2user 3");
+    ck_assert_ptr_nonnull(strstr(r.err, "/user/1 (new connection)\n"));
+    ck_assert_ptr_nonnull(strstr(r.err, "/user/2 (reused connection)\n"));
+    ck_assert_ptr_nonnull(strstr(r.err, "/user/3 (reused connection)\n"));
+    ck_assert_ptr_nonnull(strstr(r.err, "connections: 1 opened, 2 requests on a reused one\n"));
+    run_free(&r);
+    char *argv2[] = {"fetch", "-v", "--no-keepalive", "--max-clients", "1", a, b, NULL};
+    r = run_fetch(argv2);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_ptr_nonnull(strstr(r.err, "connections: 2 opened, 0 requests on a reused one\n"));
+    run_free(&r);
+    free(a), free(b), free(c);
+    test_stop_app(demo_pid);
+}
+END_TEST
+
 START_TEST(test_fetch_include_headers)
 {
     demo_start();
@@ -168,6 +192,7 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_fetch_prints_bodies_in_argument_order);
     tcase_add_test(t, test_fetch_include_headers);
+    tcase_add_test(t, test_fetch_keepalive_reuses_and_verbose_reports_it);
     tcase_add_test(t, test_fetch_method_header_and_body);
     tcase_add_test(t, test_fetch_exits_nonzero_when_any_fails);
     suite_add_tcase(s, t);

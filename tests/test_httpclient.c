@@ -1133,7 +1133,8 @@ START_TEST(test_httpclient_request_line_and_headers)
     snprintf(host, sizeof host, "\r\nHost: 127.0.0.1:%d\r\n", p.port);
     ck_assert_ptr_nonnull(strstr(q, host));
     ck_assert_ptr_nonnull(strstr(q, "\r\nUser-Agent: tester/1\r\n"));
-    ck_assert_ptr_nonnull(strstr(q, "\r\nConnection: close\r\n"));
+    ck_assert_ptr_null(strstr(q, "\r\nConnection:")); /* HTTP/1.1: persistent by default */
+    ck_assert_ptr_nonnull(strstr(q, "\r\nAccept-Encoding: gzip\r\n"));
     ck_assert_ptr_nonnull(strstr(q, "\r\nX-Custom: v1\r\n"));
     ck_assert_ptr_nonnull(strstr(q, "\r\nAuthorization: Basic dXNlcjpwdw==\r\n"));
 }
