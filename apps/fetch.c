@@ -3,7 +3,8 @@
  * `response = await http_client.fetch(url)`), then prints the bodies (with -i, the status line and
  * headers first) to stdout in the order the URLs were given, and one summary line per URL to
  * stderr as each completes. Connections are kept alive and reused between the URLs of one host
- * (--no-keepalive: one connection per request); -v says on each summary line whether the request
+ * (--no-keepalive: one connection per request); https URLs verify the server against the system's
+ * CAs (--cacert FILE: those in FILE; --insecure: no check); -v says on each summary line whether the request
  * went on a reused connection, and sums up the connections at the end. Exits 0 when every fetch
  * succeeded (a 2xx after redirects), 1 when any failed, 2 on bad usage. `fetch --help` lists the
  * options. */
@@ -106,6 +107,8 @@ int main(int argc, char **argv)
     const char *method = NULL, *body = NULL;
     double timeout = GALE_HTTP_CLIENT_DEFAULT_TIMEOUT;
     bool show_headers = false, no_redirects = false, no_keepalive = false, verbose = false;
+    bool insecure = false;
+    const char *cacert = NULL, *cert = NULL, *key = NULL;
     int max_clients = 10;
     gale_http_headers headers = {0};
     gale_option options[] = {
@@ -123,6 +126,13 @@ int main(int argc, char **argv)
                          "one connection per request (default: reuse a host's connections)"),
         GALE_OPTION_BOOL("verbose", &verbose,
                          "say which requests reused a connection, and count the connections"),
+        GALE_OPTION_STRING("cacert", &cacert, "FILE",
+                           "https: verify servers against the PEM CAs in FILE (default: the\n"
+                           "system's store)"),
+        GALE_OPTION_BOOL("insecure", &insecure,
+                         "https: do not verify the server's certificate or name"),
+        GALE_OPTION_STRING("cert", &cert, "FILE", "https: present this PEM client certificate"),
+        GALE_OPTION_STRING("key", &key, "FILE", "https: the key of --cert (default: inside it)"),
         {0},
     };
     options[0].short_name = 'X';
@@ -189,6 +199,10 @@ int main(int argc, char **argv)
     tmpl.headers = headers;
     tmpl.connect_timeout = tmpl.request_timeout = timeout;
     tmpl.follow_redirects = redirects;
+    tmpl.ca_certs = cacert;
+    tmpl.validate_cert = !insecure;
+    tmpl.client_cert = cert;
+    tmpl.client_key = key;
     int spawned = 0;
     rc = jobs && done ? 0 : 1;
     for (int i = 0; !rc && i < n; i++) {

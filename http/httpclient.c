@@ -66,9 +66,18 @@ static bool is_idempotent(const char *method)
 static int set_key(struct gale__fetch *f)
 {
     free(f->key);
-    f->key = gale__concat(3, (struct gale__str[]){{f->u.scheme, strlen(f->u.scheme)},
+    f->key = NULL;
+    char ctx_id[24] = "";
+    if (f->u.tls) {
+        int rc = f->tls ? 0 : gale__client_tls(f->client, f);
+        if (rc)
+            return rc;
+        snprintf(ctx_id, sizeof ctx_id, "#%p", (void *)f->tls);
+    }
+    f->key = gale__concat(4, (struct gale__str[]){{f->u.scheme, strlen(f->u.scheme)},
                                                   {"://", 3},
-                                                  {f->u.hostport, strlen(f->u.hostport)}});
+                                                  {f->u.hostport, strlen(f->u.hostport)},
+                                                  {ctx_id, strlen(ctx_id)}});
     return f->key ? 0 : -ENOMEM;
 }
 
@@ -84,6 +93,9 @@ static void fetch_free(struct gale__fetch *f)
     free(f->user_agent);
     gale__url_free(&f->u);
     free(f->key);
+    free(f->ca_certs);
+    free(f->client_cert);
+    free(f->client_key);
     gale__resp_inflate_end(f);
     if (f->resp)
         gale_http_client_response_free(&f->resp->pub);
@@ -310,6 +322,29 @@ static void send_request(struct gale__fetch *f)
         gale__request_start_body(f);
 }
 
+/* The TLS handshake of a new https connection ended: the request goes, or the fetch fails with
+ * the reason ("certificate verify failed: self-signed certificate"). */
+static void on_secured(gale_stream *s, int status, void *arg)
+{
+    struct gale__conn *cn = arg;
+    struct gale__fetch *f = cn->f;
+    if (!f)
+        return; /* the fetch ended meanwhile; the stream's close frees the conn */
+    if (status == 0) {
+        send_request(f);
+        return;
+    }
+    /* The stream closes by itself after a failed handshake; its close callback would report a
+     * plain close, so the reason is reported here first. */
+    char msg[200];
+    const char *why = gale_stream_tls_error(s);
+    snprintf(msg, sizeof msg, "TLS handshake with %s failed: %s", f->u.hostport,
+             *why ? why : gale_strerror(status));
+    cn->f = NULL;
+    f->conn = NULL;
+    gale__fetch_finish(f, status, msg);
+}
+
 static void on_connected(gale_stream *s, int status, void *arg)
 {
     struct gale__conn *cn = arg;
@@ -330,6 +365,13 @@ static void on_connected(gale_stream *s, int status, void *arg)
     gale__conn_set_state(cn, GALE__CONN_BUSY);
     gale_stream_set_close_cb(s, on_stream_close, cn);
     gale_stream_set_nodelay(s, true);
+    if (f->u.tls) {
+        int rc = gale_stream_start_tls(s, f->tls, f->u.host, on_secured, cn);
+        if (rc) {
+            gale_stream_close(s, rc); /* on_stream_close finishes the fetch */
+        }
+        return;
+    }
     send_request(f);
 }
 
@@ -624,6 +666,7 @@ void gale_http_client_request_init(gale_http_client_request *req, const char *ur
     req->max_redirects = GALE_HTTP_CLIENT_DEFAULT_MAX_REDIRECTS;
     req->raise_error = true;
     req->decompress_response = true;
+    req->validate_cert = true;
 }
 
 int gale_http_client_new(gale_loop *loop, const gale_http_client_opts *opts, gale_http_client **out)
@@ -672,6 +715,7 @@ void gale_http_client_free(gale_http_client *c)
         }
     }
     gale__pool_drain(&c->pool);
+    gale__client_tls_free(c);
     free(c->user_agent);
     free(c);
 }
@@ -754,6 +798,15 @@ static int copy_request(struct gale__fetch *f, const gale_http_client *c,
     f->decompress = req->decompress_response;
 #endif
     f->expect_continue = req->expect_100_continue;
+    bool oom = false;
+    f->validate_cert = req->validate_cert;
+    f->ca_certs = req->ca_certs ? strdup(req->ca_certs) : NULL;
+    f->client_cert = req->client_cert ? strdup(req->client_cert) : NULL;
+    f->client_key = req->client_key ? strdup(req->client_key) : NULL;
+    oom = (req->ca_certs && !f->ca_certs) || (req->client_cert && !f->client_cert) ||
+          (req->client_key && !f->client_key);
+    if (oom)
+        return -ENOMEM;
     f->max_header_size = c->max_header_size;
     f->max_body_size = req->max_body_size ? req->max_body_size : c->max_body_size;
     f->header_cb = req->header_cb;
@@ -790,8 +843,10 @@ static int fetch_common(gale_http_client *c, const gale_http_client_request *req
         return -ENOMEM;
     }
     if (rc) {
-        const char *msg = rc == GALE_ESCHEME ? "Unsupported URL scheme (only http:// is supported)"
+        const char *msg = rc == GALE_ESCHEME ? "Unsupported URL scheme (http:// and https:// are)"
                           : rc == -EINVAL    ? "Malformed URL, method or header"
+                          : rc == -ENOTSUP   ? "https:// needs TLS: gale was built without it"
+                          : rc == GALE_ETLS  ? "Cannot load the CA or client certificate files"
                                              : NULL;
         f->client = NULL;
         gale__fetch_finish(f, rc, msg);

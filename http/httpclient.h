@@ -88,7 +88,7 @@ typedef void (*gale_http_body_write_cb)(gale_http_body_writer *w, int status, vo
  * (url, method, header slices and their bytes, body), so the struct and what it points at may be
  * released as soon as gale_http_fetch() returns. */
 typedef struct gale_http_client_request {
-    const char *url;           /* http://[userinfo@]host[:port][/path][?query]; IPv6 in [] */
+    const char *url;           /* http[s]://[userinfo@]host[:port][/path][?query]; IPv6 in [] */
     const char *method;        /* NULL: "GET" */
     gale_http_headers headers; /* extra headers; Host, User-Agent given here replace the defaults;
                                 * a POST without Content-Type gets
@@ -109,6 +109,12 @@ typedef struct gale_http_client_request {
                              * raise_error; the future form then fails instead) */
     size_t max_body_size;     /* 0: the client's limit */
     const char *user_agent;   /* NULL: the client's */
+    const char *ca_certs;     /* https: PEM CA bundle that verifies the server (NULL: the
+                               * system's store, /etc/ssl/certs) */
+    bool validate_cert;       /* https: verify the certificate and the host name (or IP
+                               * address); on by request_init. Off: no check at all */
+    const char *client_cert; /* https: PEM certificate chain presented to the server (NULL: none) */
+    const char *client_key;  /* its private key (NULL: inside client_cert) */
     gale_http_header_cb header_cb;
     gale_http_streaming_cb streaming_cb;
     void *cb_arg; /* for header_cb and streaming_cb */
@@ -156,7 +162,8 @@ typedef struct gale_http_client_stats {
 } gale_http_client_stats;
 
 /* Sets `req` to Tornado's defaults for `url`: GET, no headers or body, 20 s connect and request
- * timeouts, follow_redirects on with at most 5, raise_error on, decompress_response on. */
+ * timeouts, follow_redirects on with at most 5, raise_error on, decompress_response on,
+ * validate_cert on. */
 void gale_http_client_request_init(gale_http_client_request *req, const char *url);
 
 /* Creates a client on `loop` (NULL: gale_loop_current()) with `opts` (NULL: defaults). Returns

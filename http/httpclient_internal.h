@@ -16,10 +16,12 @@
 #include "core/loop.h"
 #include "http/httpclient.h"
 #include "net/iostream.h"
+#include "net/tls.h"
 
 /* An absolute http URL split into what a request needs. Every string but scheme is malloc'ed. */
 struct gale__url {
-    const char *scheme; /* static, lower case: "http" */
+    const char *scheme; /* static, lower case: "http" or "https" */
+    bool tls;           /* https */
     char *host;         /* without brackets */
     int port;
     char *hostport; /* Host header value */
@@ -27,7 +29,7 @@ struct gale__url {
     char *userinfo; /* NULL when absent */
 };
 
-/* Splits an absolute http URL into `u` (the fragment is dropped). Returns 0, -EINVAL (malformed),
+/* Splits an absolute http or https URL into `u` (the fragment is dropped). Returns 0, -EINVAL (malformed),
  * GALE_ESCHEME (another scheme) or -ENOMEM; on failure `u` holds nothing to free. */
 int gale__url_parse(const char *url, struct gale__url *u);
 
@@ -146,6 +148,9 @@ struct gale_http_client {
     bool freeing;
     bool pumping; /* pump() is on the stack: a nested call leaves the work to its loop */
     struct gale__pool pool;
+    struct gale__tls_entry
+        *tls; /* client TLS contexts, one per set of options (httpclient_tls.c) */
+    size_t n_tls;
 };
 
 struct gale__resp {
@@ -201,7 +206,10 @@ struct gale__fetch {
     gale_timeout timer;
     gale_timeout continue_timer;
     struct gale__url u;
-    char *key; /* the pool key of u */
+    char *key;                                 /* the pool key of u (https: with its TLS context) */
+    char *ca_certs, *client_cert, *client_key; /* https options, copied */
+    bool validate_cert;
+    gale_tls_ctx *tls; /* https: the client's context for these options (not a reference) */
     struct gale__conn *conn;
     bool retryable; /* idempotent and replayable: may use a pooled conn and be retried once */
     bool retried;
@@ -271,5 +279,13 @@ struct gale__fetch *gale__read_ok(void *arg, int status, const char *what);
 void gale__fail_read(struct gale__fetch *f, int status, const char *what);
 /* Frees the gzip decoder, if any. */
 void gale__resp_inflate_end(struct gale__fetch *f);
+
+/* ---- https (httpclient_tls.c) ---- */
+
+/* Sets f->tls to the client's context for f's TLS options, making it on first use (the client
+ * keeps it until it is freed). Returns 0, GALE_ETLS (a CA or certificate file would not load:
+ * logged), -ENOTSUP (built without TLS), -ENOMEM. */
+int gale__client_tls(gale_http_client *c, struct gale__fetch *f);
+void gale__client_tls_free(gale_http_client *c);
 
 #endif

@@ -61,8 +61,8 @@ void gale__url_free(struct gale__url *u)
 }
 
 /* Checks that `url` has no whitespace or control characters and an RFC 3986 scheme, which is
- * "http". Sets *sep to the "://". Returns 0, -EINVAL or GALE_ESCHEME. */
-static int check_scheme(const char *url, const char **sep)
+ * "http" or "https" (then *tls). Sets *sep to the "://". Returns 0, -EINVAL or GALE_ESCHEME. */
+static int check_scheme(const char *url, const char **sep, bool *tls)
 {
     for (const char *p = url; *p; p++)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f)
@@ -76,7 +76,8 @@ static int check_scheme(const char *url, const char **sep)
         if (!ok)
             return -EINVAL;
     }
-    return gale_str_ieq(url, (size_t)(*sep - url), "http") ? 0 : GALE_ESCHEME;
+    *tls = gale_str_ieq(url, (size_t)(*sep - url), "https");
+    return *tls || gale_str_ieq(url, (size_t)(*sep - url), "http") ? 0 : GALE_ESCHEME;
 }
 
 /* The host and port parts of an authority's "host[:port]" or "[v6]:port" (`hp`, `hplen` bytes).
@@ -128,10 +129,10 @@ static int split_hostport(const char *hp, size_t hplen, struct hostport *out)
 }
 
 /* A port of 1..65535 in decimal (`len` digits; 0: the default, 80). Returns it or -EINVAL. */
-static int parse_port(const char *p, size_t len)
+static int parse_port(const char *p, size_t len, bool tls)
 {
     if (len == 0)
-        return 80;
+        return tls ? 443 : 80;
     if (len > 5)
         return -EINVAL;
     long v = 0;
@@ -156,7 +157,7 @@ static int fill_url(struct gale__url *u, const struct hostport *hp, const char *
     /* Built by hand, not with a printf: this runs for every request. */
     char port[8];
     size_t plen = 0;
-    if (u->port != 80) {
+    if (u->port != (u->tls ? 443 : 80)) {
         char digits[6];
         size_t nd = 0;
         for (int v = u->port; v > 0; v /= 10)
@@ -174,7 +175,8 @@ int gale__url_parse(const char *url, struct gale__url *u)
 {
     memset(u, 0, sizeof *u);
     const char *sep;
-    int rc = check_scheme(url, &sep);
+    bool tls = false;
+    int rc = check_scheme(url, &sep, &tls);
     if (rc)
         return rc;
     const char *auth = sep + 3;
@@ -193,13 +195,14 @@ int gale__url_parse(const char *url, struct gale__url *u)
     }
     struct hostport parts;
     rc = split_hostport(hp, (size_t)(rest - hp), &parts);
-    int port = rc ? rc : parse_port(parts.port, parts.plen);
+    int port = rc ? rc : parse_port(parts.port, parts.plen, tls);
     if (port < 0) {
         gale__url_free(u);
         return -EINVAL;
     }
     u->port = port;
-    u->scheme = "http"; /* the pool key's part: check_scheme allows nothing else yet */
+    u->tls = tls;
+    u->scheme = tls ? "https" : "http"; /* the pool key's part */
     rc = fill_url(u, &parts, rest);
     if (rc)
         gale__url_free(u);

@@ -163,7 +163,7 @@ START_TEST(test_fetch_exits_nonzero_when_any_fails)
     char *ok = url("/"), *missing = url("/status/404");
     char refused[64];
     snprintf(refused, sizeof refused, "http://127.0.0.1:%d/", test_free_port());
-    char *argv[] = {"fetch", ok, missing, refused, "https://127.0.0.1/", NULL};
+    char *argv[] = {"fetch", ok, missing, refused, "ftp://127.0.0.1/", NULL};
     struct run r = run_fetch(argv);
     ck_assert_int_eq(r.status, 1);
     ck_assert_str_eq(r.out, "Hello, world!status 404");

@@ -1071,14 +1071,15 @@ END_TEST
 
 /* ---- URLs and arguments ---- */
 
-START_TEST(test_httpclient_https_is_unsupported_scheme)
+START_TEST(test_httpclient_other_schemes_are_unsupported)
 {
     gale_loop *loop = new_loop();
     gale_http_client *c = new_client(loop, 0);
     struct result r;
-    fetch_wait(loop, c, NULL, "https://127.0.0.1/", &r);
+    fetch_wait(loop, c, NULL, "ftp://127.0.0.1/", &r);
     ck_assert_int_eq(r.resp->error, GALE_ESCHEME);
     ck_assert_int_eq(r.resp->code, GALE_HTTP_NO_RESPONSE);
+    ck_assert_ptr_nonnull(strstr(r.resp->error_message, "https://"));
     result_clear(&r);
     const char *bad[] = {"127.0.0.1/",   "http://",         "http:///x",    "http://a b/",
                          "http://h:0/",  "http://h:65536/", "http://h:8x/", "http://[::1/",
@@ -1440,7 +1441,7 @@ Suite *httpclient_suite(void)
                         (int)(sizeof BAD / sizeof BAD[0]));
     tcase_add_test(t, test_httpclient_oversized_header_block);
     tcase_add_test(t, test_httpclient_body_over_max_body_size);
-    tcase_add_test(t, test_httpclient_https_is_unsupported_scheme);
+    tcase_add_test(t, test_httpclient_other_schemes_are_unsupported);
     suite_add_tcase(s, t);
 
     t = tcase_create("queue");

@@ -20,6 +20,7 @@
 
 #include "core/errors.h"
 #include "core/loop.h"
+#include "http/httpclient.h"
 #include "http/httpserver.h"
 #include "net/iostream.h"
 #include "net/tcpclient.h"
@@ -1105,6 +1106,154 @@ START_TEST(test_tcp_connect_tls)
 }
 END_TEST
 
+/* ---- the HTTP client over https ---- */
+
+struct fetched {
+    bool done;
+    int error;
+    int code;
+    bool reused;
+    char body[64];
+    char message[200];
+};
+
+static void fetched_cb(gale_http_client_response *r, void *arg)
+{
+    struct fetched *f = arg;
+    f->done = true;
+    f->error = r->error;
+    f->code = r->code;
+    f->reused = r->reused_connection;
+    snprintf(f->body, sizeof f->body, "%s", r->body ? r->body : "");
+    snprintf(f->message, sizeof f->message, "%s", r->error_message ? r->error_message : "");
+}
+
+static bool fetched_done(void *arg) { return ((struct fetched *)arg)->done; }
+
+static struct fetched fetch_one(gale_loop *loop, gale_http_client *c, const char *url,
+                                const char *ca, bool validate)
+{
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, url);
+    req.ca_certs = ca ? pem(ca) : NULL;
+    req.validate_cert = validate;
+    req.raise_error = false;
+    struct fetched f = {0};
+    ck_assert_int_eq(gale_http_fetch(c, &req, fetched_cb, &f), 0);
+    ck_assert(test_wait_until(loop, fetched_done, &f, 20));
+    return f;
+}
+
+START_TEST(test_http_client_https)
+{
+    gale_loop *loop = new_loop();
+    int port, self_port, other_port;
+    gale_tls_ctx *ctx = server_ctx("chain", 10), *self = server_ctx("self", 10),
+                 *other = server_ctx("other", 10);
+    gale_http_server *srv = https_start(loop, ctx, 0, &port);
+    gale_http_server *self_srv = https_start(loop, self, 0, &self_port);
+    gale_http_server *other_srv = https_start(loop, other, 0, &other_port);
+    gale_http_client *c = NULL;
+    ck_assert_int_eq(gale_http_client_new(loop, NULL, &c), 0);
+    char url[128];
+
+    snprintf(url, sizeof url, "https://localhost:%d/", port);
+    struct fetched f = fetch_one(loop, c, url, "ca", true);
+    ck_assert_msg(f.error == 0, "%s", f.message);
+    ck_assert_int_eq(f.code, 200);
+    ck_assert_str_eq(f.body, "https");
+    ck_assert(!f.reused);
+    f = fetch_one(loop, c, url, "ca", true); /* the pooled TLS connection serves the next one */
+    ck_assert_int_eq(f.error, 0);
+    ck_assert(f.reused);
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/", port);
+    f = fetch_one(loop, c, url, "ca", true); /* the certificate's IP entry */
+    ck_assert_msg(f.error == 0, "%s", f.message);
+    ck_assert(!f.reused);
+
+    snprintf(url, sizeof url, "https://localhost:%d/", self_port);
+    f = fetch_one(loop, c, url, "ca", true);
+    ck_assert_int_eq(f.error, GALE_ECERT);
+    ck_assert_msg(strstr(f.message, "certificate verify failed: self-signed certificate"), "%s",
+                  f.message);
+    f = fetch_one(loop, c, url, NULL, false); /* validate_cert = false */
+    ck_assert_msg(f.error == 0, "%s", f.message);
+    ck_assert_str_eq(f.body, "https");
+
+    snprintf(url, sizeof url, "https://localhost:%d/", other_port);
+    f = fetch_one(loop, c, url, "ca", true);
+    ck_assert_int_eq(f.error, GALE_ECERT);
+    ck_assert_msg(strstr(f.message, "hostname mismatch"), "%s", f.message);
+
+    /* Plain HTTP to a TLS port is not an answer. */
+    snprintf(url, sizeof url, "http://localhost:%d/", port);
+    f = fetch_one(loop, c, url, NULL, true);
+    ck_assert_int_ne(f.error, 0);
+    gale_http_client_free(c);
+    test_run_for(loop, 0.05);
+    https_stop(loop, srv);
+    https_stop(loop, self_srv);
+    https_stop(loop, other_srv);
+    gale_tls_unref(ctx);
+    gale_tls_unref(self);
+    gale_tls_unref(other);
+    gale_loop_free(loop);
+}
+END_TEST
+
+/* fetch verifies by default, says why it refuses, and takes --cacert and --insecure. */
+START_TEST(test_fetch_app_https)
+{
+    gale_loop *loop = new_loop();
+    int port = test_free_port();
+    char portstr[16], url[64];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    snprintf(url, sizeof url, "https://localhost:%d/", port);
+    char *hello[] = {"hello",
+                     "--port",
+                     portstr,
+                     "--certfile",
+                     (char *)pem("server"),
+                     "--keyfile",
+                     (char *)key("server"),
+                     "--quiet",
+                     NULL};
+    pid_t pid = test_start_app("hello", hello, port);
+    ck_assert_int_gt(pid, 0);
+    struct {
+        char *argv[6];
+        int status;
+        const char *out, *err;
+    } runs[] = {
+        {{"fetch", url, NULL}, 1, "", "certificate verify failed: unable to get local issuer"},
+        {{"fetch", "--cacert", (char *)pem("ca"), url, NULL}, 0, "Hello, world!", "200 OK"},
+        {{"fetch", "--insecure", url, NULL}, 0, "Hello, world!", "200 OK"},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        int out[2], err[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, out), 0);
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, err), 0);
+        pid_t f = test_spawn_app("fetch", runs[i].argv, out[1], err[1]);
+        close(out[1]);
+        close(err[1]);
+        size_t n;
+        char *o = test_read_all(out[0], 65536, &n), *e = test_read_all(err[0], 65536, &n);
+        int status;
+        ck_assert_int_eq(waitpid(f, &status, 0), f);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == runs[i].status, "run %zu: %s", i,
+                      e);
+        ck_assert_str_eq(o, runs[i].out);
+        ck_assert_msg(strstr(e, runs[i].err), "run %zu: %s", i, e);
+        free(o);
+        free(e);
+        close(out[0]);
+        close(err[0]);
+    }
+    test_stop_app(pid);
+    gale_loop_free(loop);
+}
+END_TEST
+
 /* ---- the apps ---- */
 
 struct app_get {
@@ -1286,6 +1435,8 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_tcp_connect_tls);
     tcase_add_test(tc, test_hello_https_and_sighup);
     tcase_add_test(tc, test_demo_https);
+    tcase_add_test(tc, test_http_client_https);
+    tcase_add_test(tc, test_fetch_app_https);
     suite_add_tcase(s, tc);
     return s;
 }
