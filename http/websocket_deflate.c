@@ -216,6 +216,10 @@ int gale__ws_deflate_message(gale__ws_deflate *d, const void *data, size_t len, 
     }
     if (n >= 4 && memcmp(buf + n - 4, "\0\0\xff\xff", 4) == 0)
         n -= 4;
+    /* zlib emits nothing for an empty message right after a flush: the empty stored block's
+     * first byte is still due, so that the receiver's 00 00 ff ff completes it (RFC 7692 7.2.3.6) */
+    if (n == 0)
+        buf[n++] = 0;
     if (d->p.my_no_context)
         deflateReset(&d->out);
     *out = buf;

@@ -280,7 +280,7 @@ static void run_job(struct job *j)
 
 static void setup(void)
 {
-    gale_log_set_level(GALE_LOG_ERROR);
+    gale_log_set_level(getenv("WSDEBUG") ? GALE_LOG_DEBUG : GALE_LOG_ERROR);
     n_open = n_close = n_messages = last_close_code = 0;
     last_close_reason[0] = '\0';
     ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
@@ -797,6 +797,100 @@ START_TEST(test_ws_coroutine_handler_reads_in_a_loop)
 }
 END_TEST
 
+/* ---- gale's client against gale's server ---- */
+
+struct client_run {
+    const char *path;
+    bool compression;
+    int rc;
+    bool compressed;
+    char got[3][64];
+};
+
+static int client_coro(void *arg)
+{
+    struct client_run *r = arg;
+    char url[128];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d%s", port, r->path);
+    gale_ws_connect_opts o = {.compression = r->compression, .connect_timeout = 5};
+    gale_future *cf = gale_ws_connect_future(loop, url, &o);
+    if ((r->rc = gale_await(cf)) < 0) {
+        gale_future_unref(cf);
+        return r->rc;
+    }
+    gale_ws *ws = gale_future_steal_result(cf);
+    gale_future_unref(cf);
+    r->compressed = gale_ws_compressed(ws);
+    static const char *const msgs[] = {"one", "", "three three three three three"};
+    for (int i = 0; i < 3; i++) {
+        gale_await_drop(gale_ws_write_message(ws, msgs[i], strlen(msgs[i]), i == 1));
+        gale_future *f = gale_ws_read_message(ws);
+        if ((r->rc = gale_await(f)) == 0) {
+            const gale_ws_message *m = gale_future_result(f);
+            snprintf(r->got[i], sizeof r->got[i], "%s%s", m->binary ? "b:" : "t:", m->data);
+        }
+        gale_future_unref(f);
+    }
+    gale_ws_close(ws, 1000, "done");
+    gale_future *f = gale_ws_read_message(ws);
+    r->rc = gale_await(f); /* GALE_EEOF once the server closed */
+    gale_future_unref(f);
+    gale_ws_unref(ws);
+    return 0;
+}
+
+static void run_client(struct client_run *r)
+{
+    gale_future *f = gale_coro_spawn(loop, client_coro, r, NULL);
+    ck_assert_int_eq(gale_loop_run_until(loop, f, 10), 0);
+    gale_future_unref(f);
+    test_run_for(loop, 0.05);
+}
+
+START_TEST(test_ws_client_against_own_server)
+{
+    struct client_run r = {.path = "/echo"};
+    run_client(&r);
+    ck_assert_int_eq(r.rc, GALE_EEOF);
+    ck_assert(!r.compressed);
+    ck_assert_str_eq(r.got[0], "t:one");
+    ck_assert_str_eq(r.got[1], "b:");
+    ck_assert_str_eq(r.got[2], "t:three three three three three");
+    ck_assert_int_eq(last_close_code, 1000);
+    ck_assert_str_eq(last_close_reason, "done");
+}
+END_TEST
+
+START_TEST(test_ws_client_with_compression)
+{
+    struct client_run r = {.path = "/deflate", .compression = true};
+    run_client(&r);
+    ck_assert_int_eq(r.rc, GALE_EEOF);
+    ck_assert(r.compressed);
+    ck_assert_str_eq(r.got[0], "t:one");
+    ck_assert_str_eq(r.got[1], "b:");
+    ck_assert_str_eq(r.got[2], "t:three three three three three");
+}
+END_TEST
+
+static void record_connect(gale_ws *ws, int status, void *arg) { *(int *)arg = status; }
+
+START_TEST(test_ws_client_errors)
+{
+    int status = 1;
+    ck_assert_int_eq(gale_ws_connect(loop, "wss://127.0.0.1/", NULL, record_connect, &status),
+                     GALE_ESCHEME);
+    ck_assert_int_eq(gale_ws_connect(loop, "http://127.0.0.1/", NULL, record_connect, &status),
+                     GALE_ESCHEME);
+    char url[128];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/nowhere", port);
+    ck_assert_int_eq(gale_ws_connect(loop, url, NULL, record_connect, &status), 0);
+    for (int i = 0; i < 2000 && status == 1; i++)
+        test_run_for(loop, 0.005);
+    ck_assert_int_eq(status, GALE_EBADSTATUS);
+}
+END_TEST
+
 static Suite *websocket_suite(void)
 {
     Suite *s = suite_create("websocket");
@@ -819,6 +913,13 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_deflate_without_context_takeover);
     tcase_add_test(t, test_ws_deflate_zip_bomb_refused);
     tcase_add_test(t, test_ws_coroutine_handler_reads_in_a_loop);
+    suite_add_tcase(s, t);
+    t = tcase_create("client");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 30);
+    tcase_add_test(t, test_ws_client_against_own_server);
+    tcase_add_test(t, test_ws_client_with_compression);
+    tcase_add_test(t, test_ws_client_errors);
     suite_add_tcase(s, t);
     return s;
 }
