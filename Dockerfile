@@ -7,7 +7,7 @@ ARG DEBIAN=bookworm-20241223-slim
 FROM debian:${DEBIAN} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        build-essential cmake pkg-config libhttp-parser-dev \
+        build-essential cmake pkg-config libhttp-parser-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
