@@ -26,7 +26,7 @@ static gale_app *app;
 static int port;
 
 /* What the server side saw; each test runs in its own process (CK_FORK). */
-static int n_open, n_close, n_messages, last_close_code;
+static int n_open, n_close, n_messages, last_close_code, n_written;
 static char last_close_reason[128];
 
 /* ---- server classes ---- */
@@ -281,7 +281,7 @@ static void run_job(struct job *j)
 static void setup(void)
 {
     gale_log_set_level(getenv("WSDEBUG") ? GALE_LOG_DEBUG : GALE_LOG_ERROR);
-    n_open = n_close = n_messages = last_close_code = 0;
+    n_open = n_close = n_messages = last_close_code = n_written = 0;
     last_close_reason[0] = '\0';
     ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
     gale_loop_make_current(loop);
@@ -797,6 +797,208 @@ START_TEST(test_ws_coroutine_handler_reads_in_a_loop)
 }
 END_TEST
 
+/* ---- the hand-over from the HTTP server ---- */
+
+/* A response to a pipelined request before the upgrade goes first; frames sent in the same
+ * packet as the handshake are not lost. */
+static void handover_job(struct job *j)
+{
+    int fd = test_connect_tcp(port);
+    test_set_timeouts(fd, 5);
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+                     "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     KEY);
+    n += (int)frame((uint8_t *)buf + n, 0x81, "early", 5, true);
+    test_write_all(fd, buf, (size_t)n);
+    /* the 404 (with its body), then the 101, then the echo */
+    char got[2048];
+    size_t len = 0;
+    const char *echo = NULL;
+    while (len < sizeof got && !echo) {
+        ssize_t r = read(fd, got + len, sizeof got - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        const char *h = memmem(got, len, "\r\n\r\n\x81\x05", 6);
+        if (h && (size_t)(h + 11 - got) <= len)
+            echo = h + 6;
+    }
+    const char *nf = memmem(got, len, "HTTP/1.1 404", 12);
+    const char *sw = memmem(got, len, "HTTP/1.1 101", 12);
+    j->ok = nf && sw && nf < sw && echo && memcmp(echo, "early", 5) == 0;
+    close(fd);
+}
+
+START_TEST(test_ws_handover_keeps_pipelined_order_and_early_frames)
+{
+    struct job j = {.fn = handover_job};
+    run_job(&j);
+    ck_assert(j.ok);
+    ck_assert_int_eq(n_messages, 1);
+}
+END_TEST
+
+/* ---- keepalive ---- */
+
+static const gale_ws_class pinger = {
+    .on_close = record_close, .ping_interval = 0.05, .ping_timeout = 0.2};
+
+/* A peer that answers pings stays; one that does not is closed after ping_timeout. */
+static void keepalive_job(struct job *j)
+{
+    int fd = ws_open("/pinger");
+    j->ok = fd >= 0;
+    for (int i = 0; j->ok && i < 6; i++) {
+        int b0;
+        uint8_t *p;
+        long n = read_frame(fd, &b0, &p);
+        j->ok = n == 0 && b0 == 0x89;
+        free(p);
+        send_frame(fd, 0x8a, "", 0);
+    }
+    j->ints[2] = n_close; /* still open after six pings answered */
+    char c;
+    int b0;
+    uint8_t *p;
+    /* stop answering: the next ping goes unanswered, then the connection ends */
+    while (read_frame(fd, &b0, &p) >= 0)
+        free(p);
+    j->ok = j->ok && read(fd, &c, 1) <= 0;
+    close(fd);
+}
+
+START_TEST(test_ws_keepalive_pings_close_a_dead_peer)
+{
+    ck_assert_int_eq(gale_app_websocket(app, "/pinger", &pinger, NULL), 0);
+    struct job j = {.fn = keepalive_job};
+    run_job(&j);
+    ck_assert(j.ok);
+    ck_assert_int_eq(j.ints[2], 0);
+    ck_assert_int_eq(n_close, 1);
+    ck_assert_int_eq(last_close_code, GALE_WS_ABNORMAL);
+}
+END_TEST
+
+/* ---- back-pressure ---- */
+
+/* open() sends 64 MiB in 1 MiB messages, each after the previous one left. */
+static void flood_next(gale_ws *ws, int status, void *arg);
+static void flood_open(gale_ws *ws) { flood_next(ws, 0, NULL); }
+static void flood_next(gale_ws *ws, int status, void *arg)
+{
+    static char buf[1 << 20];
+    if (status < 0 || n_written >= 64)
+        return;
+    n_written++;
+    gale_ws_write(ws, buf, sizeof buf, true, flood_next, NULL);
+}
+static const gale_ws_class flood = {.open = flood_open};
+
+/* A reader that stops: the write callbacks stop too (the bytes are not in the kernel), so a
+ * sender waiting for them holds at most one message in memory. */
+static void slow_reader_job(struct job *j)
+{
+    int fd = ws_open("/flood");
+    usleep(300 * 1000);
+    j->ints[2] = n_written;
+    close(fd);
+}
+
+START_TEST(test_ws_write_callback_is_back_pressure)
+{
+    ck_assert_int_eq(gale_app_websocket(app, "/flood", &flood, NULL), 0);
+    struct job j = {.fn = slow_reader_job};
+    run_job(&j);
+    ck_assert_int_gt(j.ints[2], 0);
+    ck_assert_int_lt(j.ints[2], 64);
+}
+END_TEST
+
+/* ---- 10,000 idle connections ---- */
+
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* The demo app holds 10,000 open WebSocket connections on one loop; each still echoes. */
+START_TEST(test_ws_ten_thousand_idle_connections)
+{
+    enum { N = 10000 };
+    int dport = test_free_port();
+    char portarg[16];
+    snprintf(portarg, sizeof portarg, "%d", dport);
+    char *argv[] = {"demo", "--port", portarg, "--quiet", NULL};
+    pid_t pid = test_start_app("demo", argv, dport);
+    ck_assert_int_gt(pid, 0);
+    port = dport;
+    int *fds = malloc(N * sizeof *fds);
+    int first = ws_open("/ws");
+    ck_assert_int_ge(first, 0);
+    long before = rss_kib(pid);
+    char req[512];
+    int rl = snprintf(req, sizeof req,
+                      "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n",
+                      KEY);
+    int opened = 0, upgraded = 0;
+    for (int i = 0; i < N; i++) {
+        fds[i] = test_connect_tcp(dport);
+        if (fds[i] < 0)
+            break;
+        opened++;
+        test_set_timeouts(fds[i], 10);
+        test_write_all(fds[i], req, (size_t)rl);
+        char head[512];
+        size_t len = 0;
+        while (len < sizeof head - 1) {
+            ssize_t r = read(fds[i], head + len, sizeof head - 1 - len);
+            if (r <= 0)
+                break;
+            len += (size_t)r;
+            head[len] = '\0';
+            if (strstr(head, "\r\n\r\n"))
+                break;
+        }
+        upgraded += len > 12 && strncmp(head, "HTTP/1.1 101", 12) == 0;
+    }
+    long after = rss_kib(pid);
+    /* every connection still works: the first, the last, and one in the middle echo */
+    int idx[] = {0, N / 2, opened - 1};
+    bool echoes = true;
+    for (int k = 0; k < 3; k++) {
+        send_frame(fds[idx[k]], 0x81, "still here", 10);
+        echoes = echoes && expect_frame(fds[idx[k]], 0x81, "still here", 10);
+    }
+    send_frame(first, 0x81, "first", 5);
+    echoes = echoes && expect_frame(first, 0x81, "first", 5);
+    for (int i = 0; i < opened; i++)
+        close(fds[i]);
+    close(first);
+    free(fds);
+    ck_assert_int_eq(test_stop_app(pid), 0);
+    ck_assert_int_eq(opened, N);
+    ck_assert_int_eq(upgraded, N);
+    ck_assert(echoes);
+    fprintf(stderr, "websocket: %d idle connections: %.2f KiB of server RSS each\n", N,
+            (double)(after - before) / N);
+}
+END_TEST
+
 /* ---- gale's client against gale's server ---- */
 
 struct client_run {
@@ -913,6 +1115,14 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_deflate_without_context_takeover);
     tcase_add_test(t, test_ws_deflate_zip_bomb_refused);
     tcase_add_test(t, test_ws_coroutine_handler_reads_in_a_loop);
+    tcase_add_test(t, test_ws_handover_keeps_pipelined_order_and_early_frames);
+    tcase_add_test(t, test_ws_keepalive_pings_close_a_dead_peer);
+    tcase_add_test(t, test_ws_write_callback_is_back_pressure);
+    suite_add_tcase(s, t);
+    t = tcase_create("idle");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_ws_ten_thousand_idle_connections);
     suite_add_tcase(s, t);
     t = tcase_create("client");
     tcase_add_checked_fixture(t, setup, teardown);
