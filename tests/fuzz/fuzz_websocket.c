@@ -21,6 +21,7 @@ struct run {
     uint64_t frame_len; /* announced length of the data frame under way */
     uint64_t seen;      /* its payload bytes so far */
     bool failed;
+    bool refused; /* the inflater refused a message: it may stop mid-piece */
     bool deflate, compressed;
     gale__ws_deflate *z;
     char *buf;
@@ -58,6 +59,7 @@ static int on_data(void *arg, const uint8_t *p, size_t n, const uint8_t mask[4],
         int rc = gale__ws_inflate(r->z, tmp, n, false, &r->buf, &r->blen, &r->bcap, MAX_LEN);
         if (r->blen > MAX_LEN + 1)
             fuzz_fail("inflated %zu past the limit", r->blen);
+        r->refused |= rc != 0;
         if (rc)
             return rc > 0 ? rc : GALE_WS_INTERNAL_ERROR;
     }
@@ -72,6 +74,7 @@ static int on_end(void *arg)
         int rc = gale__ws_inflate(r->z, NULL, 0, true, &r->buf, &r->blen, &r->bcap, MAX_LEN);
         mix(r, r->blen);
         r->blen = 0;
+        r->refused |= rc != 0;
         if (rc)
             return rc > 0 ? rc : GALE_WS_INTERNAL_ERROR;
     }
@@ -130,11 +133,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct run whole, split;
     int v1 = run_once(&whole, flags, data + 1, size - 1, size);
     int v2 = run_once(&split, flags, data + 1, size - 1, piece);
-    /* A failure may be found at a different byte in pieces only when the payload was refused by
-     * the receiver (inflate), which sees the same bytes either way: verdicts must agree. */
     if (v1 != v2)
         fuzz_fail("verdict whole %d, in pieces of %zu: %d", v1, piece, v2);
-    if (whole.hash != split.hash)
+    /* The inflater refuses a message at the same byte of its stream either way, but the bytes
+     * hashed before that depend on the pieces: then only the verdicts compare. */
+    if (!whole.refused && !split.refused && whole.hash != split.hash)
         fuzz_fail("events differ between whole and pieces of %zu", piece);
     return 0;
 }
