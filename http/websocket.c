@@ -136,11 +136,7 @@ void gale_ws_unref(gale_ws *ws)
     assert(ws->refs > 0);
     if (--ws->refs > 0)
         return;
-    if (ws->stream) { /* a caller let go of an open client connection: close it first */
-        ws->refs = 1;
-        gale_stream_close(ws->stream, 0);
-        return;
-    }
+    assert(!ws->stream); /* an open connection holds its own reference */
     ws_free(ws);
 }
 
@@ -541,7 +537,6 @@ static void on_stream_close(gale_stream *s, int reason, void *arg)
     gale_ws *ws = arg;
     ws->stream = NULL;
     ws->reading = false;
-    bool was_connecting = ws->phase == WS_CONNECTING;
     set_phase(ws, WS_CLOSED);
     if (ws->ping_timer)
         gale_loop_remove_timeout(ws->loop, ws->ping_timer);
@@ -550,9 +545,6 @@ static void on_stream_close(gale_stream *s, int reason, void *arg)
     ws->ping_timer = ws->close_timer = 0;
     if (!ws->close_received)
         ws->close_code = GALE_WS_ABNORMAL;
-    if (was_connecting) { /* the client's handshake owns it and reports the failure */
-        return;
-    }
     gale_ws_ref(ws);
     if (ws->cls->on_close) {
         const char *r = ws->close_reason ? ws->close_reason : "";
