@@ -31,6 +31,9 @@
 #include "core/errors.h"
 #include "core/log.h"
 
+#define FRAME_RESERVE 65536            /* reserved at a frame's header, at most */
+#define WRITE_HIGH_WATER (1024 * 1024) /* queued output past which reading waits */
+
 struct ws_queued {
     struct ws_queued *next;
     gale_ws_message *msg;
@@ -227,11 +230,27 @@ static size_t on_read(gale_stream *s, int status, const char *data, size_t len, 
 
 static bool paused(const gale_ws *ws) { return ws->queue_head && !ws->reader; }
 
+static void on_drained(gale_stream *s, int status, void *arg)
+{
+    (void)s;
+    gale_ws *ws = arg;
+    ws->wait_drain = false;
+    if (status == 0)
+        read_more(ws);
+}
+
+/* Starts the next read, unless something holds reading back: a message nobody took yet, or more
+ * than WRITE_HIGH_WATER of output the peer does not read (an echo to a client that only sends
+ * must not grow the server's memory): then reading resumes once the output has drained. */
 static void read_more(gale_ws *ws)
 {
-    if (ws->reading || ws->in_read || !ws->stream || gale_stream_closed(ws->stream) || ws->failed ||
-        ws->close_received || paused(ws))
+    if (ws->reading || ws->in_read || ws->wait_drain || !ws->stream ||
+        gale_stream_closed(ws->stream) || ws->failed || ws->close_received || paused(ws))
         return;
+    if (gale_stream_write_pending(ws->stream) > WRITE_HIGH_WATER) {
+        ws->wait_drain = gale_stream_write(ws->stream, "", 0, on_drained, ws) == 0;
+        return;
+    }
     int rc = gale_stream_read_some(ws->stream, on_read, ws);
     if (rc == 0)
         ws->reading = true;
@@ -305,7 +324,9 @@ static int on_frame(void *arg, int opcode, bool first, bool rsv1, uint64_t len)
     }
     if (ws->msg_compressed)
         return 0; /* the inflated size is bounded as it grows */
-    if (msg_reserve(ws, (size_t)len) < 0)
+    /* Room for the frame as its bytes arrive: a peer announcing a large frame and sending
+     * nothing costs no more than what it sent. */
+    if (msg_reserve(ws, len < FRAME_RESERVE ? (size_t)len : FRAME_RESERVE) < 0)
         return GALE_WS_INTERNAL_ERROR;
     return 0;
 }
@@ -324,6 +345,8 @@ static int on_data(void *arg, const uint8_t *p, size_t n, const uint8_t mask[4],
     gale_ws *ws = arg;
     size_t from = ws->msg_len;
     if (!ws->msg_compressed) {
+        if (msg_reserve(ws, n) < 0)
+            return GALE_WS_INTERNAL_ERROR;
         if (ws->client) /* server frames are not masked */
             memcpy(ws->msg + ws->msg_len, p, n);
         else

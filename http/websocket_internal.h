@@ -173,6 +173,7 @@ struct gale_ws {
     bool failed;         /* a protocol error: nothing more is delivered */
     bool close_received; /* the peer's Close arrived */
     bool reading;        /* a stream read is pending */
+    bool wait_drain;     /* reading waits for the output to drain */
     bool in_read;        /* inside the read callback */
     bool coro_running;   /* the class's coroutine holds a reference */
 };

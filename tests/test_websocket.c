@@ -918,6 +918,34 @@ START_TEST(test_ws_write_callback_is_back_pressure)
 }
 END_TEST
 
+/* A client that sends and never reads: the server stops reading once its echoes pile up, so
+ * the client's sends block long before 64 MiB went out (the server's memory stays bounded). */
+static void never_reads_job(struct job *j)
+{
+    int fd = ws_open("/echo");
+    test_set_timeouts(fd, 1);
+    static uint8_t wire[65536 + 14], payload[65536];
+    size_t n = frame(wire, 0x82, payload, sizeof payload, true);
+    size_t sent = 0;
+    for (int i = 0; i < 1024; i++) {
+        if (test_write_all(fd, wire, n) != 0)
+            break;
+        sent += n;
+    }
+    j->ints[2] = (int)(sent >> 20);
+    j->ok = fd >= 0;
+    close(fd);
+}
+
+START_TEST(test_ws_echo_to_a_client_that_never_reads_stops_reading)
+{
+    struct job j = {.fn = never_reads_job};
+    run_job(&j);
+    ck_assert(j.ok);
+    ck_assert_int_lt(j.ints[2], 32);
+}
+END_TEST
+
 /* ---- 10,000 idle connections ---- */
 
 static long rss_kib(pid_t pid)
@@ -1118,6 +1146,7 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_handover_keeps_pipelined_order_and_early_frames);
     tcase_add_test(t, test_ws_keepalive_pings_close_a_dead_peer);
     tcase_add_test(t, test_ws_write_callback_is_back_pressure);
+    tcase_add_test(t, test_ws_echo_to_a_client_that_never_reads_stops_reading);
     suite_add_tcase(s, t);
     t = tcase_create("idle");
     tcase_add_checked_fixture(t, setup, teardown);
