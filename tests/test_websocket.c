@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -1027,6 +1028,83 @@ START_TEST(test_ws_ten_thousand_idle_connections)
 }
 END_TEST
 
+/* ---- the apps: demo's /ws and /chat, wscat ---- */
+
+static pid_t start_demo(void)
+{
+    int dport = test_free_port();
+    char portarg[16];
+    snprintf(portarg, sizeof portarg, "%d", dport);
+    char *argv[] = {"demo", "--port", portarg, "--quiet", NULL};
+    pid_t pid = test_start_app("demo", argv, dport);
+    port = dport;
+    return pid;
+}
+
+/* printf 'hello\nκόσμε\n' | wscat ws://.../ws prints both lines back and exits 0. */
+START_TEST(test_ws_wscat_against_demo_echo)
+{
+    pid_t demo = start_demo();
+    ck_assert_int_gt(demo, 0);
+    int in[2], out[2];
+    ck_assert_int_eq(pipe(in), 0);
+    ck_assert_int_eq(pipe(out), 0);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/ws", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execl(test_app_path("wscat"), "wscat", url, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    static const char lines[] = "hello\n\xce\xba\xcf\x8c\xcf\x83\xce\xbc\xce\xb5\n";
+    ck_assert_int_eq(write(in[1], lines, sizeof lines - 1), (ssize_t)sizeof lines - 1);
+    close(in[1]);
+    char got[4096];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof got && (r = read(out[0], got + len, sizeof got - len)) > 0)
+        len += (size_t)r; /* until wscat exits (the demo's shutdown would end it too) */
+    close(out[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    test_stop_app(demo);
+    ck_assert_uint_eq(len, sizeof lines - 1);
+    ck_assert_mem_eq(got, lines, len);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
+static void chat_job(struct job *j)
+{
+    int a = ws_open("/chat"), b = ws_open("/chat");
+    j->ok = a >= 0 && b >= 0;
+    send_frame(a, 0x81, "from a", 6);
+    j->ok = j->ok && expect_frame(a, 0x81, "from a", 6) && expect_frame(b, 0x81, "from a", 6);
+    send_frame(b, 0x82, "\x01\x02", 2);
+    j->ok = j->ok && expect_frame(a, 0x82, "\x01\x02", 2) && expect_frame(b, 0x82, "\x01\x02", 2);
+    close(a); /* a leaves: b still gets its own messages */
+    send_frame(b, 0x81, "alone", 5);
+    j->ok = j->ok && expect_frame(b, 0x81, "alone", 5);
+    close(b);
+}
+
+START_TEST(test_ws_demo_chat_broadcasts_to_every_member)
+{
+    pid_t demo = start_demo();
+    ck_assert_int_gt(demo, 0);
+    struct job j = {.fn = chat_job};
+    run_job(&j);
+    ck_assert_int_eq(test_stop_app(demo), 0);
+    ck_assert(j.ok);
+}
+END_TEST
+
 /* ---- gale's client against gale's server ---- */
 
 struct client_run {
@@ -1152,6 +1230,12 @@ static Suite *websocket_suite(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_ws_ten_thousand_idle_connections);
+    suite_add_tcase(s, t);
+    t = tcase_create("apps");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, test_ws_wscat_against_demo_echo);
+    tcase_add_test(t, test_ws_demo_chat_broadcasts_to_every_member);
     suite_add_tcase(s, t);
     t = tcase_create("client");
     tcase_add_checked_fixture(t, setup, teardown);
