@@ -20,6 +20,7 @@
 #include "core/loop.h"
 #include "http/web.h"
 #include "http/websocket.h"
+#include "http/websocket_internal.h"
 #include "testutil.h"
 
 static gale_loop *loop;
@@ -1181,7 +1182,100 @@ START_TEST(test_ws_client_with_compression)
 }
 END_TEST
 
-static void record_connect(gale_ws *ws, int status, void *arg) { *(int *)arg = status; }
+static gale_ws *connected;
+static void record_connect(gale_ws *ws, int status, void *arg)
+{
+    *(int *)arg = status;
+    connected = ws; /* the caller's reference */
+}
+
+/* One frame from the client: it must be masked; the payload unmasked into *payload. */
+static long read_client_frame(int fd, int *b0, uint8_t **payload)
+{
+    uint8_t h[14];
+    *payload = NULL;
+    if (!read_full(fd, h, 2) || !(h[1] & 0x80))
+        return -1;
+    *b0 = h[0];
+    size_t len = h[1] & 0x7f;
+    if (len >= 126)
+        return -1; /* only short frames here */
+    uint8_t mask[4];
+    if (!read_full(fd, mask, 4))
+        return -1;
+    *payload = malloc(len + 1);
+    if (!read_full(fd, *payload, len))
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        (*payload)[i] ^= mask[i & 3];
+    return (long)len;
+}
+
+static bool expect_client_frame(int fd, int b0, const void *want, size_t n)
+{
+    int got;
+    uint8_t *p;
+    long len = read_client_frame(fd, &got, &p);
+    bool ok = len == (long)n && got == b0 && (n == 0 || memcmp(p, want, n) == 0);
+    free(p);
+    return ok;
+}
+
+/* A raw server: answers the handshake, pings, sends a fragmented message (echoed by the
+ * client's class), then a masked frame, which the client must fail with 1002. */
+static void raw_server_job(struct job *j)
+{
+    int lfd = j->ints[0];
+    int fd = accept(lfd, NULL, NULL);
+    test_set_timeouts(fd, 5);
+    char req[2048];
+    size_t len = 0;
+    while (len < sizeof req - 1 && read(fd, req + len, 1) == 1)
+        if (++len >= 4 && memcmp(req + len - 4, "\r\n\r\n", 4) == 0)
+            break;
+    req[len] = '\0';
+    const char *k = strstr(req, "Sec-WebSocket-Key: ");
+    char accept_key[29], resp[256];
+    gale__ws_accept_key(k ? k + 19 : "", 24, accept_key);
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     accept_key);
+    uint8_t wire[256];
+    size_t w = frame(wire, 0x89, "x", 1, false);
+    w += frame(wire + w, 0x01, "hel", 3, false);
+    w += frame(wire + w, 0x80, "lo", 2, false);
+    memcpy(resp + n, wire, w); /* frames in the same packet as the 101 */
+    test_write_all(fd, resp, (size_t)n + w);
+    j->ok = k && expect_client_frame(fd, 0x8a, "x", 1) && expect_client_frame(fd, 0x81, "hello", 5);
+    send_frame(fd, 0x81, "masked", 6); /* masked: a protocol error from a server */
+    int b0;
+    uint8_t *p;
+    long cl = read_client_frame(fd, &b0, &p);
+    j->ok = j->ok && cl >= 2 && b0 == 0x88 && (p[0] << 8 | p[1]) == 1002;
+    free(p);
+    close(fd);
+}
+
+START_TEST(test_ws_client_masks_answers_pings_and_fails_on_masked_frames)
+{
+    int rport, lfd = test_listen_tcp(&rport);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/raw", rport);
+    gale_ws_connect_opts o = {.cls = &echo};
+    int status = 1;
+    ck_assert_int_eq(gale_ws_connect(loop, url, &o, record_connect, &status), 0);
+    struct job j = {.fn = raw_server_job, .ints = {lfd}};
+    run_job(&j);
+    close(lfd);
+    ck_assert_int_eq(status, 0);
+    ck_assert(j.ok);
+    ck_assert_int_eq(n_messages, 1);
+    ck_assert_int_eq(n_close, 1);
+    ck_assert_int_eq(gale_ws_close_code(connected), GALE_WS_ABNORMAL);
+    gale_ws_unref(connected);
+}
+END_TEST
 
 START_TEST(test_ws_client_errors)
 {
@@ -1243,6 +1337,7 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_client_against_own_server);
     tcase_add_test(t, test_ws_client_with_compression);
     tcase_add_test(t, test_ws_client_errors);
+    tcase_add_test(t, test_ws_client_masks_answers_pings_and_fails_on_masked_frames);
     suite_add_tcase(s, t);
     return s;
 }
