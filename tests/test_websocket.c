@@ -1290,6 +1290,16 @@ START_TEST(test_ws_client_errors)
     for (int i = 0; i < 2000 && status == 1; i++)
         test_run_for(loop, 0.005);
     ck_assert_int_eq(status, GALE_EBADSTATUS);
+    /* a server that accepts and never answers the handshake: the connect timeout */
+    int rport, lfd = test_listen_tcp(&rport);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/", rport);
+    gale_ws_connect_opts o = {.connect_timeout = 0.2};
+    status = 1;
+    ck_assert_int_eq(gale_ws_connect(loop, url, &o, record_connect, &status), 0);
+    for (int i = 0; i < 2000 && status == 1; i++)
+        test_run_for(loop, 0.005);
+    close(lfd);
+    ck_assert_int_eq(status, -ETIMEDOUT);
 }
 END_TEST
 
