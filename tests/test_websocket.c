@@ -12,7 +12,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef GALE_HAVE_ZLIB
 #include <zlib.h>
+#endif
 
 #include "core/coro.h"
 #include "core/errors.h"
@@ -392,6 +394,7 @@ START_TEST(test_ws_handshake_subprotocol_and_origin_hooks)
 }
 END_TEST
 
+#ifdef GALE_HAVE_ZLIB
 /* A bad permessage-deflate offer is declined (101 without the extension), never refused. */
 START_TEST(test_ws_handshake_declines_bad_deflate_offer)
 {
@@ -425,6 +428,7 @@ START_TEST(test_ws_handshake_declines_bad_deflate_offer)
                                        "client_max_window_bits=12\r\n"));
 }
 END_TEST
+#endif
 
 /* ---- framing ---- */
 
@@ -646,6 +650,7 @@ START_TEST(test_ws_close_from_the_server_both_ways)
 }
 END_TEST
 
+#ifdef GALE_HAVE_ZLIB
 /* ---- compression ---- */
 
 static size_t zcompress(z_stream *z, const void *in, size_t n, uint8_t *out, size_t cap)
@@ -770,6 +775,7 @@ START_TEST(test_ws_deflate_zip_bomb_refused)
     ck_assert_int_eq(n_messages, 0);
 }
 END_TEST
+#endif /* GALE_HAVE_ZLIB */
 
 /* ---- coroutine handler ---- */
 
@@ -1170,6 +1176,7 @@ START_TEST(test_ws_client_against_own_server)
 }
 END_TEST
 
+#ifdef GALE_HAVE_ZLIB
 START_TEST(test_ws_client_with_compression)
 {
     struct client_run r = {.path = "/deflate", .compression = true};
@@ -1181,6 +1188,7 @@ START_TEST(test_ws_client_with_compression)
     ck_assert_str_eq(r.got[2], "t:three three three three three");
 }
 END_TEST
+#endif
 
 static gale_ws *connected;
 static void record_connect(gale_ws *ws, int status, void *arg)
@@ -1312,7 +1320,9 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_handshake_accepts_with_the_rfc_accept_key);
     tcase_add_test(t, test_ws_handshake_refusals);
     tcase_add_test(t, test_ws_handshake_subprotocol_and_origin_hooks);
+#ifdef GALE_HAVE_ZLIB
     tcase_add_test(t, test_ws_handshake_declines_bad_deflate_offer);
+#endif
     tcase_add_test(t, test_ws_every_length_encoding_echoes);
     tcase_add_test(t, test_ws_frames_cut_at_every_byte);
     tcase_add_test(t, test_ws_fragmentation_with_control_frames_between);
@@ -1321,9 +1331,11 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_utf8_split_across_fragments);
     tcase_add_test(t, test_ws_close_from_the_client);
     tcase_add_test(t, test_ws_close_from_the_server_both_ways);
+#ifdef GALE_HAVE_ZLIB
     tcase_add_test(t, test_ws_deflate_with_context_takeover);
     tcase_add_test(t, test_ws_deflate_without_context_takeover);
     tcase_add_test(t, test_ws_deflate_zip_bomb_refused);
+#endif
     tcase_add_test(t, test_ws_coroutine_handler_reads_in_a_loop);
     tcase_add_test(t, test_ws_handover_keeps_pipelined_order_and_early_frames);
     tcase_add_test(t, test_ws_keepalive_pings_close_a_dead_peer);
@@ -1345,7 +1357,9 @@ static Suite *websocket_suite(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 30);
     tcase_add_test(t, test_ws_client_against_own_server);
+#ifdef GALE_HAVE_ZLIB
     tcase_add_test(t, test_ws_client_with_compression);
+#endif
     tcase_add_test(t, test_ws_client_errors);
     tcase_add_test(t, test_ws_client_masks_answers_pings_and_fails_on_masked_frames);
     suite_add_tcase(s, t);
