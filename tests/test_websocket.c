@@ -503,7 +503,16 @@ static void fragments_job(struct job *j)
     send_frame(fd, 0x80, "world", 5);
     j->ok = j->ok && expect_frame(fd, 0x8a, "ping1", 5) && expect_frame(fd, 0x8a, "", 0) &&
             expect_frame(fd, 0x81, "Hello world", 11);
-    send_frame(fd, 0x88, "\x03\xe8", 2);
+    /* control frames at their 125-byte limit: a ping's payload comes back in the pong, a
+     * close with a 123-byte reason is answered with its code */
+    uint8_t big[125];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 3);
+    send_frame(fd, 0x89, big, sizeof big);
+    j->ok = j->ok && expect_frame(fd, 0x8a, big, sizeof big);
+    char bye[125] = "\x03\xe8";
+    memset(bye + 2, 'r', 123);
+    send_frame(fd, 0x88, bye, sizeof bye);
     j->ok = j->ok && expect_close(fd, 1000);
     close(fd);
 }
