@@ -99,6 +99,14 @@ static void coro_echo(gale_ws *ws)
 }
 static const gale_ws_class coro = {.coroutine = coro_echo, .on_close = record_close};
 
+/* A coroutine that starts reading late: the messages that came meanwhile wait, in order. */
+static void late_echo(gale_ws *ws)
+{
+    gale_await_drop(gale_sleep(gale_ws_loop(ws), 0.2));
+    coro_echo(ws);
+}
+static const gale_ws_class late = {.coroutine = late_echo, .on_close = record_close};
+
 /* ---- raw client (runs on the client thread, blocking with timeouts) ---- */
 
 static const char KEY[] = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -804,6 +812,31 @@ static void coro_job(struct job *j)
     close(fd);
 }
 
+static void late_job(struct job *j)
+{
+    int fd = ws_open("/late");
+    j->ok = fd >= 0;
+    send_frame(fd, 0x81, "a", 1);
+    send_frame(fd, 0x81, "b", 1);
+    send_frame(fd, 0x89, "p", 1); /* a ping behind them waits too: the pong comes after */
+    send_frame(fd, 0x81, "c", 1);
+    j->ok = j->ok && expect_frame(fd, 0x81, "coro:a", 6) && expect_frame(fd, 0x81, "coro:b", 6) &&
+            expect_frame(fd, 0x8a, "p", 1) && expect_frame(fd, 0x81, "coro:c", 6);
+    send_frame(fd, 0x88, "\x03\xe8", 2);
+    j->ok = j->ok && expect_close(fd, 1000);
+    close(fd);
+}
+
+START_TEST(test_ws_messages_wait_for_a_late_reader_in_order)
+{
+    ck_assert_int_eq(gale_app_websocket(app, "/late", &late, NULL), 0);
+    struct job j = {.fn = late_job};
+    run_job(&j);
+    ck_assert(j.ok);
+    ck_assert_int_eq(last_close_code, 1000);
+}
+END_TEST
+
 START_TEST(test_ws_coroutine_handler_reads_in_a_loop)
 {
     struct job j = {.fn = coro_job};
@@ -861,8 +894,10 @@ END_TEST
 
 /* ---- keepalive ---- */
 
+static int n_pongs;
+static void count_pong(gale_ws *ws, const char *data, size_t len) { n_pongs++; }
 static const gale_ws_class pinger = {
-    .on_close = record_close, .ping_interval = 0.05, .ping_timeout = 0.2};
+    .on_pong = count_pong, .on_close = record_close, .ping_interval = 0.05, .ping_timeout = 0.2};
 
 /* A peer that answers pings stays; one that does not is closed after ping_timeout. */
 static void keepalive_job(struct job *j)
@@ -895,6 +930,7 @@ START_TEST(test_ws_keepalive_pings_close_a_dead_peer)
     run_job(&j);
     ck_assert(j.ok);
     ck_assert_int_eq(j.ints[2], 0);
+    ck_assert_int_eq(n_pongs, 6);
     ck_assert_int_eq(n_close, 1);
     ck_assert_int_eq(last_close_code, GALE_WS_ABNORMAL);
 }
@@ -1346,6 +1382,7 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_deflate_zip_bomb_refused);
 #endif
     tcase_add_test(t, test_ws_coroutine_handler_reads_in_a_loop);
+    tcase_add_test(t, test_ws_messages_wait_for_a_late_reader_in_order);
     tcase_add_test(t, test_ws_handover_keeps_pipelined_order_and_early_frames);
     tcase_add_test(t, test_ws_keepalive_pings_close_a_dead_peer);
     tcase_add_test(t, test_ws_write_callback_is_back_pressure);
