@@ -384,6 +384,49 @@ START_TEST(test_ws_handshake_refusals)
 }
 END_TEST
 
+static void raw_request_job(struct job *j)
+{
+    int fd = test_connect_tcp(port);
+    test_set_timeouts(fd, 5);
+    test_write_all(fd, j->data, strlen(j->data));
+    char head[64] = "";
+    ssize_t n = read(fd, head, sizeof head - 1);
+    j->ints[0] = n > 12 ? atoi(head + 9) : 0;
+    close(fd);
+}
+
+static int raw_status(const char *req)
+{
+    struct job j = {.fn = raw_request_job, .data = req};
+    run_job(&j);
+    return j.ints[0];
+}
+
+/* The upgrade's own headers: without them (or with another protocol) a WebSocket route answers
+ * 400, and only GET upgrades. */
+START_TEST(test_ws_handshake_needs_upgrade_and_connection)
+{
+#define KEYV "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    ck_assert_int_eq(raw_status("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    ck_assert_int_eq(raw_status("GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+                                "Connection: Upgrade\r\n" KEYV "\r\n"),
+                     400);
+    ck_assert_int_eq(raw_status("GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                "Connection: keep-alive\r\n" KEYV "\r\n"),
+                     400);
+    ck_assert_int_eq(raw_status("HEAD /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                "Connection: Upgrade\r\n" KEYV "\r\n"),
+                     400);
+    ck_assert_int_eq(raw_status("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+                     405);
+    /* tokens in lists, any case */
+    ck_assert_int_eq(raw_status("GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\n"
+                                "Connection: keep-alive, UPGRADE\r\n" KEYV "\r\n"),
+                     101);
+#undef KEYV
+}
+END_TEST
+
 START_TEST(test_ws_handshake_subprotocol_and_origin_hooks)
 {
     const char *head;
@@ -1310,6 +1353,40 @@ static void raw_server_job(struct job *j)
     close(fd);
 }
 
+/* A server answering 101 with a wrong accept key: the client refuses it (GALE_EHTTP). */
+static void bad_accept_job(struct job *j)
+{
+    int fd = accept(j->ints[0], NULL, NULL);
+    test_set_timeouts(fd, 5);
+    char req[2048];
+    size_t len = 0;
+    while (len < sizeof req - 1 && read(fd, req + len, 1) == 1)
+        if (++len >= 4 && memcmp(req + len - 4, "\r\n\r\n", 4) == 0)
+            break;
+    static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\n"
+                               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    test_write_all(fd, resp, sizeof resp - 1);
+    char c;
+    j->ok = read(fd, &c, 1) == 0; /* the client closes */
+    close(fd);
+}
+
+START_TEST(test_ws_client_refuses_a_wrong_accept_key)
+{
+    int rport, lfd = test_listen_tcp(&rport);
+    char url[64];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/", rport);
+    int status = 1;
+    ck_assert_int_eq(gale_ws_connect(loop, url, NULL, record_connect, &status), 0);
+    struct job j = {.fn = bad_accept_job, .ints = {lfd}};
+    run_job(&j);
+    close(lfd);
+    ck_assert(j.ok);
+    ck_assert_int_eq(status, GALE_EHTTP);
+}
+END_TEST
+
 START_TEST(test_ws_client_masks_answers_pings_and_fails_on_masked_frames)
 {
     int rport, lfd = test_listen_tcp(&rport);
@@ -1365,6 +1442,7 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_handshake_accepts_with_the_rfc_accept_key);
     tcase_add_test(t, test_ws_handshake_refusals);
     tcase_add_test(t, test_ws_handshake_subprotocol_and_origin_hooks);
+    tcase_add_test(t, test_ws_handshake_needs_upgrade_and_connection);
 #ifdef GALE_HAVE_ZLIB
     tcase_add_test(t, test_ws_handshake_declines_bad_deflate_offer);
 #endif
@@ -1408,6 +1486,7 @@ static Suite *websocket_suite(void)
 #endif
     tcase_add_test(t, test_ws_client_errors);
     tcase_add_test(t, test_ws_client_masks_answers_pings_and_fails_on_masked_frames);
+    tcase_add_test(t, test_ws_client_refuses_a_wrong_accept_key);
     suite_add_tcase(s, t);
     return s;
 }
