@@ -26,6 +26,17 @@ static int fail(gale__ws_parser *p, int code, const char *why)
     return code;
 }
 
+/* Why the receiver refused a frame, by the close code it asked for. */
+static const char *refusal(int code)
+{
+    switch (code) {
+    case GALE_WS_INVALID_DATA: return "invalid data (UTF-8 or compressed)";
+    case GALE_WS_TOO_BIG: return "message too big";
+    case GALE_WS_INTERNAL_ERROR: return "out of memory";
+    default: return "refused by the receiver";
+    }
+}
+
 /* How many header bytes the frame needs, judging by what is collected so far. */
 static size_t head_need(const gale__ws_parser *p)
 {
@@ -107,7 +118,7 @@ static int head_done(gale__ws_parser *p)
     p->state = PS_DATA;
     int rc = p->cbs->frame(p->arg, first ? p->opcode : WS_OP_CONT, first, rsv1, len);
     if (rc > 0)
-        return fail(p, rc, "refused by the receiver");
+        return fail(p, rc, refusal(rc));
     return rc;
 }
 
@@ -123,7 +134,7 @@ static int frame_done(gale__ws_parser *p)
     else
         rc = fin ? p->cbs->message_end(p->arg) : 0;
     if (rc > 0)
-        return fail(p, rc, "refused by the receiver");
+        return fail(p, rc, refusal(rc));
     return rc;
 }
 
@@ -163,7 +174,7 @@ int gale__ws_parse(gale__ws_parser *p, const uint8_t *data, size_t len, size_t *
             rc = p->cbs->data(p->arg, data + i, n, p->mask, p->off);
             if (rc > 0) {
                 i += n;
-                rc = fail(p, rc, "refused by the receiver");
+                rc = fail(p, rc, refusal(rc));
                 break;
             }
         }
