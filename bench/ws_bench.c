@@ -294,17 +294,24 @@ int main(int argc, char **argv)
                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                       "Sec-WebSocket-Version: 13\r\n\r\n",
                       path);
-    for (int i = 0; i < conns; i++) {
-        cs[i].id = i;
-        cs[i].fd = connect_one(port);
-        out_reserve(&cs[i], (size_t)rl);
-        memcpy(cs[i].out, req, (size_t)rl);
-        cs[i].olen = (size_t)rl;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = &cs[i]};
-        epoll_ctl(epfd, EPOLL_CTL_ADD, cs[i].fd, &ev);
+    /* At most MAX_OPENING handshakes at a time, so a slow server's listen backlog never
+     * overflows (dropped SYNs would stall the opening for seconds). */
+    int started = 0;
+#define MAX_OPENING 100
+#define START_MORE()                                                                               \
+    for (; started < conns && started - opened < MAX_OPENING; started++) {                         \
+        struct conn *c = &cs[started];                                                             \
+        c->id = started;                                                                           \
+        c->fd = connect_one(port);                                                                 \
+        out_reserve(c, (size_t)rl);                                                                \
+        memcpy(c->out, req, (size_t)rl);                                                           \
+        c->olen = (size_t)rl;                                                                      \
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};                     \
+        epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);                                                \
     }
     struct epoll_event evs[256];
     int opened = 0;
+    START_MORE();
     double t0 = now(), start = 0, end = 0;
     uint64_t m0 = 0, b0 = 0;
     for (;;) {
@@ -318,6 +325,7 @@ int main(int argc, char **argv)
                 on_readable(c);
             opened += !was && c->open;
         }
+        START_MORE();
         double t = now();
         if (!start && opened == conns) { /* all up: the measured window starts */
             start = t;
@@ -330,8 +338,8 @@ int main(int argc, char **argv)
             end = t;
             break;
         }
-        if (!start && t - t0 > 60)
-            die("connections did not all open within 60 s");
+        if (!start && t - t0 > 120)
+            die("connections did not all open within 120 s");
     }
     if (idle) {
         server_usage(server_pid, &cpu1, &rss1);

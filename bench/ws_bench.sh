@@ -30,7 +30,7 @@ start() {
     case $1 in
     gale) taskset -c 0 "$bin/demo" --port "$port" --quiet 2>/dev/null & ;;
     lws) taskset -c 0 "$bin/lws_echo" "$port" >/dev/null 2>&1 & ;;
-    tornado) taskset -c 0 /usr/bin/python3 "$here/tornado_ws.py" "$port" & ;;
+    tornado) taskset -c 0 /usr/bin/python3 "$here/tornado_ws.py" "$port" 2>/dev/null & ;;
     esac
     SERVER_PID=$!
     wait_port "$port"
@@ -48,19 +48,21 @@ for r in $(seq "$rounds"); do
         echo "round=$r server=$s $line" | tee -a "$results"
         line=$(client "$s" --mode stream --conns 4 --size 65536 --depth 4 --seconds "$secs")
         echo "round=$r server=$s $line" | tee -a "$results"
-        stop_server
+        stop_server || true
     done
 done
 for s in gale lws tornado; do
     start "$s"
     out=$(mktemp)
-    client "$s" --mode idle --conns 10000 >"$out" &
+    # not through client(): $! must be ws_bench itself (taskset execs it), to stop it below
+    taskset -c 1 "$bin/ws_bench" --port "$(port_of "$s")" --server-pid "$SERVER_PID" \
+        --mode idle --conns 10000 >"$out" &
     cpid=$!
     for _ in $(seq 600); do grep -q mode=idle "$out" && break; sleep 0.1; done
     echo "server=$s $(cat "$out")" | tee -a "$results"
     kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null || true
     rm -f "$out"
-    stop_server
+    stop_server || true
 done
 
 echo
