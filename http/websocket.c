@@ -33,6 +33,7 @@
 
 #define FRAME_RESERVE 65536            /* reserved at a frame's header, at most */
 #define WRITE_HIGH_WATER (1024 * 1024) /* queued output past which reading waits */
+#define SMALL_FRAME 1024               /* frames up to this payload are copied into one buffer */
 
 struct ws_queued {
     struct ws_queued *next;
@@ -657,8 +658,16 @@ int gale__ws_send(gale_ws *ws, int opcode, const void *data, size_t len, gale_ws
         }
     } else {
         size_t h = gale__ws_frame_header(hdr, opcode, true, rsv1, len, NULL);
-        struct iovec iov[2] = {{hdr, h}, {(void *)data, len}};
-        rc = gale_stream_writev(ws->stream, iov, len ? 2 : 1, w ? write_done : NULL, w);
+        if (len <= SMALL_FRAME) { /* one buffer: send() costs less than sendmsg() */
+            uint8_t buf[14 + SMALL_FRAME];
+            memcpy(buf, hdr, h);
+            if (len)
+                memcpy(buf + h, data, len);
+            rc = gale_stream_write(ws->stream, buf, h + len, w ? write_done : NULL, w);
+        } else {
+            struct iovec iov[2] = {{hdr, h}, {(void *)data, len}};
+            rc = gale_stream_writev(ws->stream, iov, 2, w ? write_done : NULL, w);
+        }
     }
     free(zbuf);
     if (rc < 0 && w) {
