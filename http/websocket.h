@@ -32,6 +32,10 @@
  * (default 5 s) the connection is closed. on_close runs once, from the loop, when the TCP
  * connection has closed, with the peer's code (1005: none given, 1006: closed without a Close).
  *
+ * Flow: the connection reads only while fewer than 1 MiB of its output wait for the peer (so an
+ * echo to a peer that sends and never reads cannot grow the server's memory) and, for
+ * read_message, while no received message waits to be taken; TCP then holds the peer back.
+ *
  * Lifetime: a gale_ws is reference counted. The library holds one reference while the
  * connection is open and drops it after on_close returned; take your own with gale_ws_ref() to
  * keep the pointer past that (calls on a closed connection return -EPIPE). A client connection
