@@ -10,6 +10,7 @@
 #include "core/options.h"
 #include "http/httpclient.h"
 #include "http/web.h"
+#include "http/websocket.h"
 
 #include "listen.h"
 
@@ -37,6 +38,10 @@ static const char ROUTES[] =
     "                         single '/', not under /relay, else 400) from this server with the\n"
     "                         async client and answers \"relayed <status> <body>\" (502 when the\n"
     "                         fetch fails; TCP only)\n"
+    "  GET  /ws               WebSocket echo: text as text, binary as binary (permessage-deflate\n"
+    "                         when offered; messages up to 16 MiB, else close 1009)\n"
+    "  GET  /chat             WebSocket broadcast room: every message goes to every member\n"
+    "                         (members of the same process)\n"
     "\n"
     "environment: GALE_LOG_LEVEL (debug, info, warning, error, none),\n"
     "GALE_LOOP_BACKEND (epoll, poll)";
@@ -269,6 +274,56 @@ static void relay(gale_handler *h)
 GALE_CORO_METHOD(relay_get, relay)
 static const gale_handler_class relay_handler = {.get = relay_get};
 
+/* GET /ws: the WebSocket echo. */
+static void ws_echo(gale_ws *ws, const char *data, size_t len, bool binary)
+{
+    gale_ws_write(ws, data, len, binary, NULL, NULL);
+}
+static bool ws_compress(gale_ws *ws, gale_ws_compression *opts) { return true; }
+static const gale_ws_class ws_echo_class = {
+    .on_message = ws_echo,
+    .get_compression_options = ws_compress,
+    .max_message_size = 16u << 20,
+};
+
+/* GET /chat: a broadcast room; each member's state links it into the room. */
+struct member {
+    struct member *prev, *next;
+    gale_ws *ws;
+};
+static struct member *room;
+
+static void chat_open(gale_ws *ws)
+{
+    struct member *m = gale_ws_state(ws);
+    m->ws = ws;
+    m->next = room;
+    if (room)
+        room->prev = m;
+    room = m;
+}
+static void chat_message(gale_ws *ws, const char *data, size_t len, bool binary)
+{
+    for (struct member *m = room; m; m = m->next)
+        gale_ws_write(m->ws, data, len, binary, NULL, NULL);
+}
+static void chat_close(gale_ws *ws, int code, const char *reason, size_t len)
+{
+    struct member *m = gale_ws_state(ws);
+    if (m->prev)
+        m->prev->next = m->next;
+    else if (room == m)
+        room = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+}
+static const gale_ws_class chat_class = {
+    .open = chat_open,
+    .on_message = chat_message,
+    .on_close = chat_close,
+    .state_size = sizeof(struct member),
+};
+
 int main(int argc, char **argv)
 {
     int port = 8888, processes = 1;
@@ -350,6 +405,10 @@ int main(int argc, char **argv)
     int rc = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0] && rc == 0; i++)
         rc = gale_app_route(app, routes[i].pattern, routes[i].cls, NULL);
+    if (rc == 0)
+        rc = gale_app_websocket(app, "/ws", &ws_echo_class, NULL);
+    if (rc == 0)
+        rc = gale_app_websocket(app, "/chat", &chat_class, NULL);
     /* A failure (a port in use...) was reported; free everything on the way out all the same. */
     if (rc == 0)
         rc = app_start_listening(app, &(struct app_listen){.prog = "demo",

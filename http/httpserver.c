@@ -148,6 +148,8 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
     if (c->phase == PH_IDLE || c->phase == PH_BODY)
         conn_resume(c);
     c->busy--;
+    if (!c->stream) /* the handler took the stream (gale_http_request_detach) */
+        gale__conn_maybe_free(c);
     return off;
 }
 
@@ -598,6 +600,38 @@ static void conn_on_close(gale_stream *s, int reason, void *arg)
         }
     }
     gale__conn_maybe_free(c);
+}
+
+int gale_http_request_detach(gale_http_request *req, gale_stream **out)
+{
+    struct req *r = req_of(req);
+    if (!r || !out)
+        return -EINVAL;
+    struct gale_http_conn *c = r->conn;
+    if (r->finished || r->headers_sent || r->closed || c->req != r || !conn_open(c))
+        return -EPIPE;
+    if (c->wait_drain) /* an empty write holding the connection is queued */
+        return -EBUSY;
+    gale_stream *s = c->stream;
+    gale__conn_flush(c); /* the responses before this one go first */
+    if (!conn_open(c))
+        return -EPIPE;
+    r->status = 101;
+    if (c->srv && !c->srv->opts.no_access_log)
+        gale__access_log(r, c->in_batch ? c->batch_time : gale_loop_time(c->loop));
+    if (c->timer)
+        gale_loop_remove_timeout(c->loop, c->timer);
+    c->timer = 0;
+    c->deadline = 0;
+    gale_http_server *srv = c->srv;
+    conn_unlink(c);
+    if (srv)
+        drain_check(srv);
+    gale_stream_set_close_cb(s, NULL, NULL);
+    c->stream = NULL;
+    r->closed = true; /* the handler's writes are dropped; finish releases the request */
+    *out = s;
+    return 0;
 }
 
 static void start_linger(struct gale_http_conn *c)

@@ -230,6 +230,18 @@ int gale_http_response_status(const gale_http_request *req);
 bool gale_http_response_headers_sent(const gale_http_request *req);
 bool gale_http_request_connection_closed(const gale_http_request *req);
 
+/* Takes the connection's stream away from the server, for a protocol upgrade (WebSocket): the
+ * responses to earlier requests on the connection are handed to the stream first, the request's
+ * access line is logged with status 101, and from then on the server neither reads, writes, times
+ * nor counts the connection (a graceful shutdown does not wait for it). Bytes the client sent
+ * after this request's head stay in the stream for its next read. Call it before any response
+ * byte was sent; the caller writes its own response on the stream. Ownership: the caller owns
+ * `*out` (and must set its close callback); the request stays valid, with its writes dropped,
+ * until gale_http_response_finish() releases it as usual. Returns 0, -EINVAL, -EPIPE (the client
+ * left, the headers went out or the request finished) or -EBUSY (the connection waits for queued
+ * output to drain; try again from a later callback). */
+int gale_http_request_detach(gale_http_request *req, gale_stream **out);
+
 /* Registers `cb` to run if the client disconnects before finish (Tornado's
  * on_connection_close). */
 void gale_http_request_set_close_cb(gale_http_request *req, gale_http_close_cb cb, void *arg);

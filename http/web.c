@@ -113,6 +113,17 @@ int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class 
     return gale__route_add(&app->routes, pattern, cls, arg);
 }
 
+int gale__app_route_owned(gale_app *app, const char *pattern, const gale_handler_class *cls,
+                          void *arg, void (*arg_free)(void *arg))
+{
+    int rc = gale_app_route(app, pattern, cls, arg);
+    if (rc == 0)
+        app->routes.routes[app->routes.n - 1].arg_free = arg_free;
+    else if (arg_free)
+        arg_free(arg);
+    return rc;
+}
+
 static void on_request(gale_http_request *req, void *arg);
 
 static int make_server(gale_app *app)

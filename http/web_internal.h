@@ -16,7 +16,8 @@ struct gale__route {
     char *literal; /* the path itself when the pattern has no regex syntax (no regexec) */
     const gale_handler_class *cls;
     void *arg;
-    size_t ngroups; /* user capture groups (the anchoring wrapper's group excluded) */
+    void (*arg_free)(void *arg); /* frees `arg` with the table (NULL: the caller's) */
+    size_t ngroups;              /* user capture groups (the anchoring wrapper's group excluded) */
 };
 
 /* An application's routes in the order added. Zero-initialised is empty. */
@@ -36,6 +37,11 @@ int gale__route_add(gale__route_table *t, const char *pattern, const gale_handle
  * arena; it is left alone for a literal route, which has no groups. */
 const struct gale__route *gale__route_match(const gale__route_table *t, gale_http_request *req,
                                             regmatch_t *stack, size_t nstack, regmatch_t **pm);
+
+/* gale_app_route() for a route whose `arg` the application owns: `arg_free(arg)` runs when the
+ * application is freed (also when adding the route fails). Returns as gale_app_route(). */
+int gale__app_route_owned(gale_app *app, const char *pattern, const gale_handler_class *cls,
+                          void *arg, void (*arg_free)(void *arg));
 
 /* Frees the routes and leaves the table empty. */
 void gale__route_table_free(gale__route_table *t);

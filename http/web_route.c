@@ -260,6 +260,8 @@ void gale__route_table_free(gale__route_table *t)
         if (t->routes[i].compiled)
             regfree(&t->routes[i].re);
         free(t->routes[i].literal);
+        if (t->routes[i].arg_free)
+            t->routes[i].arg_free(t->routes[i].arg);
     }
     free(t->routes);
     *t = (gale__route_table){0};

@@ -451,6 +451,21 @@ void gale_tls_unref(gale_tls_ctx *c)
         ctx_free(c);
 }
 
+static gale_tls_ctx *default_client;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void default_client_init(void)
+{
+    if (gale_tls_client_new(NULL, &default_client) < 0)
+        default_client = NULL;
+}
+
+gale_tls_ctx *gale__tls_default_client(void)
+{
+    pthread_once(&default_once, default_client_init);
+    return default_client;
+}
+
 /* ---- one connection ---- */
 
 /* The client checks `host`: a name against the certificate's DNS names (and sends it as SNI), an
@@ -702,6 +717,7 @@ double gale_tls_handshake_timeout(const gale_tls_ctx *c) { return 0; }
 void gale_tls_ref(gale_tls_ctx *c) {}
 void gale_tls_unref(gale_tls_ctx *c) {}
 int gale__tls_new(gale_tls_ctx *ctx, int fd, const char *host, gale__tls **out) { return -ENOTSUP; }
+gale_tls_ctx *gale__tls_default_client(void) { return NULL; }
 int gale__tls_handshake(gale__tls *t) { return -ENOTSUP; }
 ssize_t gale__tls_read(gale__tls *t, char *buf, size_t len) { return -ENOTSUP; }
 ssize_t gale__tls_writev(gale__tls *t, const struct iovec *iov, int n) { return -ENOTSUP; }

@@ -17,6 +17,10 @@
 
 typedef struct gale__tls gale__tls;
 
+/* A client context with the defaults (verification against the system's CA store), made once
+ * per process on first use and kept for its life; NULL without TLS or memory. Thread-safe. */
+gale_tls_ctx *gale__tls_default_client(void);
+
 /* A TLS connection over socket `fd` (not owned), server or client as `ctx` says; `host` (client
  * only, may be NULL) is checked against the certificate and sent as SNI. Returns 0, -ENOMEM,
  * GALE_ETLS, -EINVAL, -ENOTSUP. */

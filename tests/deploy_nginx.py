@@ -224,6 +224,29 @@ def run(tmp):
         check(all(g.served(r"GET /user/\d+ \(0\.0\.0\.0\)") == 0 for g in gales),
               "a proxied request's access line shows the unix socket's 0.0.0.0, not the client")
 
+        # w. A WebSocket through nginx: the upgrade reaches a process, and a frame comes back.
+        ws = socket.create_connection(("127.0.0.1", port), timeout=10)
+        ws.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   b"Sec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = ws.recv(1)
+            check(chunk, "the WebSocket handshake through nginx ended early: %r" % head)
+            head += chunk
+        check(head.startswith(b"HTTP/1.1 101") and b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head,
+              "WebSocket handshake through nginx: %r" % head)
+        mask = b"\x01\x02\x03\x04"
+        ws.sendall(b"\x81\x85" + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(b"hello")))
+        echo = b""
+        while len(echo) < 7:
+            chunk = ws.recv(7 - len(echo))
+            check(chunk, "no WebSocket echo through nginx: %r" % echo)
+            echo += chunk
+        check(echo == b"\x81\x05hello", "WebSocket echo through nginx: %r" % echo)
+        ws.close()
+        print("w. WebSocket /ws through nginx: 101 and the echo")
+
         # d. SIGTERM to process 1 while 8 clients each send 60 requests (some of them waiting on
         # a timer, so requests are in flight when the signal lands).
         nthreads, per_thread = 8, 60

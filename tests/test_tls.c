@@ -22,6 +22,7 @@
 #include "core/loop.h"
 #include "http/httpclient.h"
 #include "http/httpserver.h"
+#include "http/websocket.h"
 #include "net/iostream.h"
 #include "net/tcpclient.h"
 #include "net/tcpserver.h"
@@ -1254,6 +1255,72 @@ START_TEST(test_fetch_app_https)
 }
 END_TEST
 
+/* ---- wss:// ---- */
+
+struct wss {
+    bool done;
+    int status;
+    gale_ws *ws;
+};
+
+static void wss_connected(gale_ws *ws, int status, void *arg)
+{
+    struct wss *w = arg;
+    w->done = true;
+    w->status = status;
+    w->ws = ws;
+}
+
+static bool wss_done(void *arg) { return ((struct wss *)arg)->done; }
+
+/* The demo's WebSocket echo over HTTPS, with gale's WebSocket client over TLS. */
+START_TEST(test_websocket_over_tls)
+{
+    gale_loop *loop = new_loop();
+    int port = test_free_port();
+    char portstr[16], url[64];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    snprintf(url, sizeof url, "wss://localhost:%d/ws", port);
+    char *argv[] = {"demo",
+                    "--port",
+                    portstr,
+                    "--certfile",
+                    (char *)pem("chain"),
+                    "--keyfile",
+                    (char *)key("server"),
+                    "--quiet",
+                    NULL};
+    pid_t pid = test_start_app("demo", argv, port);
+    ck_assert_int_gt(pid, 0);
+    gale_tls_ctx *cctx = client_ctx("ca", true);
+    gale_ws_connect_opts o = {.tls = cctx, .compression = true};
+    struct wss w = {0};
+    ck_assert_int_eq(gale_ws_connect(loop, url, &o, wss_connected, &w), 0);
+    ck_assert(test_wait_until(loop, wss_done, &w, 20));
+    ck_assert_int_eq(w.status, 0);
+    ck_assert_int_eq(gale_ws_write(w.ws, "over tls", 8, false, NULL, NULL), 0);
+    gale_future *f = gale_ws_read_message(w.ws);
+    ck_assert(test_wait_until(loop, future_finished, f, 20));
+    ck_assert_int_eq(gale_future_error(f), 0);
+    const gale_ws_message *m = gale_future_result(f);
+    ck_assert_str_eq(m->data, "over tls");
+    gale_future_unref(f);
+    gale_ws_close(w.ws, 1000, NULL);
+    test_run_for(loop, 0.1);
+    gale_ws_unref(w.ws);
+
+    /* The system's CAs do not know the test CA: refused, with no connection. */
+    struct wss bad = {0};
+    ck_assert_int_eq(gale_ws_connect(loop, url, NULL, wss_connected, &bad), 0);
+    ck_assert(test_wait_until(loop, wss_done, &bad, 20));
+    ck_assert_int_eq(bad.status, GALE_ECERT);
+    ck_assert_ptr_null(bad.ws);
+    test_stop_app(pid);
+    gale_tls_unref(cctx);
+    gale_loop_free(loop);
+}
+END_TEST
+
 /* ---- the apps ---- */
 
 struct app_get {
@@ -1437,6 +1504,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_demo_https);
     tcase_add_test(tc, test_http_client_https);
     tcase_add_test(tc, test_fetch_app_https);
+    tcase_add_test(tc, test_websocket_over_tls);
     suite_add_tcase(s, tc);
     return s;
 }
