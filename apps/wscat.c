@@ -143,7 +143,8 @@ int main(int argc, char **argv)
 {
     double timeout = 20;
     bool no_compression = false;
-    const char *subprotocol = NULL, *origin = NULL;
+    const char *subprotocol = NULL, *origin = NULL, *cacert = NULL;
+    bool insecure = false;
     const char *headers[MAX_HEADERS + 1] = {0};
     gale_option options[] = {
         GALE_OPTION_FUNC("header", add_header, headers, "'Name: value'",
@@ -154,6 +155,9 @@ int main(int argc, char **argv)
         GALE_OPTION_DOUBLE("timeout", &timeout, 0.001, 86400, "S",
                            "connect and handshake timeout in seconds"),
         GALE_OPTION_BOOL("no-compression", &no_compression, "do not offer permessage-deflate"),
+        GALE_OPTION_STRING("cacert", &cacert, "FILE",
+                           "wss://: verify the server against the PEM CAs in FILE"),
+        GALE_OPTION_BOOL("insecure", &insecure, "wss://: do not verify the server"),
         {0},
     };
     options[0].short_name = 'H';
@@ -163,8 +167,9 @@ int main(int argc, char **argv)
         .prog = "wscat",
         .args = "URL",
         .description =
-            "Connects to the WebSocket at URL (ws://host[:port]/path), sends each line of stdin\n"
-            "as a text message and prints each message received on its own line; at the end\n"
+            "Connects to the WebSocket at URL (ws:// or wss://host[:port]/path), sends each line\n"
+            "of stdin"
+            " as a text message and prints each message received on its own line; at the end\n"
             "of stdin it closes the connection (1000). Exits when the server closes: 0 after a\n"
             "normal close, 1 when the connection fails or ends abnormally, 2 on bad usage.",
         .positional = true,
@@ -197,6 +202,20 @@ int main(int argc, char **argv)
         .origin = origin,
         .headers = headers,
     };
+    gale_tls_ctx *tls = NULL;
+    if (cacert || insecure) {
+        gale_tls_opts t;
+        gale_tls_opts_init(&t);
+        t.ca_certs = cacert;
+        t.validate_cert = !insecure;
+        rc = gale_tls_client_new(&t, &tls);
+        if (rc < 0) {
+            fprintf(stderr, "wscat: %s: %s\n", cacert ? cacert : "TLS", gale_strerror(rc));
+            gale_loop_free(w.loop);
+            return 1;
+        }
+        o.tls = tls;
+    }
     rc = gale_ws_connect(w.loop, argv[1], &o, on_connected, &w);
     if (rc < 0) {
         fprintf(stderr, "wscat: %s: %s\n", argv[1], gale_strerror(rc));
@@ -209,5 +228,6 @@ int main(int argc, char **argv)
     gale_ws_unref(w.ws);
     free(w.line);
     gale_loop_free(w.loop);
+    gale_tls_unref(tls);
     return w.rc;
 }
