@@ -14,19 +14,16 @@
  * Raises its own RLIMIT_NOFILE soft limit to fit N; the server needs the same. Kernel socket
  * memory is not in the RSS: this measures what the server process allocates per connection.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "idle_util.h"
 
 static const char REQUEST[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
@@ -34,28 +31,6 @@ struct tls_conn {
     int fd;
     SSL *ssl;
 };
-
-static long rss_kib(int pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
-static void sleep_s(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
 
 static void conn_close(struct tls_conn *c)
 {
@@ -66,7 +41,7 @@ static void conn_close(struct tls_conn *c)
     c->fd = -1;
 }
 
-/* Reads one complete response (headers, then Content-Length bytes) and checks it is a 200. */
+/* Reads one complete 200 response. Returns 0 or -1. */
 static int read_response(SSL *ssl)
 {
     char buf[4096];
@@ -77,46 +52,19 @@ static int read_response(SSL *ssl)
             return -1;
         n += r;
         buf[n] = '\0';
-        char *end = strstr(buf, "\r\n\r\n");
-        if (!end) {
-            if (n == sizeof buf - 1)
-                return -1;
-            continue;
-        }
-        const char *cl = strcasestr(buf, "\r\nContent-Length:");
-        if (!cl || cl > end)
-            return -1;
-        size_t want = (size_t)(end + 4 - buf) + strtoul(cl + 17, NULL, 10);
-        if (n >= want)
-            return strncmp(buf, "HTTP/1.1 200", 12) == 0 ? 0 : -1;
+        int done = response_done(buf, n, sizeof buf);
+        if (done != 0)
+            return done > 0 ? 0 : -1;
     }
 }
 
-/* Connects (retrying while the listen backlog is full), handshakes, sends one request and reads
- * its response. Returns 0 or -1 (c closed). */
+/* Connects, handshakes, sends one request and reads its response. Returns 0 or -1 (c closed). */
 static int open_served(SSL_CTX *ctx, int port, struct tls_conn *c)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET,
-                              .sin_port = htons((uint16_t)port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    c->fd = -1;
     c->ssl = NULL;
-    for (int attempt = 0; attempt < 50 && c->fd < 0; attempt++) {
-        c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (c->fd < 0)
-            return -1;
-        if (connect(c->fd, (struct sockaddr *)&sin, sizeof sin) == 0)
-            break;
-        close(c->fd);
-        c->fd = -1;
-        if (errno != ECONNREFUSED && errno != EAGAIN && errno != ETIMEDOUT)
-            return -1;
-        sleep_s(0.01);
-    }
+    c->fd = connect_loopback(port);
     if (c->fd < 0)
         return -1;
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     c->ssl = SSL_new(ctx);
     size_t w = 0;
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_connect(c->ssl) != 1 ||
@@ -160,11 +108,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tls_idle_conns: bad arguments\n");
         return 2;
     }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)n + 64) {
-        rl.rlim_cur = rl.rlim_max < (rlim_t)n + 64 ? rl.rlim_max : (rlim_t)n + 64;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    fit_nofile(n);
     SSL_CTX *ctx = client_ctx(alpn);
     struct tls_conn *conns = calloc((size_t)n, sizeof *conns);
     if (!ctx || !conns)
