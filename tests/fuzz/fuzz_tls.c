@@ -19,7 +19,9 @@
  * Input: byte 0 = flags (bits 0-1: mode, 0 and 3 raw, 1 after, 2 data; bits 2-3: read kind,
  * read_until / read_bytes / partial read_bytes / read_until_close; bit 4: data mode ends with
  * close_notify; bits 5-7: close locally inside read callback N, 0 = never), byte 1 = the read's
- * parameter, byte 2 = k piece sizes (mod 8), k bytes, then the payload.
+ * parameter, byte 2 = k piece sizes (bits 0-2) and the ALPN the harness's client offers (bits
+ * 3-4: none, "http/1.1", "h2" alone, which the server refuses, or both), k bytes, then the
+ * payload.
  *
  * OpenSSL keeps process-wide state (its error queues, providers, the harness's contexts) that is
  * reachable until exit, so LeakSanitizer reports none of it; nothing is suppressed. */
@@ -60,6 +62,15 @@ enum mode { MODE_RAW, MODE_AFTER, MODE_DATA };
 enum rkind { RK_UNTIL, RK_BYTES, RK_PARTIAL, RK_CLOSE };
 
 static const char *const delims[] = {"\r\n", "\r\n\r\n", "\n", "x"};
+/* The client's ALPN offers, in wire form, and what the server must pick from each. */
+static const struct {
+    const char *wire;
+    unsigned len;
+    const char *chosen;
+} alpn_offers[] = {{"", 0, ""},
+                   {"\x08http/1.1", 9, "http/1.1"},
+                   {"\x02h2", 3, NULL},
+                   {"\x02h2\x08http/1.1", 12, "http/1.1"}};
 
 struct run {
     gale_loop *loop;
@@ -69,6 +80,7 @@ struct run {
     enum rkind kind;
     unsigned param;
     bool close_notify;
+    unsigned alpn;     /* index into alpn_offers */
     unsigned close_at; /* close locally in read callback number close_at; 0: never */
     const uint8_t *data;
     size_t len, sent;
@@ -161,6 +173,18 @@ static void on_handshake(gale_stream *s, int status, void *arg)
     r->hs_called = true;
     r->hs_status = status;
     FUZZ_CHECK(status <= 0, "handshake status %d", status);
+    FUZZ_CHECK(gale_stream_is_tls(s), "not a TLS stream");
+    if (status == 0) {
+        const char *v = gale_stream_tls_version(s), *chosen = alpn_offers[r->alpn].chosen;
+        FUZZ_CHECK(!strcmp(v, "TLSv1.3") || !strcmp(v, "TLSv1.2"), "version \"%s\"", v);
+        FUZZ_CHECK(!gale_stream_tls_resumed(s), "a session resumed that was never offered");
+        FUZZ_CHECK(r->mode != MODE_RAW, "a raw input completed a handshake");
+        FUZZ_CHECK(chosen && !strcmp(gale_stream_tls_alpn(s), chosen), "ALPN \"%s\", offered %u",
+                   gale_stream_tls_alpn(s), r->alpn);
+        FUZZ_CHECK(!*gale_stream_tls_error(s), "an error text after a good handshake");
+    } else if (status != -ECANCELED && status != -ETIMEDOUT) {
+        FUZZ_CHECK(*gale_stream_tls_error(s), "handshake failed (%d) with no reason", status);
+    }
 }
 
 static void on_close(gale_stream *s, int status, void *arg)
@@ -306,7 +330,9 @@ static void parse_input(struct run *r, const uint8_t *data, size_t size)
     r->close_notify = flags & 0x10;
     r->close_at = flags >> 5;
     r->param = fuzz_u8(&in);
-    r->nsizes = fuzz_u8(&in) % 8;
+    unsigned k = fuzz_u8(&in);
+    r->nsizes = k % 8;
+    r->alpn = (k >> 3) & 3;
     if (r->nsizes > in.n)
         r->nsizes = in.n;
     r->sizes = in.p;
@@ -358,11 +384,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!r->client || SSL_set_fd(r->client, r->peer) != 1)
             fuzz_fail("client SSL");
         SSL_set_connect_state(r->client);
+        if (alpn_offers[r->alpn].len &&
+            SSL_set_alpn_protos(r->client, (const unsigned char *)alpn_offers[r->alpn].wire,
+                                alpn_offers[r->alpn].len) != 0)
+            fuzz_fail("client ALPN");
     }
     fuzz_drive(loop, step, r, 10.0, "tls run");
     FUZZ_CHECK(r->write_cbs == r->writes, "%zu writes, %zu callbacks", r->writes, r->write_cbs);
-    if (r->mode == MODE_RAW)
-        FUZZ_CHECK(r->hs_status < 0 || r->local_close, "a raw input completed a handshake");
+    FUZZ_CHECK(r->hs_called, "the start_tls callback never ran");
     check_delivered(r);
     if (getenv("GALE_FUZZ_VERBOSE"))
         fprintf(stderr, "mode %d kind %d: handshake %d, %u reads, %zu of %zu bytes, close %d%s\n",
