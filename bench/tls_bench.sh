@@ -86,7 +86,7 @@ run() {
     start "$name" || exit 1
     if [ "$what" = memory ]; then
         line=$(taskset -c "$CPU_CLIENT" "$BUILD/bin/tls_idle_conns" "$port" "$SERVER_PID" \
-            "$IDLE_CONNS" 2 $ALPN) || { echo "tls_bench: $name: $line" >&2; exit 1; }
+            "$IDLE_CONNS" 2 ${ALPN:+"$ALPN"}) || { echo "tls_bench: $name: $line" >&2; exit 1; }
         stop_server
         echo "$line" | awk -v r="$round" -v n="$name" '{
             split($5, b, "="); split($6, v, "="); printf "%d %s memory %d %s\n", r, n, b[2], v[2]
@@ -99,9 +99,9 @@ run() {
             awk '/requests in/ {print $1} /Non-2xx|Socket errors/ {print "errors: " $0 > "/dev/stderr"}')
     else
         line=$(taskset -c "$CPU_CLIENT" "$BUILD/bin/tls_handshake" "$port" "$SECS" "$HS_CONNS" \
-            $ALPN) || { echo "tls_bench: $name: $line" >&2; exit 1; }
+            ${ALPN:+"$ALPN"}) || { echo "tls_bench: $name: $line" >&2; exit 1; }
         count=$(echo "$line" | sed -n 's/^handshakes=\([0-9]*\) .*/\1/p')
-        echo "$line" | sed 's/.*\(version=.*\)/    \1/' >>"$TMP/negotiated.txt"
+        echo "    version=${line#*version=}" >>"$TMP/negotiated.txt"
     fi
     read -r u1 s1 < <(cpu_times "$SERVER_PID")
     stop_server
