@@ -115,7 +115,9 @@ run() {
                 (u + s) / k * 1e6 / q, q / d }' | tee -a "$OUT"
 }
 
-trap 'stop_server; rm -rf "$TMP/nginx"' EXIT
+# On exit: nginx's own complaints, if any (its log goes with its directory).
+trap 'stop_server; grep -hE "\[(emerg|alert|crit|error)\]" "$TMP/nginx/logs/error.log" >&2
+    rm -rf "$TMP/nginx"' EXIT
 echo "# round server scenario: keepalive/handshake user sys total (us per request or" \
     "handshake) rate; memory bytes/conn version"
 for round in $(seq "$ROUNDS"); do
