@@ -19,9 +19,9 @@
  * Input: byte 0 = flags (bits 0-1: mode, 0 and 3 raw, 1 after, 2 data; bits 2-3: read kind,
  * read_until / read_bytes / partial read_bytes / read_until_close; bit 4: data mode ends with
  * close_notify; bits 5-7: close locally inside read callback N, 0 = never), byte 1 = the read's
- * parameter, byte 2 = k piece sizes (bits 0-2) and the ALPN the harness's client offers (bits
- * 3-4: none, "http/1.1", "h2" alone, which the server refuses, or both), k bytes, then the
- * payload.
+ * parameter, byte 2 = k piece sizes (bits 0-2), the ALPN the harness's client offers (bits
+ * 3-4: none, "http/1.1", "h2" alone, which the server refuses, or both) and bit 5: start TLS with
+ * no callback, as the TCP server does; then k bytes, then the payload.
  *
  * OpenSSL keeps process-wide state (its error queues, providers, the harness's contexts) that is
  * reachable until exit, so LeakSanitizer reports none of it; nothing is suppressed. */
@@ -93,7 +93,8 @@ struct run {
     unsigned reads, idle;
     int hs_status, close_reason;
     bool hs_called;
-    uint8_t *got; /* what the reads delivered, in order */
+    bool no_hs_cb; /* start_tls without a callback (the TCP server's way) */
+    uint8_t *got;  /* what the reads delivered, in order */
     size_t got_len;
     size_t writes, write_cbs;
 };
@@ -121,6 +122,10 @@ static void on_read(gale_stream *s, int status, const char *data, size_t len, vo
     if (len) {
         memcpy(r->got + r->got_len, data, len);
         r->got_len += len;
+    }
+    if (len) { /* plaintext comes only out of a finished handshake */
+        const char *v = gale_stream_tls_version(s);
+        FUZZ_CHECK(!strcmp(v, "TLSv1.3") || !strcmp(v, "TLSv1.2"), "data before a handshake");
     }
     if (status < 0)
         return; /* the stream is closing */
@@ -192,7 +197,7 @@ static void on_close(gale_stream *s, int status, void *arg)
     struct run *r = arg;
     FUZZ_CHECK(!r->closed, "close callback twice");
     FUZZ_CHECK(!r->read_pending, "closed with a read never completed");
-    FUZZ_CHECK(r->hs_called, "closed before the start_tls callback");
+    FUZZ_CHECK(r->hs_called || r->no_hs_cb, "closed before the start_tls callback");
     r->closed = true;
     r->close_reason = status;
 }
@@ -339,6 +344,7 @@ static void parse_input(struct run *r, const uint8_t *data, size_t size)
     unsigned k = fuzz_u8(&in);
     r->nsizes = k % 8;
     r->alpn = (k >> 3) & 3;
+    r->no_hs_cb = k & 0x20;
     if (r->nsizes > in.n)
         r->nsizes = in.n;
     r->sizes = in.p;
@@ -382,7 +388,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (gale_stream_new(loop, sv[0], &r->s) < 0)
         fuzz_fail("stream");
     gale_stream_set_close_cb(r->s, on_close, r);
-    int rc = gale_stream_start_tls(r->s, server_ctx, NULL, on_handshake, r);
+    int rc = gale_stream_start_tls(r->s, server_ctx, NULL, r->no_hs_cb ? NULL : on_handshake, r);
     FUZZ_CHECK(rc == 0, "start_tls: %d", rc);
     start_read(r);
     if (r->mode != MODE_RAW) {
@@ -397,7 +403,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     fuzz_drive(loop, step, r, 10.0, "tls run");
     FUZZ_CHECK(r->write_cbs == r->writes, "%zu writes, %zu callbacks", r->writes, r->write_cbs);
-    FUZZ_CHECK(r->hs_called, "the start_tls callback never ran");
+    FUZZ_CHECK(r->hs_called != r->no_hs_cb, "the start_tls callback ran %d times, expected %d",
+               r->hs_called, !r->no_hs_cb);
     check_delivered(r);
     if (getenv("GALE_FUZZ_VERBOSE"))
         fprintf(stderr, "mode %d kind %d: handshake %d, %u reads, %zu of %zu bytes, close %d%s\n",
