@@ -13,67 +13,23 @@
  * script raises `ulimit -n` before starting it). Kernel socket memory is not in the RSS: this
  * measures what the server process allocates per connection.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "idle_util.h"
 
 static const char REQUEST[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
-static long rss_kib(int pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kib = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
-}
-
-static void sleep_s(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
-/* Connects (retrying while the listen backlog is full), sends one request and reads one complete
- * response (headers, then Content-Length bytes). Returns the fd, or -1. */
+/* Connects, sends one request and reads one complete 200 response. Returns the fd, or -1. */
 static int open_served(int port)
 {
-    struct sockaddr_in sin = {.sin_family = AF_INET,
-                              .sin_port = htons((uint16_t)port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = -1;
-    for (int attempt = 0; attempt < 50; attempt++) {
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return -1;
-        if (connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0)
-            break;
-        close(fd);
-        fd = -1;
-        if (errno != ECONNREFUSED && errno != EAGAIN && errno != ETIMEDOUT)
-            return -1;
-        sleep_s(0.01);
-    }
+    int fd = connect_loopback(port);
     if (fd < 0)
         return -1;
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (send(fd, REQUEST, sizeof REQUEST - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof REQUEST - 1))
         goto fail;
     char buf[4096];
@@ -84,22 +40,12 @@ static int open_served(int port)
             goto fail;
         n += (size_t)r;
         buf[n] = '\0';
-        char *end = strstr(buf, "\r\n\r\n");
-        if (!end) {
-            if (n == sizeof buf - 1)
-                goto fail;
-            continue;
-        }
-        const char *cl = strcasestr(buf, "\r\nContent-Length:");
-        if (!cl || cl > end)
+        int done = response_done(buf, n, sizeof buf);
+        if (done > 0)
+            return fd;
+        if (done < 0)
             goto fail;
-        size_t want = (size_t)(end + 4 - buf) + strtoul(cl + 17, NULL, 10);
-        if (n >= want)
-            break;
     }
-    if (strncmp(buf, "HTTP/1.1 200", 12) != 0)
-        goto fail;
-    return fd;
 fail:
     close(fd);
     return -1;
@@ -119,11 +65,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "idle_conns: bad arguments\n");
         return 2;
     }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)n + 64) {
-        rl.rlim_cur = rl.rlim_max < (rlim_t)n + 64 ? rl.rlim_max : (rlim_t)n + 64;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    fit_nofile(n);
     int *fds = calloc((size_t)n, sizeof *fds);
     if (!fds)
         return 1;

@@ -581,10 +581,9 @@ static void note_handshake(gale__tls *t)
     const unsigned char *p = NULL;
     unsigned len = 0;
     SSL_get0_alpn_selected(t->ssl, &p, &len);
-    if (len >= sizeof t->alpn)
-        len = 0;
-    if (len)
-        memcpy(t->alpn, p, len);
+    if (len >= sizeof t->alpn || !p)
+        len = 0; /* none chosen: OpenSSL leaves p NULL, which memcpy may not get even for 0 */
+    memcpy(t->alpn, p ? (const char *)p : "", len);
     t->alpn[len] = '\0';
 }
 

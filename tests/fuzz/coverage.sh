@@ -4,12 +4,12 @@
 # a fuzzing run grew ($FUZZ_BUILD_DIR/fuzz-corpus/<target>, default build-fuzz), and prints
 # llvm-cov's report for the files each target exercises.
 #
-#   tests/fuzz/coverage.sh [TARGET...]      targets: form iostream http chunked client
+#   tests/fuzz/coverage.sh [TARGET...]      targets: form iostream http chunked client tls
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
-targets=${*:-form iostream http chunked client}
+targets=${*:-form iostream http chunked client tls}
 build=${BUILD_DIR:-$src/build-fuzzcov}
 grown=${FUZZ_BUILD_DIR:-$src/build-fuzz}/fuzz-corpus
 profdata=$(command -v llvm-profdata-14 || command -v llvm-profdata)
@@ -32,6 +32,7 @@ for t in $targets; do
     iostream) files="net/iostream.c core/buffer.c" ;;
     http | chunked) files="http/httpserver.c http/web.c http/form.c net/iostream.c" ;;
     client) files="http/httpclient.c net/iostream.c net/tcpclient.c" ;;
+    tls) files="net/tls.c net/iostream_tls.c net/iostream.c" ;;
     *) files= ;;
     esac
     echo "== $t"

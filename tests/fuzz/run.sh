@@ -2,7 +2,7 @@
 # Builds the fuzz harnesses with clang (-fsanitize=fuzzer,address,undefined) and runs each target
 # for SECONDS (default 60), one after the other (one core each).
 #
-#   tests/fuzz/run.sh [SECONDS] [TARGET...]      targets: form iostream http chunked client websocket
+#   tests/fuzz/run.sh [SECONDS] [TARGET...]      targets: form iostream http chunked client websocket tls
 #
 # Environment: BUILD_DIR (default build-fuzz), FUZZ_ARGS (extra libFuzzer flags, e.g. -dict=...).
 # New inputs go to $BUILD_DIR/fuzz-corpus/<target> (the seeds in tests/fuzz/corpus stay as they
@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 seconds=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-form iostream http chunked client websocket}
+targets=${*:-form iostream http chunked client websocket tls}
 build=${BUILD_DIR:-$src/build-fuzz}
 
 CC=${CC:-clang} cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
