@@ -33,7 +33,8 @@
  * only: everything it held is freed and the loop carries on.
  *
  * Request bodies are a buffer (`body`) or streamed by a producer (Tornado's body_producer): the
- * producer writes pieces with gale_http_body_write(), each acknowledged when the stream took it
+ * producer writes pieces with gale_http_body_write() (or awaits gale_http_body_write_future() in
+ * a coroutine), each acknowledged when the stream took it
  * (back-pressure: one write at a time), and ends with gale_http_body_end(); without a known
  * length the body goes chunked. With expect_100_continue the body waits for the server's
  * 100 Continue (at most 1 s, as curl); a final answer before it means the body is never sent.
@@ -206,6 +207,17 @@ void gale_http_client_get_stats(const gale_http_client *c, gale_http_client_stat
  * -ECANCELED or the connection's error). */
 int gale_http_body_write(gale_http_body_writer *w, const void *data, size_t len,
                          gale_http_body_write_cb cb, void *arg);
+
+/* Future form of gale_http_body_write(): a new future (the caller's reference) that completes
+ * with a NULL result when the stream took the bytes, or fails with the write's error (an error
+ * that stops the write from starting fails it at once). For a producer that is a coroutine:
+ *
+ *     gale_future *f = gale_http_body_write_future(w, piece, n);
+ *     int rc = gale_await(f);
+ *     gale_future_unref(f);
+ *
+ * Returns NULL only when out of memory. */
+gale_future *gale_http_body_write_future(gale_http_body_writer *w, const void *data, size_t len);
 
 /* From a body producer: the body is complete (the last chunk goes out when chunked). Returns 0,
  * -EBUSY (a write in flight), -EPROTO (fewer bytes than the promised body_len: the fetch fails)
