@@ -9,10 +9,10 @@
  * closes. `request_timeout` is a deadline on the whole exchange, counted from the moment the
  * request leaves the queue.
  *
- * Connection reuse (HTTP/1.1 keep-alive): a connection whose response was read in full, that the
- * server did not mark `Connection: close` (nor answered in HTTP/1.0), with no byte left over and
- * the request body sent in full, waits in the client's pool for the next request to the same
- * (scheme, host, port), for at most `idle_timeout`, `max_idle_per_host` of them per host. Idle
+ * Connection reuse (HTTP/1.1 keep-alive, on by default): a connection whose response was read in
+ * full, that the server did not mark `Connection: close` (nor answered in HTTP/1.0), with no
+ * byte left over and the request body sent in full, waits in the client's pool for the next
+ * request to the same (scheme, host, port), for at most `idle_timeout`, `max_idle_per_host` of them per host. Idle
  * connections do not count against `max_clients`. Before reuse a pooled connection is checked:
  * one the server closed while idle (or that holds unsolicited bytes) is dropped. Only requests
  * that can be sent twice take a pooled connection: idempotent methods (GET, HEAD, PUT, DELETE,
@@ -34,9 +34,9 @@
  *
  * Request bodies are a buffer (`body`) or streamed by a producer (Tornado's body_producer): the
  * producer writes pieces with gale_http_body_write() (or awaits gale_http_body_write_future() in
- * a coroutine), each acknowledged when the stream took it
- * (back-pressure: one write at a time), and ends with gale_http_body_end(); without a known
- * length the body goes chunked. With expect_100_continue the body waits for the server's
+ * a coroutine), each acknowledged when the stream took it (back-pressure: one write at a time),
+ * and ends with gale_http_body_end(); without a known length the body goes chunked. A redirect
+ * that would send a streamed body again is not followed: the 3xx is the answer. With expect_100_continue the body waits for the server's
  * 100 Continue (at most 1 s, as curl); a final answer before it means the body is never sent.
  *
  * Every accepted fetch completes exactly once, from the loop, never inside gale_http_fetch().
