@@ -12,9 +12,10 @@
  * Connection reuse (HTTP/1.1 keep-alive, on by default): a connection whose response was read in
  * full, that the server did not mark `Connection: close` (nor answered in HTTP/1.0), with no
  * byte left over and the request body sent in full, waits in the client's pool for the next
- * request to the same (scheme, host, port), for at most `idle_timeout`, `max_idle_per_host` of them per host. Idle
- * connections do not count against `max_clients`. Before reuse a pooled connection is checked:
- * one the server closed while idle (or that holds unsolicited bytes) is dropped. Only requests
+ * request to the same (scheme, host, port), for at most `idle_timeout`, `max_idle_per_host` of
+ * them per host. Idle connections do not count against `max_clients`. Before reuse a pooled
+ * connection is checked: one the server closed while idle (or that holds unsolicited bytes) is
+ * dropped. Only requests
  * that can be sent twice take a pooled connection: idempotent methods (GET, HEAD, PUT, DELETE,
  * OPTIONS, TRACE) with a buffered body; when one fails on a reused connection before any byte of
  * response arrived (the server closed it as the request left), it is sent again once, on a new
