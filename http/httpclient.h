@@ -37,8 +37,9 @@
  * producer writes pieces with gale_http_body_write() (or awaits gale_http_body_write_future() in
  * a coroutine), each acknowledged when the stream took it (back-pressure: one write at a time),
  * and ends with gale_http_body_end(); without a known length the body goes chunked. A redirect
- * that would send a streamed body again is not followed: the 3xx is the answer. With expect_100_continue the body waits for the server's
- * 100 Continue (at most 1 s, as curl); a final answer before it means the body is never sent.
+ * that would send a streamed body again is not followed: the 3xx is the answer. With
+ * expect_100_continue the body waits for the server's 100 Continue (at most 1 s, as curl); a
+ * final answer before it means the body is never sent.
  *
  * Every accepted fetch completes exactly once, from the loop, never inside gale_http_fetch().
  * Everything here runs on the client's loop thread.
@@ -169,8 +170,9 @@ int gale_http_client_new(gale_loop *loop, const gale_http_client_opts *opts,
 /* Frees the client. Requests still queued or in flight complete with -ECANCELED, from the loop
  * (their callbacks run on later iterations and must not use the client); idle pooled connections
  * are closed. A connection attempt in progress finishes in the background and is then closed:
- * keep running the loop for a moment (or until those complete) before freeing it. NULL is a no-op. Legal inside a fetch callback of
- * this client (requests are detached from the client before their callbacks run). */
+ * keep running the loop for a moment (or until those complete) before freeing it. NULL is a
+ * no-op. Legal inside a fetch callback of this client (requests are detached from the client
+ * before their callbacks run). */
 void gale_http_client_free(gale_http_client *c);
 
 /* Queues `req`. Returns 0, -EINVAL (NULL client, request, url or cb) or -ENOMEM; then `cb` is
