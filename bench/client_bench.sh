@@ -1,8 +1,9 @@
 #!/bin/bash
 # HTTP client benchmark with connection reuse: small GETs of apps/hello, 50 in flight, through
 #   gale        gale's client, keep-alive (bench/client_bench.c, its default)
-#   gale-close  gale's client, a connection per request (client_bench ... close)
-#   tornado     Tornado's AsyncHTTPClient (bench/tornado_client.py; it never reuses connections)
+#   gale-close  gale's client, a connection per request (client_bench ... close; N/4 requests)
+#   tornado     Tornado's AsyncHTTPClient (bench/tornado_client.py; it never reuses connections;
+#               N/4 requests)
 #   ab-k        ab -k -n N -c 50 (keep-alive)
 #   wrk         wrk -t1 -c50 -d D (keep-alive; runs for as long as ab -k took, at least 1 s)
 # and for each: req/s and the client's CPU time (user+system, from getrusage of the child) per
@@ -20,6 +21,7 @@ set -u
 
 N=${1:-20000}
 ROUNDS=${2:-3}
+NSHORT=$((N / 4)) # the two clients that open a connection per request run a quarter as many
 CONC=50
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BENCH_BUILD:-$ROOT/build-client-bench}
@@ -69,8 +71,8 @@ run() { # name: prints "name req/s cpu_us_per_request"
     local name=$1 out reqs rps cpu
     case $name in
     gale) out=$(timed "$BUILD/bin/client_bench" "$URL" "$N" "$CONC") ;;
-    gale-close) out=$(timed "$BUILD/bin/client_bench" "$URL" "$N" "$CONC" close) ;;
-    tornado) out=$(timed $PY "$ROOT/bench/tornado_client.py" "$URL" "$N" "$CONC") ;;
+    gale-close) out=$(timed "$BUILD/bin/client_bench" "$URL" "$NSHORT" "$CONC" close) ;;
+    tornado) out=$(timed $PY "$ROOT/bench/tornado_client.py" "$URL" "$NSHORT" "$CONC") ;;
     ab-k) out=$(timed ab -q -k -n "$N" -c "$CONC" "$URL") ;;
     wrk) out=$(timed wrk -t1 -c"$CONC" -d"${WRK_SECS}s" "$URL") ;;
     esac
@@ -85,6 +87,10 @@ run() { # name: prints "name req/s cpu_us_per_request"
     wrk)
         rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
         reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+        ;;
+    gale-close | tornado)
+        rps=$(echo "$out" | sed -n 's/.*: \([0-9]*\) req\/s.*/\1/p')
+        reqs=$NSHORT
         ;;
     *)
         rps=$(echo "$out" | sed -n 's/.*: \([0-9]*\) req\/s.*/\1/p')

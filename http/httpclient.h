@@ -9,12 +9,13 @@
  * closes. `request_timeout` is a deadline on the whole exchange, counted from the moment the
  * request leaves the queue.
  *
- * Connection reuse (HTTP/1.1 keep-alive): a connection whose response was read in full, that the
- * server did not mark `Connection: close` (nor answered in HTTP/1.0), with no byte left over and
- * the request body sent in full, waits in the client's pool for the next request to the same
- * (scheme, host, port), for at most `idle_timeout`, `max_idle_per_host` of them per host. Idle
- * connections do not count against `max_clients`. Before reuse a pooled connection is checked:
- * one the server closed while idle (or that holds unsolicited bytes) is dropped. Only requests
+ * Connection reuse (HTTP/1.1 keep-alive, on by default): a connection whose response was read in
+ * full, that the server did not mark `Connection: close` (nor answered in HTTP/1.0), with no
+ * byte left over and the request body sent in full, waits in the client's pool for the next
+ * request to the same (scheme, host, port), for at most `idle_timeout`, `max_idle_per_host` of
+ * them per host. Idle connections do not count against `max_clients`. Before reuse a pooled
+ * connection is checked: one the server closed while idle (or that holds unsolicited bytes) is
+ * dropped. Only requests
  * that can be sent twice take a pooled connection: idempotent methods (GET, HEAD, PUT, DELETE,
  * OPTIONS, TRACE) with a buffered body; when one fails on a reused connection before any byte of
  * response arrived (the server closed it as the request left), it is sent again once, on a new
@@ -33,10 +34,12 @@
  * only: everything it held is freed and the loop carries on.
  *
  * Request bodies are a buffer (`body`) or streamed by a producer (Tornado's body_producer): the
- * producer writes pieces with gale_http_body_write(), each acknowledged when the stream took it
- * (back-pressure: one write at a time), and ends with gale_http_body_end(); without a known
- * length the body goes chunked. With expect_100_continue the body waits for the server's
- * 100 Continue (at most 1 s, as curl); a final answer before it means the body is never sent.
+ * producer writes pieces with gale_http_body_write() (or awaits gale_http_body_write_future() in
+ * a coroutine), each acknowledged when the stream took it (back-pressure: one write at a time),
+ * and ends with gale_http_body_end(); without a known length the body goes chunked. A redirect
+ * that would send a streamed body again is not followed: the 3xx is the answer. With
+ * expect_100_continue the body waits for the server's 100 Continue (at most 1 s, as curl); a
+ * final answer before it means the body is never sent.
  *
  * Every accepted fetch completes exactly once, from the loop, never inside gale_http_fetch().
  * Everything here runs on the client's loop thread.
@@ -174,8 +177,9 @@ int gale_http_client_new(gale_loop *loop, const gale_http_client_opts *opts,
 /* Frees the client. Requests still queued or in flight complete with -ECANCELED, from the loop
  * (their callbacks run on later iterations and must not use the client); idle pooled connections
  * are closed. A connection attempt in progress finishes in the background and is then closed:
- * keep running the loop for a moment (or until those complete) before freeing it. NULL is a no-op. Legal inside a fetch callback of
- * this client (requests are detached from the client before their callbacks run). */
+ * keep running the loop for a moment (or until those complete) before freeing it. NULL is a
+ * no-op. Legal inside a fetch callback of this client (requests are detached from the client
+ * before their callbacks run). */
 void gale_http_client_free(gale_http_client *c);
 
 /* Queues `req`. Returns 0, -EINVAL (NULL client, request, url or cb) or -ENOMEM; then `cb` is
@@ -213,6 +217,17 @@ void gale_http_client_get_stats(const gale_http_client *c, gale_http_client_stat
  * -ECANCELED or the connection's error). */
 int gale_http_body_write(gale_http_body_writer *w, const void *data, size_t len,
                          gale_http_body_write_cb cb, void *arg);
+
+/* Future form of gale_http_body_write(): a new future (the caller's reference) that completes
+ * with a NULL result when the stream took the bytes, or fails with the write's error (an error
+ * that stops the write from starting fails it at once). For a producer that is a coroutine:
+ *
+ *     gale_future *f = gale_http_body_write_future(w, piece, n);
+ *     int rc = gale_await(f);
+ *     gale_future_unref(f);
+ *
+ * Returns NULL only when out of memory. */
+gale_future *gale_http_body_write_future(gale_http_body_writer *w, const void *data, size_t len);
 
 /* From a body producer: the body is complete (the last chunk goes out when chunked). Returns 0,
  * -EBUSY (a write in flight), -EPROTO (fewer bytes than the promised body_len: the fetch fails)

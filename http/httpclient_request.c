@@ -302,3 +302,32 @@ int gale_http_body_end(gale_http_body_writer *w)
     f->upload = U_DONE;
     return 0;
 }
+
+static void write_future_done(gale_http_body_writer *w, int status, void *arg)
+{
+    gale_future *f = arg;
+    if (status)
+        gale_future_set_error(f, status, NULL);
+    else
+        gale_future_set_result(f, NULL, NULL);
+    gale_future_unref(f);
+}
+
+gale_future *gale_http_body_write_future(gale_http_body_writer *w, const void *data, size_t len)
+{
+    struct gale__fetch *fe = (struct gale__fetch *)w;
+    gale_future *f = gale_future_new(fe ? fe->loop : NULL);
+    if (!f)
+        return NULL;
+    if (!fe) {
+        gale_future_set_error(f, -EINVAL, NULL);
+        return f;
+    }
+    gale_future_ref(f); /* the write callback's */
+    int rc = gale_http_body_write(w, data, len, write_future_done, f);
+    if (rc) {
+        gale_future_unref(f);
+        gale_future_set_error(f, rc, NULL);
+    }
+    return f;
+}

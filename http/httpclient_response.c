@@ -228,6 +228,7 @@ bool gale__resp_choose_framing(struct gale__fetch *f, size_t *length)
     if (f->mode == B_CLOSE || gale_http_headers_has_token(&r->pub.headers, "Connection", "close"))
         f->keep_alive = false;
     if (f->decompress && f->mode != B_NONE &&
+        gale_http_headers_get(&r->pub.headers, "Content-Encoding", NULL) &&
         (gale_http_headers_has_token(&r->pub.headers, "Content-Encoding", "gzip") ||
          gale_http_headers_has_token(&r->pub.headers, "Content-Encoding", "x-gzip"))) {
         int rc = inflate_start(f);

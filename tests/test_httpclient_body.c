@@ -10,6 +10,7 @@
 #include <zlib.h>
 #endif
 
+#include "core/coro.h"
 #include "core/errors.h"
 #include "core/loop.h"
 #include "http/httpclient.h"
@@ -382,6 +383,69 @@ START_TEST(test_body_producer_back_pressure)
 }
 END_TEST
 
+/* A coroutine producer (Tornado's `async def body_producer(write)`): awaits each write, then
+ * ends the body. */
+struct coro_producer {
+    gale_http_body_writer *w;
+    size_t total, piece;
+    int awaited_errors;
+};
+
+static int coro_produce(void *arg)
+{
+    struct coro_producer *cp = arg;
+    static char buf[65536];
+    for (size_t sent = 0; sent < cp->total;) {
+        size_t n = cp->total - sent < cp->piece ? cp->total - sent : cp->piece;
+        for (size_t i = 0; i < n; i++)
+            buf[i] = (char)('A' + (sent + i) % 26);
+        gale_future *f = gale_http_body_write_future(cp->w, buf, n);
+        int rc = gale_await(f);
+        gale_future_unref(f);
+        if (rc) {
+            cp->awaited_errors++;
+            return rc;
+        }
+        sent += n;
+    }
+    return gale_http_body_end(cp->w);
+}
+
+static void coro_producer_start(gale_http_body_writer *w, void *arg)
+{
+    struct coro_producer *cp = arg;
+    cp->w = w;
+    gale_future *done = gale_coro_spawn(gale_loop_current(), coro_produce, cp, NULL);
+    ck_assert_ptr_nonnull(done);
+    gale_future_unref(done);
+}
+
+START_TEST(test_body_producer_coroutine_awaits_writes)
+{
+    struct ka_server s;
+    ka_start(&s, h_len, NULL);
+    gale_loop *loop = ka_new_loop();
+    gale_loop_make_current(loop);
+    gale_http_client *c = new_client(loop);
+    struct coro_producer cp = {.total = 1u << 20, .piece = 30000};
+    gale_http_client_request req;
+    gale_http_client_request_init(&req, ka_url(&s, "/up"));
+    req.method = "PUT";
+    req.body_producer = coro_producer_start;
+    req.producer_arg = &cp;
+    struct ka_result r;
+    fetch_wait(loop, c, &req, &r);
+    ck_assert_int_eq(r.resp->error, 0);
+    ck_assert_str_eq(r.resp->body, "1048576");
+    ck_assert_int_eq(cp.awaited_errors, 0);
+    gale_http_client_response_free(r.resp);
+    check_pattern(&s, cp.total);
+    gale_coro_shutdown(loop); /* the producer has returned: nothing to unwind */
+    ka_teardown(loop, c);
+    ka_stop(&s);
+}
+END_TEST
+
 static int started;
 static void count_start(gale_http_body_writer *w, void *arg)
 {
@@ -498,6 +562,7 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_loop_test(t, test_body_producer_with_length_or_chunked, 0, 2);
     tcase_add_test(t, test_body_producer_back_pressure);
+    tcase_add_test(t, test_body_producer_coroutine_awaits_writes);
     tcase_add_loop_test(t, test_body_expect_100_continue, 0, 3);
     tcase_add_test(t, test_body_producer_length_is_enforced);
     suite_add_tcase(su, t);
