@@ -8,6 +8,7 @@
 #include "core/errors.h"
 #include "core/loop.h"
 #include "core/options.h"
+#include "http/escape.h"
 #include "http/httpclient.h"
 #include "http/web.h"
 
@@ -19,7 +20,8 @@ static const char ROUTES[] =
     "routes (HEAD works wherever GET does; other paths 404, other methods 405):\n"
     "  GET  /                 Hello, world!\n"
     "  GET  /user/<digits>    user <digits>\n"
-    "  GET  /greet?name=X     Hello, X!  (X percent-decoded, '+' is a space; no name: 400)\n"
+    "  GET  /greet?name=X     Hello, X!  (X percent-decoded, '+' is a space, then HTML-escaped;\n"
+    "                         no name: 400)\n"
     "  POST /echo, PUT /echo  the request body, with the request's Content-Type\n"
     "                         (else application/octet-stream)\n"
     "  GET  /delay?ms=N       waited N ms, after N ms on a timer (0..10000, else 400)\n"
@@ -79,8 +81,14 @@ static void greet_get(gale_handler *h)
         return;
     }
     const char *name = gale_get_argument_at(h, GALE_ARGS_ALL, "name", n - 1, &len);
+    /* The reply is HTML: the name is escaped, so a name holding markup shows as text. */
+    char *safe = gale_handler_alloc(h, GALE_XHTML_ESCAPE_MAX(len) + 1);
+    if (!safe) {
+        gale_send_error(h, 500);
+        return;
+    }
     gale_write_str(h, "Hello, ");
-    gale_write(h, name, len);
+    gale_write(h, safe, gale_xhtml_escape(safe, name, len));
     gale_write_str(h, "!");
 }
 static const gale_handler_class greet_handler = {.get = greet_get};

@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 builddir=${1:-build}
 
-pkgs="build-essential cmake pkg-config libhttp-parser-dev check curl python3 nginx"
+pkgs="build-essential cmake pkg-config libhttp-parser-dev libjansson-dev libssl-dev zlib1g-dev check curl python3 python3-tornado nginx"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
