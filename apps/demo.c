@@ -11,6 +11,7 @@
 #include "http/escape.h"
 #include "http/httpclient.h"
 #include "http/web.h"
+#include "http/web_secure.h"
 
 static const char DESCRIPTION[] =
     "The router showcase: one handler class per route, written as a gale user would. Stops\n"
@@ -37,6 +38,14 @@ static const char ROUTES[] =
     "                         single '/', not under /relay, else 400) from this server with the\n"
     "                         async client and answers \"relayed <status> <body>\" (502 when the\n"
     "                         fetch fails; TCP only)\n"
+    "with --cookie-secret S:\n"
+    "  GET  /cookie/set?name=N&value=V  sets cookie N to V signed with S (Tornado's format)\n"
+    "  GET  /cookie/get?name=N          the verified value of cookie N; 403 when it is missing,\n"
+    "                                   tampered with, signed for another name or secret, or\n"
+    "                                   older than 31 days\n"
+    "with --xsrf:\n"
+    "  GET  /xsrf             sets the _xsrf cookie; answers a form carrying its token\n"
+    "                         (POST, PUT, PATCH, DELETE then need the token, else 403)\n"
     "\n"
     "environment: GALE_LOG_LEVEL (debug, info, warning, error, none),\n"
     "GALE_LOOP_BACKEND (epoll, poll)";
@@ -92,6 +101,47 @@ static void greet_get(gale_handler *h)
     gale_write_str(h, "!");
 }
 static const gale_handler_class greet_handler = {.get = greet_get};
+
+/* GET /cookie/set?name=N&value=V (with --cookie-secret) */
+static void cookie_set_get(gale_handler *h)
+{
+    const char *name = gale_get_argument(h, "name", NULL);
+    const char *value = gale_get_argument(h, "value", NULL);
+    if (!name || !value || gale_set_signed_cookie(h, name, value, strlen(value), NULL) != 0) {
+        gale_send_error(h, 400);
+        return;
+    }
+    gale_write_str(h, "set");
+}
+static const gale_handler_class cookie_set_handler = {.get = cookie_set_get};
+
+/* GET /cookie/get?name=N (with --cookie-secret) */
+static void cookie_get_get(gale_handler *h)
+{
+    const char *name = gale_get_argument(h, "name", NULL);
+    size_t len;
+    const char *v = name ? gale_get_signed_cookie(h, name, 0, &len) : NULL;
+    if (!v) {
+        gale_send_error(h, name ? 403 : 400);
+        return;
+    }
+    gale_set_header(h, "Content-Type", "text/plain; charset=UTF-8");
+    gale_write(h, v, len);
+}
+static const gale_handler_class cookie_get_handler = {.get = cookie_get_get};
+
+/* GET /xsrf (with --xsrf): a form carrying the token, and the _xsrf cookie. */
+static void xsrf_get(gale_handler *h)
+{
+    const char *input = gale_xsrf_form_html(h);
+    if (!input) {
+        gale_send_error(h, 500);
+        return;
+    }
+    gale_writef(h, "<form method=\"post\" action=\"/echo\">%s<input type=\"submit\"/></form>",
+                input);
+}
+static const gale_handler_class xsrf_handler = {.get = xsrf_get};
 
 /* POST|PUT /echo */
 static void echo_body(gale_handler *h)
@@ -300,7 +350,8 @@ int main(int argc, char **argv)
 {
     int port = 8888, processes = 1;
     bool quiet = false, xheaders = false;
-    const char *unix_socket = NULL;
+    const char *unix_socket = NULL, *cookie_secret = NULL;
+    bool xsrf = false;
     gale_http_server_opts opts;
     gale_http_server_opts_init(&opts);
     opts.idle_connection_timeout = 60;
@@ -324,6 +375,11 @@ int main(int argc, char **argv)
         GALE_OPTION_STRING("unix-socket", &unix_socket, "PATH",
                            "listen on a unix socket at PATH instead of a TCP port, for a proxy\n"
                            "such as nginx in front (one process per socket)"),
+        GALE_OPTION_STRING("cookie-secret", &cookie_secret, "S",
+                           "sign cookies with S: enables /cookie/set and /cookie/get"),
+        GALE_OPTION_BOOL("xsrf", &xsrf,
+                         "check XSRF tokens on POST, PUT, PATCH and DELETE (the _xsrf cookie\n"
+                         "from GET /xsrf); enables /xsrf"),
         GALE_OPTION_BOOL("xheaders", &xheaders,
                          "trust X-Real-IP / X-Forwarded-For / X-Scheme: the client address\n"
                          "and scheme a proxy in front passes on"),
@@ -372,6 +428,15 @@ int main(int argc, char **argv)
     int rc = 0;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0] && rc == 0; i++)
         rc = gale_app_route(app, routes[i].pattern, routes[i].cls, NULL);
+    if (rc == 0 && cookie_secret) {
+        rc = gale_app_set_cookie_secret(app, cookie_secret);
+        rc = rc ? rc : gale_app_route(app, "/cookie/set", &cookie_set_handler, NULL);
+        rc = rc ? rc : gale_app_route(app, "/cookie/get", &cookie_get_handler, NULL);
+    }
+    if (rc == 0 && xsrf) {
+        gale_app_set_xsrf_cookies(app, true);
+        rc = gale_app_route(app, "/xsrf", &xsrf_handler, NULL);
+    }
     /* A failure (a port in use...) was reported; free everything on the way out all the same. */
     if (rc == 0)
         rc = start_listening(app, port, unix_socket, processes);

@@ -43,7 +43,8 @@ struct gale_app {
     double signal_time; /* loop time of the signal that began the drain (0: none) */
     const gale_handler_class *default_cls; /* for paths no route matches (NULL: plain 404) */
     void *default_arg;
-    struct unix_file *unix_files; /* made by gale_app_listen_unix, removed at free */
+    struct unix_file *unix_files;       /* made by gale_app_listen_unix, removed at free */
+    struct gale__app_settings settings; /* cookies, XSRF, login, compression, named routes */
 };
 
 /* One response header set by the handler, copied into the request arena. */
@@ -83,6 +84,7 @@ struct gale_handler {
     bool released;
     bool closed;
     bool close_called;
+    struct gale__handler_web web; /* the added parts' per-request state */
 
     /* Last: on_request zeroes only what comes before these; each is set up when first parsed
      * (the *_parsed flags above). */
@@ -104,6 +106,10 @@ gale_app *gale_app_new(const gale_http_server_opts *opts)
 }
 
 gale_http_server_opts *gale_app_opts(gale_app *app) { return app ? &app->opts : NULL; }
+
+struct gale__app_settings *gale__app_settings(gale_app *app) { return &app->settings; }
+struct gale__handler_web *gale__handler_web(gale_handler *h) { return &h->web; }
+const gale_handler_class *gale__handler_class(gale_handler *h) { return h->cls; }
 
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg)
 {
@@ -327,6 +333,7 @@ void gale_app_free(gale_app *app)
     if (app->srv)
         gale_http_server_free(app->srv);
     gale__route_table_free(&app->routes);
+    gale__app_settings_free(&app->settings);
     /* After the server: its listening sockets are closed, so no client reaches a removed path. */
     while (app->unix_files) {
         struct unix_file *uf = app->unix_files;
@@ -474,6 +481,8 @@ static void on_request(gale_http_request *req, void *arg)
     req->user = h;
     gale_http_request_set_close_cb(req, on_close, h);
     h->busy = 1;
+    if (cls->set_default_headers)
+        cls->set_default_headers(h);
 
     bool head;
     gale_handler_fn fn = method_fn(cls, req->method, &head);
@@ -490,9 +499,9 @@ static void on_request(gale_http_request *req, void *arg)
                (r && set_path_args(h, r, pm) < 0)) {
         gale_fail(h, -ENOMEM);
     } else {
-        if (cls->prepare)
+        if (gale__web_before_prepare(h) && cls->prepare)
             cls->prepare(h);
-        if (!h->finished)
+        if (!h->finished && gale__web_before_method(h))
             fn(h);
         if (!h->finished && !h->async)
             gale_finish(h);
@@ -996,6 +1005,8 @@ int gale_send_error(gale_handler *h, int code)
     h->default_ctype = true;
     gale_http_response_clear_body(h->req);
     h->status = code;
+    if (h->cls->set_default_headers)
+        h->cls->set_default_headers(h);
     /* write_error may finish the response itself: `h` must outlive it either way. */
     h->busy++;
     write_error_body(h, code);

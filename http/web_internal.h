@@ -5,6 +5,7 @@
 #include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "http/httpserver.h"
 #include "http/web.h"
@@ -39,5 +40,49 @@ const struct gale__route *gale__route_match(const gale__route_table *t, gale_htt
 
 /* Frees the routes and leaves the table empty. */
 void gale__route_table_free(gale__route_table *t);
+
+/* A named route's path template for gale_reverse_url: literal pieces between `ngroups` groups. */
+struct gale__named_route {
+    struct gale__named_route *next;
+    char *name;
+    char *tmpl; /* the pattern with each group replaced by a NUL-free marker, see web_reverse.c */
+    bool reversible; /* false: groups nest, or regex syntax outside them */
+    size_t ngroups;
+};
+
+/* The application's settings beyond routing (Tornado's Application settings); zeroed with the
+ * app, freed by gale__app_settings_free. */
+struct gale__app_settings {
+    char *cookie_secret; /* gale_app_set_cookie_secret (NULL: signed cookies refused) */
+    size_t cookie_secret_len;
+    char *login_url;   /* gale_app_set_login_url */
+    bool xsrf_cookies; /* gale_app_set_xsrf_cookies */
+    bool compress;     /* gale_app_set_compress */
+    struct gale__named_route *named;
+};
+
+/* What the web layer's added parts keep per request (zeroed with the handler). */
+struct gale__handler_web {
+    const char *current_user; /* cached by gale_current_user */
+    bool current_user_done;
+    const char *xsrf_token;        /* the masked token this response uses (made once) */
+    const unsigned char *xsrf_raw; /* the raw token, from the cookie or new */
+    size_t xsrf_raw_len;
+    int64_t xsrf_time; /* the token's timestamp */
+    bool xsrf_raw_done;
+    bool xsrf_from_cookie; /* the request's cookie held a valid token: no new cookie */
+    void *compress; /* the response's gzip state (web_compress.c), NULL when not compressing */
+    bool compress_decided;
+};
+
+struct gale__app_settings *gale__app_settings(gale_app *app);
+struct gale__handler_web *gale__handler_web(gale_handler *h);
+const gale_handler_class *gale__handler_class(gale_handler *h);
+void gale__app_settings_free(struct gale__app_settings *s);
+
+/* web_secure.c: the checks around prepare and the method. Each returns true when the request
+ * goes on, false when it answered (403, a redirect to the login page). */
+bool gale__web_before_prepare(gale_handler *h);
+bool gale__web_before_method(gale_handler *h);
 
 #endif
