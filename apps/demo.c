@@ -11,6 +11,7 @@
 #include "http/escape.h"
 #include "http/httpclient.h"
 #include "http/web.h"
+#include "http/web_compress.h"
 #include "http/web_secure.h"
 
 static const char DESCRIPTION[] =
@@ -351,7 +352,7 @@ int main(int argc, char **argv)
     int port = 8888, processes = 1;
     bool quiet = false, xheaders = false;
     const char *unix_socket = NULL, *cookie_secret = NULL;
-    bool xsrf = false;
+    bool xsrf = false, compress = false;
     gale_http_server_opts opts;
     gale_http_server_opts_init(&opts);
     opts.idle_connection_timeout = 60;
@@ -380,6 +381,9 @@ int main(int argc, char **argv)
         GALE_OPTION_BOOL("xsrf", &xsrf,
                          "check XSRF tokens on POST, PUT, PATCH and DELETE (the _xsrf cookie\n"
                          "from GET /xsrf); enables /xsrf"),
+        GALE_OPTION_BOOL("compress", &compress,
+                         "gzip text, JSON, JavaScript, XML and SVG responses of 1 KiB or more\n"
+                         "(and every streamed one) for clients that accept it"),
         GALE_OPTION_BOOL("xheaders", &xheaders,
                          "trust X-Real-IP / X-Forwarded-For / X-Scheme: the client address\n"
                          "and scheme a proxy in front passes on"),
@@ -433,6 +437,8 @@ int main(int argc, char **argv)
         rc = rc ? rc : gale_app_route(app, "/cookie/set", &cookie_set_handler, NULL);
         rc = rc ? rc : gale_app_route(app, "/cookie/get", &cookie_get_handler, NULL);
     }
+    if (rc == 0 && compress && (rc = gale_app_set_compress(app, true)) != 0)
+        fprintf(stderr, "demo: --compress: %s\n", gale_strerror(rc));
     if (rc == 0 && xsrf) {
         gale_app_set_xsrf_cookies(app, true);
         rc = gale_app_route(app, "/xsrf", &xsrf_handler, NULL);

@@ -18,4 +18,9 @@ int gale__http_response_preset(gale_http_request *req, const char *line, size_t 
 /* gale_http_request_alloc without the zeroing: for a block the caller initialises itself. */
 void *gale__http_request_alloc_raw(gale_http_request *req, size_t size);
 
+/* The body buffered since the last flush: `*len` bytes at the pointer returned (NULL when none),
+ * valid until the next write, clear or flush. For an output filter that replaces it (clear the
+ * body, then write the new bytes). */
+const char *gale__http_response_buffered(gale_http_request *req, size_t *len);
+
 #endif

@@ -219,6 +219,13 @@ int gale_http_response_clear_body(gale_http_request *req)
     return 0;
 }
 
+const char *gale__http_response_buffered(gale_http_request *req, size_t *len)
+{
+    struct req *r = req_of(req);
+    *len = r->wlen;
+    return r->wlen ? r->w : NULL;
+}
+
 static bool bodyless_status(int s) { return s < 200 || s == 204 || s == 304; }
 
 /* True when a Connection header's value lists "close". */

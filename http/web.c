@@ -111,6 +111,16 @@ struct gale__app_settings *gale__app_settings(gale_app *app) { return &app->sett
 struct gale__handler_web *gale__handler_web(gale_handler *h) { return &h->web; }
 const gale_handler_class *gale__handler_class(gale_handler *h) { return h->cls; }
 
+const char *gale__handler_out_header(gale_handler *h, const char *name)
+{
+    for (size_t i = h->nheaders; i-- > 0;)
+        if (strcasecmp(h->headers[i].name, name) == 0)
+            return h->headers[i].value;
+    if (h->default_ctype && strcasecmp(name, "Content-Type") == 0)
+        return "text/html; charset=UTF-8";
+    return NULL;
+}
+
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg)
 {
     if (!app || !pattern || !cls)
@@ -351,6 +361,7 @@ static void *req_alloc(void *ctx, size_t size) { return gale_http_request_alloc(
 static void release(gale_handler *h)
 {
     h->released = true;
+    gale__compress_free(h);
     if (h->cls->on_finish)
         h->cls->on_finish(h);
     gale_http_response_finish(h->req); /* frees h */
@@ -887,7 +898,8 @@ int gale_flush(gale_handler *h)
 {
     if (h->finished)
         return -EALREADY;
-    int rc = h->headers_sent ? 0 : send_headers(h);
+    int rc = gale__compress_filter(h, false);
+    rc = rc ? rc : h->headers_sent ? 0 : send_headers(h);
     int r = gale_http_response_flush(h->req);
     if (h->closed || gale_http_request_connection_closed(h->req))
         return -EPIPE;
@@ -902,7 +914,8 @@ int gale_flush_cb(gale_handler *h, gale_http_flushed_cb cb, void *arg)
         return -EALREADY;
     if (h->closed || gale_http_request_connection_closed(h->req))
         return -EPIPE;
-    int rc = h->headers_sent ? 0 : send_headers(h);
+    int rc = gale__compress_filter(h, false);
+    rc = rc ? rc : h->headers_sent ? 0 : send_headers(h);
     if (rc)
         return rc;
     return gale_http_response_flush_cb(h->req, cb, arg);
@@ -936,6 +949,10 @@ int gale_finish(gale_handler *h)
 {
     if (h->finished)
         return -EALREADY;
+    /* The output filter may still set headers: before the response counts as finished. */
+    if (!bodyless_status(h->status) && gale__compress_filter(h, true) < 0)
+        gale_log_error(GALE_LOG_GENERAL, "%s %s: out of memory compressing the response",
+                       h->req->method, h->req->uri);
     h->finished = true;
     if (bodyless_status(h->status))
         gale_http_response_clear_body(h->req);

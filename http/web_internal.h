@@ -73,12 +73,24 @@ struct gale__handler_web {
     bool xsrf_from_cookie; /* the request's cookie held a valid token: no new cookie */
     void *compress; /* the response's gzip state (web_compress.c), NULL when not compressing */
     bool compress_decided;
+    bool no_compress; /* the body goes out as it is (a static file) */
 };
 
 struct gale__app_settings *gale__app_settings(gale_app *app);
 struct gale__handler_web *gale__handler_web(gale_handler *h);
 const gale_handler_class *gale__handler_class(gale_handler *h);
 void gale__app_settings_free(struct gale__app_settings *s);
+
+/* A response header the handler set (the last one called `name`), or the default Content-Type;
+ * NULL when none. */
+const char *gale__handler_out_header(gale_handler *h, const char *name);
+
+/* web_compress.c: the output filter, run by web.c just before the headers and each piece of
+ * body go out (`final`: at the finish). Decides once, before the headers, whether the response
+ * is gzipped, then compresses the buffered body in place. Returns 0 or -ENOMEM. */
+int gale__compress_filter(gale_handler *h, bool final);
+/* Frees the filter's state (at the release). */
+void gale__compress_free(gale_handler *h);
 
 /* web_secure.c: the checks around prepare and the method. Each returns true when the request
  * goes on, false when it answered (403, a redirect to the login page). */
