@@ -13,6 +13,7 @@
 #include "http/web.h"
 #include "http/web_compress.h"
 #include "http/web_secure.h"
+#include "http/web_static.h"
 
 static const char DESCRIPTION[] =
     "The router showcase: one handler class per route, written as a gale user would. Stops\n"
@@ -39,6 +40,8 @@ static const char ROUTES[] =
     "                         single '/', not under /relay, else 400) from this server with the\n"
     "                         async client and answers \"relayed <status> <body>\" (502 when the\n"
     "                         fetch fails; TCP only)\n"
+    "with --static-path DIR:\n"
+    "  GET  /static/<path>    the file DIR/<path> (ETag, 304, ranges; never outside DIR)\n"
     "with --cookie-secret S:\n"
     "  GET  /cookie/set?name=N&value=V  sets cookie N to V signed with S (Tornado's format)\n"
     "  GET  /cookie/get?name=N          the verified value of cookie N; 403 when it is missing,\n"
@@ -351,7 +354,7 @@ int main(int argc, char **argv)
 {
     int port = 8888, processes = 1;
     bool quiet = false, xheaders = false;
-    const char *unix_socket = NULL, *cookie_secret = NULL;
+    const char *unix_socket = NULL, *cookie_secret = NULL, *static_path = NULL;
     bool xsrf = false, compress = false;
     gale_http_server_opts opts;
     gale_http_server_opts_init(&opts);
@@ -381,6 +384,8 @@ int main(int argc, char **argv)
         GALE_OPTION_BOOL("xsrf", &xsrf,
                          "check XSRF tokens on POST, PUT, PATCH and DELETE (the _xsrf cookie\n"
                          "from GET /xsrf); enables /xsrf"),
+        GALE_OPTION_STRING("static-path", &static_path, "DIR",
+                           "serve the files under DIR at /static/"),
         GALE_OPTION_BOOL("compress", &compress,
                          "gzip text, JSON, JavaScript, XML and SVG responses of 1 KiB or more\n"
                          "(and every streamed one) for clients that accept it"),
@@ -437,6 +442,8 @@ int main(int argc, char **argv)
         rc = rc ? rc : gale_app_route(app, "/cookie/set", &cookie_set_handler, NULL);
         rc = rc ? rc : gale_app_route(app, "/cookie/get", &cookie_get_handler, NULL);
     }
+    if (rc == 0 && static_path && (rc = gale_app_set_static_path(app, static_path, NULL)) != 0)
+        fprintf(stderr, "demo: --static-path %s: %s\n", static_path, gale_strerror(rc));
     if (rc == 0 && compress && (rc = gale_app_set_compress(app, true)) != 0)
         fprintf(stderr, "demo: --compress: %s\n", gale_strerror(rc));
     if (rc == 0 && xsrf) {

@@ -490,6 +490,23 @@ int gale_http_response_flush_cb(gale_http_request *req, gale_http_flushed_cb cb,
     return 0;
 }
 
+int gale__http_response_sendfile(gale_http_request *req, int fd, off_t offset, size_t len,
+                                 gale_done_cb cb, void *arg)
+{
+    struct req *r = req_of(req);
+    if (r->finished)
+        return -EALREADY;
+    if (r->closed || !conn_open(r->conn))
+        return -EPIPE;
+    if (!r->headers_sent || r->framing != FR_LENGTH || r->wlen ||
+        r->sent + len > (unsigned long long)r->user_cl)
+        return -EINVAL;
+    int rc = gale__conn_send_file(r->conn, fd, offset, len, cb, arg);
+    if (rc == 0)
+        r->sent += len;
+    return rc;
+}
+
 size_t gale_http_response_pending(const gale_http_request *req)
 {
     const struct req *r = req_of(req);

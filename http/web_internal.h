@@ -59,6 +59,19 @@ struct gale__app_settings {
     bool xsrf_cookies; /* gale_app_set_xsrf_cookies */
     bool compress;     /* gale_app_set_compress */
     struct gale__named_route *named;
+    char *static_dir;    /* gale_app_set_static_path */
+    char *static_prefix; /* "/static/" */
+    int static_fd;       /* the directory, opened once (O_PATH); -1 or 0 when unset */
+    bool static_set;
+    struct gale__static_version *versions; /* gale_static_url's hash cache */
+};
+
+/* One file's content hash for gale_static_url, valid while size and mtime match. */
+struct gale__static_version {
+    struct gale__static_version *next;
+    long long size, mtime_ns;
+    char hash[17];
+    char path[];
 };
 
 /* What the web layer's added parts keep per request (zeroed with the handler). */

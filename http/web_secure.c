@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -69,6 +70,15 @@ void gale__app_settings_free(struct gale__app_settings *s)
         free(n->tmpl);
         free(n);
     }
+    while (s->versions) {
+        struct gale__static_version *v = s->versions;
+        s->versions = v->next;
+        free(v);
+    }
+    if (s->static_set)
+        close(s->static_fd);
+    free(s->static_dir);
+    free(s->static_prefix);
     *s = (struct gale__app_settings){0};
 }
 
