@@ -15,6 +15,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "http/escape.h"
+#include "http/hex_internal.h"
 #include "http/web_internal.h"
 
 #ifdef GALE_HAVE_CRYPTO
@@ -399,24 +400,13 @@ bool gale__web_before_method(gale_handler *h)
 
 /* ---- XSRF ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes `len` hex digits into dst (len/2 bytes). */
 static bool unhex(unsigned char *dst, const char *s, size_t len)
 {
     if (len % 2)
         return false;
     for (size_t i = 0; i < len; i += 2) {
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        int hi = gale__hexval((unsigned char)s[i]), lo = gale__hexval((unsigned char)s[i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         dst[i / 2] = (unsigned char)(hi << 4 | lo);

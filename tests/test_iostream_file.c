@@ -38,6 +38,17 @@ static int make_file(size_t len)
     return fd;
 }
 
+/* A stream on one end of a unix socket pair; `*peer` gets the other end (non-blocking). */
+static gale_stream *stream_pair(int *peer)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    gale_stream *s;
+    ck_assert_int_eq(gale_stream_new(loop, sv[0], &s), 0);
+    *peer = sv[1];
+    return s;
+}
+
 static void setup(void)
 {
     ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
@@ -70,12 +81,9 @@ static void drain_main(void *arg)
 
 START_TEST(test_iostream_file_range_between_writes_in_order)
 {
-    int sv[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    int peer = sv[1];
+    int peer;
+    gale_stream *s = stream_pair(&peer);
     fcntl(peer, F_SETFL, 0);
-    gale_stream *s;
-    ck_assert_int_eq(gale_stream_new(loop, sv[0], &s), 0);
     size_t flen = 3u << 20; /* more than a socket holds: the range waits for the reader */
     int fd = make_file(flen);
     off_t pos = lseek(fd, 0, SEEK_CUR);
@@ -109,10 +117,8 @@ END_TEST
 
 START_TEST(test_iostream_file_shorter_than_range_fails_with_eio)
 {
-    int sv[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    gale_stream *s;
-    ck_assert_int_eq(gale_stream_new(loop, sv[0], &s), 0);
+    int peer;
+    gale_stream *s = stream_pair(&peer);
     int fd = make_file(100);
     ck_assert_int_eq(gale_stream_sendfile(s, fd, 0, 200, on_done, (void *)0), 0);
     int want = 1;
@@ -122,16 +128,14 @@ START_TEST(test_iostream_file_shorter_than_range_fails_with_eio)
     ck_assert_int_eq(gale_stream_sendfile(s, fd, 0, 1, on_done, (void *)1), -EPIPE);
     ck_assert_int_eq(gale_stream_sendfile(s, -1, 0, 1, on_done, (void *)1), -EINVAL);
     close(fd);
-    close(sv[1]);
+    close(peer);
 }
 END_TEST
 
 START_TEST(test_iostream_file_close_cancels_queued_range)
 {
-    int sv[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    gale_stream *s;
-    ck_assert_int_eq(gale_stream_new(loop, sv[0], &s), 0);
+    int peer;
+    gale_stream *s = stream_pair(&peer);
     int fd = make_file(4u << 20);
     ck_assert_int_eq(gale_stream_sendfile(s, fd, 0, 4u << 20, on_done, (void *)0), 0);
     gale_stream_close(s, 0);
@@ -139,7 +143,7 @@ START_TEST(test_iostream_file_close_cancels_queued_range)
     ck_assert(test_wait_until(loop, all_done, &want, 5));
     ck_assert_int_eq(done_status[0], -ECANCELED);
     close(fd);
-    close(sv[1]);
+    close(peer);
 }
 END_TEST
 
