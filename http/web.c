@@ -489,6 +489,7 @@ static void on_request(gale_http_request *req, void *arg)
     h->status = 200;
     h->default_ctype = true;
     h->async = cls->async;
+    h->web.compress_on = app->settings.compress;
     req->user = h;
     gale_http_request_set_close_cb(req, on_close, h);
     h->busy = 1;

@@ -166,7 +166,7 @@ static int compress_pending(gale_handler *h, z_stream *z, bool final)
 static bool decide(gale_handler *h, bool final)
 {
     struct gale__handler_web *w = gale__handler_web(h);
-    if (!gale__app_settings(gale_handler_app(h))->compress || w->no_compress)
+    if (!w->compress_on || w->no_compress)
         return false;
     int status = gale_get_status(h);
     if (status < 200 || status == 204 || status == 304)

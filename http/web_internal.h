@@ -87,6 +87,8 @@ struct gale__handler_web {
     void *compress; /* the response's gzip state (web_compress.c), NULL when not compressing */
     bool compress_decided;
     bool no_compress; /* the body goes out as it is (a static file) */
+    bool compress_on; /* the app's setting when the request arrived (the app may be freed before
+                       * an async response finishes) */
 };
 
 struct gale__app_settings *gale__app_settings(gale_app *app);

@@ -228,11 +228,13 @@ int gale_signed_value_decode(const char *secret, const char *name, const char *s
     if (!secret || !*secret || !name || !sv)
         return -EINVAL;
     size_t total = strlen(sv);
+    if (total < 2 || memcmp(sv, "2|", 2) != 0)
+        return -EINVAL;
     const char *p = sv + 2, *end = sv + total;
     const char *kv, *ts, *nm, *val;
     size_t kvl, tsl, nml, vall;
-    if (total < 2 || memcmp(sv, "2|", 2) != 0 || !field(&p, end, &kv, &kvl) ||
-        !field(&p, end, &ts, &tsl) || !field(&p, end, &nm, &nml) || !field(&p, end, &val, &vall))
+    if (!field(&p, end, &kv, &kvl) || !field(&p, end, &ts, &tsl) || !field(&p, end, &nm, &nml) ||
+        !field(&p, end, &val, &vall))
         return -EINVAL;
     char want[65];
     int rc = sign(secret, sv, (size_t)(p - sv), want);
