@@ -82,6 +82,7 @@ bool gale_accepts_encoding(gale_handler *h, const char *coding)
     return q_named >= 0 ? q_named > 0 : q_star > 0;
 }
 
+#ifdef GALE_HAVE_ZLIB
 /* Tornado's _compressible_type, widened to every text type and the +json / +xml suffixes. */
 static bool compressible(const char *ctype)
 {
@@ -120,7 +121,6 @@ static int add_vary(gale_handler *h)
     return gale_set_header(h, "Vary", v);
 }
 
-#ifdef GALE_HAVE_ZLIB
 /* Replaces the buffered body with its compression: a sync flush, or the gzip trailer when
  * `final`. */
 static int compress_pending(gale_handler *h, z_stream *z, bool final)
