@@ -103,8 +103,10 @@ END_TEST
 
 /* ---- an app with a user, a login page, XSRF and default headers ---- */
 
+static int n_user_calls;
 static const char *cookie_user(gale_handler *h)
 {
+    n_user_calls++;
     return gale_get_signed_cookie(h, "user", 0, NULL);
 }
 static void defaults(gale_handler *h) { gale_set_header(h, "X-Frame-Options", "DENY"); }
@@ -178,9 +180,11 @@ START_TEST(test_web_secure_authenticated_redirects_get_and_refuses_post)
     ck_assert(test_http_header_is(&r, "X-Frame-Options", "DENY"));
     test_http_response_free(&r);
 
+    n_user_calls = 0;
     r = wt_req("GET", "/secret", cookie, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "hello ada");
+    ck_assert_int_eq(n_user_calls, 1); /* asked once, by @authenticated, then cached */
     test_http_response_free(&r);
     r = wt_req("POST", "/secret", cookie, "");
     ck_assert_int_eq(r.status, 200);
