@@ -192,13 +192,15 @@ static long long parse_date(const char *s, size_t len)
     return -1;
 }
 
-/* If-None-Match (every header, each a list) against `etag` by weak comparison. */
-static bool none_match_hits(gale_handler *h, const char *etag, bool *present)
+/* If-None-Match or If-Match (`field`; every header, each a list) against `etag`: weak
+ * comparison, or strong (`strong`: a W/ tag never matches). */
+static bool tag_list_hits(gale_handler *h, const char *field, const char *etag, bool strong,
+                          bool *present)
 {
     size_t cursor = 0, elen = strlen(etag);
     const gale_http_header *hd;
     *present = false;
-    while ((hd = gale_header_next(h, "If-None-Match", &cursor))) {
+    while ((hd = gale_header_next(h, field, &cursor))) {
         *present = true;
         const char *p = hd->value.p, *end = p + hd->value.len;
         while (p < end) {
@@ -206,17 +208,33 @@ static bool none_match_hits(gale_handler *h, const char *etag, bool *present)
                 p++;
             if (p < end && *p == '*')
                 return true;
-            if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
+            bool weak = end - p >= 2 && p[0] == 'W' && p[1] == '/';
+            if (weak)
                 p += 2;
             const char *q = p < end && *p == '"' ? memchr(p + 1, '"', (size_t)(end - p - 1)) : NULL;
             if (!q)
                 break; /* malformed: no more tags can be read */
-            if ((size_t)(q + 1 - p) == elen && memcmp(p, etag, elen) == 0)
+            if ((size_t)(q + 1 - p) == elen && memcmp(p, etag, elen) == 0 && !(strong && weak))
                 return true;
             p = q + 1;
         }
     }
     return false;
+}
+
+/* RFC 9110 13.2.2 steps 1 and 2: If-Match (strong comparison, "*" for any) fails, or without it
+ * If-Unmodified-Since is older than the file. */
+static bool precondition_failed(gale_handler *h, const char *etag, long long mtime)
+{
+    bool im;
+    if (tag_list_hits(h, "If-Match", etag, true, &im))
+        return false;
+    if (im)
+        return true;
+    size_t len;
+    const char *ius = gale_get_header(h, "If-Unmodified-Since", &len);
+    long long t = ius ? parse_date(ius, len) : -1;
+    return t >= 0 && mtime > t;
 }
 
 /* Whether If-Range (when present) still holds: an ETag compared strongly, or the exact
@@ -391,11 +409,15 @@ static void static_get(gale_handler *h)
     if (gale_get_argument(h, "v", NULL))
         gale_set_header(h, "Cache-Control", "public, max-age=31536000");
 
+    if (precondition_failed(h, etag, (long long)sb.st_mtim.tv_sec)) {
+        gale_send_error(h, 412);
+        return;
+    }
     bool inm;
     size_t len;
     const char *ims = gale_get_header(h, "If-Modified-Since", &len);
     long long since = ims ? parse_date(ims, len) : -1;
-    if (none_match_hits(h, etag, &inm) ||
+    if (tag_list_hits(h, "If-None-Match", etag, false, &inm) ||
         (!inm && since >= 0 && (long long)sb.st_mtim.tv_sec <= since)) {
         gale_set_status(h, 304);
         return;

@@ -7,7 +7,8 @@
  * application/octet-stream otherwise), Content-Length, Last-Modified, a strong ETag (from the
  * file's inode, size and modification time, as nginx's), and Accept-Ranges: bytes.
  *
- * Conditional requests follow RFC 9110 section 13: If-None-Match (a list, or "*"; weak
+ * Conditional requests follow RFC 9110 section 13 in its order: If-Match (strong comparison)
+ * or, without it, If-Unmodified-Since failing answers 412; If-None-Match (a list, or "*"; weak
  * comparison) answers 304 when it matches; If-Modified-Since counts only without If-None-Match.
  * A single Range ("bytes=a-b", "a-", "-n") answers 206 with Content-Range; one that no byte of
  * the file satisfies answers 416 with a Content-Range of "bytes *" "/<length>"; several ranges, or a malformed header, get the whole

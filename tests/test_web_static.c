@@ -168,6 +168,25 @@ START_TEST(test_web_static_conditional_requests)
     r = get("/static/ten.txt", "If-Modified-Since: yesterday\r\n");
     ck_assert_int_eq(r.status, 200); /* not a date: ignored */
     test_http_response_free(&r);
+    /* If-Match (strong) and If-Unmodified-Since: 412 when they fail */
+    snprintf(hdr, sizeof hdr, "If-Match: \"x\", %s\r\n", etag);
+    r = get("/static/ten.txt", hdr);
+    ck_assert_int_eq(r.status, 200);
+    test_http_response_free(&r);
+    r = get("/static/ten.txt", "If-Match: *\r\n");
+    ck_assert_int_eq(r.status, 200);
+    test_http_response_free(&r);
+    snprintf(hdr, sizeof hdr, "If-Match: W/%s\r\n", etag);
+    r = get("/static/ten.txt", hdr);
+    ck_assert_int_eq(r.status, 412);
+    test_http_response_free(&r);
+    r = get("/static/ten.txt", "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
+    ck_assert_int_eq(r.status, 412);
+    test_http_response_free(&r);
+    snprintf(hdr, sizeof hdr, "If-Unmodified-Since: %s\r\n", lm);
+    r = get("/static/ten.txt", hdr);
+    ck_assert_int_eq(r.status, 200);
+    test_http_response_free(&r);
 }
 END_TEST
 
