@@ -47,20 +47,21 @@ int gale_app_set_static_path(gale_app *app, const char *dir, const char *url_pre
         return err;
     }
     char *pattern = malloc(pl + 8);
-    s->static_dir = strdup(dir);
-    s->static_prefix = strdup(url_prefix);
-    if (!pattern || !s->static_dir || !s->static_prefix) {
-        free(pattern);
-        close(fd);
-        return -ENOMEM; /* the strings go with the app */
+    char *d = strdup(dir), *prefix = strdup(url_prefix);
+    int rc = -ENOMEM;
+    if (pattern && d && prefix) {
+        snprintf(pattern, pl + 8, "^%s(.*)$", url_prefix);
+        rc = gale_app_route(app, pattern, &gale_static_handler, NULL);
     }
-    snprintf(pattern, pl + 8, "^%s(.*)$", url_prefix);
-    int rc = gale_app_route(app, pattern, &gale_static_handler, NULL);
     free(pattern);
     if (rc) {
+        free(d);
+        free(prefix);
         close(fd);
         return rc;
     }
+    s->static_dir = d;
+    s->static_prefix = prefix;
     s->static_fd = fd;
     s->static_set = true;
     return 0;
