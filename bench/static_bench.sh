@@ -4,8 +4,10 @@
 # first alternates), each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded by wrk pinned to CPU 1
 # (BENCH_CPU_CLIENT) for SECONDS, in two scenarios:
 #   small  GET of a 4 KiB file, `wrk -t1 -c64` keep-alive: req/s and server CPU us per request
-#   large  GET of a 64 MiB file, `wrk -t1 -c4`: MB/s and server CPU ms per MB
-# The server's utime + stime (/proc/PID/stat) are read right before and after wrk. Prints every
+#   large  GET of a 64 MiB file LARGE_GETS times (default 24) by one curl over one keep-alive
+#          connection (wrk reads 8 KiB per call and would measure itself): MB/s and server CPU
+#          ms per MB
+# The server's utime + stime (/proc/PID/stat) are read right before and after the client. Prints every
 # run, then per scenario the medians and the median of the per-round ratios gale/nginx.
 #
 #     bench/static_bench.sh [SECONDS] [ROUNDS]        (defaults: 3, 5)
@@ -59,24 +61,42 @@ to_bytes() {
            printf "%.0f\n", v * m }' <<<"$1"
 }
 
+LARGE_GETS=${LARGE_GETS:-24}
+
+# large PORT: fetches the large file LARGE_GETS times on one connection; prints the requests,
+# the bytes and the seconds it took.
+large() {
+    local urls=() t0 t1 bytes
+    for _ in $(seq "$LARGE_GETS"); do urls+=("http://127.0.0.1:$1/static/large.bin"); done
+    t0=$(date +%s.%N)
+    bytes=$(taskset -c "$CPU_CLIENT" curl -s -o /dev/null -w '%{size_download}\n' "${urls[@]}" |
+        awk '{ s += $1 } END { print s + 0 }')
+    t1=$(date +%s.%N)
+    echo "$LARGE_GETS $bytes $(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+}
+
 for round in $(seq "$ROUNDS"); do
     for scen in small large; do
-        if [ "$scen" = small ]; then conns=64; file=small.bin; else conns=4; file=large.bin; fi
         for name in $(pair_order "$round" | sed 's/uv/nginx/'); do
             start "$name" || exit 1
             read -r u0 s0 < <(cpu_times "$SERVER_PID")
-            line=$(taskset -c "$CPU_CLIENT" wrk -t1 -c$conns -d"${SECS}s" \
-                "http://127.0.0.1:$port/static/$file" | awk '/requests in/ {print $1, $5}')
+            if [ "$scen" = small ]; then
+                line=$(taskset -c "$CPU_CLIENT" wrk -t1 -c64 -d"${SECS}s" \
+                    "http://127.0.0.1:$port/static/small.bin" | awk '/requests in/ {print $1, $5}')
+                read -r reqs read_ <<<"$line"
+                bytes=$(to_bytes "${read_%,}")
+                secs=$SECS
+            else
+                read -r reqs bytes secs < <(large $port)
+            fi
             read -r u1 s1 < <(cpu_times "$SERVER_PID")
             stop_server
-            read -r reqs read_ <<<"$line"
-            if [ -z "${reqs:-}" ] || [ "$reqs" -eq 0 ]; then
-                echo "static_bench: $name $scen: wrk completed no request" >&2
+            if [ -z "${reqs:-}" ] || [ "$reqs" -eq 0 ] || [ "${bytes:-0}" -eq 0 ]; then
+                echo "static_bench: $name $scen: no request completed" >&2
                 exit 1
             fi
-            bytes=$(to_bytes "${read_%,}")
             awk -v r="$round" -v sc="$scen" -v n="$name" -v q="$reqs" -v b="$bytes" \
-                -v c=$((u1 - u0 + s1 - s0)) -v k="$TCK" -v d="$SECS" 'BEGIN {
+                -v c=$((u1 - u0 + s1 - s0)) -v k="$TCK" -v d="$secs" 'BEGIN {
                     mb = b / 1048576
                     printf "%d %s %s %.0f %.1f %.3f %.4f\n", r, sc, n, q / d, mb / d,
                         c / k * 1e6 / q, c / k * 1e3 / mb }' | tee -a "$OUT"

@@ -15,6 +15,8 @@ struct gale__route {
     regex_t re;
     bool compiled;
     char *literal; /* the path itself when the pattern has no regex syntax (no regexec) */
+    char *prefix;  /* a pattern "<literal>(.*)": the literal, matched as a prefix (no regexec) */
+    size_t prefix_len;
     const gale_handler_class *cls;
     void *arg;
     size_t ngroups; /* user capture groups (the anchoring wrapper's group excluded) */

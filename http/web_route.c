@@ -221,6 +221,15 @@ int gale__route_add(gale__route_table *t, const char *pattern, const gale_handle
         r->literal = strndup(body, len);
         if (!r->literal)
             return -ENOMEM;
+    } else if (len >= 4 && memcmp(body + len - 4, "(.*)", 4) == 0 &&
+               !has_regex_syntax(body, len - 4)) {
+        /* "/static/(.*)": a prefix and the rest as the one group, as the regex would match it
+         * (a path holds no NUL, and '.' takes every other byte). */
+        r->prefix = strndup(body, len - 4);
+        if (!r->prefix)
+            return -ENOMEM;
+        r->prefix_len = len - 4;
+        r->ngroups = 1;
     } else {
         int rc = compile_regex(r, pattern, body, len);
         if (rc)
@@ -246,6 +255,15 @@ const struct gale__route *gale__route_match(const gale__route_table *t, gale_htt
         }
         size_t n = r->ngroups + 2;
         regmatch_t *m = n <= nstack ? stack : gale_http_request_alloc(req, n * sizeof *m);
+        if (r->prefix) {
+            if (!m || strncmp(req->path, r->prefix, r->prefix_len) != 0)
+                continue;
+            regoff_t end = (regoff_t)strlen(req->path);
+            m[0] = m[1] = (regmatch_t){0, end};
+            m[2] = (regmatch_t){(regoff_t)r->prefix_len, end};
+            *pm = m;
+            return r;
+        }
         if (m && regexec(&r->re, req->path, n, m, 0) == 0) {
             *pm = m;
             return r;
@@ -260,6 +278,7 @@ void gale__route_table_free(gale__route_table *t)
         if (t->routes[i].compiled)
             regfree(&t->routes[i].re);
         free(t->routes[i].literal);
+        free(t->routes[i].prefix);
     }
     free(t->routes);
     *t = (gale__route_table){0};

@@ -39,6 +39,15 @@ static void url_get(gale_handler *h)
 }
 static const gale_handler_class url_handler = {.get = url_get};
 
+/* GET /raw/<rest>: the route's one group, as a prefix route matches it. */
+static void raw_get(gale_handler *h)
+{
+    size_t len;
+    const char *p = gale_path_arg(h, 0, &len);
+    gale_writef(h, "[%.*s] %zu", (int)len, p, gale_path_arg_count(h));
+}
+static const gale_handler_class raw_handler = {.get = raw_get};
+
 static void setup(void)
 {
     snprintf(dir, sizeof dir, "/tmp/gale-static-XXXXXX");
@@ -71,6 +80,7 @@ static void setup(void)
     wt_setup();
     ck_assert_int_eq(gale_app_set_static_path(wt_app, dir, NULL), 0);
     ck_assert_int_eq(gale_app_route(wt_app, "/url", &url_handler, NULL), 0);
+    ck_assert_int_eq(gale_app_route(wt_app, "^/raw/(.*)$", &raw_handler, NULL), 0);
     wt_listen();
 }
 
@@ -460,6 +470,30 @@ START_TEST(test_web_static_big_file_slow_reader_does_not_block_others)
 }
 END_TEST
 
+/* A "<literal>(.*)" route matches by prefix, without a regex, as the regex would. */
+START_TEST(test_web_static_prefix_route_matches_as_the_regex)
+{
+    static const struct {
+        const char *target;
+        int status;
+        const char *body;
+    } cases[] = {
+        {"/raw/a/b%20c", 200, "[a/b c] 1"},
+        {"/raw/", 200, "[] 1"},
+        {"/raw", 404, NULL},
+        {"/rawx/a", 404, NULL},
+        {"/raw/a?q=1", 200, "[a] 1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct test_http_response r = get(cases[i].target, NULL);
+        ck_assert_msg(r.status == cases[i].status, "%s -> %d", cases[i].target, r.status);
+        if (cases[i].body)
+            ck_assert_str_eq(r.body, cases[i].body);
+        test_http_response_free(&r);
+    }
+}
+END_TEST
+
 static Suite *web_static_suite(void)
 {
     Suite *s = suite_create("web_static");
@@ -472,6 +506,7 @@ static Suite *web_static_suite(void)
     tcase_add_test(t, test_web_static_paths_never_leave_the_directory);
     tcase_add_test(t, test_web_static_url_versions_and_cache_control);
     tcase_add_test(t, test_web_static_pipelined_in_order);
+    tcase_add_test(t, test_web_static_prefix_route_matches_as_the_regex);
     tcase_add_test(t, test_web_static_big_file_slow_reader_does_not_block_others);
     suite_add_tcase(s, t);
     return s;
