@@ -15,7 +15,9 @@ struct gale__route {
     regex_t re;
     bool compiled;
     char *literal; /* the path itself when the pattern has no regex syntax (no regexec) */
-    char *prefix;  /* a pattern "<literal>(.*)": the literal, matched as a prefix (no regexec) */
+    /* The literal every matching path starts with: for a pattern "<literal>(.*)" all there is
+     * to match (`compiled` false: no regexec), for another regex a check before regexec. */
+    char *prefix;
     size_t prefix_len;
     const gale_handler_class *cls;
     void *arg;

@@ -166,6 +166,21 @@ static const char *strip_anchors(const char *pattern, size_t *len)
     return body;
 }
 
+/* The literal that starts every path the pattern body matches: up to its first regex syntax,
+ * less a last character a quantifier makes optional; none when the body holds an alternation
+ * (its other branches need not start so). Returns its length. */
+static size_t required_prefix(const char *body, size_t len)
+{
+    if (memchr(body, '|', len))
+        return 0;
+    size_t n = 0;
+    while (n < len && !strchr(".[]()*+?{}|\\^$", body[n]))
+        n++;
+    if (n < len && n > 0 && strchr("?*{", body[n]))
+        n--;
+    return n;
+}
+
 /* Compiles the pattern body (`len` bytes) into r->re as "^(ERE)$". */
 static int compile_regex(struct gale__route *r, const char *pattern, const char *body, size_t len)
 {
@@ -234,6 +249,11 @@ int gale__route_add(gale__route_table *t, const char *pattern, const gale_handle
         int rc = compile_regex(r, pattern, body, len);
         if (rc)
             return rc;
+        r->prefix_len = required_prefix(body, len);
+        if (r->prefix_len && !(r->prefix = strndup(body, r->prefix_len))) {
+            regfree(&r->re);
+            return -ENOMEM;
+        }
     }
     t->n++;
     return 0;
@@ -255,8 +275,10 @@ const struct gale__route *gale__route_match(const gale__route_table *t, gale_htt
         }
         size_t n = r->ngroups + 2;
         regmatch_t *m = n <= nstack ? stack : gale_http_request_alloc(req, n * sizeof *m);
-        if (r->prefix) {
-            if (!m || strncmp(req->path, r->prefix, r->prefix_len) != 0)
+        if (r->prefix && strncmp(req->path, r->prefix, r->prefix_len) != 0)
+            continue;       /* cannot match: no regexec */
+        if (!r->compiled) { /* "<literal>(.*)" */
+            if (!m)
                 continue;
             regoff_t end = (regoff_t)strlen(req->path);
             m[0] = m[1] = (regmatch_t){0, end};

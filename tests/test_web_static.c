@@ -42,9 +42,9 @@ static const gale_handler_class url_handler = {.get = url_get};
 /* GET /raw/<rest>: the route's one group, as a prefix route matches it. */
 static void raw_get(gale_handler *h)
 {
-    size_t len;
+    size_t len = 1;
     const char *p = gale_path_arg(h, 0, &len);
-    gale_writef(h, "[%.*s] %zu", (int)len, p, gale_path_arg_count(h));
+    gale_writef(h, "[%.*s] %zu", (int)len, p ? p : "-", gale_path_arg_count(h));
 }
 static const gale_handler_class raw_handler = {.get = raw_get};
 
@@ -81,6 +81,10 @@ static void setup(void)
     ck_assert_int_eq(gale_app_set_static_path(wt_app, dir, NULL), 0);
     ck_assert_int_eq(gale_app_route(wt_app, "/url", &url_handler, NULL), 0);
     ck_assert_int_eq(gale_app_route(wt_app, "^/raw/(.*)$", &raw_handler, NULL), 0);
+    /* regex routes whose literal start is checked before regexec */
+    ck_assert_int_eq(gale_app_route(wt_app, "^/colou?r$", &raw_handler, NULL), 0);
+    ck_assert_int_eq(gale_app_route(wt_app, "^/ab*c(x)$", &raw_handler, NULL), 0);
+    ck_assert_int_eq(gale_app_route(wt_app, "^/alt-one|/alt-(two)$", &raw_handler, NULL), 0);
     wt_listen();
 }
 
@@ -470,7 +474,8 @@ START_TEST(test_web_static_big_file_slow_reader_does_not_block_others)
 }
 END_TEST
 
-/* A "<literal>(.*)" route matches by prefix, without a regex, as the regex would. */
+/* A "<literal>(.*)" route matches by prefix, without a regex, as the regex would; other regex
+ * routes check the literal they must start with first, minding quantifiers and alternations. */
 START_TEST(test_web_static_prefix_route_matches_as_the_regex)
 {
     static const struct {
@@ -483,6 +488,13 @@ START_TEST(test_web_static_prefix_route_matches_as_the_regex)
         {"/raw", 404, NULL},
         {"/rawx/a", 404, NULL},
         {"/raw/a?q=1", 200, "[a] 1"},
+        {"/color", 200, "[-] 0"},
+        {"/colour", 200, "[-] 0"},
+        {"/colouur", 404, NULL},
+        {"/acx", 200, "[x] 1"},
+        {"/abbbcx", 200, "[x] 1"},
+        {"/alt-one", 200, "[-] 1"},
+        {"/alt-two", 200, "[two] 1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct test_http_response r = get(cases[i].target, NULL);
