@@ -4,7 +4,7 @@
 # first alternates), each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded by wrk pinned to CPU 1
 # (BENCH_CPU_CLIENT) for SECONDS, in two scenarios:
 #   small  GET of a 4 KiB file, `wrk -t1 -c64` keep-alive: req/s and server CPU us per request
-#   large  GET of a 64 MiB file LARGE_GETS times (default 24) by one curl over one keep-alive
+#   large  GET of a 64 MiB file LARGE_GETS times (default 48) by one curl over one keep-alive
 #          connection (wrk reads 8 KiB per call and would measure itself): MB/s and server CPU
 #          ms per MB
 # The server's utime + stime (/proc/PID/stat) are read right before and after the client. Prints every
@@ -61,7 +61,7 @@ to_bytes() {
            printf "%.0f\n", v * m }' <<<"$1"
 }
 
-LARGE_GETS=${LARGE_GETS:-24}
+LARGE_GETS=${LARGE_GETS:-48}
 
 # large PORT: fetches the large file LARGE_GETS times on one connection; prints the requests,
 # the bytes and the seconds it took.
