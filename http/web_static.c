@@ -24,7 +24,8 @@
 #define YEAR 31536000
 
 struct static_state {
-    int fd; /* the file while it is sent, else -1 */
+    int fd;    /* the file, while `open` */
+    bool open; /* (a 405 finishes without static_get running) */
 };
 
 /* ---- settings ---- */
@@ -316,7 +317,7 @@ static void file_sent(gale_stream *s, int status, void *arg)
     gale_handler *h = arg;
     struct static_state *st = gale_handler_state(h);
     close(st->fd);
-    st->fd = -1;
+    st->open = false;
     if (status < 0)
         gale_log_debug(GALE_LOG_GENERAL, "%s %s: file not sent: %s", gale_method(h), gale_uri(h),
                        gale_strerror(status));
@@ -325,10 +326,11 @@ static void file_sent(gale_stream *s, int status, void *arg)
 
 static void static_done(gale_handler *h)
 {
-    struct static_state *st = gale_handler_state(h);
-    if (st->fd >= 0)
+    struct static_state *st = gale_handler_state(h); /* NULL when answered before the method */
+    if (st && st->open)
         close(st->fd);
-    st->fd = -1;
+    if (st)
+        st->open = false;
 }
 
 /* Sends `n` bytes from `start` as the body: the headers now, then the file range. */
@@ -378,6 +380,7 @@ static int open_file(gale_handler *h, const char **rel, struct stat *sb)
         return fd == -EMFILE || fd == -ENFILE ? 503 : 500;
     }
     st->fd = fd;
+    st->open = true;
     if (fstat(fd, sb) < 0)
         return 500;
     if (S_ISDIR(sb->st_mode))
@@ -390,8 +393,6 @@ static int open_file(gale_handler *h, const char **rel, struct stat *sb)
 
 static void static_get(gale_handler *h)
 {
-    struct static_state *st = gale_handler_state(h);
-    st->fd = -1;
     gale__handler_web(h)->no_compress = true;
     const char *path;
     struct stat sb;

@@ -127,6 +127,20 @@ START_TEST(test_web_static_serves_with_validators)
     ck_assert_uint_eq(h.body_len, 0);
     test_http_response_free(&h);
 
+    /* a method the handler lacks: 405, and nothing of the process's is closed on the way */
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    int saved = dup(0);
+    ck_assert_int_eq(dup2(fds[0], 0), 0);
+    r = wt_req("POST", "/static/ten.txt", NULL, "");
+    ck_assert_int_eq(r.status, 405);
+    test_http_response_free(&r);
+    ck_assert_int_ne(fcntl(0, F_GETFD), -1);
+    dup2(saved, 0);
+    close(saved);
+    close(fds[0]);
+    close(fds[1]);
+
     const char *types[][2] = {{"/static/page.html", "text/html"},
                               {"/static/sub/app.js", "application/javascript"},
                               {"/static/empty.json", "application/json"}};
