@@ -79,7 +79,8 @@ typedef struct gale_handler_class {
      * may set headers. NULL: the HTML page. */
     void (*write_error)(gale_handler *h, int code);
     /* Tornado's set_default_headers: runs when the handler is set up and again after an error
-     * clears the headers (gale_send_error), so its headers are on error pages too. */
+     * clears the headers (gale_send_error), so its headers are on error pages too. As in
+     * Tornado it runs before the handler is initialised: gale_handler_state() may be NULL. */
     gale_handler_fn set_default_headers;
     /* Tornado's get_current_user: who sent the request (e.g. from gale_get_signed_cookie), a
      * string living as long as the request, or NULL for nobody. Called at most once per request,
