@@ -42,7 +42,8 @@ int gale_app_set_static_path(gale_app *app, const char *dir, const char *url_pre
 /* Tornado's static_url: the URL of static file `path` with a version argument from a hash of
  * its content, "/static/css/site.css?v=1f3a9c0e2b7d5a48", so that a page can let browsers cache
  * it for a year and still see a change at once. The hash is cached per file (recomputed when its
- * size or modification time changes). Without a version (the file cannot be read) the URL has
+ * size or modification time changes); computing it reads the whole file on the loop's thread, as
+ * Tornado does, so a page linking a very large file pays that once per change. Without a version (the file cannot be read) the URL has
  * none. Returns a string in the request's arena, or NULL (no static path set, out of memory). */
 const char *gale_static_url(gale_handler *h, const char *path);
 
