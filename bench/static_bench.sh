@@ -67,9 +67,11 @@ LARGE_GETS=${LARGE_GETS:-48}
 # the bytes and the seconds it took.
 large() {
     local urls=() t0 t1 bytes
-    for _ in $(seq "$LARGE_GETS"); do urls+=("http://127.0.0.1:$1/static/large.bin"); done
+    for _ in $(seq "$LARGE_GETS"); do # -o once per URL: curl sends the others to stdout
+        urls+=(-o /dev/null "http://127.0.0.1:$1/static/large.bin")
+    done
     t0=$(date +%s.%N)
-    bytes=$(taskset -c "$CPU_CLIENT" curl -s -o /dev/null -w '%{size_download}\n' "${urls[@]}" |
+    bytes=$(taskset -c "$CPU_CLIENT" curl -s -w '%{size_download}\n' "${urls[@]}" |
         awk '{ s += $1 } END { print s + 0 }')
     t1=$(date +%s.%N)
     echo "$LARGE_GETS $bytes $(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"

@@ -148,7 +148,9 @@ int gale_stream_write_ref(gale_stream *s, const void *buf, size_t len, void (*re
  * all the bytes were handed to the kernel, -ECANCELED or the close reason when the stream closed
  * first, or -EIO (the stream is then closed) when the file ended early or could not be read.
  * len == 0 completes with 0. Returns 0, -EINVAL (fd < 0, negative offset), -EPIPE (closed) or
- * -ENOMEM; on error `cb` is not called. Only for socket streams (not over a transport that must
+ * -ENOMEM; on error `cb` is not called. sendfile(2) cannot suppress SIGPIPE as send does: the
+ * first range sent sets SIGPIPE to ignored if it is still at its default action (a handler the
+ * program installed is kept). Only for socket streams (not over a transport that must
  * see the bytes, such as TLS). */
 int gale_stream_sendfile(gale_stream *s, int fd, off_t offset, size_t len, gale_done_cb cb,
                          void *arg);

@@ -520,6 +520,40 @@ START_TEST(test_web_static_prefix_route_matches_as_the_regex)
 }
 END_TEST
 
+/* A client that leaves in the middle of a file: sendfile meets a closed socket (SIGPIPE, which
+ * sendfile cannot suppress, must not end the process) and the server goes on serving. */
+static void leave_mid_file(void *arg)
+{
+    int fd = test_connect_tcp(wt_port);
+    if (fd < 0)
+        return;
+    const char *req = "GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n";
+    test_write_all(fd, req, strlen(req));
+    char buf[4096];
+    if (recv(fd, buf, sizeof buf, 0) > 0)
+        *(int *)arg = 1;
+    close(fd); /* unread bytes: a reset */
+    nanosleep(&(struct timespec){0, 100000000}, NULL);
+}
+
+START_TEST(test_web_static_client_leaving_mid_file)
+{
+    char p[128];
+    snprintf(p, sizeof p, "%s/big.bin", dir);
+    size_t n = 32u << 20;
+    char *data = calloc(1, n);
+    write_file(p, data, n);
+    free(data);
+    int got = 0;
+    ck_assert(test_run_thread(wt_loop, leave_mid_file, &got, 20));
+    ck_assert_int_eq(got, 1);
+    test_run_for(wt_loop, 0.1);
+    struct test_http_response r = get("/static/page.html", NULL);
+    ck_assert_int_eq(r.status, 200);
+    test_http_response_free(&r);
+}
+END_TEST
+
 static Suite *web_static_suite(void)
 {
     Suite *s = suite_create("web_static");
@@ -532,6 +566,7 @@ static Suite *web_static_suite(void)
     tcase_add_test(t, test_web_static_paths_never_leave_the_directory);
     tcase_add_test(t, test_web_static_url_versions_and_cache_control);
     tcase_add_test(t, test_web_static_pipelined_in_order);
+    tcase_add_test(t, test_web_static_client_leaving_mid_file);
     tcase_add_test(t, test_web_static_prefix_route_matches_as_the_regex);
     tcase_add_test(t, test_web_static_big_file_slow_reader_does_not_block_others);
     suite_add_tcase(s, t);
