@@ -8,8 +8,12 @@
 #include "core/errors.h"
 #include "core/loop.h"
 #include "core/options.h"
+#include "http/escape.h"
 #include "http/httpclient.h"
 #include "http/web.h"
+#include "http/web_compress.h"
+#include "http/web_secure.h"
+#include "http/web_static.h"
 #include "http/websocket.h"
 
 #include "listen.h"
@@ -22,7 +26,8 @@ static const char ROUTES[] =
     "routes (HEAD works wherever GET does; other paths 404, other methods 405):\n"
     "  GET  /                 Hello, world!\n"
     "  GET  /user/<digits>    user <digits>\n"
-    "  GET  /greet?name=X     Hello, X!  (X percent-decoded, '+' is a space; no name: 400)\n"
+    "  GET  /greet?name=X     Hello, X!  (X percent-decoded, '+' is a space, then HTML-escaped;\n"
+    "                         no name: 400)\n"
     "  POST /echo, PUT /echo  the request body, with the request's Content-Type\n"
     "                         (else application/octet-stream)\n"
     "  GET  /delay?ms=N       waited N ms, after N ms on a timer (0..10000, else 400)\n"
@@ -42,6 +47,16 @@ static const char ROUTES[] =
     "                         when offered; messages up to 16 MiB, else close 1009)\n"
     "  GET  /chat             WebSocket broadcast room: every message goes to every member\n"
     "                         (members of the same process)\n"
+    "with --static-path DIR:\n"
+    "  GET  /static/<path>    the file DIR/<path> (ETag, 304, ranges; never outside DIR)\n"
+    "with --cookie-secret S:\n"
+    "  GET  /cookie/set?name=N&value=V  sets cookie N to V signed with S (Tornado's format)\n"
+    "  GET  /cookie/get?name=N          the verified value of cookie N; 403 when it is missing,\n"
+    "                                   tampered with, signed for another name or secret, or\n"
+    "                                   older than 31 days\n"
+    "with --xsrf:\n"
+    "  GET  /xsrf             sets the _xsrf cookie; answers a form carrying its token\n"
+    "                         (POST, PUT, PATCH, DELETE then need the token, else 403)\n"
     "\n"
     "environment: GALE_LOG_LEVEL (debug, info, warning, error, none),\n"
     "GALE_LOOP_BACKEND (epoll, poll)";
@@ -86,11 +101,58 @@ static void greet_get(gale_handler *h)
         return;
     }
     const char *name = gale_get_argument_at(h, GALE_ARGS_ALL, "name", n - 1, &len);
+    /* The reply is HTML: the name is escaped, so a name holding markup shows as text. */
+    char *safe = gale_handler_alloc(h, GALE_XHTML_ESCAPE_MAX(len) + 1);
+    if (!safe) {
+        gale_send_error(h, 500);
+        return;
+    }
     gale_write_str(h, "Hello, ");
-    gale_write(h, name, len);
+    gale_write(h, safe, gale_xhtml_escape(safe, name, len));
     gale_write_str(h, "!");
 }
 static const gale_handler_class greet_handler = {.get = greet_get};
+
+/* GET /cookie/set?name=N&value=V (with --cookie-secret) */
+static void cookie_set_get(gale_handler *h)
+{
+    const char *name = gale_get_argument(h, "name", NULL);
+    const char *value = gale_get_argument(h, "value", NULL);
+    if (!name || !value || gale_set_signed_cookie(h, name, value, strlen(value), NULL) != 0) {
+        gale_send_error(h, 400);
+        return;
+    }
+    gale_write_str(h, "set");
+}
+static const gale_handler_class cookie_set_handler = {.get = cookie_set_get};
+
+/* GET /cookie/get?name=N (with --cookie-secret) */
+static void cookie_get_get(gale_handler *h)
+{
+    const char *name = gale_get_argument(h, "name", NULL);
+    size_t len;
+    const char *v = name ? gale_get_signed_cookie(h, name, 0, &len) : NULL;
+    if (!v) {
+        gale_send_error(h, name ? 403 : 400);
+        return;
+    }
+    gale_set_header(h, "Content-Type", "text/plain; charset=UTF-8");
+    gale_write(h, v, len);
+}
+static const gale_handler_class cookie_get_handler = {.get = cookie_get_get};
+
+/* GET /xsrf (with --xsrf): a form carrying the token, and the _xsrf cookie. */
+static void xsrf_get(gale_handler *h)
+{
+    const char *input = gale_xsrf_form_html(h);
+    if (!input) {
+        gale_send_error(h, 500);
+        return;
+    }
+    gale_writef(h, "<form method=\"post\" action=\"/echo\">%s<input type=\"submit\"/></form>",
+                input);
+}
+static const gale_handler_class xsrf_handler = {.get = xsrf_get};
 
 /* POST|PUT /echo */
 static void echo_body(gale_handler *h)
@@ -329,6 +391,8 @@ int main(int argc, char **argv)
     int port = 8888, processes = 1;
     bool quiet = false, xheaders = false;
     const char *unix_socket = NULL, *certfile = NULL, *keyfile = NULL;
+    const char *cookie_secret = NULL, *static_path = NULL;
+    bool xsrf = false, compress = false;
     gale_http_server_opts opts;
     gale_http_server_opts_init(&opts);
     opts.idle_connection_timeout = 60;
@@ -357,6 +421,16 @@ int main(int argc, char **argv)
         GALE_OPTION_STRING("unix-socket", &unix_socket, "PATH",
                            "listen on a unix socket at PATH instead of a TCP port, for a proxy\n"
                            "such as nginx in front (one process per socket)"),
+        GALE_OPTION_STRING("cookie-secret", &cookie_secret, "S",
+                           "sign cookies with S: enables /cookie/set and /cookie/get"),
+        GALE_OPTION_BOOL("xsrf", &xsrf,
+                         "check XSRF tokens on POST, PUT, PATCH and DELETE (the _xsrf cookie\n"
+                         "from GET /xsrf); enables /xsrf"),
+        GALE_OPTION_STRING("static-path", &static_path, "DIR",
+                           "serve the files under DIR at /static/"),
+        GALE_OPTION_BOOL("compress", &compress,
+                         "gzip text, JSON, JavaScript, XML and SVG responses of 1 KiB or more\n"
+                         "(and every streamed one) for clients that accept it"),
         GALE_OPTION_BOOL("xheaders", &xheaders,
                          "trust X-Real-IP / X-Forwarded-For / X-Scheme: the client address\n"
                          "and scheme a proxy in front passes on"),
@@ -409,6 +483,19 @@ int main(int argc, char **argv)
         rc = gale_app_websocket(app, "/ws", &ws_echo_class, NULL);
     if (rc == 0)
         rc = gale_app_websocket(app, "/chat", &chat_class, NULL);
+    if (rc == 0 && cookie_secret) {
+        rc = gale_app_set_cookie_secret(app, cookie_secret);
+        rc = rc ? rc : gale_app_route(app, "/cookie/set", &cookie_set_handler, NULL);
+        rc = rc ? rc : gale_app_route(app, "/cookie/get", &cookie_get_handler, NULL);
+    }
+    if (rc == 0 && static_path && (rc = gale_app_set_static_path(app, static_path, NULL)) != 0)
+        fprintf(stderr, "demo: --static-path %s: %s\n", static_path, gale_strerror(rc));
+    if (rc == 0 && compress && (rc = gale_app_set_compress(app, true)) != 0)
+        fprintf(stderr, "demo: --compress: %s\n", gale_strerror(rc));
+    if (rc == 0 && xsrf) {
+        gale_app_set_xsrf_cookies(app, true);
+        rc = gale_app_route(app, "/xsrf", &xsrf_handler, NULL);
+    }
     /* A failure (a port in use...) was reported; free everything on the way out all the same. */
     if (rc == 0)
         rc = app_start_listening(app, &(struct app_listen){.prog = "demo",

@@ -264,6 +264,16 @@ ssize_t gale__sys_send(int fd, const void *buf, size_t len, int flags)
     return send(fd, buf, cut, flags);
 }
 
+ssize_t gale__sys_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    size_t cut = count;
+    gale_fault_kind kind = decide(GALE_FAULT_SEND, count, &cut);
+    if (kind != GALE_FAULT_NONE && kind != GALE_FAULT_SHORT)
+        return fail(error_of(kind));
+    last_injected = false;
+    return sendfile(out_fd, in_fd, offset, cut);
+}
+
 ssize_t gale__sys_sendmsg(int fd, const struct msghdr *mh, int flags)
 {
     size_t total = 0;

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -15,6 +16,8 @@
 ssize_t gale__sys_recv(int fd, void *buf, size_t len, int flags);
 ssize_t gale__sys_send(int fd, const void *buf, size_t len, int flags);
 ssize_t gale__sys_sendmsg(int fd, const struct msghdr *mh, int flags);
+/* sendfile(2) from `in_fd` to socket `out_fd`; faults as send (short counts, EAGAIN, EINTR...). */
+ssize_t gale__sys_sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
 int gale__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 /* True when the next allocation on the I/O path must fail (-ENOMEM). */
 bool gale__fault_alloc(void);
@@ -36,6 +39,11 @@ static inline ssize_t gale__sys_send(int fd, const void *buf, size_t len, int fl
 static inline ssize_t gale__sys_sendmsg(int fd, const struct msghdr *mh, int flags)
 {
     return sendmsg(fd, mh, flags);
+}
+
+static inline ssize_t gale__sys_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    return sendfile(out_fd, in_fd, offset, count);
 }
 
 static inline int gale__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)

@@ -138,8 +138,11 @@ static inline bool on_loop_thread(gale_loop *loop)
 }
 
 static void future_wait_done(gale_future *f, void *arg);
-static _Atomic(gale_loop *) default_loop;
-static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Each thread's own loop, made by its first gale_loop_current() without a current loop (as
+ * Tornado 6, where each thread has its own asyncio loop), and freed when the thread exits. */
+static _Thread_local gale_loop *tls_default;
+static pthread_key_t default_key;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 int64_t gale_time_ns(void)
 {
@@ -744,28 +747,38 @@ void gale_loop_free(gale_loop *loop)
     free(loop->due);
     if (tls_current == loop)
         tls_current = NULL;
-    gale_loop *expect = loop;
-    atomic_compare_exchange_strong(&default_loop, &expect, NULL);
+    if (tls_default == loop) {
+        tls_default = NULL;
+        pthread_setspecific(default_key, NULL);
+    }
     free(loop);
 }
+
+/* A thread that made a default loop exits: the loop goes with it (nothing can run it now). */
+static void default_loop_exit(void *p)
+{
+    gale_loop *loop = p;
+    if (loop == tls_default)
+        gale_loop_free(loop);
+}
+
+static void default_key_init(void) { pthread_key_create(&default_key, default_loop_exit); }
 
 gale_loop *gale_loop_current(void)
 {
     if (tls_current)
         return tls_current;
-    gale_loop *d = atomic_load_explicit(&default_loop, memory_order_acquire);
-    if (d)
-        return d;
-    pthread_mutex_lock(&default_lock);
-    d = atomic_load(&default_loop);
-    if (!d) {
-        int err = gale_loop_new(GALE_BACKEND_DEFAULT, &d);
-        if (err)
-            gale_log_error(GALE_LOG_GENERAL, "cannot create the default loop: %s", strerror(-err));
-        else
-            atomic_store_explicit(&default_loop, d, memory_order_release);
+    if (tls_default)
+        return tls_default;
+    gale_loop *d;
+    int err = gale_loop_new(GALE_BACKEND_DEFAULT, &d);
+    if (err) {
+        gale_log_error(GALE_LOG_GENERAL, "cannot create this thread's loop: %s", strerror(-err));
+        return NULL;
     }
-    pthread_mutex_unlock(&default_lock);
+    pthread_once(&default_once, default_key_init);
+    tls_default = d;
+    pthread_setspecific(default_key, d);
     return d;
 }
 

@@ -59,8 +59,10 @@ int gale_loop_new(gale_backend backend, gale_loop **out);
  * registered by users are not closed. If it was current on this thread it no longer is. */
 void gale_loop_free(gale_loop *loop);
 
-/* Returns the loop current on this thread (made current, or running), else the process-wide
- * default loop, created on first use in a thread-safe way. Never NULL unless creation failed
+/* Returns the loop current on this thread (made current, or running), else this thread's own
+ * default loop, created by the first call on the thread (as Tornado 6: each thread has its own
+ * current loop; a thread never gets another thread's loop by default). The default loop is freed
+ * when its thread exits (or by gale_loop_free on that thread). Never NULL unless creation failed
  * (then logs the reason). */
 gale_loop *gale_loop_current(void);
 

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "http/hex_internal.h"
 #include "http/httputil.h"
 
 void gale_form_init(gale_form *f, gale_alloc_fn alloc, void *ctx)
@@ -16,25 +17,14 @@ void gale_form_init(gale_form *f, gale_alloc_fn alloc, void *ctx)
     f->ctx = ctx;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 size_t gale_url_unescape(char *dst, const char *src, size_t len, bool plus)
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         char c = src[i];
         if (c == '%' && i + 2 < len) {
-            int hi = hexval((unsigned char)src[i + 1]);
-            int lo = hexval((unsigned char)src[i + 2]);
+            int hi = gale__hexval((unsigned char)src[i + 1]);
+            int lo = gale__hexval((unsigned char)src[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 dst[o++] = (char)(hi << 4 | lo);
                 i += 2;

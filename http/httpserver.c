@@ -359,6 +359,23 @@ int gale__conn_write_through(struct gale_http_conn *c, const char *data, size_t 
     return rc;
 }
 
+int gale__conn_send_file(struct gale_http_conn *c, int fd, off_t offset, size_t len,
+                         gale_done_cb cb, void *arg)
+{
+    struct obuf *o = c->out;
+    if (o && o->len) {
+        int rc = gale_stream_write(c->stream, o->p, o->len, NULL, NULL);
+        if (rc)
+            return rc;
+        output_given(c, o->len);
+        o->len = 0;
+    }
+    int rc = gale_stream_sendfile(c->stream, fd, offset, len, cb, arg);
+    if (rc == 0)
+        output_given(c, len);
+    return rc;
+}
+
 static void flush_waited(gale_stream *s, int status, void *arg)
 {
     struct flush_wait *w = arg;

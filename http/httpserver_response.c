@@ -219,6 +219,13 @@ int gale_http_response_clear_body(gale_http_request *req)
     return 0;
 }
 
+const char *gale__http_response_buffered(gale_http_request *req, size_t *len)
+{
+    struct req *r = req_of(req);
+    *len = r->wlen;
+    return r->wlen ? r->w : NULL;
+}
+
 static bool bodyless_status(int s) { return s < 200 || s == 204 || s == 304; }
 
 /* True when a Connection header's value lists "close". */
@@ -481,6 +488,23 @@ int gale_http_response_flush_cb(gale_http_request *req, gale_http_flushed_cb cb,
     *w = (struct flush_wait){.cb = cb, .arg = arg};
     gale__conn_add_flush_wait(req_of(req)->conn, w);
     return 0;
+}
+
+int gale__http_response_sendfile(gale_http_request *req, int fd, off_t offset, size_t len,
+                                 gale_done_cb cb, void *arg)
+{
+    struct req *r = req_of(req);
+    if (r->finished)
+        return -EALREADY;
+    if (r->closed || !conn_open(r->conn))
+        return -EPIPE;
+    if (!r->headers_sent || r->framing != FR_LENGTH || r->wlen ||
+        r->sent + len > (unsigned long long)r->user_cl)
+        return -EINVAL;
+    int rc = gale__conn_send_file(r->conn, fd, offset, len, cb, arg);
+    if (rc == 0)
+        r->sent += len;
+    return rc;
 }
 
 size_t gale_http_response_pending(const gale_http_request *req)

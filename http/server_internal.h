@@ -158,6 +158,10 @@ bool gale__conn_input_waiting(const struct gale_http_conn *c);
 bool gale__conn_over_high_water(const struct gale_http_conn *c);
 /* Writes the output collected so far, then `data`, without copying `data`. */
 int gale__conn_write_through(struct gale_http_conn *c, const char *data, size_t len);
+/* Writes the output collected so far, then queues `len` bytes of file `fd` from `offset`
+ * (gale_stream_sendfile; `fd` borrowed until `cb`). */
+int gale__conn_send_file(struct gale_http_conn *c, int fd, off_t offset, size_t len,
+                         gale_done_cb cb, void *arg);
 /* A flush callback (gale_http_response_flush_cb) waiting for its bytes to leave. */
 struct flush_wait {
     struct flush_wait *next;

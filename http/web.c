@@ -43,8 +43,9 @@ struct gale_app {
     double signal_time; /* loop time of the signal that began the drain (0: none) */
     const gale_handler_class *default_cls; /* for paths no route matches (NULL: plain 404) */
     void *default_arg;
-    struct unix_file *unix_files; /* made by gale_app_listen_unix, removed at free */
-    gale_tls_ctx *tls;            /* made by gale_app_use_tls, reloaded on SIGHUP */
+    struct unix_file *unix_files;       /* made by gale_app_listen_unix, removed at free */
+    struct gale__app_settings settings; /* cookies, XSRF, login, compression, named routes */
+    gale_tls_ctx *tls;                  /* made by gale_app_use_tls, reloaded on SIGHUP */
 };
 
 /* One response header set by the handler, copied into the request arena. */
@@ -84,6 +85,7 @@ struct gale_handler {
     bool released;
     bool closed;
     bool close_called;
+    struct gale__handler_web web; /* the added parts' per-request state */
 
     /* Last: on_request zeroes only what comes before these; each is set up when first parsed
      * (the *_parsed flags above). */
@@ -105,6 +107,20 @@ gale_app *gale_app_new(const gale_http_server_opts *opts)
 }
 
 gale_http_server_opts *gale_app_opts(gale_app *app) { return app ? &app->opts : NULL; }
+
+struct gale__app_settings *gale__app_settings(gale_app *app) { return &app->settings; }
+struct gale__handler_web *gale__handler_web(gale_handler *h) { return &h->web; }
+const gale_handler_class *gale__handler_class(gale_handler *h) { return h->cls; }
+
+const char *gale__handler_out_header(gale_handler *h, const char *name)
+{
+    for (size_t i = h->nheaders; i-- > 0;)
+        if (strcasecmp(h->headers[i].name, name) == 0)
+            return h->headers[i].value;
+    if (h->default_ctype && strcasecmp(name, "Content-Type") == 0)
+        return "text/html; charset=UTF-8";
+    return NULL;
+}
 
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg)
 {
@@ -367,6 +383,7 @@ void gale_app_free(gale_app *app)
         gale_http_server_free(app->srv);
     gale__route_table_free(&app->routes);
     gale_tls_unref(app->tls);
+    gale__app_settings_free(&app->settings);
     /* After the server: its listening sockets are closed, so no client reaches a removed path. */
     while (app->unix_files) {
         struct unix_file *uf = app->unix_files;
@@ -384,6 +401,7 @@ static void *req_alloc(void *ctx, size_t size) { return gale_http_request_alloc(
 static void release(gale_handler *h)
 {
     h->released = true;
+    gale__compress_free(h);
     if (h->cls->on_finish)
         h->cls->on_finish(h);
     gale_http_response_finish(h->req); /* frees h */
@@ -511,9 +529,12 @@ static void on_request(gale_http_request *req, void *arg)
     h->status = 200;
     h->default_ctype = true;
     h->async = cls->async;
+    h->web.compress_on = app->settings.compress;
     req->user = h;
     gale_http_request_set_close_cb(req, on_close, h);
     h->busy = 1;
+    if (cls->set_default_headers)
+        cls->set_default_headers(h);
 
     bool head;
     gale_handler_fn fn = method_fn(cls, req->method, &head);
@@ -530,9 +551,9 @@ static void on_request(gale_http_request *req, void *arg)
                (r && set_path_args(h, r, pm) < 0)) {
         gale_fail(h, -ENOMEM);
     } else {
-        if (cls->prepare)
+        if (gale__web_before_prepare(h) && cls->prepare)
             cls->prepare(h);
-        if (!h->finished)
+        if (!h->finished && gale__web_before_method(h))
             fn(h);
         if (!h->finished && !h->async)
             gale_finish(h);
@@ -918,7 +939,8 @@ int gale_flush(gale_handler *h)
 {
     if (h->finished)
         return -EALREADY;
-    int rc = h->headers_sent ? 0 : send_headers(h);
+    int rc = gale__compress_filter(h, false);
+    rc = rc ? rc : h->headers_sent ? 0 : send_headers(h);
     int r = gale_http_response_flush(h->req);
     if (h->closed || gale_http_request_connection_closed(h->req))
         return -EPIPE;
@@ -933,7 +955,8 @@ int gale_flush_cb(gale_handler *h, gale_http_flushed_cb cb, void *arg)
         return -EALREADY;
     if (h->closed || gale_http_request_connection_closed(h->req))
         return -EPIPE;
-    int rc = h->headers_sent ? 0 : send_headers(h);
+    int rc = gale__compress_filter(h, false);
+    rc = rc ? rc : h->headers_sent ? 0 : send_headers(h);
     if (rc)
         return rc;
     return gale_http_response_flush_cb(h->req, cb, arg);
@@ -967,6 +990,10 @@ int gale_finish(gale_handler *h)
 {
     if (h->finished)
         return -EALREADY;
+    /* The output filter may still set headers: before the response counts as finished. */
+    if (!bodyless_status(h->status) && gale__compress_filter(h, true) < 0)
+        gale_log_error(GALE_LOG_GENERAL, "%s %s: out of memory compressing the response",
+                       h->req->method, h->req->uri);
     h->finished = true;
     if (bodyless_status(h->status))
         gale_http_response_clear_body(h->req);
@@ -1036,6 +1063,8 @@ int gale_send_error(gale_handler *h, int code)
     h->default_ctype = true;
     gale_http_response_clear_body(h->req);
     h->status = code;
+    if (h->cls->set_default_headers)
+        h->cls->set_default_headers(h);
     /* write_error may finish the response itself: `h` must outlive it either way. */
     h->busy++;
     write_error_body(h, code);

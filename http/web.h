@@ -79,7 +79,31 @@ typedef struct gale_handler_class {
      * status is set and the headers are back to the defaults (cookies kept, Allow on a 405); it
      * may set headers. NULL: the HTML page. */
     void (*write_error)(gale_handler *h, int code);
+    /* Tornado's set_default_headers: runs when the handler is set up and again after an error
+     * clears the headers (gale_send_error), so its headers are on error pages too. As in
+     * Tornado it runs before the handler is initialised: gale_handler_state() may be NULL. */
+    gale_handler_fn set_default_headers;
+    /* Tornado's get_current_user: who sent the request (e.g. from gale_get_signed_cookie), a
+     * string living as long as the request, or NULL for nobody. Called at most once per request,
+     * by the first gale_current_user() (http/web_secure.h). */
+    const char *(*get_current_user)(gale_handler *h);
+    /* Tornado's @authenticated, per method: a GALE_METHOD_* mask. Such a method runs only for a
+     * current user; otherwise GET and HEAD redirect to the app's login URL with ?next=<uri>
+     * (500 when none is set) and other methods answer 403. */
+    unsigned authenticated;
 } gale_handler_class;
+
+/* Methods, for gale_handler_class.authenticated. */
+enum {
+    GALE_METHOD_GET = 1 << 0,
+    GALE_METHOD_HEAD = 1 << 1,
+    GALE_METHOD_POST = 1 << 2,
+    GALE_METHOD_PUT = 1 << 3,
+    GALE_METHOD_DELETE = 1 << 4,
+    GALE_METHOD_PATCH = 1 << 5,
+    GALE_METHOD_OPTIONS = 1 << 6,
+    GALE_METHOD_ALL = (1 << 7) - 1,
+};
 
 /* ---- application ---- */
 
@@ -101,6 +125,17 @@ gale_http_server_opts *gale_app_opts(gale_app *app);
  * added. Returns 0, -EINVAL (NULL argument or a pattern that does not compile; logged) or
  * -ENOMEM. */
 int gale_app_route(gale_app *app, const char *pattern, const gale_handler_class *cls, void *arg);
+
+/* gale_app_route with a name for gale_reverse_url() (Tornado's url(pattern, cls, name=...)).
+ * Returns as gale_app_route, or -EEXIST when the name is taken. */
+int gale_app_route_named(gale_app *app, const char *name, const char *pattern,
+                         const gale_handler_class *cls, void *arg);
+
+/* Tornado's reverse_url: the path of route `name` with its capture groups replaced by `args`
+ * (`nargs` strings, each url-escaped as a path segment), in a malloc'ed string the caller frees.
+ * NULL when the name is unknown, the count does not match the groups, the pattern cannot be
+ * reversed (nested groups, or regex syntax outside the groups), or out of memory. */
+char *gale_reverse_url(gale_app *app, const char *name, const char *const *args, size_t nargs);
 
 /* Tornado's default_handler_class: `cls` handles requests that match no route (with `arg`), in
  * place of the plain 404 page; e.g. a class whose .get answers gale_send_error(h, 404) and whose

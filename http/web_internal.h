@@ -5,6 +5,7 @@
 #include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "http/httpserver.h"
 #include "http/web.h"
@@ -14,6 +15,10 @@ struct gale__route {
     regex_t re;
     bool compiled;
     char *literal; /* the path itself when the pattern has no regex syntax (no regexec) */
+    /* The literal every matching path starts with: for a pattern "<literal>(.*)" all there is
+     * to match (`compiled` false: no regexec), for another regex a check before regexec. */
+    char *prefix;
+    size_t prefix_len;
     const gale_handler_class *cls;
     void *arg;
     void (*arg_free)(void *arg); /* frees `arg` with the table (NULL: the caller's) */
@@ -45,5 +50,76 @@ int gale__app_route_owned(gale_app *app, const char *pattern, const gale_handler
 
 /* Frees the routes and leaves the table empty. */
 void gale__route_table_free(gale__route_table *t);
+
+/* A named route's path template for gale_reverse_url: literal pieces between `ngroups` groups. */
+struct gale__named_route {
+    struct gale__named_route *next;
+    char *name;
+    char *tmpl; /* the pattern with each group replaced by a NUL-free marker, see web_reverse.c */
+    bool reversible; /* false: groups nest, or regex syntax outside them */
+    size_t ngroups;
+};
+
+/* The application's settings beyond routing (Tornado's Application settings); zeroed with the
+ * app, freed by gale__app_settings_free. */
+struct gale__app_settings {
+    char *cookie_secret; /* gale_app_set_cookie_secret (NULL: signed cookies refused) */
+    size_t cookie_secret_len;
+    char *login_url;   /* gale_app_set_login_url */
+    bool xsrf_cookies; /* gale_app_set_xsrf_cookies */
+    bool compress;     /* gale_app_set_compress */
+    struct gale__named_route *named;
+    char *static_dir;    /* gale_app_set_static_path */
+    char *static_prefix; /* "/static/" */
+    int static_fd;       /* the directory, opened once (O_PATH); -1 or 0 when unset */
+    bool static_set;
+    struct gale__static_version *versions; /* gale_static_url's hash cache */
+};
+
+/* One file's content hash for gale_static_url, valid while size and mtime match. */
+struct gale__static_version {
+    struct gale__static_version *next;
+    long long size, mtime_ns;
+    char hash[17];
+    char path[];
+};
+
+/* What the web layer's added parts keep per request (zeroed with the handler). */
+struct gale__handler_web {
+    const char *current_user; /* cached by gale_current_user */
+    bool current_user_done;
+    const char *xsrf_token;        /* the masked token this response uses (made once) */
+    const unsigned char *xsrf_raw; /* the raw token, from the cookie or new */
+    size_t xsrf_raw_len;
+    int64_t xsrf_time; /* the token's timestamp */
+    bool xsrf_raw_done;
+    bool xsrf_from_cookie; /* the request's cookie held a valid token: no new cookie */
+    void *compress; /* the response's gzip state (web_compress.c), NULL when not compressing */
+    bool compress_decided;
+    bool no_compress; /* the body goes out as it is (a static file) */
+    bool compress_on; /* the app's setting when the request arrived (the app may be freed before
+                       * an async response finishes) */
+};
+
+struct gale__app_settings *gale__app_settings(gale_app *app);
+struct gale__handler_web *gale__handler_web(gale_handler *h);
+const gale_handler_class *gale__handler_class(gale_handler *h);
+void gale__app_settings_free(struct gale__app_settings *s);
+
+/* A response header the handler set (the last one called `name`), or the default Content-Type;
+ * NULL when none. */
+const char *gale__handler_out_header(gale_handler *h, const char *name);
+
+/* web_compress.c: the output filter, run by web.c just before the headers and each piece of
+ * body go out (`final`: at the finish). Decides once, before the headers, whether the response
+ * is gzipped, then compresses the buffered body in place. Returns 0 or -ENOMEM. */
+int gale__compress_filter(gale_handler *h, bool final);
+/* Frees the filter's state (at the release). */
+void gale__compress_free(gale_handler *h);
+
+/* web_secure.c: the checks around prepare and the method. Each returns true when the request
+ * goes on, false when it answered (403, a redirect to the login page). */
+bool gale__web_before_prepare(gale_handler *h);
+bool gale__web_before_method(gale_handler *h);
 
 #endif

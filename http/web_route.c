@@ -166,6 +166,21 @@ static const char *strip_anchors(const char *pattern, size_t *len)
     return body;
 }
 
+/* The literal that starts every path the pattern body matches: up to its first regex syntax,
+ * less a last character a quantifier makes optional; none when the body holds an alternation
+ * (its other branches need not start so). Returns its length. */
+static size_t required_prefix(const char *body, size_t len)
+{
+    if (memchr(body, '|', len))
+        return 0;
+    size_t n = 0;
+    while (n < len && !strchr(".[]()*+?{}|\\^$", body[n]))
+        n++;
+    if (n < len && n > 0 && strchr("?*{", body[n]))
+        n--;
+    return n;
+}
+
 /* Compiles the pattern body (`len` bytes) into r->re as "^(ERE)$". */
 static int compile_regex(struct gale__route *r, const char *pattern, const char *body, size_t len)
 {
@@ -221,10 +236,24 @@ int gale__route_add(gale__route_table *t, const char *pattern, const gale_handle
         r->literal = strndup(body, len);
         if (!r->literal)
             return -ENOMEM;
+    } else if (len >= 4 && memcmp(body + len - 4, "(.*)", 4) == 0 &&
+               !has_regex_syntax(body, len - 4)) {
+        /* "/static/(.*)": a prefix and the rest as the one group, as the regex would match it
+         * (a path holds no NUL, and '.' takes every other byte). */
+        r->prefix = strndup(body, len - 4);
+        if (!r->prefix)
+            return -ENOMEM;
+        r->prefix_len = len - 4;
+        r->ngroups = 1;
     } else {
         int rc = compile_regex(r, pattern, body, len);
         if (rc)
             return rc;
+        r->prefix_len = required_prefix(body, len);
+        if (r->prefix_len && !(r->prefix = strndup(body, r->prefix_len))) {
+            regfree(&r->re);
+            return -ENOMEM;
+        }
     }
     t->n++;
     return 0;
@@ -246,6 +275,17 @@ const struct gale__route *gale__route_match(const gale__route_table *t, gale_htt
         }
         size_t n = r->ngroups + 2;
         regmatch_t *m = n <= nstack ? stack : gale_http_request_alloc(req, n * sizeof *m);
+        if (r->prefix && strncmp(req->path, r->prefix, r->prefix_len) != 0)
+            continue;       /* cannot match: no regexec */
+        if (!r->compiled) { /* "<literal>(.*)" */
+            if (!m)
+                continue;
+            regoff_t end = (regoff_t)strlen(req->path);
+            m[0] = m[1] = (regmatch_t){0, end};
+            m[2] = (regmatch_t){(regoff_t)r->prefix_len, end};
+            *pm = m;
+            return r;
+        }
         if (m && regexec(&r->re, req->path, n, m, 0) == 0) {
             *pm = m;
             return r;
@@ -262,6 +302,7 @@ void gale__route_table_free(gale__route_table *t)
         free(t->routes[i].literal);
         if (t->routes[i].arg_free)
             t->routes[i].arg_free(t->routes[i].arg);
+        free(t->routes[i].prefix);
     }
     free(t->routes);
     *t = (gale__route_table){0};

@@ -56,11 +56,14 @@
 #define MAX_IOV 64
 
 /* A queued write. Copied writes carry their bytes in `data`; zero-copy writes point at the
- * caller's buffer and call `release` once done. */
+ * caller's buffer and call `release` once done. A file range (gale_stream_sendfile) has
+ * `release` == gale__stream_file_range and sends from file_fd at file_off (`p` unused). */
 struct wreq {
     struct wreq *next;
     const char *p; /* next byte to send */
     size_t len;    /* bytes left to send */
+    int file_fd;
+    off_t file_off;
     void (*release)(void *);
     void *rel_arg;
     gale_done_cb cb;
@@ -588,13 +591,42 @@ static void advance(gale_stream *s, size_t n)
     }
 }
 
+static bool is_file(const struct wreq *w) { return w->release == gale__stream_file_range; }
+
+/* The queue's head is a file range: sends from it. Returns false when nothing more can be sent
+ * now (the socket is full, or the stream closed). */
+static bool flush_file_head(gale_stream *s)
+{
+    struct wreq *w = s->wq_head;
+    ssize_t n = gale__stream_send_file_head(s->fd, w->file_fd, &w->file_off, w->len);
+    if (n == -EINTR)
+        return true;
+    if (n < 0) {
+        if (n != -EAGAIN)
+            close_internal(s, (int)n);
+        return false;
+    }
+    if ((size_t)n < w->len) { /* the range stays at the head, `p` untouched */
+        w->len -= (size_t)n;
+        s->wpending -= (size_t)n;
+        return true;
+    }
+    advance(s, (size_t)n);
+    return true;
+}
+
 static void flush_queue(gale_stream *s)
 {
     for (int round = 0; round < MAX_WRITE_ROUNDS && s->wq_head && !s->closed; round++) {
+        if (is_file(s->wq_head)) {
+            if (!flush_file_head(s))
+                return;
+            continue;
+        }
         struct iovec iov[MAX_IOV];
         int cnt = 0;
         size_t offered = 0;
-        for (struct wreq *w = s->wq_head; w && cnt < MAX_IOV; w = w->next) {
+        for (struct wreq *w = s->wq_head; w && cnt < MAX_IOV && !is_file(w); w = w->next) {
             if (w->len == 0)
                 continue;
             iov[cnt].iov_base = (void *)w->p;
@@ -1118,6 +1150,39 @@ int gale_stream_write_ref(gale_stream *s, const void *buf, size_t len, void (*re
 }
 
 size_t gale_stream_write_pending(const gale_stream *s) { return s ? s->wpending : 0; }
+
+int gale_stream_sendfile(gale_stream *s, int fd, off_t offset, size_t len, gale_done_cb cb,
+                         void *arg)
+{
+    if (!s || fd < 0 || offset < 0)
+        return -EINVAL;
+    if (s->closed)
+        return -EPIPE;
+    struct wreq *w = gale__fault_alloc() ? NULL : calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    *w = (struct wreq){.len = len,
+                       .file_fd = fd,
+                       .file_off = offset,
+                       .cb = cb,
+                       .arg = arg,
+                       .release = gale__stream_file_range};
+    if (len == 0 && !s->wq_head) {
+        push_done(s, w);
+        schedule(s);
+        return 0;
+    }
+    *s->wq_tail = w;
+    s->wq_tail = &w->next;
+    s->wpending += len;
+    if (s->wq_head == w && !s->connecting && !s->connect_pending) {
+        flush_queue(s); /* an idle socket takes what it can now, as a write would */
+        if (s->done_head)
+            schedule(s);
+    }
+    update_events(s);
+    return 0;
+}
 
 void gale_stream_set_close_cb(gale_stream *s, gale_done_cb cb, void *arg)
 {

@@ -139,6 +139,22 @@ int gale_stream_writev(gale_stream *s, const struct iovec *iov, int iovcnt, gale
 int gale_stream_write_ref(gale_stream *s, const void *buf, size_t len, void (*release)(void *),
                           void *p, gale_done_cb cb, void *arg);
 
+/* Sends `len` bytes of file `fd` from `offset` with sendfile(2): zero copy, non-blocking, queued
+ * behind (and leaving after) every write queued before it, and counted in
+ * gale_stream_write_pending() until the kernel has taken them, so the usual back-pressure holds.
+ * The stream BORROWS `fd`: it neither dups nor closes it, and reads it with offsets of its own
+ * (the fd's file position is left alone). The caller keeps `fd` open, and the file at least
+ * `offset + len` bytes long, until `cb` runs. `cb` (may be NULL) fires once, from the loop: 0 when
+ * all the bytes were handed to the kernel, -ECANCELED or the close reason when the stream closed
+ * first, or -EIO (the stream is then closed) when the file ended early or could not be read.
+ * len == 0 completes with 0. Returns 0, -EINVAL (fd < 0, negative offset), -EPIPE (closed) or
+ * -ENOMEM; on error `cb` is not called. sendfile(2) cannot suppress SIGPIPE as send does: the
+ * first range sent sets SIGPIPE to ignored if it is still at its default action (a handler the
+ * program installed is kept). Only for socket streams (not over a transport that must
+ * see the bytes, such as TLS). */
+int gale_stream_sendfile(gale_stream *s, int fd, off_t offset, size_t len, gale_done_cb cb,
+                         void *arg);
+
 /* Bytes queued and not yet handed to the kernel: the back-pressure signal. */
 size_t gale_stream_write_pending(const gale_stream *s);
 

@@ -91,4 +91,14 @@ void gale__stream_tls_closing(gale_stream *s);
  * gale_future_set_result() (on failure the stream is untouched and the caller closes it). */
 int gale__stream_set_future_result(gale_future *f, gale_stream *s);
 
+/* iostream_file.c: the file ranges in the write queue (gale_stream_sendfile). */
+
+/* The release hook that marks a queued write as a file range: never called with a buffer. */
+void gale__stream_file_range(void *unused);
+
+/* Sends up to `len` bytes of file `fd` from `*offset` on socket `sock` (sendfile(2); the
+ * offset advances by what was sent). Returns the bytes sent (> 0), -EAGAIN (the socket is full),
+ * -EINTR, -EIO (the file ended before `len` bytes), or another negative errno. */
+ssize_t gale__stream_send_file_head(int sock, int fd, off_t *offset, size_t len);
+
 #endif

@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 builddir=${1:-build}
 
-pkgs="build-essential cmake pkg-config libhttp-parser-dev libssl-dev openssl zlib1g-dev check curl python3 nginx python3-websockets python3-tornado"
+pkgs="build-essential cmake pkg-config libhttp-parser-dev libjansson-dev libssl-dev openssl zlib1g-dev check curl python3 nginx python3-websockets python3-tornado"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -204,8 +204,17 @@ START_TEST(test_demo_greet_decodes_name)
 {
     expect_get("/greet?name=World", 200, "Hello, World!");
     expect_get("/greet?name=Ada+Lovelace", 200, "Hello, Ada Lovelace!");
-    expect_get("/greet?name=J%C3%B6rg%20%26%20co", 200, "Hello, J\xc3\xb6rg & co!");
+    expect_get("/greet?name=J%C3%B6rg%20%26%20co", 200, "Hello, J\xc3\xb6rg &amp; co!");
     expect_get("/greet?x=1&name=caf%C3%A9", 200, "Hello, caf\xc3\xa9!");
+}
+END_TEST
+
+/* The reply is text/html: a name holding markup must come back as text, not run as a script. */
+START_TEST(test_demo_greet_escapes_markup)
+{
+    expect_get("/greet?name=%3Cscript%3Ealert(%27x%27)%3C/script%3E", 200,
+               "Hello, &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;!");
+    expect_get("/greet?name=%22%3E%3Cimg%20src=x%3E", 200, "Hello, &quot;&gt;&lt;img src=x&gt;!");
 }
 END_TEST
 
@@ -1117,6 +1126,7 @@ static Suite *demo_suite(void)
     tcase_add_test(tc, test_demo_root_says_hello);
     tcase_add_test(tc, test_demo_user_digits_only);
     tcase_add_test(tc, test_demo_greet_decodes_name);
+    tcase_add_test(tc, test_demo_greet_escapes_markup);
     tcase_add_test(tc, test_demo_greet_without_name_is_400);
     tcase_add_test(tc, test_demo_echo_returns_body_and_type);
     tcase_add_test(tc, test_demo_echo_large_body_byte_for_byte);

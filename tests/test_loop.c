@@ -979,6 +979,32 @@ START_TEST(test_loop_current_default_and_make_current)
 }
 END_TEST
 
+/* Tornado 6: each thread has its own current loop; a thread that made none current never gets
+ * the main thread's. Its loop is freed when the thread exits (the sanitizer build sees a leak
+ * otherwise). */
+static void *other_thread_current(void *arg)
+{
+    gale_loop **out = arg;
+    out[0] = gale_loop_current();
+    out[1] = gale_loop_current();
+    return NULL;
+}
+
+START_TEST(test_loop_current_is_per_thread)
+{
+    gale_loop *mine = gale_loop_current();
+    gale_loop *theirs[2] = {NULL, NULL};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, other_thread_current, theirs), 0);
+    pthread_join(t, NULL);
+    ck_assert_ptr_nonnull(theirs[0]);
+    ck_assert_ptr_eq(theirs[0], theirs[1]); /* stable within the thread */
+    ck_assert_ptr_ne(theirs[0], mine);
+    ck_assert_ptr_eq(gale_loop_current(), mine);
+    gale_loop_free(mine);
+}
+END_TEST
+
 /* ---- teardown ---- */
 
 static void never_called(gale_loop *loop, void *arg) { ck_abort_msg("callback ran after free"); }
@@ -1067,7 +1093,7 @@ static Suite *loop_suite(const char *name)
         {"watchdog", {test_loop_blocking_threshold_logs_slow_callback, NULL}},
         {"errors",
          {test_loop_invalid_arguments_return_errno, test_loop_backend_env_selection,
-          test_loop_current_default_and_make_current,
+          test_loop_current_default_and_make_current, test_loop_current_is_per_thread,
           test_loop_free_with_pending_work_leaks_nothing, NULL}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
