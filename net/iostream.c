@@ -593,12 +593,32 @@ static void advance(gale_stream *s, size_t n)
 
 static bool is_file(const struct wreq *w) { return w->release == gale__stream_file_range; }
 
+/* A file range on a TLS stream: OpenSSL must see the bytes, so up to one record of the file is
+ * read into the receive area and written as bytes (after -EAGAIN the same offset is read again:
+ * the same bytes are offered, as OpenSSL requires). Returns as gale__stream_send_file_head. */
+static ssize_t send_file_tls(gale_stream *s, struct wreq *w)
+{
+    char *buf = scratch();
+    if (!buf)
+        return -ENOMEM;
+    size_t want = w->len < 16384 ? w->len : 16384;
+    ssize_t got = pread(w->file_fd, buf, want, w->file_off);
+    if (got <= 0)
+        return got == 0 ? -EIO : (errno == EINTR ? -EINTR : -errno);
+    struct iovec iov = {.iov_base = buf, .iov_len = (size_t)got};
+    ssize_t n = send_iov(s, &iov, 1);
+    if (n > 0)
+        w->file_off += n;
+    return n;
+}
+
 /* The queue's head is a file range: sends from it. Returns false when nothing more can be sent
  * now (the socket is full, or the stream closed). */
 static bool flush_file_head(gale_stream *s)
 {
     struct wreq *w = s->wq_head;
-    ssize_t n = gale__stream_send_file_head(s->fd, w->file_fd, &w->file_off, w->len);
+    ssize_t n = s->tls ? send_file_tls(s, w)
+                       : gale__stream_send_file_head(s->fd, w->file_fd, &w->file_off, w->len);
     if (n == -EINTR)
         return true;
     if (n < 0) {
@@ -1175,7 +1195,7 @@ int gale_stream_sendfile(gale_stream *s, int fd, off_t offset, size_t len, gale_
     *s->wq_tail = w;
     s->wq_tail = &w->next;
     s->wpending += len;
-    if (s->wq_head == w && !s->connecting && !s->connect_pending) {
+    if (s->wq_head == w && !s->connecting && !s->connect_pending && !s->handshaking) {
         flush_queue(s); /* an idle socket takes what it can now, as a write would */
         if (s->done_head)
             schedule(s);
@@ -1197,76 +1217,4 @@ void gale_stream_close(gale_stream *s, int reason)
     if (!s)
         return;
     close_internal(s, reason > 0 ? -reason : reason);
-}
-
-bool gale_stream_closed(const gale_stream *s) { return !s || s->closed; }
-bool gale_stream_reading(const gale_stream *s) { return s && s->read_kind != RK_NONE; }
-bool gale_stream_writing(const gale_stream *s) { return s && s->wq_head != NULL; }
-int gale_stream_close_reason(const gale_stream *s) { return s ? s->close_reason : -EINVAL; }
-int gale_stream_fd(const gale_stream *s) { return s ? s->fd : -1; }
-gale_loop *gale_stream_loop(const gale_stream *s) { return s ? s->loop : NULL; }
-size_t gale_stream_read_buffered(const gale_stream *s) { return s ? gale_buffer_len(&s->rbuf) : 0; }
-
-int gale_stream_set_max_buffer_size(gale_stream *s, size_t max)
-{
-    if (!s || max == 0)
-        return -EINVAL;
-    int rc = gale_buffer_set_max(&s->rbuf, max);
-    if (rc == 0)
-        update_events(s);
-    return rc;
-}
-
-void gale_stream_set_owner_hook(gale_stream *s, gale_stream_hook hook, void *arg)
-{
-    if (!s || s->finished)
-        return;
-    s->owner_hook = hook;
-    s->owner_arg = arg;
-}
-
-int gale_stream_set_nodelay(gale_stream *s, bool on)
-{
-    if (!s)
-        return -EINVAL;
-    if (s->closed)
-        return -EPIPE;
-    int v = on ? 1 : 0;
-    if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) < 0)
-        return -errno;
-    return 0;
-}
-
-int gale_stream_peer_addr(const gale_stream *s, struct sockaddr_storage *addr, socklen_t *len)
-{
-    if (!s || !addr || !len)
-        return -EINVAL;
-    if (s->closed)
-        return -EPIPE;
-    *len = sizeof *addr;
-    if (getpeername(s->fd, (struct sockaddr *)addr, len) < 0)
-        return -errno;
-    return 0;
-}
-
-/* ---- a stream as a future's result ---- */
-
-static void future_stream_dtor(void *p)
-{
-    gale_stream *s = p;
-    s->owner_future = NULL;
-    gale_stream_close(s, 0);
-}
-
-static void future_stream_unlink(void *p) { ((gale_stream *)p)->owner_future = NULL; }
-
-/* Linked before completing: a done callback may steal the stream (unlink clears the link) or
- * drop the last reference to the future (its dtor clears it). */
-int gale__stream_set_future_result(gale_future *f, gale_stream *s)
-{
-    s->owner_future = f;
-    int rc = gale_future_set_result_linked(f, s, future_stream_dtor, future_stream_unlink);
-    if (rc)
-        s->owner_future = NULL;
-    return rc;
 }

@@ -150,8 +150,8 @@ int gale_stream_write_ref(gale_stream *s, const void *buf, size_t len, void (*re
  * len == 0 completes with 0. Returns 0, -EINVAL (fd < 0, negative offset), -EPIPE (closed) or
  * -ENOMEM; on error `cb` is not called. sendfile(2) cannot suppress SIGPIPE as send does: the
  * first range sent sets SIGPIPE to ignored if it is still at its default action (a handler the
- * program installed is kept). Only for socket streams (not over a transport that must
- * see the bytes, such as TLS). */
+ * program installed is kept). On a TLS stream the range is read (pread, one record at a time)
+ * and encrypted instead: the same order, back-pressure and callbacks, without zero copy. */
 int gale_stream_sendfile(gale_stream *s, int fd, off_t offset, size_t len, gale_done_cb cb,
                          void *arg);
 

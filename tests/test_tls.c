@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1107,6 +1108,7 @@ START_TEST(test_tcp_connect_tls)
 }
 END_TEST
 
+
 /* ---- the HTTP client over https ---- */
 
 struct fetched {
@@ -1427,6 +1429,7 @@ struct demo_case {
     int port;
     const char *req;
     char *resp;
+    size_t max; /* bytes read at most (0: 64 KiB) */
 };
 
 static void demo_client(void *arg)
@@ -1435,7 +1438,7 @@ static void demo_client(void *arg)
     SSL_CTX *c = bctx("ca");
     SSL *ssl = bconnect(c, d->port, "localhost", NULL);
     if (ssl) {
-        d->resp = bexchange(ssl, d->req, 65536);
+        d->resp = bexchange(ssl, d->req, d->max ? d->max : 65536);
         bclose(ssl);
     }
     SSL_CTX_free(c);
@@ -1483,6 +1486,64 @@ START_TEST(test_demo_https)
 }
 END_TEST
 
+/* Static files over HTTPS: the file range goes through OpenSSL (no sendfile), whole and in part. */
+START_TEST(test_static_files_over_tls)
+{
+    gale_loop *loop = new_loop();
+    char dir[160], file[200];
+    snprintf(dir, sizeof dir, "%s/static", certdir);
+    ck_assert_int_eq(mkdir(dir, 0755) == 0 || errno == EEXIST, 1);
+    snprintf(file, sizeof file, "%s/big.bin", dir);
+    enum { SIZE = 300000 };
+    char *data = malloc(SIZE);
+    for (size_t i = 0; i < SIZE; i++)
+        data[i] = (char)('a' + i * 7 % 26);
+    FILE *f = fopen(file, "wb");
+    ck_assert_uint_eq(fwrite(data, 1, SIZE, f), SIZE);
+    fclose(f);
+    int port = test_free_port();
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    char *argv[] = {"demo",
+                    "--port",
+                    portstr,
+                    "--certfile",
+                    (char *)pem("chain"),
+                    "--keyfile",
+                    (char *)key("server"),
+                    "--static-path",
+                    dir,
+                    "--quiet",
+                    NULL};
+    pid_t pid = test_start_app("demo", argv, port);
+    ck_assert_int_gt(pid, 0);
+    struct demo_case whole = {.port = port,
+                              .max = 2 * SIZE,
+                              .req = "GET /static/big.bin HTTP/1.1\r\nHost: localhost\r\n"
+                                     "Connection: close\r\n\r\n"};
+    ck_assert(test_run_thread(loop, demo_client, &whole, 30));
+    ck_assert_ptr_nonnull(whole.resp);
+    char *body = strstr(whole.resp, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    ck_assert_ptr_nonnull(strstr(whole.resp, "HTTP/1.1 200 OK"));
+    ck_assert_uint_eq(strlen(body + 4), SIZE); /* the file holds no NUL */
+    ck_assert_int_eq(memcmp(body + 4, data, SIZE), 0);
+    free(whole.resp);
+    struct demo_case part = {.port = port,
+                             .req = "GET /static/big.bin HTTP/1.1\r\nHost: localhost\r\n"
+                                    "Range: bytes=100000-100009\r\nConnection: close\r\n\r\n"};
+    ck_assert(test_run_thread(loop, demo_client, &part, 30));
+    ck_assert_ptr_nonnull(strstr(part.resp, "HTTP/1.1 206"));
+    body = strstr(part.resp, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    ck_assert_int_eq(memcmp(body + 4, data + 100000, 10), 0);
+    free(part.resp);
+    test_stop_app(pid);
+    free(data);
+    gale_loop_free(loop);
+}
+END_TEST
+
 static Suite *tls_suite(void)
 {
     Suite *s = suite_create("tls");
@@ -1505,6 +1566,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_http_client_https);
     tcase_add_test(tc, test_fetch_app_https);
     tcase_add_test(tc, test_websocket_over_tls);
+    tcase_add_test(tc, test_static_files_over_tls);
     suite_add_tcase(s, tc);
     return s;
 }
