@@ -72,7 +72,7 @@ large() {
     done
     t0=$(date +%s.%N)
     bytes=$(taskset -c "$CPU_CLIENT" curl -s -w '%{size_download}\n' "${urls[@]}" |
-        awk '{ s += $1 } END { print s + 0 }')
+        awk '{ s += $1 } END { printf "%.0f\n", s }')
     t1=$(date +%s.%N)
     echo "$LARGE_GETS $bytes $(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
 }
