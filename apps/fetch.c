@@ -87,6 +87,8 @@ static int fetch_one(void *arg)
     return 0;
 }
 
+static void stop_loop(gale_loop *loop, void *arg) { gale_loop_stop(loop); }
+
 static void print_response(const gale_http_client_response *r, bool headers)
 {
     if (r->code == GALE_HTTP_NO_RESPONSE && r->error)
@@ -232,6 +234,9 @@ int main(int argc, char **argv)
         gale_future_unref(done[i]);
     free(done);
     gale_http_client_free(client);
+    /* The pooled connections the free closed finish closing on the loop's next turn. */
+    gale_loop_add_callback(loop, stop_loop, NULL);
+    gale_loop_run(loop);
     gale_coro_shutdown(loop); /* none left unless the loop failed; then they unwind here */
     gale_loop_free(loop);
     for (int i = 0; jobs && i < n; i++) {
