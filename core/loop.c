@@ -12,6 +12,7 @@
  * Events are also masked with the handler's current interest, so an update_handler() that drops
  * WRITE takes effect for the rest of the batch too.
  */
+#include <assert.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
@@ -126,6 +127,7 @@ struct gale_loop {
     int64_t idle_ns;
 
     gale_list waits;
+    gale_list owned; /* gale__loop_owned records still working (a TLS close_notify lingering) */
 };
 
 static _Thread_local gale_loop *tls_current;
@@ -689,6 +691,7 @@ int gale_loop_new(gale_backend backend, gale_loop **out)
     loop->poll_seq = 1;
     sigemptyset(&loop->sigs);
     gale_list_init(&loop->waits);
+    gale_list_init(&loop->owned);
     pthread_mutex_init(&loop->rlock, NULL);
     int err = be->init(&loop->bs);
     if (err) {
@@ -733,6 +736,11 @@ void gale_loop_free(gale_loop *loop)
         gale_future_remove_done_callback(w->f, future_wait_done, w);
         gale_future_unref(w->f);
         free(w);
+    }
+    while (!gale_list_empty(&loop->owned)) {
+        gale__loop_owned *o = gale_list_entry(loop->owned.next, gale__loop_owned, link);
+        gale_list_unlink(&o->link);
+        o->release(o); /* removes its handlers and timers, frees itself */
     }
     gale_loop_remove_handler(loop, loop->wakefd);
     close(loop->wakefd);
@@ -783,6 +791,14 @@ gale_loop *gale_loop_current(void)
 }
 
 void gale_loop_make_current(gale_loop *loop) { tls_current = loop; }
+
+void gale__loop_own(gale_loop *loop, gale__loop_owned *o)
+{
+    assert(o->release);
+    gale_list_push_back(&loop->owned, &o->link);
+}
+
+void gale__loop_disown(gale__loop_owned *o) { gale_list_unlink(&o->link); }
 
 const char *gale_loop_backend_name(const gale_loop *loop) { return loop ? loop->be->name : NULL; }
 

@@ -926,7 +926,7 @@ static void close_internal(gale_stream *s, int reason)
     s->closed = true;
     s->close_reason = reason;
     if (s->tls)
-        gale__stream_tls_closing(s); /* close_notify, before the fd goes */
+        gale__stream_tls_closing(s); /* close_notify, before the fd goes (or with it) */
     if (s->fd >= 0) {
         gale_loop_remove_handler(s->loop, s->fd);
         close(s->fd);

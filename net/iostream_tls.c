@@ -11,9 +11,10 @@
  * says why in words. After the handshake, the stream's ordinary read and write paths run on
  * OpenSSL's records (net/iostream.c's receive() and send_iov()).
  *
- * Close: close_notify is sent once if the handshake finished and the socket takes it at once
- * (never waited for), then OpenSSL's state is freed with the fd; the error text and negotiated
- * facts stay readable until the stream itself is freed.
+ * Close: close_notify is sent if the handshake finished; when the socket does not take it at once
+ * the loop finishes it (for up to 3 s, net/tls.c) while the stream closes as usual. OpenSSL's state
+ * leaves with the fd; the error text and negotiated facts stay readable until the stream itself is
+ * freed.
  */
 #include <assert.h>
 #include <errno.h>
@@ -31,7 +32,8 @@ static void handshake_expired(gale_loop *loop, void *arg)
     s->handshake_timer = 0;
     if (s->closed || !s->handshaking)
         return;
-    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing", s->fd);
+    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing",
+                   s->fd);
     gale__stream_close_now(s, -ETIMEDOUT);
 }
 
@@ -78,7 +80,10 @@ void gale__stream_tls_closing(gale_stream *s)
 {
     stop_timer(s);
     s->handshaking = false;
-    gale__tls_shutdown(s->tls);
+    if (s->fd >= 0)
+        gale_loop_remove_handler(s->loop, s->fd);
+    if (gale__tls_close(s->tls, s->loop, s->fd))
+        s->fd = -1; /* the loop finishes the close_notify, then closes the fd */
 }
 
 int gale_stream_start_tls(gale_stream *s, gale_tls_ctx *ctx, const char *server_hostname,
