@@ -99,6 +99,7 @@ struct gale__handler_web {
     bool no_compress; /* the body goes out as it is (a static file) */
     bool compress_on; /* the app's setting when the request arrived (the app may be freed before
                        * an async response finishes) */
+    struct gale__web_stream *stream; /* a streamed body's reader (web_stream.c), or NULL */
 };
 
 struct gale__app_settings *gale__app_settings(gale_app *app);
@@ -116,6 +117,19 @@ const char *gale__handler_out_header(gale_handler *h, const char *name);
 int gale__compress_filter(gale_handler *h, bool final);
 /* Frees the filter's state (at the release). */
 void gale__compress_free(gale_handler *h);
+
+/* web.c, for the parts that call into the handler from their own callbacks: hold keeps `h` from
+ * being released while a handler callback runs (a finish inside it releases at unhold); method
+ * runs `fn` as the request's method (finishing after it unless the class or the method went
+ * async), holding `h`. */
+void gale__handler_hold(gale_handler *h);
+void gale__handler_unhold(gale_handler *h);
+void gale__handler_method(gale_handler *h, gale_handler_fn fn);
+
+/* web_stream.c: takes over a stream_request_body class's request after prepare and the checks:
+ * reads its body into data_received, then runs `fn`. Returns false when the request has no
+ * streamed body (then the caller runs `fn` as usual). */
+bool gale__web_stream_begin(gale_handler *h, gale_handler_fn fn);
 
 /* web_secure.c: the checks around prepare and the method. Each returns true when the request
  * goes on, false when it answered (403, a redirect to the login page). */
