@@ -454,7 +454,8 @@ static void arm_timer(struct gale_http_conn *c, double at)
 /* Sets the end of the current phase `secs` from now (secs <= 0: no deadline). The timer moves
  * only when the deadline comes earlier than it is armed for; a later deadline is noticed when the
  * timer fires, so a keep-alive request costs no heap operation in the common case. */
-static void set_deadline_at(struct gale_http_conn *c, double now, double secs)
+static inline __attribute__((always_inline)) void set_deadline_at(struct gale_http_conn *c,
+                                                                  double now, double secs)
 {
     if (!(secs > 0)) {
         c->deadline = 0;

@@ -883,10 +883,6 @@ static int on_message_complete(http_parser *p)
     if (!r)
         return reject(c, 400, "message end without a request");
     r->rphase = R_DONE;
-    if (__builtin_expect(r->dispatched, 0)) { /* a streamed body ended: gale__parse tells */
-        http_parser_pause(p, 1);
-        return 0;
-    }
     if (r->body) {
         r->body[r->blen] = '\0';
         r->pub.body = r->body;
@@ -900,6 +896,9 @@ static int on_message_complete(http_parser *p)
      * the next one begins. Otherwise, or when the handler runs on, the connection stops or a
      * drain began, pause: gale__parse then has the exact position. */
     const char *end = c->in_batch && !draining(c) ? message_end(c, p, r) : NULL;
+    /* A streamed body is parsed in calls after its head's, with no piece marked (piece_end
+     * stays NULL): it always ends in the pause, where gale__parse tells its reader. */
+    assert(!end || !r->dispatched);
     if (end) {
         c->batch_left = (size_t)(c->exec_end - end);
         gale__conn_dispatch(c);

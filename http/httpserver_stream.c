@@ -96,8 +96,7 @@ int gale__stream_piece(struct gale_http_conn *c, struct req *r, http_parser *p, 
     assert(bs->on_piece && !bs->paused && !bs->ended);
     if (bs->received > bs->max || len > bs->max - bs->received)
         return 413;
-    bs->received += len;
-    c->piece_end = at + len;
+    bs->received += len; /* (no piece_end: see on_message_complete) */
     bs->in_piece = true;
     bs->resumed = false;
     c->busy++;

@@ -605,6 +605,92 @@ START_TEST(test_web_stream_pipelined_after_streamed_body)
 }
 END_TEST
 
+/* ---- the plain server's API ---- */
+
+static struct {
+    size_t pieces, bytes;
+    int end_status;
+} plain_rec;
+
+static bool head_streams(gale_http_request *req, void *arg)
+{
+    (void)arg;
+    return strncmp(req->path, "/s", 2) == 0;
+}
+
+static int srv_piece(gale_http_request *req, const char *data, size_t len, void *arg)
+{
+    (void)data;
+    plain_rec.pieces++;
+    plain_rec.bytes += len;
+    /* A reader whose work completed at once: resumes inside, then asks for the pause. */
+    ck_assert_int_eq(gale_http_request_resume_body(req), 0);
+    (void)arg;
+    return GALE_HTTP_BODY_PAUSE;
+}
+
+static void srv_end(gale_http_request *req, int status, void *arg)
+{
+    (void)arg;
+    plain_rec.end_status = status;
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "streamed %zu", plain_rec.bytes);
+    gale_http_response_write(req, buf, (size_t)n);
+    gale_http_response_finish(req);
+}
+
+static void srv_request(gale_http_request *req, void *arg)
+{
+    (void)arg;
+    if (gale_http_request_body_streamed(req)) {
+        ck_assert_uint_eq(req->body_len, 0);
+        ck_assert_int_eq(gale_http_request_read_body(req, srv_piece, srv_end, NULL), 0);
+        ck_assert_int_eq(gale_http_request_read_body(req, srv_piece, srv_end, NULL), -EALREADY);
+        return;
+    }
+    ck_assert_int_eq(gale_http_request_set_max_body_size(req, 1), -EALREADY);
+    ck_assert_int_eq(gale_http_request_read_body(req, srv_piece, srv_end, NULL), -EINVAL);
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "collected %zu", req->body_len);
+    gale_http_response_write(req, buf, (size_t)n);
+    gale_http_response_finish(req);
+}
+
+START_TEST(test_web_stream_plain_server_head_cb)
+{
+    gale_http_server *srv;
+    ck_assert_int_eq(gale_http_server_new(wt_loop, NULL, srv_request, NULL, &srv), 0);
+    gale_http_server_set_head_cb(srv, head_streams, NULL);
+    ck_assert_int_eq(gale_http_server_listen(srv, 0, "127.0.0.1"), 0);
+    int saved = wt_port;
+    wt_port = gale_http_server_port(srv);
+    memset(&plain_rec, 0, sizeof plain_rec);
+    size_t n = 200000;
+    char *body = pattern(n);
+    char head[128];
+    snprintf(head, sizeof head, "POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", n);
+    struct script s = {.head = head,
+                       .body = body,
+                       .body_len = n,
+                       .cuts = {10, 100000},
+                       .after = "POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                "Connection: close\r\n\r\nabc",
+                       .nresp = 2};
+    ck_assert(test_run_thread(wt_loop, run_script, &s, 20));
+    ck_assert_int_eq(s.rc, 0);
+    char want[64];
+    snprintf(want, sizeof want, "streamed %zu", n);
+    ck_assert_str_eq(s.r[0].body, want);
+    ck_assert_str_eq(s.r[1].body, "collected 3");
+    ck_assert_int_eq(plain_rec.end_status, 0);
+    ck_assert_uint_ge(plain_rec.pieces, 3);
+    script_free(&s);
+    free(body);
+    wt_port = saved;
+    gale_http_server_free(srv);
+}
+END_TEST
+
 /* ---- 1 GiB through the demo's /upload, in bounded memory ---- */
 
 #define UPLOAD_CHUNK (1u << 20)
@@ -694,6 +780,7 @@ static Suite *web_stream_suite(void)
     tcase_add_test(t, test_web_stream_client_leaves_while_paused);
     tcase_add_test(t, test_web_stream_keep_alive_after_streamed_body);
     tcase_add_test(t, test_web_stream_pipelined_after_streamed_body);
+    tcase_add_test(t, test_web_stream_plain_server_head_cb);
     suite_add_tcase(s, t);
     TCase *d = tcase_create("demo");
     tcase_set_timeout(d, 240);
