@@ -698,11 +698,8 @@ END_TEST
 /* CRC-32 (zlib's) of UPLOAD_CHUNKS copies of pattern(UPLOAD_CHUNK), and of one */
 #define UPLOAD_CRC "74278fc6"
 #define ONE_CHUNK_CRC "5dd4aa6f"
-#ifdef GALE_SANITIZE
-#define RSS_BOUND_KB (256u << 10) /* the sanitizers' own memory */
-#else
+/* The demo's peak resident memory after the upload: 4 MiB measured (13 MiB under ASan). */
 #define RSS_BOUND_KB (64u << 10)
-#endif
 
 static long status_kb(pid_t pid, const char *field)
 {
@@ -755,7 +752,6 @@ START_TEST(test_web_stream_demo_gigabyte_upload_bounded_rss)
     ck_assert_str_eq(reply, "bytes 1073741824 crc32 " UPLOAD_CRC "\n");
     long hwm = status_kb(pid, "VmHWM");
     ck_assert_int_gt(hwm, 0);
-    fprintf(stderr, "demo VmHWM after 1 GiB: %ld KiB\n", hwm);
     ck_assert_msg(hwm < (long)RSS_BOUND_KB, "demo's peak RSS %ld KiB after a 1 GiB upload", hwm);
     int st = test_stop_app(pid);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
