@@ -405,6 +405,58 @@ START_TEST(test_web_stream_broken_chunked_400)
 }
 END_TEST
 
+static int failing_data(gale_handler *h, const char *data, size_t len)
+{
+    (void)h, (void)data, (void)len;
+    note('d');
+    return -EIO;
+}
+static void failing_get(gale_handler *h) { note('M'), gale_write_str(h, "get"); }
+static const gale_handler_class failing = {.get = failing_get,
+                                           .put = failing_get,
+                                           .on_finish = sink_finish,
+                                           .stream_request_body = true,
+                                           .data_received = failing_data};
+static const gale_handler_class get_only = {
+    .get = failing_get, .on_finish = sink_finish, .stream_request_body = true};
+
+START_TEST(test_web_stream_handler_errors_end_the_connection)
+{
+    ck_assert_int_eq(gale_app_route(wt_app, "/failing", &failing, NULL), 0);
+    ck_assert_int_eq(gale_app_route(wt_app, "/getonly", &get_only, NULL), 0);
+    /* data_received failing: 500, the method never runs, the rest is not read as a request. */
+    struct script s = {.head = "PUT /failing HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n",
+                       .body = "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n12345678",
+                       .body_len = 40,
+                       .nresp = 1,
+                       .until_close = true};
+    ck_assert(test_run_thread(wt_loop, run_script, &s, 20));
+    ck_assert_int_eq(s.rc, 0);
+    ck_assert_int_eq(s.r[0].status, 500);
+    ck_assert(s.closed);
+    ck_assert_ptr_null(strstr(s.rest, "HTTP/1.1"));
+    ck_assert_str_eq(rec.log, "dF");
+    script_free(&s);
+
+    /* A method the class lacks: 405 before the body; a bodyless GET runs as usual. */
+    rec_reset();
+    struct script s2 = {.head = "POST /getonly HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n",
+                        .body = "abc",
+                        .body_len = 3,
+                        .nresp = 1,
+                        .until_close = true};
+    ck_assert(test_run_thread(wt_loop, run_script, &s2, 20));
+    ck_assert_int_eq(s2.rc, 0);
+    ck_assert_int_eq(s2.r[0].status, 405);
+    ck_assert(s2.closed);
+    script_free(&s2);
+    struct test_http_response r = wt_req("GET", "/getonly", NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, "get");
+    test_http_response_free(&r);
+}
+END_TEST
+
 /* ---- flow control ---- */
 
 #define PAUSE_TOTAL (48u << 20)
@@ -771,6 +823,7 @@ static Suite *web_stream_suite(void)
     tcase_add_test(t, test_web_stream_body_limit_413);
     tcase_add_test(t, test_web_stream_body_deadline_408);
     tcase_add_test(t, test_web_stream_broken_chunked_400);
+    tcase_add_test(t, test_web_stream_handler_errors_end_the_connection);
     tcase_add_test(t, test_web_stream_pause_stops_reading);
     tcase_add_test(t, test_web_stream_client_leaves_mid_body);
     tcase_add_test(t, test_web_stream_client_leaves_while_paused);
