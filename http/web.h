@@ -384,7 +384,8 @@ int gale_clear_cookie(gale_handler *h, const char *name, const gale_cookie_opts 
  * or the body deadline passed), the request ends here instead: -EPIPE after on_connection_close
  * (the response finishes), -ETIMEDOUT (answered 408); then, outside a handler callback, `h` is
  * gone when this returns. While paused the request is never released under the handler: a
- * handler that paused must call this once. */
+ * handler that paused calls this once its work is done (or finishes the response instead, and
+ * then does not call it). */
 int gale_body_resume(gale_handler *h);
 
 /* Tornado's request.connection.set_max_body_size: the largest body this request may bring
