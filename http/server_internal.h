@@ -1,6 +1,6 @@
 /* The HTTP/1.1 server's private shapes, shared by its files (not installed).
  *
- * The server is five files, each with one job, read in this order to follow a request:
+ * The server is six files, each with one job, read in this order to follow a request:
  *   httpserver.c           the connection: accepting, reading, dispatching, writing, deadlines,
  *                          closing, the server API and graceful shutdown
  *   httpserver_parse.c     the request on the wire: http-parser's callbacks and the checks gale
