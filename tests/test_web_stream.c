@@ -657,6 +657,46 @@ START_TEST(test_web_stream_pipelined_after_streamed_body)
 }
 END_TEST
 
+struct mixed_run {
+    struct test_http_response r[4];
+    int rc;
+};
+
+static void mixed_client(void *arg)
+{
+    struct mixed_run *x = arg;
+    struct test_http_client c;
+    x->rc = test_http_open(&c, wt_port, 10);
+    /* One send: a GET, a streamed Content-Length body, a streamed chunked body, a GET. */
+    if (!x->rc)
+        x->rc =
+            test_http_sends(&c, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
+                                "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+                                "hello"
+                                "PUT /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                "\r\n3\r\nabc\r\n0\r\n\r\n"
+                                "GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    for (int i = 0; i < 4 && !x->rc; i++)
+        x->rc = test_http_read(&c, false, &x->r[i]);
+    test_http_close(&c);
+}
+
+START_TEST(test_web_stream_pipelined_around_streamed_bodies)
+{
+    struct mixed_run x = {0};
+    ck_assert(test_run_thread(wt_loop, mixed_client, &x, 20));
+    ck_assert_int_eq(x.rc, 0);
+    ck_assert_str_eq(x.r[0].body, "plain");
+    ck_assert_str_eq(x.r[1].body, "len=5 body_len=0");
+    ck_assert_str_eq(x.r[2].body, "len=8 body_len=0"); /* rec counts both bodies */
+    ck_assert_str_eq(x.r[3].body, "plain");
+    ck_assert_uint_eq(rec.len, 8);
+    ck_assert(memcmp(rec.body, "helloabc", 8) == 0);
+    for (int i = 0; i < 4; i++)
+        test_http_response_free(&x.r[i]);
+}
+END_TEST
+
 /* ---- the plain server's API ---- */
 
 static struct {
@@ -829,6 +869,7 @@ static Suite *web_stream_suite(void)
     tcase_add_test(t, test_web_stream_client_leaves_while_paused);
     tcase_add_test(t, test_web_stream_keep_alive_after_streamed_body);
     tcase_add_test(t, test_web_stream_pipelined_after_streamed_body);
+    tcase_add_test(t, test_web_stream_pipelined_around_streamed_bodies);
     tcase_add_test(t, test_web_stream_plain_server_head_cb);
     suite_add_tcase(s, t);
     TCase *d = tcase_create("demo");
