@@ -22,8 +22,12 @@
  *   from        to          on
  *   IDLE        BODY        a header block with a body after it (gale__conn_expect_body)
  *   IDLE, BODY  HANDLER     a complete request handed to the application (gale__conn_dispatch)
+ *   IDLE        STREAM      a head whose body is streamed, handed to the application
+ *                           (httpserver_stream.c); the body is read while it is there
+ *   STREAM      HANDLER     that body ended
  *   HANDLER     IDLE        its response finished, the connection kept (gale__conn_answered)
  *   HANDLER     CLOSING     its response finished, the connection not kept
+ *   STREAM      CLOSING     its response finished before its body ended (the rest is drained)
  *   IDLE, BODY  CLOSING     a request refused, a body deadline passed (gale__conn_fail), or an
  *                           idle connection closed by a shutdown
  *   CLOSING     LINGER      the last bytes written, input still arriving (start_linger)
@@ -130,7 +134,7 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
     c->batch_time = gale_loop_time(c->loop);
     c->busy++;
     size_t off = 0;
-    while (off < len && (c->phase == PH_IDLE || c->phase == PH_BODY) && conn_open(c) && c->srv) {
+    while (off < len && conn_parsing(c) && conn_open(c) && c->srv) {
         /* A client that pipelines without reading: leave the rest buffered until it reads. */
         if (off > 0 && c->phase == PH_IDLE && gale__conn_over_high_water(c))
             break;
@@ -145,7 +149,7 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
         off = len;
     }
     gale__conn_flush(c);
-    if (c->phase == PH_IDLE || c->phase == PH_BODY)
+    if (conn_parsing(c))
         conn_resume(c);
     c->busy--;
     if (!c->stream) /* the handler took the stream (gale_http_request_detach) */
@@ -182,7 +186,13 @@ static void on_drained(gale_stream *s, int status, void *arg)
 {
     struct gale_http_conn *c = arg;
     c->wait_drain = false;
-    if (status == 0 && (c->phase == PH_IDLE || c->phase == PH_BODY))
+    if (status == 0 && conn_parsing(c))
+        conn_resume(c);
+}
+
+void gale__conn_resume(struct gale_http_conn *c)
+{
+    if (conn_parsing(c))
         conn_resume(c);
 }
 
@@ -211,6 +221,11 @@ void gale__conn_expect_body(struct gale_http_conn *c)
 void gale__conn_answered(struct gale_http_conn *c, bool keep, double now)
 {
     assert(!c->req);
+    if (__builtin_expect(c->phase == PH_STREAM, 0)) {
+        keep = false; /* the rest of a streamed body is drained, never parsed */
+        c->linger = true;
+        c->deadline = 0;
+    }
     if (keep) {
         set_phase(c, PH_IDLE);
         set_deadline_at(c, now, idle_timeout(c));
@@ -439,7 +454,8 @@ static void arm_timer(struct gale_http_conn *c, double at)
 /* Sets the end of the current phase `secs` from now (secs <= 0: no deadline). The timer moves
  * only when the deadline comes earlier than it is armed for; a later deadline is noticed when the
  * timer fires, so a keep-alive request costs no heap operation in the common case. */
-static void set_deadline_at(struct gale_http_conn *c, double now, double secs)
+static inline __attribute__((always_inline)) void set_deadline_at(struct gale_http_conn *c,
+                                                                  double now, double secs)
 {
     if (!(secs > 0)) {
         c->deadline = 0;
@@ -448,6 +464,11 @@ static void set_deadline_at(struct gale_http_conn *c, double now, double secs)
     c->deadline = now + secs;
     if (!c->timer || c->timer_at > c->deadline)
         arm_timer(c, c->deadline);
+}
+
+void gale__conn_deadline_at(struct gale_http_conn *c, double start, double secs)
+{
+    set_deadline_at(c, start, secs);
 }
 
 static void set_deadline(struct gale_http_conn *c, double secs)
@@ -470,6 +491,7 @@ static void phase_expired(struct gale_http_conn *c, double now)
     c->deadline = 0;
     switch (c->phase) {
     case PH_BODY: gale__conn_fail(c, 408, "body timeout"); break;
+    case PH_STREAM: gale__stream_fail(c, 408, "body timeout"); break;
     case PH_IDLE:
         if (c->req && c->srv)
             gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
@@ -606,10 +628,13 @@ static void conn_on_close(gale_stream *s, int reason, void *arg)
         gale__req_free(r);
     } else if (r) {
         r->closed = true;
-        if (r->close_cb) {
+        if (r->close_cb || r->bs) {
             c->busy++;
             r->in_close_cb = true;
-            r->close_cb(&r->pub, r->close_arg);
+            if (r->close_cb)
+                r->close_cb(&r->pub, r->close_arg);
+            if (r->bs && !r->finished)
+                gale__stream_closed(r); /* its reader hears of it too */
             r->in_close_cb = false;
             c->busy--;
             if (r->finished)

@@ -687,8 +687,8 @@ static int request_line(struct gale_http_conn *c, struct req *r, const http_pars
 }
 
 /* Framing (RFC 9112 6.1, 6.3): a Transfer-Encoding must be exactly one final "chunked" and never
- * comes with a Content-Length; duplicate Content-Lengths must agree; a body over the limit is
- * refused before a byte of it is read. `*te`: the request had a Transfer-Encoding. */
+ * comes with a Content-Length; duplicate Content-Lengths must agree. `*te`: the request had a
+ * Transfer-Encoding. */
 static int check_framing(struct gale_http_conn *c, struct req *r, const http_parser *p, bool *te)
 {
     const gale_http_headers *h = &r->pub.headers;
@@ -726,9 +726,6 @@ static int check_framing(struct gale_http_conn *c, struct req *r, const http_par
                           "Transfer-Encoding other than one final chunked, or with "
                           "Content-Length");
     }
-    if (!(p->flags & F_CHUNKED) && (p->flags & F_CONTENTLENGTH) &&
-        p->content_length > c->srv->opts.max_body_size)
-        return reject(c, 413, "body too large");
     return 0;
 }
 
@@ -743,26 +740,41 @@ static bool keep_alive(const struct gale_http_conn *c, const http_parser *p, boo
     return keep && !c->srv->opts.no_keep_alive && !p->upgrade;
 }
 
-/* A body follows the head: answers "100 Continue" when asked (before reading the body), limits
- * a Content-Length body to its length, starts the body deadline, and for a chunked body stops
- * the parser on the head's last byte, where chunk_scan starts. */
-static void start_body(struct gale_http_conn *c, struct req *r, http_parser *p)
+/* A body follows the head: a streamed body is set up for its reader (httpserver_stream.c); a
+ * collected one over the limit is refused before a byte of it is read. Otherwise answers "100
+ * Continue" when asked (before reading the body), limits a Content-Length body to its length,
+ * starts the body deadline, and for a chunked body stops the parser on the head's last byte,
+ * where chunk_scan starts. */
+static int start_body(struct gale_http_conn *c, struct req *r, http_parser *p)
 {
     bool chunked = (p->flags & F_CHUNKED) != 0;
     if (!chunked && !((p->flags & F_CONTENTLENGTH) && p->content_length > 0))
-        return;
-    if (p->http_minor >= 1 &&
-        gale_http_headers_has_token(&r->pub.headers, "Expect", "100-continue"))
-        out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    if (!chunked)
-        r->blimit = (size_t)p->content_length + 1;
-    gale__conn_expect_body(c);
-    if (chunked && p->method != HTTP_CONNECT) {
-        /* (The parser reads a chunked body for an Upgrade request too; only CONNECT's bytes
-         * after the head are not a body to it.) */
-        r->ck = CK_HEAD_LF;
-        http_parser_pause(p, 1);
+        return 0;
+    /* Streamed: handed over at this pause, with "100 Continue" left to its reader. */
+    bool streamed = false;
+    if (c->srv->head_cb) {
+        int rc = gale__stream_wanted(c, r, p);
+        if (rc < 0)
+            return reject(c, 503, "out of memory");
+        streamed = rc > 0;
     }
+    if (!streamed) {
+        if (!chunked && p->content_length > c->srv->opts.max_body_size)
+            return reject(c, 413, "body too large");
+        if (p->http_minor >= 1 &&
+            gale_http_headers_has_token(&r->pub.headers, "Expect", "100-continue"))
+            out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (!chunked)
+            r->blimit = (size_t)p->content_length + 1;
+        gale__conn_expect_body(c);
+    }
+    /* (The parser reads a chunked body for an Upgrade request too; only CONNECT's bytes after
+     * the head are not a body to it.) */
+    if (chunked && p->method != HTTP_CONNECT)
+        r->ck = CK_HEAD_LF;
+    if (r->ck == CK_HEAD_LF || streamed)
+        http_parser_pause(p, 1);
+    return 0;
 }
 
 static int on_headers_complete(http_parser *p)
@@ -797,14 +809,15 @@ static int on_headers_complete(http_parser *p)
     r->head = p->method == HTTP_HEAD;
     if (srv->opts.xheaders)
         apply_xheaders(r);
-    start_body(c, r, p);
-    return 0;
+    return start_body(c, r, p);
 }
 
 static int on_chunk_header(http_parser *p)
 {
     struct gale_http_conn *c = p->data;
     struct req *r = c->req;
+    if (r && r->bs && p->content_length > r->bs->max - r->bs->received)
+        return reject(c, 413, "body too large");
     if (r && c->srv && p->content_length > c->srv->opts.max_body_size - r->blen)
         return reject(c, 413, "body too large");
     return 0;
@@ -816,6 +829,10 @@ static int on_body(http_parser *p, const char *at, size_t len)
     struct req *r = c->req;
     if (!r || !c->srv)
         return reject(c, 400, "body without a request");
+    if (r->bs) {
+        int st = gale__stream_piece(c, r, p, at, len);
+        return st ? reject(c, st, "body too large") : 0;
+    }
     if (len > c->srv->opts.max_body_size - r->blen)
         return reject(c, 413, "body too large");
     /* Grown as bytes arrive (never sized up front from a claimed Content-Length). */
@@ -879,6 +896,9 @@ static int on_message_complete(http_parser *p)
      * the next one begins. Otherwise, or when the handler runs on, the connection stops or a
      * drain began, pause: gale__parse then has the exact position. */
     const char *end = c->in_batch && !draining(c) ? message_end(c, p, r) : NULL;
+    /* A streamed body is parsed in calls after its head's, with no piece marked (piece_end
+     * stays NULL): it always ends in the pause, where gale__parse tells its reader. */
+    assert(!end || !r->dispatched);
     if (end) {
         c->batch_left = (size_t)(c->exec_end - end);
         gale__conn_dispatch(c);
@@ -943,6 +963,12 @@ static void reject_method(struct gale_http_conn *c)
  * calls for. Returns `len`: the rest of the input is not parsed. */
 static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
 {
+    if (c->req && c->req->bs && c->req->dispatched) {
+        /* The request is with the handler, which answers (httpserver_stream.c). */
+        gale__stream_fail(c, c->err_status ? c->err_status : 400,
+                          c->err_why ? c->err_why : http_errno_description(e));
+        return len;
+    }
     if (!c->err_status) {
         if (e == HPE_HEADER_OVERFLOW)
             reject_head_size(c, c->req);
@@ -965,8 +991,15 @@ static bool continue_scans(struct req *cur, const char *data, size_t len)
      * this read's start.) */
     if (cur->rphase == R_HEADERS && cur->vpos != V_NONE && cur->vpos < V_DONE)
         version_scan(cur, data, data + len);
-    return cur->ck == CK_OFF || cur->ck == CK_DONE || cur->rphase != R_BODY ||
-           chunk_scan(cur, data, data + len);
+    if (cur->ck == CK_OFF || cur->ck == CK_DONE || cur->rphase != R_BODY)
+        return true;
+    /* A streamed body whose reader paused: the bytes walked before the pause come again. */
+    size_t skip = 0;
+    if (cur->bs) {
+        skip = cur->bs->ahead < len ? cur->bs->ahead : len;
+        cur->bs->ahead = 0;
+    }
+    return chunk_scan(cur, data + skip, data + len);
 }
 
 size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
@@ -986,9 +1019,15 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED) {
         /* A complete request: dispatch it unless on_message_complete already did. */
-        if (c->req && c->req->rphase == R_DONE && !c->req->dispatched) {
+        struct req *r = c->req;
+        if (r && r->rphase == R_DONE && !r->dispatched) {
             c->batch_left = len - n;
             gale__conn_dispatch(c);
+        } else if (r && r->bs) {
+            /* A pause after a piece: the chunked body's walk took this call's input whole. */
+            if (r->dispatched && r->ck != CK_OFF && r->ck != CK_DONE)
+                r->bs->ahead = len - n;
+            gale__stream_paused(c, r, len - n);
         }
         return n;
     }

@@ -587,7 +587,7 @@ int gale_http_response_finish(gale_http_request *req)
         gale_stream_close(c->stream, rc);
         return rc;
     }
-    assert(c->phase == PH_HANDLER);
+    assert(c->phase == PH_HANDLER || c->phase == PH_STREAM);
     gale__conn_answered(c, keep, now);
     return 0;
 }
