@@ -886,7 +886,8 @@ int gale_http_server_bind(gale_http_server *srv, int port, const char *address)
 {
     if (!srv)
         return -EINVAL;
-    return gale_server_bind(srv->tcp, port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG, false);
+    return gale_server_bind(srv->tcp, port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG,
+                            srv->opts.reuse_port);
 }
 
 int gale_http_server_add_socket(gale_http_server *srv, int fd)

@@ -22,6 +22,7 @@
 #include "core/fault_internal.h"
 #include "core/log.h"
 #include "net/resolver.h"
+#include "net/tcpserver_internal.h"
 
 #define EMFILE_RETRY_DELAY 0.1 /* seconds between accept attempts while out of descriptors */
 #define MAX_LISTEN_FDS 16
@@ -46,6 +47,8 @@ struct gale_server {
     bool at_limit;     /* inside a max_connections episode (clients wait in the backlog) */
     double limit_since;
     gale_tls_ctx *tls; /* every accepted connection speaks TLS (NULL: plain) */
+    bool reuse_port;   /* bound with SO_REUSEPORT: start(n > 1) gives each worker its own */
+    int backlog;
 };
 
 /* ---- binding ---- */
@@ -536,6 +539,8 @@ int gale_server_bind(gale_server *srv, int port, const char *address, int family
     if (err)
         return err;
     size_t first = srv->nfds;
+    srv->reuse_port = reuse_port;
+    srv->backlog = backlog;
     if (srv->accepting && srv->watching) {
         /* Already accepting: the new sockets must be watched too, or none is added. */
         for (size_t i = first; i < first + n; i++) {
@@ -571,6 +576,24 @@ static int cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* Bound with SO_REUSEPORT: the supervisor keeps its sockets bound but not listening (the port
+ * stays this server's, and no connection waits in a queue nobody accepts from), and each worker
+ * replaces them with listening sockets of its own (net/tcpserver_reuseport.c). */
+static int rebind_all(gale_server *srv, bool listen_too)
+{
+    for (size_t i = 0; i < srv->nfds; i++) {
+        int fd = gale__reuseport_rebind(srv->fds[i], listen_too, srv->backlog);
+        if (fd < 0) {
+            gale_log_error(GALE_LOG_GENERAL, "cannot %s a socket of its own for port %d: %s",
+                           listen_too ? "listen on" : "bind", gale_server_port(srv),
+                           gale_strerror(fd));
+            return fd;
+        }
+        srv->fds[i] = fd;
+    }
+    return 0;
+}
+
 int gale_server_start(gale_server *srv, int nprocs)
 {
     if (!srv)
@@ -589,9 +612,15 @@ int gale_server_start(gale_server *srv, int nprocs)
         /* The supervisor gets the listening sockets so it can close its copies when told to
          * stop: after that no worker is restarted, and a listener left open in the parent would
          * take connections into its backlog that nobody accepts (reset at its exit). */
+        int err = srv->reuse_port ? rebind_all(srv, false) : 0;
+        if (err)
+            return err;
         int id = fork_processes(nprocs, 100, srv->fds, srv->nfds);
         if (id < 0)
             return id;
+        err = srv->reuse_port ? rebind_all(srv, true) : 0;
+        if (err)
+            return err;
     }
     return start_accepting(srv);
 }
