@@ -69,7 +69,23 @@ static void on_written_close(gale_stream *s, int status, void *arg);
 static void start_linger(struct gale_http_conn *c);
 static void conn_on_close(gale_stream *s, int reason, void *arg);
 static void drain_check(gale_http_server *srv);
-static void set_idle_deadline(struct gale_http_conn *c, double now);
+static void idle_deadline_slow(struct gale_http_conn *c, double now);
+
+/* Sets the idle deadline, watched by the server's sweep (see "idle deadlines" below). Inline for
+ * keep-alive's common case: the connection was the last to go idle and the sweep is armed. */
+static inline __attribute__((always_inline)) void set_idle_deadline(struct gale_http_conn *c,
+                                                                    double now)
+{
+    gale_http_server *srv = c->srv;
+    if (__builtin_expect(srv && srv->conns_tail == c && srv->idle_timer &&
+                             srv->opts.idle_connection_timeout > 0,
+                         1)) {
+        c->deadline = now + srv->opts.idle_connection_timeout;
+        c->idle_listed = true;
+        return;
+    }
+    idle_deadline_slow(c, now);
+}
 
 /* The server's connection list (see gale_http_server.conns). */
 static void list_append(gale_http_server *srv, struct gale_http_conn *c)
@@ -640,7 +656,7 @@ static void idle_arm(gale_http_server *srv, gale_loop *loop, double at)
                  gale_strerror(-ENOMEM));
 }
 
-static void set_idle_deadline(struct gale_http_conn *c, double now)
+static void idle_deadline_slow(struct gale_http_conn *c, double now)
 {
     double t = idle_timeout(c);
     gale_http_server *srv = c->srv;
