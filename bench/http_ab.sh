@@ -16,7 +16,8 @@
 #
 # Environment: BENCH_BUILD (default build-bench; the binaries must be built there, e.g. by
 # bench/http_bench.sh), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1), BENCH_SERVERS
-# (default "gale uv limit"; any of them, e.g. "gale uv" for the two-server runs of before).
+# (default "gale uv limit"; any of them, e.g. "gale uv" for the two-server runs of before, and
+# "base": apps/hello of another build, BENCH_BASE_BUILD, to A/B a change against its parent).
 set -u
 
 SECS=${1:-3}
@@ -39,11 +40,19 @@ plain) WRK_ARGS=(-c64) ;;
 esac
 SERVERS=${BENCH_SERVERS:-gale uv limit}
 read -r -a SERVER_LIST <<<"$SERVERS"
-server_bin() { case $1 in gale) echo hello ;; uv) echo uv_hello ;; limit) echo limit_hello ;; esac; }
+BASE_BUILD=${BENCH_BASE_BUILD:-}
+server_path() {
+    case $1 in
+    gale) echo "$BUILD/bin/hello" ;;
+    uv) echo "$BUILD/bin/uv_hello" ;;
+    limit) echo "$BUILD/bin/limit_hello" ;;
+    base) [ -n "$BASE_BUILD" ] && echo "$BASE_BUILD/bin/hello" ;;
+    esac
+}
 for name in "${SERVER_LIST[@]}"; do
-    bin=$(server_bin "$name")
-    [ -n "$bin" ] || { echo "http_ab: unknown server $name (gale, uv, limit)" >&2; exit 2; }
-    [ -x "$BUILD/bin/$bin" ] || { echo "http_ab: $BUILD/bin/$bin not built" >&2; exit 1; }
+    bin=$(server_path "$name")
+    [ -n "$bin" ] || { echo "http_ab: unknown server $name (gale, uv, limit, base)" >&2; exit 2; }
+    [ -x "$bin" ] || { echo "http_ab: $bin not built" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "http_ab: wrk not found" >&2; exit 1; }
 
@@ -70,6 +79,11 @@ for round in $(seq "$ROUNDS"); do
         limit)
             port=18881
             taskset -c "$CPU_SERVER" "$BUILD/bin/limit_hello" $port >/dev/null 2>&1 &
+            ;;
+        base)
+            port=18882
+            env -u GALE_LOG_LEVEL taskset -c "$CPU_SERVER" "$BASE_BUILD/bin/hello" --port $port \
+                2>/dev/null &
             ;;
         esac
         SERVER_PID=$!
@@ -112,7 +126,8 @@ function pair(x, y, lx, ly,    r, p, below, pc, pr) {
         "req/s ratio %.3f\n", lx, ly, median(pc, p), lx, ly, below + 0, p, median(pr, p)
 }
 END {
-    show("gale", "gale"); show("uv", "libuv"); show("limit", "limit")
+    show("gale", "gale"); show("base", "base"); show("uv", "libuv"); show("limit", "limit")
+    pair("gale", "base", "gale", "base")
     pair("gale", "uv", "gale", "libuv"); pair("gale", "limit", "gale", "limit")
     pair("uv", "limit", "libuv", "limit")
 }' "$OUT"
