@@ -560,7 +560,7 @@ static void phase_expired(struct gale_http_conn *c, double now)
 /* `len` response bytes were handed to the stream: watches them if the kernel did not take all. */
 static void output_given(struct gale_http_conn *c, size_t len)
 {
-    c->wgiven += len;
+    c->wgiven += (uint32_t)len;
     if (c->wlook || !conn_open(c))
         return;
     size_t pending = gale_stream_write_pending(c->stream);
@@ -568,7 +568,7 @@ static void output_given(struct gale_http_conn *c, size_t len)
     if (pending == 0 || !(t > 0))
         return;
     double now = gale_loop_time(c->loop);
-    c->wsent = c->wgiven - pending;
+    c->wsent = c->wgiven - (uint32_t)pending;
     c->wprogress = now;
     c->wlook = now + t / WRITE_LOOKS;
     if (!c->timer || c->timer_at > c->wlook)
@@ -584,7 +584,7 @@ static bool output_look(struct gale_http_conn *c, double now)
         c->wlook = 0;
         return true;
     }
-    uint64_t sent = c->wgiven - pending;
+    uint32_t sent = c->wgiven - (uint32_t)pending;
     if (sent != c->wsent) {
         c->wsent = sent;
         c->wprogress = now;

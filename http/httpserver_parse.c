@@ -30,8 +30,8 @@
  * gale__parse answers `status` and closes, logging `why`. */
 static int reject(struct gale_http_conn *c, int status, const char *why)
 {
-    c->err_status = status;
-    c->err_why = why;
+    c->batch->err_status = status;
+    c->batch->err_why = why;
     return -1;
 }
 
@@ -943,7 +943,7 @@ static void reject_method(struct gale_http_conn *c)
  * calls for. Returns `len`: the rest of the input is not parsed. */
 static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
 {
-    if (!c->err_status) {
+    if (!c->batch->err_status) {
         if (e == HPE_HEADER_OVERFLOW)
             reject_head_size(c, c->req);
         else if (e == HPE_INVALID_METHOD)
@@ -951,7 +951,7 @@ static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
         else
             reject(c, 400, http_errno_description(e));
     }
-    gale__conn_fail(c, c->err_status, c->err_why);
+    gale__conn_fail(c, c->batch->err_status, c->batch->err_why);
     return len;
 }
 
@@ -974,8 +974,8 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
     c->batch->exec_data = data;
     c->batch->exec_end = data + len;
     c->batch->piece_end = NULL;
-    c->err_status = 0;
-    c->err_why = NULL;
+    c->batch->err_status = 0;
+    c->batch->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0); /* a request finished, or a chunked body begins */
     if (c->req && !continue_scans(c->req, data, len)) {

@@ -56,6 +56,8 @@ struct conn_batch {
     const char *piece_end; /* end of the request's last URL, header or body piece in this call
                             * (NULL: none yet) */
     size_t left;           /* bytes of the batch after the request being dispatched */
+    const char *err_why;   /* set by reject(): the reason for a refused request's log line */
+    int err_status;        /* and the status it gets */
 };
 
 enum conn_phase {
@@ -76,18 +78,17 @@ struct gale_http_conn {
     struct conn_batch *batch; /* the batch of input being parsed (on conn_on_read's stack) */
     http_parser parser;
     gale_timeout timer;
-    double timer_at;     /* when `timer` fires */
-    double deadline;     /* end of the current phase (0: none) */
-    double wlook;        /* next look at write progress (0: no output waiting) */
-    double wprogress;    /* when the kernel was last seen taking output (or the wait began) */
-    uint64_t wgiven;     /* response bytes handed to the stream */
-    uint64_t wsent;      /* of those, taken by the kernel as of the last look */
-    const char *err_why; /* set by reject(): the reason for a refused request's log line */
-    uint32_t drained;    /* input read and dropped while lingering (up to LINGER_MAX_BYTES) */
-    uint16_t err_status; /* set by reject(): the status a refused request gets */
+    double timer_at;  /* when `timer` fires */
+    double deadline;  /* end of the current phase (0: none) */
+    double wlook;     /* next look at write progress (0: no output waiting) */
+    double wprogress; /* when the kernel was last seen taking output (or the wait began) */
+    /* Response bytes handed to the stream, and of those the ones the kernel had taken at the last
+     * look: counted modulo 2^32, only their difference (below 4 GiB) matters. */
+    uint32_t wgiven, wsent;
+    uint32_t drained; /* input read and dropped while lingering (up to LINGER_MAX_BYTES) */
     /* Calls into user code (the handler, a close or flush callback) running now that may end the
      * connection: it is freed only once they all returned (conn_maybe_free). */
-    uint16_t busy;
+    uint32_t busy;
     struct flush_wait *flush_waits; /* flush callbacks not yet handed to the stream */
     uint8_t phase;                  /* enum conn_phase, changed by set_phase() only */
     /* in_batch: a batch of input is being parsed; responses collect in `out` and leave with one
