@@ -1,8 +1,8 @@
-/* Listening sockets of their own for prefork workers (SO_REUSEPORT): the parent trades its
- * listening sockets for bound-only ones that keep the port, and each worker binds and listens on
- * a socket of its own at the same address, so the kernel spreads new connections over the
- * workers' accept queues instead of waking every worker for one shared queue. The acceptor
- * (tcpserver.c) decides when; this file makes the sockets. */
+/* Listening sockets of their own for prefork workers (SO_REUSEPORT): the parent keeps bound-only
+ * sockets that hold the port, and each worker binds and listens on a socket of its own at the
+ * same address, so the kernel spreads new connections over the workers' accept queues instead of
+ * waking every worker for one shared queue. The acceptor (tcpserver.c) decides when; this file
+ * makes the sockets. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
