@@ -16,6 +16,7 @@
 # 3. The extra holder closes its ACTIVE connections and wrk runs the same load as in 1 while the
 #    HOLDERS * PER_HOLDER others stay idle: p99 against the baseline's (goal: <= 2x).
 # 4. The holders close and report how many of their connections the server kept open (all).
+# 5. The load of 1 again on hello alone, so that drift of the machine shows (ratio to the mean).
 #
 # hello runs pinned to CPU 0 (BENCH_CPU_SERVER), wrk and the holders to CPU 1 (BENCH_CPU_CLIENT).
 # hello needs `ulimit -n` above the connection count (raised here to the hard limit: 20,000 on
@@ -144,3 +145,13 @@ for i in $(seq "$HOLDERS"); do kill "${HOLDER_PIDS[$((i - 1))]}"; done
 for i in $(seq "$HOLDERS"); do wait "${HOLDER_PIDS[$((i - 1))]}" 2>/dev/null; done
 HOLDER_PIDS=()
 grep -h '^done' "$OUT"/holder*.txt | sed 's/^/  holder /'
+
+# 5. the load alone again, to tell a cost of the idle connections from the machine's drift
+sleep 2
+wrk_run "$OUT/wrk_after.txt"
+after=$(wrk_figures "$OUT/wrk_after.txt")
+echo "alone again: $after"
+awk -v a="$alone" -v b="$with_idle" -v c="$after" 'BEGIN {
+    split(a, x, /[ =]/); split(b, y, /[ =]/); split(c, z, /[ =]/)
+    printf "p99 ratio with idle / mean of the two alone: %.2f; req/s ratio %.2f\n",
+        y[6] / ((x[6] + z[6]) / 2), y[2] / ((x[2] + z[2]) / 2) }'
