@@ -118,6 +118,9 @@ typedef struct gale_http_server_opts {
                               * descriptor limit and the EMFILE pause still bound them) */
     double shutdown_timeout; /* seconds, default 30: the drain deadline the web layer uses
                               * on SIGTERM/SIGINT (gale_app_shutdown) */
+    bool reuse_port;         /* bind with SO_REUSEPORT: start(n > 1) then gives every worker
+                              * listening sockets of its own, the kernel spreading connections
+                              * over them (gale_server_start); default false: one shared socket */
     gale_tls_ctx *tls;       /* Tornado's ssl_options: a server context (net/tls.h) makes every
                               * connection HTTPS (requests say protocol "https"); the server
                               * takes its own reference. NULL (default): plain HTTP */

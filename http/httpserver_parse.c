@@ -30,8 +30,8 @@
  * gale__parse answers `status` and closes, logging `why`. */
 static int reject(struct gale_http_conn *c, int status, const char *why)
 {
-    c->err_status = status;
-    c->err_why = why;
+    c->batch->err_status = status;
+    c->batch->err_why = why;
     return -1;
 }
 
@@ -148,8 +148,8 @@ static __attribute__((noinline)) unsigned head_end_scan(unsigned st, const char 
  * message_end knows where a request without a body ends without looking again. */
 static inline bool head_end_ok(const struct gale_http_conn *c, struct req *r)
 {
-    const char *q = c->piece_end;
-    if (q && r->last_cb == CB_VALUE && c->exec_end - q >= 4) {
+    const char *q = c->batch->piece_end;
+    if (q && r->last_cb == CB_VALUE && c->batch->exec_end - q >= 4) {
         uint32_t w, crlf2;
         memcpy(&w, q, 4);
         memcpy(&crlf2, "\r\n\r\n", 4);
@@ -160,8 +160,8 @@ static inline bool head_end_ok(const struct gale_http_conn *c, struct req *r)
     }
     /* The last piece is in this call: walk from it; else from where the last call left off
      * (the call's first byte, as a request whose last piece came earlier began earlier). */
-    unsigned st = q ? head_end_scan(head_end_start(r), q, c->exec_end)
-                    : head_end_scan(r->hend, c->exec_data, c->exec_end);
+    unsigned st = q ? head_end_scan(head_end_start(r), q, c->batch->exec_end)
+                    : head_end_scan(r->hend, c->batch->exec_data, c->batch->exec_end);
     return st == HE_DONE;
 }
 
@@ -177,7 +177,7 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
         r->run_base = at;
     size_t off = r->hlen + (size_t)(at - r->run_base);
     r->run_end = at + len;
-    c->piece_end = at + len;
+    c->batch->piece_end = at + len;
     if (off + len > UINT32_MAX / 2)
         return reject(c, 431, "header block too large");
     uint32_t o32 = (uint32_t)off, l32 = (uint32_t)len;
@@ -187,12 +187,12 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
         if (!r->url_len)
             r->url_off = o32;
         r->url_len += l32;
-        if (at + len < c->exec_end) { /* the uri ended in this piece: its version follows */
+        if (at + len < c->batch->exec_end) { /* the uri ended in this piece: its version follows */
             /* Most requests: " HTTP/1.1\r\n" whole in this piece, compared in two loads. */
             static const char tok[12] = " HTTP/1.1\r\n";
             const char *v = at + len;
             r->vpos = V_SP;
-            if (c->exec_end - v >= 11) {
+            if (c->batch->exec_end - v >= 11) {
                 uint64_t a, ta;
                 uint32_t b, tb;
                 memcpy(&a, v, 8);
@@ -203,7 +203,7 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
                     r->vpos = V_DONE;
             }
             if (r->vpos != V_DONE)
-                version_scan(r, v, c->exec_end);
+                version_scan(r, v, c->batch->exec_end);
         }
     } else if (kind == CB_FIELD && r->last_cb == CB_FIELD) {
         struct hslice *h = &r->hs[r->hn - 1];
@@ -784,7 +784,7 @@ static int on_headers_complete(http_parser *p)
     gale_http_server *srv = c->srv;
     if (!r || !srv)
         return reject(c, 400, "header block without a request");
-    size_t here = r->run_end ? (size_t)(r->run_end - c->exec_data) : 0;
+    size_t here = r->run_end ? (size_t)(r->run_end - c->batch->exec_data) : 0;
     if (run_flush(r) < 0)
         return reject(c, 503, "out of memory");
     if (r->hfed + here > srv->opts.max_header_size)
@@ -841,7 +841,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
         return reject(c, 413, "body too large");
     memcpy(r->body + r->blen, at, len);
     r->blen += len;
-    c->piece_end = at + len;
+    c->batch->piece_end = at + len;
     return 0;
 }
 
@@ -854,7 +854,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 static const char *message_end(const struct gale_http_conn *c, const http_parser *p,
                                const struct req *r)
 {
-    const char *q = c->piece_end, *e = c->exec_end;
+    const char *q = c->batch->piece_end, *e = c->batch->exec_end;
     if (!q)
         return NULL;
     if (p->flags & F_CHUNKED) {
@@ -888,7 +888,7 @@ static int on_message_complete(http_parser *p)
         r->pub.body = r->body;
         r->pub.body_len = r->blen;
     }
-    r->pub.start_time = c->batch_time;
+    r->pub.start_time = c->batch->time;
     /* Answer it now, inside this parser call, and go on with the next pipelined request in the
      * same call when it finished at once (the common case: one parser call per batch instead of
      * one per request). That needs to know where this request ends, for the input left after it
@@ -900,12 +900,12 @@ static int on_message_complete(http_parser *p)
      * stays NULL): it always ends in the pause, where gale__parse tells its reader. */
     assert(!end || !r->dispatched);
     if (end) {
-        c->batch_left = (size_t)(c->exec_end - end);
+        c->batch->left = (size_t)(c->batch->exec_end - end);
         gale__conn_dispatch(c);
         if (!c->req && c->phase == PH_IDLE && conn_open(c) && c->srv && !draining(c) &&
             !gale__conn_over_high_water(c)) {
-            c->exec_data = end;
-            c->piece_end = NULL;
+            c->batch->exec_data = end;
+            c->batch->piece_end = NULL;
             return 0;
         }
     }
@@ -943,11 +943,11 @@ void gale__parse_init(struct gale_http_conn *c)
 /* The parser knows the methods of RFC 9110 and of the IANA registry it was built with; it stops
  * at the first byte that leaves them. A method it does not know is still a request: 501 when it
  * is a token followed by a space (RFC 9110 15.6.2: a method the server does not recognise), 400
- * when the request line does not begin that way. The request begins at c->exec_data, or began in
+ * when the request line does not begin that way. The request begins at c->batch->exec_data, or began in
  * an earlier call with bytes the parser took as the start of a known method (so, letters). */
 static void reject_method(struct gale_http_conn *c)
 {
-    const char *p = c->exec_data, *e = c->exec_end;
+    const char *p = c->batch->exec_data, *e = c->batch->exec_end;
     while (p < e && (*p == '\r' || *p == '\n')) /* empty lines before a request are allowed */
         p++;
     const char *t = p;
@@ -965,11 +965,11 @@ static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
 {
     if (c->req && c->req->bs && c->req->dispatched) {
         /* The request is with the handler, which answers (httpserver_stream.c). */
-        gale__stream_fail(c, c->err_status ? c->err_status : 400,
-                          c->err_why ? c->err_why : http_errno_description(e));
+        gale__stream_fail(c, c->batch->err_status ? c->batch->err_status : 400,
+                          c->batch->err_why ? c->batch->err_why : http_errno_description(e));
         return len;
     }
-    if (!c->err_status) {
+    if (!c->batch->err_status) {
         if (e == HPE_HEADER_OVERFLOW)
             reject_head_size(c, c->req);
         else if (e == HPE_INVALID_METHOD)
@@ -977,7 +977,7 @@ static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
         else
             reject(c, 400, http_errno_description(e));
     }
-    gale__conn_fail(c, c->err_status, c->err_why);
+    gale__conn_fail(c, c->batch->err_status, c->batch->err_why);
     return len;
 }
 
@@ -1004,11 +1004,11 @@ static bool continue_scans(struct req *cur, const char *data, size_t len)
 
 size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
 {
-    c->exec_data = data;
-    c->exec_end = data + len;
-    c->piece_end = NULL;
-    c->err_status = 0;
-    c->err_why = NULL;
+    c->batch->exec_data = data;
+    c->batch->exec_end = data + len;
+    c->batch->piece_end = NULL;
+    c->batch->err_status = 0;
+    c->batch->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0); /* a request finished, or a chunked body begins */
     if (c->req && !continue_scans(c->req, data, len)) {
@@ -1021,7 +1021,7 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
         /* A complete request: dispatch it unless on_message_complete already did. */
         struct req *r = c->req;
         if (r && r->rphase == R_DONE && !r->dispatched) {
-            c->batch_left = len - n;
+            c->batch->left = len - n;
             gale__conn_dispatch(c);
         } else if (r && r->bs) {
             /* A pause after a piece: the chunked body's walk took this call's input whole. */
@@ -1039,7 +1039,7 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
             reject(c, 503, "out of memory");
             return refuse(c, e, len);
         }
-        r->hfed += (size_t)(data + n - c->exec_data);
+        r->hfed += (size_t)(data + n - c->batch->exec_data);
         /* The head goes on in the next read: where its end's walk stands (head_end_ok). */
         r->hend = (uint8_t)(r->run_end ? head_end_scan(head_end_start(r), r->run_end, data + n)
                                        : head_end_scan(r->hend, data, data + n));

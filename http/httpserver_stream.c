@@ -53,12 +53,12 @@ static void stream_dispatch(struct gale_http_conn *c, struct req *r, size_t left
 {
     gale_http_server *srv = c->srv;
     assert(srv && !r->dispatched && r->rphase == R_BODY);
-    c->batch_left = left;
-    r->pub.start_time = c->batch_time; /* the head's arrival: the body deadline runs from it */
+    c->batch->left = left;
+    r->pub.start_time = c->batch->time; /* the head's arrival: the body deadline runs from it */
     r->dispatched = true;
     set_phase(c, PH_STREAM);
     c->deadline = 0;
-    gale__conn_deadline_at(c, c->batch_time, srv->opts.body_timeout);
+    gale__conn_deadline_at(c, c->batch->time, srv->opts.body_timeout);
     c->busy++;
     srv->cb(&r->pub, srv->arg);
     c->busy--;
@@ -73,8 +73,8 @@ static void stream_complete(struct gale_http_conn *c, struct req *r, size_t left
     bs->ended = true;
     set_phase(c, PH_HANDLER);
     c->deadline = 0;
-    c->batch_left = left;
-    r->pub.start_time = c->batch_time; /* as for a collected body: from its last bytes */
+    c->batch->left = left;
+    r->pub.start_time = c->batch->time; /* as for a collected body: from its last bytes */
     c->busy++;
     bs->on_end(&r->pub, 0, bs->arg);
     c->busy--;
@@ -133,7 +133,7 @@ void gale__stream_fail(struct gale_http_conn *c, int status, const char *why)
     if (bs->ended)
         return;
     gale_log(GALE_LOG_INFO, GALE_LOG_GENERAL, "%s %s (%s): streamed body refused (%d): %s",
-             r->pub.method, r->pub.uri, c->ip, status, why ? why : "");
+             r->pub.method, r->pub.uri, conn_ip(c), status, why ? why : "");
     bs->ended = true;
     bs->failed = status_errno(status);
     if (bs->on_end) {
@@ -178,7 +178,7 @@ int gale_http_request_read_body(gale_http_request *req, gale_http_body_cb on_pie
     if (!bs->chunked && bs->length > bs->max) {
         gale_log(GALE_LOG_INFO, GALE_LOG_GENERAL,
                  "%s %s (%s): Content-Length %llu over the body limit %zu", r->pub.method,
-                 r->pub.uri, c->ip, bs->length, bs->max);
+                 r->pub.uri, conn_ip(c), bs->length, bs->max);
         return -EMSGSIZE;
     }
     bs->on_piece = on_piece;

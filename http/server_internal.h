@@ -46,6 +46,22 @@ struct obuf {
     size_t len, cap;
 };
 
+/* The state of one batch of input while it is parsed: it lives on conn_on_read's stack, so an
+ * idle connection does not carry it (c->batch is NULL outside a batch). */
+struct conn_batch {
+    double time; /* when the batch arrived */
+    /* Where the current request's bytes begin in the current parser call: the call's input, or
+     * for a request that follows one answered within the same call, the end of that one. The
+     * header-size limit counts from here. */
+    const char *exec_data;
+    const char *exec_end;  /* end of the current parser call's input */
+    const char *piece_end; /* end of the request's last URL, header or body piece in this call
+                            * (NULL: none yet) */
+    size_t left;           /* bytes of the batch after the request being dispatched */
+    const char *err_why;   /* set by reject(): the reason for a refused request's log line */
+    int err_status;        /* and the status it gets */
+};
+
 enum conn_phase {
     PH_IDLE,    /* waiting for, or reading, a header block */
     PH_BODY,    /* reading a body */
@@ -60,39 +76,37 @@ struct gale_http_conn {
     gale_http_server *srv;              /* NULL once the server was freed */
     gale_stream *stream;                /* NULL once its close callback ran */
     gale_loop *loop;
-    struct req *req;  /* request being parsed or handled */
-    struct obuf *out; /* output collected in this batch */
-    /* Where the current request's bytes begin in the current parser call: the call's input, or
-     * for a request that follows one answered within the same call, the end of that one. The
-     * header-size limit counts from here. */
-    const char *exec_data;
-    const char *exec_end;  /* end of the current parser call's input */
-    const char *piece_end; /* end of the request's last URL, header or body piece in this call
-                            * (NULL: none yet) */
+    struct req *req;          /* request being parsed or handled */
+    struct obuf *out;         /* output collected in this batch */
+    struct conn_batch *batch; /* the batch of input being parsed (on conn_on_read's stack) */
     http_parser parser;
     gale_timeout timer;
-    double timer_at;   /* when `timer` fires */
-    double batch_time; /* when the current batch of input arrived */
-    double deadline;   /* end of the current phase (0: none) */
-    double wlook;      /* next look at write progress (0: no output waiting) */
-    double wprogress;  /* when the kernel was last seen taking output (or the wait began) */
-    uint64_t wgiven;   /* response bytes handed to the stream */
-    uint64_t wsent;    /* of those, taken by the kernel as of the last look */
-    size_t drained;
-    size_t batch_left;   /* bytes of the current batch after the request being dispatched */
-    int err_status;      /* set by reject(): the status a refused request gets */
-    const char *err_why; /* and the reason for its log line */
+    double timer_at;  /* when `timer` fires */
+    double deadline;  /* end of the current phase (0: none) */
+    double wlook;     /* next look at write progress (0: no output waiting) */
+    double wprogress; /* when the kernel was last seen taking output (or the wait began) */
+    /* Response bytes handed to the stream, and of those the ones the kernel had taken at the last
+     * look: counted modulo 2^32, only their difference (below 4 GiB) matters. */
+    uint32_t wgiven, wsent;
+    uint32_t drained; /* input read and dropped while lingering (up to LINGER_MAX_BYTES) */
     /* Calls into user code (the handler, a close or flush callback) running now that may end the
      * connection: it is freed only once they all returned (conn_maybe_free). */
-    int busy;
+    uint32_t busy;
     struct flush_wait *flush_waits; /* flush callbacks not yet handed to the stream */
     uint8_t phase;                  /* enum conn_phase, changed by set_phase() only */
     /* in_batch: a batch of input is being parsed; responses collect in `out` and leave with one
      * write at its end (conn_on_read), and access lines wait for that write. */
     bool in_batch, close_after_write, linger, wait_drain;
     bool tls; /* the connection speaks TLS: requests say protocol "https" */
+    /* The idle deadline (c->deadline) is watched by the server's idle sweep, not c->timer. */
+    bool idle_listed;
     uint8_t ip_len;
-    char ip[INET6_ADDRSTRLEN];
+    /* The peer address as text (conn_ip): inline when it fits, as every IPv4 address does; an
+     * IPv6 one has an allocation of its own, so an idle IPv4 connection stays small. */
+    union {
+        char in[INET_ADDRSTRLEN];
+        char *heap;
+    } ip;
 };
 
 struct gale_http_server {
@@ -103,8 +117,13 @@ struct gale_http_server {
     void *arg;
     gale_http_head_cb head_cb; /* asks whether a body is streamed (NULL: never) */
     void *head_arg;
-    struct gale_http_conn *conns;
+    /* Every connection; those whose idle deadline the sweep watches (idle_listed) are in
+     * deadline order, as each is moved to the tail when that deadline is set. */
+    struct gale_http_conn *conns, *conns_tail;
     size_t nconns;
+    gale_loop *idle_loop;    /* the loop of the connections, where the sweep runs */
+    gale_timeout idle_timer; /* the sweep, due at the first listed deadline */
+    double idle_timer_at;
     /* graceful shutdown */
     bool draining, done_called;
     gale_loop *dloop;         /* the loop the drain's timers run on */
@@ -130,6 +149,11 @@ static inline void set_phase(struct gale_http_conn *c, enum conn_phase to)
 {
     assert(c->phase < sizeof gale__legal_next && (gale__legal_next[c->phase] & (1u << to)));
     c->phase = (uint8_t)to;
+}
+
+static inline const char *conn_ip(const struct gale_http_conn *c)
+{
+    return c->ip_len < sizeof c->ip.in ? c->ip.in : c->ip.heap;
 }
 
 static inline bool conn_open(const struct gale_http_conn *c)

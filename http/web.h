@@ -190,7 +190,9 @@ int gale_app_add_socket(gale_app *app, int fd);
 int gale_app_listen_unix(gale_app *app, const char *path, int mode);
 
 /* Tornado's bind() + start(n): binds now, then gale_app_start() forks `nprocs` workers (<= 0: one
- * per CPU, 1: no fork) that all accept on the socket. Call start before any loop runs. */
+ * per CPU, 1: no fork) that all accept on the socket, or, with gale_app_opts(app)->reuse_port set
+ * before the bind, each on a listening socket of its own (SO_REUSEPORT; gale_server_start). Call
+ * start before any loop runs. */
 int gale_app_bind(gale_app *app, int port, const char *address);
 int gale_app_start(gale_app *app, int nprocs);
 

@@ -29,7 +29,7 @@
 static void handshake_expired(gale_loop *loop, void *arg)
 {
     gale_stream *s = arg;
-    s->handshake_timer = 0;
+    s->ext->handshake_timer = 0;
     if (s->closed || !s->handshaking)
         return;
     gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing",
@@ -39,9 +39,9 @@ static void handshake_expired(gale_loop *loop, void *arg)
 
 static void stop_timer(gale_stream *s)
 {
-    if (s->handshake_timer) {
-        gale_loop_remove_timeout(s->loop, s->handshake_timer);
-        s->handshake_timer = 0;
+    if (s->ext && s->ext->handshake_timer) {
+        gale_loop_remove_timeout(s->loop, s->ext->handshake_timer);
+        s->ext->handshake_timer = 0;
     }
 }
 
@@ -50,8 +50,8 @@ static void handshake_done(gale_stream *s)
 {
     s->handshaking = false;
     stop_timer(s);
-    if (s->connect_cb) {
-        s->connect_status = 0;
+    if (s->ext && s->ext->connect_cb) {
+        s->ext->connect_status = 0;
         s->connect_pending = true;
         gale__stream_schedule(s);
         return; /* deferred_run calls back, then reads and writes as usual */
@@ -98,20 +98,23 @@ int gale_stream_start_tls(gale_stream *s, gale_tls_ctx *ctx, const char *server_
     if (s->tls || s->connecting || s->connect_pending || s->wq_head || s->read_kind != RK_NONE ||
         gale_buffer_len(&s->rbuf) > 0)
         return GALE_ESTATE; /* as Tornado: only on a connected stream with nothing under way */
+    struct gale__stream_ext *x = gale__stream_ext(s);
+    if (!x)
+        return -ENOMEM;
     int rc = gale__tls_new(ctx, s->fd, server_hostname, &s->tls);
     if (rc < 0)
         return rc;
     s->handshaking = true;
-    s->connect_cb = cb;
-    s->connect_arg = arg;
+    x->connect_cb = cb;
+    x->connect_arg = arg;
     s->connect_pending = cb != NULL;
     double limit = gale_tls_handshake_timeout(ctx);
     if (limit > 0 &&
-        gale_loop_call_later(s->loop, limit, handshake_expired, s, &s->handshake_timer) < 0) {
+        gale_loop_call_later(s->loop, limit, handshake_expired, s, &x->handshake_timer) < 0) {
         gale__tls_free(s->tls);
         s->tls = NULL;
         s->handshaking = false;
-        s->connect_cb = NULL;
+        x->connect_cb = NULL;
         s->connect_pending = false;
         return -ENOMEM;
     }
