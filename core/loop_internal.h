@@ -35,6 +35,12 @@ typedef struct gale__backend {
 
 extern const gale__backend gale__backend_epoll;
 extern const gale__backend gale__backend_poll;
+#ifdef GALE_HAVE_URING
+extern const gale__backend gale__backend_uring;
+#endif
+
+/* The backend state of `loop` if it runs on `be`, else NULL (core/loop_uring.c's seam). */
+void *gale__loop_backend_state(gale_loop *loop, const gale__backend *be);
 
 /* Checks the timer heap: heap order, every slot's stored index, and the timer count. For tests. */
 bool gale__heap_check(const gale_loop *loop);
