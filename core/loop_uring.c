@@ -26,6 +26,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -53,9 +54,39 @@ struct uring_state {
     size_t nfds;
     int *dirty;
     size_t ndirty, dirtycap;
-    gale__uring_ext *ext; /* the stream layer's shared state (loop_uring_internal.h) */
-    void (*ext_free)(gale__uring_ext *ext);
+    struct io_uring_buf_ring *br; /* NULL: no provided buffers (streams stay on readiness) */
+    char *bufs;
 };
+
+/* The provided-buffer ring: registered before the ring is enabled (a SINGLE_ISSUER ring takes
+ * registrations only from its thread afterwards). The memory is touched only as data arrives. */
+static void setup_buffers(struct uring_state *s)
+{
+    size_t rsz = GALE__URING_BUF_COUNT * sizeof(struct io_uring_buf);
+    size_t bsz = (size_t)GALE__URING_BUF_COUNT * GALE__URING_BUF_SIZE;
+    void *r = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    void *b = mmap(NULL, bsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (r == MAP_FAILED || b == MAP_FAILED)
+        goto fail;
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uintptr_t)r, .ring_entries = GALE__URING_BUF_COUNT, .bgid = GALE__URING_BGID};
+    if (io_uring_register_buf_ring(&s->ring, &reg, 0) < 0)
+        goto fail;
+    s->br = r;
+    s->bufs = b;
+    io_uring_buf_ring_init(s->br);
+    for (unsigned i = 0; i < GALE__URING_BUF_COUNT; i++)
+        io_uring_buf_ring_add(s->br, s->bufs + (size_t)i * GALE__URING_BUF_SIZE,
+                              GALE__URING_BUF_SIZE, (unsigned short)i,
+                              io_uring_buf_ring_mask(GALE__URING_BUF_COUNT), (int)i);
+    io_uring_buf_ring_advance(s->br, GALE__URING_BUF_COUNT);
+    return;
+fail:
+    if (r != MAP_FAILED)
+        munmap(r, rsz);
+    if (b != MAP_FAILED)
+        munmap(b, bsz);
+}
 
 static bool ring_usable(struct io_uring *ring)
 {
@@ -92,6 +123,7 @@ static int uring_init(void **out)
         free(s);
         return -ENOTSUP;
     }
+    setup_buffers(s);
     *out = s;
     return 0;
 }
@@ -303,16 +335,24 @@ static int reap(struct uring_state *s, gale_loop *loop, gale__dispatch_fn dispat
     return n;
 }
 
+/* Binds the ring to the calling thread (SINGLE_ISSUER) and lets it run. */
+static int enable(struct uring_state *s)
+{
+    if (s->enabled)
+        return 0;
+    /* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
+    if (syscall(__NR_io_uring_register, s->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+        return -errno;
+    s->enabled = true;
+    return 0;
+}
+
 static int uring_wait(void *state, int timeout_ms, gale_loop *loop, gale__dispatch_fn dispatch)
 {
     struct uring_state *s = state;
-    if (!s->enabled) {
-        /* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
-        if (syscall(__NR_io_uring_register, s->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL,
-                    0) < 0)
-            return -errno;
-        s->enabled = true;
-    }
+    int err = enable(s);
+    if (err)
+        return err;
     sync_all(s);
     int r;
     if (timeout_ms == 0) {
@@ -333,9 +373,11 @@ static void uring_free(void *state)
     struct uring_state *s = state;
     if (!s)
         return;
-    if (s->ext_free)
-        s->ext_free(s->ext);
     io_uring_queue_exit(&s->ring);
+    if (s->br) {
+        munmap(s->br, GALE__URING_BUF_COUNT * sizeof(struct io_uring_buf));
+        munmap(s->bufs, (size_t)GALE__URING_BUF_COUNT * GALE__URING_BUF_SIZE);
+    }
     free(s->fds);
     free(s->dirty);
     free(s);
@@ -362,24 +404,58 @@ struct io_uring_sqe *gale__uring_sqe(gale_loop *loop, gale__uop *op)
     return sqe;
 }
 
-struct io_uring *gale__uring_ring(gale_loop *loop)
+bool gale__uring_ready(gale_loop *loop, bool enable_it)
 {
     struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
-    return s ? &s->ring : NULL;
+    return s && s->br && (!enable_it || enable(s) == 0);
 }
 
-gale__uring_ext *gale__uring_ext_get(gale_loop *loop)
+int gale__uring_cancel(gale_loop *loop, gale__uop *op)
 {
-    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
-    return s ? s->ext : NULL;
+    struct io_uring_sqe *sqe = gale__uring_sqe(loop, NULL);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | UD_OP, 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    return 0;
 }
 
-void gale__uring_ext_set(gale_loop *loop, gale__uring_ext *ext, void (*free_fn)(gale__uring_ext *))
+char *gale__uring_buf(gale_loop *loop, unsigned bid)
 {
     struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
-    assert(s && !s->ext);
-    s->ext = ext;
-    s->ext_free = free_fn;
+    assert(s && s->br && bid < GALE__URING_BUF_COUNT);
+    return s->bufs + (size_t)bid * GALE__URING_BUF_SIZE;
+}
+
+void gale__uring_buf_return(gale_loop *loop, unsigned bid)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    assert(s && s->br && bid < GALE__URING_BUF_COUNT);
+    io_uring_buf_ring_add(s->br, s->bufs + (size_t)bid * GALE__URING_BUF_SIZE, GALE__URING_BUF_SIZE,
+                          (unsigned short)bid, io_uring_buf_ring_mask(GALE__URING_BUF_COUNT), 0);
+    io_uring_buf_ring_advance(s->br, 1);
+}
+
+int gale__uring_completed(gale_loop *loop, const gale__uop *op)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    struct io_uring_cqe *cqe;
+    unsigned head;
+    if (!s)
+        return INT32_MIN;
+    io_uring_for_each_cqe(&s->ring, head, cqe)
+    {
+        if (cqe->user_data == ((uint64_t)(uintptr_t)op | UD_OP))
+            return cqe->res;
+    }
+    return INT32_MIN;
+}
+
+void gale__uring_flush(gale_loop *loop)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    if (s && s->enabled)
+        (void)io_uring_submit_and_get_events(&s->ring);
 }
 
 #endif

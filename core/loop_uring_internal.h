@@ -23,8 +23,9 @@ struct gale__uop {
     void (*cb)(gale__uop *op, int res, unsigned flags);
 };
 
-/* Per-loop state of the layer above (the stream's provided-buffer ring), freed with the loop. */
-typedef struct gale__uring_ext gale__uring_ext;
+/* The loop's provided buffers (one ring shared by every stream: an idle connection holds none). */
+#define GALE__URING_BUF_SIZE 8192u
+#define GALE__URING_BUF_COUNT 256u
 
 #ifdef GALE_HAVE_URING
 #include <liburing.h>
@@ -34,13 +35,28 @@ typedef struct gale__uring_ext gale__uring_ext;
  * and cannot be flushed yet (the loop has not run). */
 struct io_uring_sqe *gale__uring_sqe(gale_loop *loop, gale__uop *op);
 
-/* The loop's ring, NULL when it is not a uring loop. */
-struct io_uring *gale__uring_ring(gale_loop *loop);
+/* True when `loop` is a uring loop with its provided buffers. With `enable`, the ring is also
+ * enabled (bound to the calling thread, which must be the one running the loop) if it was not. */
+bool gale__uring_ready(gale_loop *loop, bool enable);
 
-/* The layer above's per-loop state: NULL until set; set once, freed by `free_fn` with the loop
- * (before the ring is torn down). */
-gale__uring_ext *gale__uring_ext_get(gale_loop *loop);
-void gale__uring_ext_set(gale_loop *loop, gale__uring_ext *ext, void (*free_fn)(gale__uring_ext *));
+/* Queues the cancellation of `op` (its last completion follows, -ECANCELED unless it completed
+ * first). Returns 0 or -EBUSY (no queue entry free). */
+int gale__uring_cancel(gale_loop *loop, gale__uop *op);
+
+/* The provided-buffer group id for IOSQE_BUFFER_SELECT. */
+#define GALE__URING_BGID 7
+
+/* Buffer `bid` (from a completion's IORING_CQE_F_BUFFER), and its return to the ring. */
+char *gale__uring_buf(gale_loop *loop, unsigned bid);
+void gale__uring_buf_return(gale_loop *loop, unsigned bid);
+
+/* The result of `op`'s completion waiting in the completion queue (not dispatched yet), or
+ * INT32_MIN when there is none. Scans the queue: for rare questions only. */
+int gale__uring_completed(gale_loop *loop, const gale__uop *op);
+
+/* Submits what is queued now and runs the kernel's deferred completions, so a cancellation
+ * drops the operations' file references before the caller closes the fd. */
+void gale__uring_flush(gale_loop *loop);
 #endif
 
 #endif

@@ -31,7 +31,8 @@ static void handshake_expired(gale_loop *loop, void *arg)
     s->handshake_timer = 0;
     if (s->closed || !s->handshaking)
         return;
-    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing", s->fd);
+    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing",
+                   s->fd);
     gale__stream_close_now(s, -ETIMEDOUT);
 }
 
@@ -96,6 +97,7 @@ int gale_stream_start_tls(gale_stream *s, gale_tls_ctx *ctx, const char *server_
     int rc = gale__tls_new(ctx, s->fd, server_hostname, &s->tls);
     if (rc < 0)
         return rc;
+    gale__stream_uring_stop(s);
     s->handshaking = true;
     s->connect_cb = cb;
     s->connect_arg = arg;
