@@ -368,11 +368,39 @@ static int uring_wait(void *state, int timeout_ms, gale_loop *loop, gale__dispat
     return reap(s, loop, dispatch);
 }
 
+/* The loop goes: operations still finishing (a stream closed in the last turn, whose cancelled
+ * receive holds its last reference) complete now, so their owners are freed, not leaked. Polls
+ * are dropped: their handlers are gone. */
+static void drain_ops(struct uring_state *s)
+{
+    if (!s->enabled)
+        return;
+    for (int round = 0; round < 4; round++) {
+        (void)io_uring_submit_and_get_events(&s->ring);
+        struct io_uring_cqe *cqe;
+        bool any = false;
+        while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+            uint64_t ud = cqe->user_data;
+            int res = cqe->res;
+            unsigned flags = cqe->flags;
+            io_uring_cqe_seen(&s->ring, cqe);
+            if ((ud & 3) == UD_OP) {
+                gale__uop *op = (gale__uop *)(uintptr_t)(ud & ~(uint64_t)3);
+                op->cb(op, res, flags);
+                any = true;
+            }
+        }
+        if (!any)
+            break;
+    }
+}
+
 static void uring_free(void *state)
 {
     struct uring_state *s = state;
     if (!s)
         return;
+    drain_ops(s);
     io_uring_queue_exit(&s->ring);
     if (s->br) {
         munmap(s->br, GALE__URING_BUF_COUNT * sizeof(struct io_uring_buf));

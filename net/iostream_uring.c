@@ -36,6 +36,12 @@
 
 enum { U_ON = 1, U_STARTED = 2, U_ARMED = 4, U_CANCEL = 8, U_SENDING = 16 };
 
+/* At most this many bytes per send. The kernel completes a stream socket's send only when all
+ * its bytes have left (it retries short sends itself), so a slow reader would see no progress
+ * (write callbacks, gale_stream_write_pending, the HTTP server's idle deadline) until the whole
+ * queue had gone; a cap keeps progress visible, as the epoll path's partial send()s do. */
+#define SEND_CAP ((size_t)256 * 1024)
+
 /* A send in flight: the queue's buffers as one SEND (one buffer) or SENDMSG. The queued requests
  * stay where they are until the completion advances the queue, so the kernel reads memory the
  * stream still owns; the stream's close sequence waits for this completion (sending()). */
@@ -193,6 +199,15 @@ static void arm_send(gale_stream *s)
 {
     struct iovec iov[GALE__STREAM_MAX_IOV];
     int cnt = gale__stream_queue_iov(s, iov, GALE__STREAM_MAX_IOV);
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (iov[i].iov_len >= SEND_CAP - total) {
+            iov[i].iov_len = SEND_CAP - total;
+            cnt = i + 1;
+            break;
+        }
+        total += iov[i].iov_len;
+    }
     if (cnt == 0) {
         /* Only empty requests (callbacks behind bytes that left): done now, from the loop. */
         gale__stream_advance(s, 0);
