@@ -34,7 +34,6 @@
 
 #define SQ_ENTRIES 256
 #define CQ_ENTRIES 4096
-#define BATCH 64
 #define UD_POLL 1u
 #define UD_OP 2u
 
@@ -302,35 +301,28 @@ static bool poll_done(struct uring_state *s, uint64_t ud, int res, gale_loop *lo
     return true;
 }
 
+/* Dispatches the completions. They are taken off the queue one at a time: those not dispatched
+ * yet stay in it, where gale__uring_completed() finds them (a server shutting down asks whether a
+ * request waits on a connection before closing it as idle). At most one queue's worth per turn;
+ * the rest wait for the next, which then does not sleep. */
 static int reap(struct uring_state *s, gale_loop *loop, gale__dispatch_fn dispatch)
 {
-    struct io_uring_cqe *cqes[BATCH];
-    struct {
-        uint64_t ud;
-        int res;
-        unsigned flags;
-    } got[BATCH];
     int n = 0;
-    for (;;) {
-        unsigned k = io_uring_peek_batch_cqe(&s->ring, cqes, BATCH);
-        if (!k)
+    for (unsigned budget = CQ_ENTRIES; budget; budget--) {
+        struct io_uring_cqe *cqe;
+        if (io_uring_peek_batch_cqe(&s->ring, &cqe, 1) == 0)
             break;
-        for (unsigned i = 0; i < k; i++)
-            got[i].ud = cqes[i]->user_data, got[i].res = cqes[i]->res,
-            got[i].flags = cqes[i]->flags;
-        io_uring_cq_advance(&s->ring, k);
-        for (unsigned i = 0; i < k; i++) {
-            uint64_t ud = got[i].ud;
-            if ((ud & 3) == UD_POLL) {
-                n += poll_done(s, ud, got[i].res, loop, dispatch);
-            } else if ((ud & 3) == UD_OP) {
-                gale__uop *op = (gale__uop *)(uintptr_t)(ud & ~(uint64_t)3);
-                op->cb(op, got[i].res, got[i].flags);
-                n++;
-            }
+        uint64_t ud = cqe->user_data;
+        int res = cqe->res;
+        unsigned flags = cqe->flags;
+        io_uring_cq_advance(&s->ring, 1);
+        if ((ud & 3) == UD_POLL) {
+            n += poll_done(s, ud, res, loop, dispatch);
+        } else if ((ud & 3) == UD_OP) {
+            gale__uop *op = (gale__uop *)(uintptr_t)(ud & ~(uint64_t)3);
+            op->cb(op, res, flags);
+            n++;
         }
-        if (k < BATCH)
-            break;
     }
     return n;
 }
