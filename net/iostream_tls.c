@@ -31,8 +31,7 @@ static void handshake_expired(gale_loop *loop, void *arg)
     s->handshake_timer = 0;
     if (s->closed || !s->handshaking)
         return;
-    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing",
-                   s->fd);
+    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing", s->fd);
     gale__stream_close_now(s, -ETIMEDOUT);
 }
 

@@ -32,15 +32,15 @@
 typedef struct gale_tls_ctx gale_tls_ctx;
 
 typedef struct gale_tls_opts {
-    const char *certfile;     /* PEM certificate chain: the server's (required for a server), or
+    const char *certfile; /* PEM certificate chain: the server's (required for a server), or
                            * a client certificate (optional) */
-    const char *keyfile;      /* PEM private key; NULL: read it from certfile */
-    const char *ca_certs;     /* client: CA bundle that verifies the server (NULL: system store);
+    const char *keyfile;  /* PEM private key; NULL: read it from certfile */
+    const char *ca_certs; /* client: CA bundle that verifies the server (NULL: system store);
                            * server: CAs whose client certificates are required (NULL: none asked) */
-    bool validate_cert;       /* client: verify the certificate and the host name (default true) */
-    const char *alpn;         /* comma-separated protocols: a server's ("http/1.1" by default),
+    bool validate_cert;   /* client: verify the certificate and the host name (default true) */
+    const char *alpn;     /* comma-separated protocols: a server's ("http/1.1" by default),
                            * a client's offer (NULL: none) */
-    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's defaults */
+    const char *ciphers;  /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's defaults */
     double handshake_timeout; /* seconds, default 10: a handshake not done by then closes the
                                * stream with -ETIMEDOUT; 0: none */
 } gale_tls_opts;
