@@ -8,6 +8,7 @@ FROM debian:${DEBIAN} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config libhttp-parser-dev libjansson-dev libssl-dev zlib1g-dev \
+        liburing-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -16,7 +17,7 @@ RUN cmake -S . -B build -DGALE_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release \
 
 FROM debian:${DEBIAN}
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libhttp-parser2.9 libjansson4 libssl3 zlib1g \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libhttp-parser2.9 libjansson4 libssl3 zlib1g liburing2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/bin/hello /usr/local/bin/gale-hello
 EXPOSE 8879

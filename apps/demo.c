@@ -63,7 +63,7 @@ static const char ROUTES[] =
     "                         (POST, PUT, PATCH, DELETE then need the token, else 403)\n"
     "\n"
     "environment: GALE_LOG_LEVEL (debug, info, warning, error, none),\n"
-    "GALE_LOOP_BACKEND (epoll, poll)";
+    "GALE_LOOP_BACKEND (epoll, poll, uring)";
 
 /* Parses an unsigned decimal made only of digits (no sign, no spaces), at most `max`. Returns the
  * value, or -1. */

@@ -48,7 +48,7 @@ int main(int argc, char **argv)
         .description = "Tornado's hello world: GET / answers \"Hello, world!\". Stops gracefully\n"
                        "on SIGTERM or SIGINT.",
         .epilog = "environment: GALE_LOG_LEVEL (debug, info, warning, error, none),\n"
-                  "GALE_LOOP_BACKEND (epoll, poll)",
+                  "GALE_LOOP_BACKEND (epoll, poll, uring)",
         .options = options,
     };
     gale_options_parse_or_exit(&spec, &argc, argv);

@@ -662,22 +662,54 @@ int gale_loop_remove_signal(gale_loop *loop, int signum)
 
 /* ---- creation ---- */
 
+/* NULL: io_uring, which the caller tries first and falls back from. */
+static const gale__backend uring_marker = {.name = "uring"};
+
 static const gale__backend *pick_backend(gale_backend b)
 {
     switch (b) {
     case GALE_BACKEND_EPOLL: return &gale__backend_epoll;
     case GALE_BACKEND_POLL: return &gale__backend_poll;
+    case GALE_BACKEND_URING: return &uring_marker;
     case GALE_BACKEND_DEFAULT: {
         const char *env = getenv("GALE_LOOP_BACKEND");
         if (!env || !*env || strcmp(env, "epoll") == 0)
             return &gale__backend_epoll;
         if (strcmp(env, "poll") == 0)
             return &gale__backend_poll;
-        gale_log_error(GALE_LOG_GENERAL, "unknown GALE_LOOP_BACKEND \"%s\" (epoll or poll)", env);
+        if (strcmp(env, "uring") == 0)
+            return &uring_marker;
+        gale_log_error(GALE_LOG_GENERAL, "unknown GALE_LOOP_BACKEND \"%s\" (epoll, poll or uring)",
+                       env);
         return NULL;
     }
     }
     return NULL;
+}
+
+/* io_uring where it works, else epoll with one log line per process. */
+static int init_backend(const gale__backend **be, void **bs)
+{
+    if (*be != &uring_marker)
+        return (*be)->init(bs);
+    int err = -ENOTSUP;
+#ifdef GALE_HAVE_URING
+    *be = &gale__backend_uring;
+    err = (*be)->init(bs);
+    if (!err)
+        return 0;
+#endif
+    static atomic_bool logged;
+    if (!atomic_exchange(&logged, true))
+        gale_log_warning(GALE_LOG_GENERAL, "io_uring unavailable (%s): the loop uses epoll",
+                         strerror(-err));
+    *be = &gale__backend_epoll;
+    return (*be)->init(bs);
+}
+
+void *gale__loop_backend_state(gale_loop *loop, const gale__backend *be)
+{
+    return loop && loop->be == be ? loop->bs : NULL;
 }
 
 int gale_loop_new(gale_backend backend, gale_loop **out)
@@ -691,7 +723,6 @@ int gale_loop_new(gale_backend backend, gale_loop **out)
     gale_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
-    loop->be = be;
     loop->wakefd = -1;
     loop->sigfd = -1;
     loop->free_head = UINT32_MAX;
@@ -700,7 +731,8 @@ int gale_loop_new(gale_backend backend, gale_loop **out)
     gale_list_init(&loop->waits);
     gale_list_init(&loop->owned);
     pthread_mutex_init(&loop->rlock, NULL);
-    int err = be->init(&loop->bs);
+    int err = init_backend(&be, &loop->bs);
+    loop->be = be;
     if (err) {
         loop->bs = NULL;
         goto fail;

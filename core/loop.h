@@ -1,6 +1,6 @@
 /* gale event loop: Tornado's IOLoop in C.
  *
- * One loop per thread. A loop multiplexes fd handlers (epoll, level-triggered, or poll), runs
+ * One loop per thread. A loop multiplexes fd handlers (epoll, level-triggered, poll, or io_uring), runs
  * callbacks, fires timers from an indexed min-heap, delivers signals as ordinary callbacks and can
  * be woken from other threads. Everything here must be called from the loop's own thread except
  * gale_loop_add_callback() and gale_loop_stop(), which are thread-safe.
@@ -44,14 +44,20 @@ typedef void (*gale_signal_cb)(gale_loop *loop, int signum, void *arg);
 typedef uint64_t gale_timeout;
 
 typedef enum {
-    GALE_BACKEND_DEFAULT = 0, /* GALE_LOOP_BACKEND env ("epoll" or "poll"), else epoll */
+    GALE_BACKEND_DEFAULT = 0, /* GALE_LOOP_BACKEND env ("epoll", "poll", "uring"), else epoll */
     GALE_BACKEND_EPOLL,
     GALE_BACKEND_POLL,
+    /* io_uring (kernel 6.1+, liburing): fd readiness as poll operations, and plain TCP streams'
+     * reads and writes and the acceptor's accepts as operations on the same ring. Where the
+     * library was built without liburing or the kernel lacks what it needs, the loop is created on
+     * epoll instead and one line is logged (once per process). */
+    GALE_BACKEND_URING,
 } gale_backend;
 
 /* Creates a loop on `backend`. Returns 0, -EINVAL (unknown backend, or an unknown name in
  * GALE_LOOP_BACKEND), -ENOMEM, or the errno of epoll_create1/eventfd. Ownership: free it with
- * gale_loop_free(). The loop is not made current; see gale_loop_make_current(). */
+ * gale_loop_free(). The loop is not made current; see gale_loop_make_current(). A uring loop's
+ * ring is bound to the first thread that runs it: run it on that thread only. */
 int gale_loop_new(gale_backend backend, gale_loop **out);
 
 /* Frees a loop that is not running: closes its own fds (epoll, waker, signalfd), drops pending
@@ -69,7 +75,7 @@ gale_loop *gale_loop_current(void);
 /* Makes `loop` this thread's current loop (NULL clears it). */
 void gale_loop_make_current(gale_loop *loop);
 
-/* Returns "epoll" or "poll". */
+/* Returns "epoll", "poll" or "uring": the backend actually in use (after any fallback). */
 const char *gale_loop_backend_name(const gale_loop *loop);
 
 /* Runs the loop until gale_loop_stop(). Makes it current on this thread while running. Returns 0,

@@ -36,6 +36,12 @@ typedef struct gale__backend {
 
 extern const gale__backend gale__backend_epoll;
 extern const gale__backend gale__backend_poll;
+#ifdef GALE_HAVE_URING
+extern const gale__backend gale__backend_uring;
+#endif
+
+/* The backend state of `loop` if it runs on `be`, else NULL (core/loop_uring.c's seam). */
+void *gale__loop_backend_state(gale_loop *loop, const gale__backend *be);
 
 /* A record that outlives its owner's close and is finished by the loop: a TLS connection whose
  * close_notify waits for the socket. gale_loop_free() calls `release` for each record still owned

@@ -49,7 +49,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "core/errors.h"
@@ -322,14 +321,14 @@ void gale__conn_fail(struct gale_http_conn *c, int status, const char *why)
 }
 
 /* Whether input follows the request being answered: the rest of the batch being parsed, bytes
- * left in the stream, or bytes the kernel holds for the socket (one ioctl; asked only while
- * the server shuts down, where it decides between keep-alive and "Connection: close"). */
+ * left in the stream, bytes the kernel holds for the socket, or a receive completed on a uring
+ * loop (asked only while the server shuts down, where it decides between keep-alive and
+ * "Connection: close"). */
 bool gale__conn_input_waiting(const struct gale_http_conn *c)
 {
     if (c->in_batch ? c->batch->left > 0 : gale_stream_read_buffered(c->stream) > 0)
         return true;
-    int fd = gale_stream_fd(c->stream), n = 0;
-    return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+    return gale_stream_input_waiting(c->stream);
 }
 
 /* ---- output ---- */

@@ -53,7 +53,7 @@
  * Bulk echo measured 16 at 0.91 of 32's throughput (bench/README.md, Echo). */
 #define MAX_RECV_PER_EVENT 32
 #define MAX_WRITE_ROUNDS 16
-#define MAX_IOV 64
+#define MAX_IOV GALE__STREAM_MAX_IOV
 
 /* A queued write. Copied writes carry their bytes in `data`; zero-copy writes point at the
  * caller's buffer and call `release` once done. A file range (gale_stream_sendfile) has
@@ -640,6 +640,8 @@ static bool flush_file_head(gale_stream *s)
 
 static void flush_queue(gale_stream *s)
 {
+    if (gale__stream_uring_writes(s))
+        return; /* the queue leaves by send operations (net/iostream_uring.c) */
     for (int round = 0; round < MAX_WRITE_ROUNDS && s->wq_head && !s->closed; round++) {
         if (is_file(s->wq_head)) {
             if (!flush_file_head(s))
@@ -647,16 +649,10 @@ static void flush_queue(gale_stream *s)
             continue;
         }
         struct iovec iov[MAX_IOV];
-        int cnt = 0;
+        int cnt = gale__stream_queue_iov(s, iov, MAX_IOV);
         size_t offered = 0;
-        for (struct wreq *w = s->wq_head; w && cnt < MAX_IOV && !is_file(w); w = w->next) {
-            if (w->len == 0)
-                continue;
-            iov[cnt].iov_base = (void *)w->p;
-            iov[cnt].iov_len = w->len;
-            offered += w->len;
-            cnt++;
-        }
+        for (int i = 0; i < cnt; i++)
+            offered += iov[i].iov_len;
         ssize_t n = 0;
         if (cnt > 0) {
             n = send_iov(s, iov, cnt);
@@ -729,7 +725,8 @@ static int do_write(gale_stream *s, const struct iovec *iov, int iovcnt, bool co
         }
     }
     size_t sent = 0;
-    if (!s->wq_head && !s->connecting && !s->connect_pending && !s->handshaking && total > 0) {
+    if (!s->wq_head && !s->connecting && !s->connect_pending && !s->handshaking && total > 0 &&
+        !gale__stream_uring_writes(s)) {
         ssize_t n = send_iov(s, iov, iovcnt < MAX_IOV ? iovcnt : MAX_IOV);
         if (n < 0 && n != -EAGAIN) {
             int err = (int)n;
@@ -808,6 +805,7 @@ static void update_events(gale_stream *s)
         if (s->tls) /* a TLS read may wait for a send, and a send for a read */
             want |= (s->tls_rwant & GALE_WRITE) | (s->tls_wwant & GALE_READ);
     }
+    want = gale__stream_uring_events(s, want);
     if (want == s->events)
         return;
     int rc = gale_loop_update_handler(s->loop, s->fd, want);
@@ -841,6 +839,8 @@ static void on_events(gale_loop *loop, int fd, unsigned events, void *arg)
 {
     gale_stream *s = arg;
     s->refs++;
+    if (gale__stream_uring_receiving(s))
+        events &= ~(unsigned)GALE_ERROR; /* the receive reports the end or the error, in order */
     if (s->connecting) {
         handle_connect(s);
     } else if (s->handshaking) {
@@ -890,8 +890,10 @@ static void deferred_run(gale_loop *loop, void *arg)
             close_internal(s, st);
     }
     if (s->closed) {
-        finish_close(s);
+        if (!gale__stream_uring_sending(s)) /* else its completion schedules this again */
+            finish_close(s);
     } else {
+        gale__stream_uring_start(s);
         run_done(s);
         if (!s->closed)
             deliver(s, NULL, 0);
@@ -931,6 +933,7 @@ static void close_internal(gale_stream *s, int reason)
     if (s->tls)
         gale__stream_tls_closing(s); /* close_notify, before the fd goes (or with it) */
     if (s->fd >= 0) {
+        gale__stream_uring_closing(s);
         gale_loop_remove_handler(s->loop, s->fd);
         close(s->fd);
         s->fd = -1;
@@ -944,6 +947,27 @@ void gale__stream_update_events(gale_stream *s) { update_events(s); }
 void gale__stream_schedule(gale_stream *s) { schedule(s); }
 void gale__stream_handle_read(gale_stream *s) { handle_read(s); }
 void gale__stream_handle_write(gale_stream *s) { handle_write(s); }
+void gale__stream_deliver(gale_stream *s, const char *ext, size_t extlen)
+{
+    deliver(s, ext, extlen);
+}
+void gale__stream_unref(gale_stream *s) { unref(s); }
+void gale__stream_advance(gale_stream *s, size_t n) { advance(s, n); }
+void gale__stream_run_done(gale_stream *s) { run_done(s); }
+bool gale__stream_head_is_file(const gale_stream *s) { return s->wq_head && is_file(s->wq_head); }
+
+int gale__stream_queue_iov(const gale_stream *s, struct iovec *iov, int max)
+{
+    int cnt = 0;
+    for (struct wreq *w = s->wq_head; w && cnt < max && !is_file(w); w = w->next) {
+        if (w->len == 0)
+            continue;
+        iov[cnt].iov_base = (void *)w->p;
+        iov[cnt].iov_len = w->len;
+        cnt++;
+    }
+    return cnt;
+}
 
 /* ---- public API ---- */
 
@@ -960,6 +984,7 @@ int gale_stream_new(gale_loop *loop, int fd, gale_stream **out)
         return rc;
     }
     s->events = GALE_READ;
+    gale__stream_uring_init(s);
     *out = s;
     return 0;
 }

@@ -175,6 +175,10 @@ int gale_stream_close_reason(const gale_stream *s);
 int gale_stream_fd(const gale_stream *s); /* -1 once closed */
 gale_loop *gale_stream_loop(const gale_stream *s);
 size_t gale_stream_read_buffered(const gale_stream *s);
+/* Whether bytes wait beyond what the stream has buffered: in the kernel's socket buffer, or in a
+ * receive that completed on a uring loop and has not been delivered yet. One ioctl; meant for
+ * rare decisions (the HTTP server's shutdown: keep-alive or close). False once closed. */
+bool gale_stream_input_waiting(const gale_stream *s);
 
 /* Caps the read buffer (default GALE_STREAM_DEFAULT_MAX_BUFFER). Returns 0, -EINVAL (0), or
  * -ENOBUFS (more than `max` already buffered; the cap is unchanged). */

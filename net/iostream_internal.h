@@ -5,9 +5,11 @@
 #include <regex.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "core/buffer.h"
 #include "core/future.h"
+#include "core/loop_uring_internal.h"
 #include "net/iostream.h"
 #include "net/tls_internal.h"
 
@@ -42,6 +44,7 @@ struct gale_stream {
     uint8_t read_kind;
     uint8_t tls_rwant; /* GALE_WRITE: the last read waits for the socket to take bytes */
     uint8_t tls_wwant; /* GALE_READ: the last write waits for bytes to arrive */
+    uint8_t uring;     /* reads as io_uring operations: net/iostream_uring.c's bits */
     bool partial : 1;
     bool closed : 1;          /* close requested: fd closed, completions queued */
     bool finished : 1;        /* close sequence ran */
@@ -82,6 +85,7 @@ struct gale_stream {
     void *owner_arg;
 
     gale__tls *tls; /* TLS (net/iostream_tls.c): NULL for a plain stream */
+    gale__uop rop;  /* the receive operation on a uring loop (net/iostream_uring.c) */
 };
 
 /* The stream's `ext`, allocated (zeroed) on first use. NULL: out of memory. */
@@ -93,6 +97,65 @@ void gale__stream_update_events(gale_stream *s);
 void gale__stream_schedule(gale_stream *s);
 void gale__stream_handle_read(gale_stream *s);
 void gale__stream_handle_write(gale_stream *s);
+
+void gale__stream_deliver(gale_stream *s, const char *ext, size_t extlen);
+void gale__stream_unref(gale_stream *s);
+void gale__stream_advance(gale_stream *s, size_t n);
+void gale__stream_run_done(gale_stream *s);
+/* The write queue's buffers up to the first file range (at most `max`); returns how many. */
+#define GALE__STREAM_MAX_IOV 64
+int gale__stream_queue_iov(const gale_stream *s, struct iovec *iov, int max);
+bool gale__stream_head_is_file(const gale_stream *s);
+
+/* net/iostream_uring.c: reads as io_uring operations on a uring loop; without liburing these are
+ * no-ops. init: a new stream on a uring loop takes this path (started from its deferred callback:
+ * start). events: takes READ (and WRITE while a send is in flight) out of `want`, arming or
+ * cancelling the receive and arming a send to match. closing: cancels every operation before the
+ * fd is closed. stop: back to readiness (start_tls). */
+#ifdef GALE_HAVE_URING
+void gale__stream_uring_init(gale_stream *s);
+void gale__stream_uring_start(gale_stream *s);
+unsigned gale__stream_uring_events(gale_stream *s, unsigned want);
+void gale__stream_uring_closing(gale_stream *s);
+void gale__stream_uring_stop(gale_stream *s);
+bool gale__stream_uring_receiving(const gale_stream *s);
+/* writes: the queue leaves by send operations now (no send() in the write call, no readiness
+ * flush). sending: one is in flight (the close sequence waits for it). */
+bool gale__stream_uring_writes(const gale_stream *s);
+bool gale__stream_uring_sending(const gale_stream *s);
+/* received: the receive completed with bytes (or the end) not yet delivered. */
+bool gale__stream_uring_received(const gale_stream *s);
+#else
+static inline bool gale__stream_uring_received(const gale_stream *s)
+{
+    (void)s;
+    return false;
+}
+static inline bool gale__stream_uring_writes(const gale_stream *s)
+{
+    (void)s;
+    return false;
+}
+static inline bool gale__stream_uring_sending(const gale_stream *s)
+{
+    (void)s;
+    return false;
+}
+static inline void gale__stream_uring_init(gale_stream *s) { (void)s; }
+static inline void gale__stream_uring_start(gale_stream *s) { (void)s; }
+static inline unsigned gale__stream_uring_events(gale_stream *s, unsigned want)
+{
+    (void)s;
+    return want;
+}
+static inline void gale__stream_uring_closing(gale_stream *s) { (void)s; }
+static inline void gale__stream_uring_stop(gale_stream *s) { (void)s; }
+static inline bool gale__stream_uring_receiving(const gale_stream *s)
+{
+    (void)s;
+    return false;
+}
+#endif
 
 /* TLS hooks the stream calls (net/iostream_tls.c). */
 void gale__stream_tls_step(gale_stream *s);

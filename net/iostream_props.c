@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "net/iostream_internal.h"
@@ -15,6 +16,16 @@ int gale_stream_close_reason(const gale_stream *s) { return s ? s->close_reason 
 int gale_stream_fd(const gale_stream *s) { return s ? s->fd : -1; }
 gale_loop *gale_stream_loop(const gale_stream *s) { return s ? s->loop : NULL; }
 size_t gale_stream_read_buffered(const gale_stream *s) { return s ? gale_buffer_len(&s->rbuf) : 0; }
+
+bool gale_stream_input_waiting(const gale_stream *s)
+{
+    if (!s || s->closed)
+        return false;
+    if (gale__stream_uring_received(s))
+        return true;
+    int n = 0;
+    return s->fd >= 0 && ioctl(s->fd, FIONREAD, &n) == 0 && n > 0;
+}
 
 int gale_stream_set_max_buffer_size(gale_stream *s, size_t max)
 {

@@ -104,6 +104,7 @@ int gale_stream_start_tls(gale_stream *s, gale_tls_ctx *ctx, const char *server_
     int rc = gale__tls_new(ctx, s->fd, server_hostname, &s->tls);
     if (rc < 0)
         return rc;
+    gale__stream_uring_stop(s);
     s->handshaking = true;
     x->connect_cb = cb;
     x->connect_arg = arg;

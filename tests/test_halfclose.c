@@ -258,7 +258,11 @@ static bool stream_closed_peer_drained(void *arg)
 START_TEST(test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_queue_drains)
 {
     gale_loop *loop = NULL;
-    ck_assert_int_eq(gale_loop_new(_i ? GALE_BACKEND_POLL : GALE_BACKEND_EPOLL, &loop), 0);
+    ck_assert_int_eq(gale_loop_new(_i == 2 ? GALE_BACKEND_URING
+                                   : _i    ? GALE_BACKEND_POLL
+                                           : GALE_BACKEND_EPOLL,
+                                   &loop),
+                     0);
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     int fl = fcntl(sv[0], F_GETFL);
@@ -331,7 +335,7 @@ static Suite *halfclose_suite(void)
     TCase *st = tcase_create("stream");
     tcase_set_timeout(st, 30);
     tcase_add_loop_test(
-        st, test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_queue_drains, 0, 2);
+        st, test_halfclose_stream_read_armed_after_fin_gets_buffered_bytes_when_queue_drains, 0, 3);
     suite_add_tcase(s, st);
     return s;
 }

@@ -684,7 +684,9 @@ START_TEST(test_httpserver_pipelined_three_in_order_one_read)
         ck_assert_int_ge(sends, 1);
         ck_assert_int_ge(c->reads, 1);
     } else {
-        ck_assert_int_eq(sends, 1); /* the batch went out in one write */
+        /* the batch went out in one write: one send() on epoll, one send operation (no system
+         * call of its own) on io_uring */
+        ck_assert_int_eq(sends, strcmp(gale_loop_backend_name(loop), "uring") == 0 ? 0 : 1);
         ck_assert_int_eq(c->reads, 1);
     }
     ck_assert_int_eq(nrequests, 3);

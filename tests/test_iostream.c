@@ -1,6 +1,6 @@
 /* IOStream suite: reads of every kind across packet boundaries, limits, writes to slow and
  * vanished peers, the close sequence and connect, on real sockets (socketpair and 127.0.0.1 TCP).
- * Tests that touch readiness run once per loop backend (loop tests: _i 0 = epoll, 1 = poll). */
+ * Tests that touch readiness run once per loop backend (loop tests: _i 0 = epoll, 1 = poll, 2 = uring, which is epoll where io_uring is unavailable). */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -40,7 +40,11 @@ struct rec {
 static gale_loop *new_loop(int i)
 {
     gale_loop *loop = NULL;
-    ck_assert_int_eq(gale_loop_new(i ? GALE_BACKEND_POLL : GALE_BACKEND_EPOLL, &loop), 0);
+    ck_assert_int_eq(gale_loop_new(i == 2 ? GALE_BACKEND_URING
+                                   : i    ? GALE_BACKEND_POLL
+                                          : GALE_BACKEND_EPOLL,
+                                   &loop),
+                     0);
     return loop;
 }
 
@@ -1431,20 +1435,20 @@ static Suite *iostream_suite(void)
     Suite *s = suite_create("iostream");
     TCase *reads = tcase_create("reads");
     tcase_set_timeout(reads, 60);
-    tcase_add_loop_test(reads, test_iostream_read_until_every_two_way_split, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_until_one_byte_at_a_time, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_until_long_delimiter_and_several_lines, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_until_regex_with_nul_bytes, 0, 2);
+    tcase_add_loop_test(reads, test_iostream_read_until_every_two_way_split, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_until_one_byte_at_a_time, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_until_long_delimiter_and_several_lines, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_until_regex_with_nul_bytes, 0, 3);
     tcase_add_test(reads, test_iostream_read_until_regex_bad_pattern_is_einval);
-    tcase_add_loop_test(reads, test_iostream_read_until_regex_max_bytes, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_bytes_exact_and_partial, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_bytes_large_exact, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_bytes_zero_completes_from_loop, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_until_close_gets_all_data, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_after_partial_read_then_until_close, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_stream_delivers_chunks_then_done, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_read_some_leaves_unconsumed_bytes, 0, 2);
-    tcase_add_loop_test(reads, test_iostream_buffered_read_completes_from_loop_not_call, 0, 2);
+    tcase_add_loop_test(reads, test_iostream_read_until_regex_max_bytes, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_bytes_exact_and_partial, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_bytes_large_exact, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_bytes_zero_completes_from_loop, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_until_close_gets_all_data, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_after_partial_read_then_until_close, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_stream_delivers_chunks_then_done, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_read_some_leaves_unconsumed_bytes, 0, 3);
+    tcase_add_loop_test(reads, test_iostream_buffered_read_completes_from_loop_not_call, 0, 3);
     tcase_add_test(reads, test_iostream_second_pending_read_is_ebusy);
     tcase_add_test(reads, test_iostream_bad_arguments);
     tcase_add_test(reads, test_iostream_closed_stream_refuses_operations);
@@ -1452,39 +1456,39 @@ static Suite *iostream_suite(void)
 
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 60);
-    tcase_add_loop_test(limits, test_iostream_max_bytes_inline_closes_emsgsize, 0, 2);
-    tcase_add_loop_test(limits, test_iostream_max_bytes_arriving_closes_emsgsize, 0, 2);
-    tcase_add_loop_test(limits, test_iostream_max_buffer_size_cuts_off_enobufs, 0, 2);
+    tcase_add_loop_test(limits, test_iostream_max_bytes_inline_closes_emsgsize, 0, 3);
+    tcase_add_loop_test(limits, test_iostream_max_bytes_arriving_closes_emsgsize, 0, 3);
+    tcase_add_loop_test(limits, test_iostream_max_buffer_size_cuts_off_enobufs, 0, 3);
     suite_add_tcase(s, limits);
 
     TCase *writes = tcase_create("writes");
     tcase_set_timeout(writes, 120);
-    tcase_add_loop_test(writes, test_iostream_write_64mib_to_slow_reader, 0, 2);
-    tcase_add_loop_test(writes, test_iostream_write_callbacks_in_order_from_loop, 0, 2);
-    tcase_add_loop_test(writes, test_iostream_write_ref_releases_once, 0, 2);
-    tcase_add_loop_test(writes, test_iostream_write_after_peer_vanished_no_sigpipe, 0, 2);
-    tcase_add_loop_test(writes, test_iostream_write_to_closed_peer_is_epipe_no_sigpipe, 0, 2);
-    tcase_add_loop_test(writes, test_iostream_pending_writes_fail_at_close, 0, 2);
+    tcase_add_loop_test(writes, test_iostream_write_64mib_to_slow_reader, 0, 3);
+    tcase_add_loop_test(writes, test_iostream_write_callbacks_in_order_from_loop, 0, 3);
+    tcase_add_loop_test(writes, test_iostream_write_ref_releases_once, 0, 3);
+    tcase_add_loop_test(writes, test_iostream_write_after_peer_vanished_no_sigpipe, 0, 3);
+    tcase_add_loop_test(writes, test_iostream_write_to_closed_peer_is_epipe_no_sigpipe, 0, 3);
+    tcase_add_loop_test(writes, test_iostream_pending_writes_fail_at_close, 0, 3);
     suite_add_tcase(s, writes);
 
     TCase *closing = tcase_create("close");
     tcase_set_timeout(closing, 60);
-    tcase_add_loop_test(closing, test_iostream_pending_read_gets_reason_before_close_cb, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_peer_close_while_idle_fires_close_cb, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_peer_close_after_unread_data_keeps_it, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_peer_reset_closes_econnreset, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_read_until_twice_from_later_callbacks, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_read_bytes_from_later_callbacks, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_unsatisfiable_read_gets_the_bytes_so_far, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_read_some_gets_the_rest_then_eof, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_with_empty_buffer_closes_at_once, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_eof_unix_hangup_keeps_bytes_for_later_reads, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_peer_half_close_still_gets_queued_reply, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_close_inside_read_cb, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_close_inside_write_cb, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_pending_read_gets_reason_before_close_cb, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_peer_close_while_idle_fires_close_cb, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_peer_close_after_unread_data_keeps_it, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_peer_reset_closes_econnreset, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_eof_read_until_twice_from_later_callbacks, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_eof_read_bytes_from_later_callbacks, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_eof_unsatisfiable_read_gets_the_bytes_so_far, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_eof_read_some_gets_the_rest_then_eof, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_eof_with_empty_buffer_closes_at_once, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_eof_unix_hangup_keeps_bytes_for_later_reads, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_peer_half_close_still_gets_queued_reply, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_close_inside_read_cb, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_close_inside_write_cb, 0, 3);
     tcase_add_test(closing, test_iostream_close_inside_close_cb_is_harmless);
-    tcase_add_loop_test(closing, test_iostream_connect_refused, 0, 2);
-    tcase_add_loop_test(closing, test_iostream_connect_then_echo, 0, 2);
+    tcase_add_loop_test(closing, test_iostream_connect_refused, 0, 3);
+    tcase_add_loop_test(closing, test_iostream_connect_then_echo, 0, 3);
     suite_add_tcase(s, closing);
     return s;
 }

@@ -19,14 +19,14 @@
 #include "testutil.h"
 
 static gale_backend g_backend = GALE_BACKEND_EPOLL;
+static const char *g_backend_name = "epoll"; /* what g_backend runs on here */
 
 static gale_loop *new_loop(void)
 {
     gale_loop *loop = NULL;
     ck_assert_int_eq(gale_loop_new(g_backend, &loop), 0);
     ck_assert_ptr_nonnull(loop);
-    ck_assert_str_eq(gale_loop_backend_name(loop),
-                     g_backend == GALE_BACKEND_POLL ? "poll" : "epoll");
+    ck_assert_str_eq(gale_loop_backend_name(loop), g_backend_name);
     return loop;
 }
 
@@ -959,6 +959,13 @@ START_TEST(test_loop_backend_env_selection)
     ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
     ck_assert_str_eq(gale_loop_backend_name(loop), "epoll");
     gale_loop_free(loop);
+    /* uring, or epoll where io_uring is unavailable (then one warning is logged) */
+    setenv("GALE_LOOP_BACKEND", "uring", 1);
+    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
+    const char *name = gale_loop_backend_name(loop);
+    ck_assert(strcmp(name, "uring") == 0 || strcmp(name, "epoll") == 0);
+    gale_loop_free(loop);
+    unsetenv("GALE_LOOP_BACKEND");
     ck_assert_int_eq(gale_loop_new(99, &loop), -EINVAL);
     ck_assert_int_eq(gale_loop_new(GALE_BACKEND_POLL, NULL), -EINVAL);
 }
@@ -1106,13 +1113,30 @@ static Suite *loop_suite(const char *name)
     return s;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     int failed = 0;
-    const gale_backend backends[] = {GALE_BACKEND_EPOLL, GALE_BACKEND_POLL};
-    const char *names[] = {"loop-epoll", "loop-poll"};
-    for (int i = 0; i < 2; i++) {
+    if (argc > 1 && strcmp(argv[1], "--backend") == 0) {
+        /* Names the backend GALE_LOOP_BACKEND gets here (tests/run.sh prints it). */
+        gale_loop *loop = NULL;
+        if (gale_loop_new(GALE_BACKEND_DEFAULT, &loop) != 0)
+            return EXIT_FAILURE;
+        printf("%s\n", gale_loop_backend_name(loop));
+        gale_loop_free(loop);
+        gale_log_flush();
+        return EXIT_SUCCESS;
+    }
+    const gale_backend backends[] = {GALE_BACKEND_EPOLL, GALE_BACKEND_POLL, GALE_BACKEND_URING};
+    const char *names[] = {"loop-epoll", "loop-poll", "loop-uring"};
+    for (int i = 0; i < 3; i++) {
         g_backend = backends[i];
+        gale_loop *probe = NULL;
+        if (gale_loop_new(g_backend, &probe) != 0)
+            return EXIT_FAILURE;
+        g_backend_name = gale_loop_backend_name(probe); /* static strings */
+        gale_loop_free(probe);
+        if (g_backend == GALE_BACKEND_URING && strcmp(g_backend_name, "uring") != 0)
+            printf("io_uring unavailable: loop-uring runs on %s\n", g_backend_name);
         SRunner *sr = srunner_create(loop_suite(names[i]));
         srunner_run_all(sr, CK_NORMAL);
         failed += srunner_ntests_failed(sr);

@@ -1,0 +1,62 @@
+/* The io_uring backend's seam for the modules that submit operations on the loop's ring (the
+ * stream's reads and writes, the acceptor): core/loop_uring.c.
+ *
+ * An operation is a record that embeds a gale__uop; its completion calls `cb` from the loop's
+ * wait with the CQE's res and flags (a multishot operation calls it once per CQE and for the last
+ * time without IORING_CQE_F_MORE). The record must stay alive until that last completion: closing
+ * cancels (io_uring_prep_cancel) and then waits for it, it never frees early.
+ *
+ * Everything here is for the loop's own thread. Built without liburing (GALE_HAVE_URING unset)
+ * the functions exist only as inline stubs that say "not a uring loop".
+ */
+#ifndef GALE_CORE_LOOP_URING_INTERNAL_H
+#define GALE_CORE_LOOP_URING_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/loop.h"
+
+typedef struct gale__uop gale__uop;
+struct gale__uop {
+    void (*cb)(gale__uop *op, int res, unsigned flags);
+};
+
+/* The loop's provided buffers (one ring shared by every stream: an idle connection holds none). */
+#define GALE__URING_BUF_SIZE 8192u
+#define GALE__URING_BUF_COUNT 256u
+
+#ifdef GALE_HAVE_URING
+#include <liburing.h>
+
+/* A submission queue entry whose completion calls `op->cb` (op NULL: the completion is ignored),
+ * submitted at the loop turn's submit. NULL when `loop` is not a uring loop or the queue is full
+ * and cannot be flushed yet (the loop has not run). */
+struct io_uring_sqe *gale__uring_sqe(gale_loop *loop, gale__uop *op);
+
+/* True when `loop` is a uring loop with its provided buffers. With `enable`, the ring is also
+ * enabled (bound to the calling thread, which must be the one running the loop) if it was not. */
+bool gale__uring_ready(gale_loop *loop, bool enable);
+
+/* Queues the cancellation of `op` (its last completion follows, -ECANCELED unless it completed
+ * first). Returns 0 or -EBUSY (no queue entry free). */
+int gale__uring_cancel(gale_loop *loop, gale__uop *op);
+
+/* The provided-buffer group id for IOSQE_BUFFER_SELECT. */
+#define GALE__URING_BGID 7
+
+/* Buffer `bid` (from a completion's IORING_CQE_F_BUFFER), and its return to the ring. */
+char *gale__uring_buf(gale_loop *loop, unsigned bid);
+void gale__uring_buf_return(gale_loop *loop, unsigned bid);
+
+/* The result of `op`'s completion waiting in the completion queue (not dispatched yet), or
+ * INT32_MIN when there is none. Scans the queue: for rare questions only. */
+int gale__uring_completed(gale_loop *loop, const gale__uop *op);
+
+/* Submits what is queued now and runs the kernel's deferred completions, so a cancellation
+ * drops the operations' file references before the caller closes the fd. */
+void gale__uring_flush(gale_loop *loop);
+#endif
+
+#endif
