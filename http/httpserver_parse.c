@@ -893,7 +893,7 @@ static int on_message_complete(http_parser *p)
     return 0;
 }
 
-static const http_parser_settings parser_settings = {
+const http_parser_settings gale__parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
@@ -969,6 +969,18 @@ static bool continue_scans(struct req *cur, const char *data, size_t len)
            chunk_scan(cur, data, data + len);
 }
 
+/* A complete request the parser paused on: dispatch it unless on_message_complete already did.
+ * `left`: the input after it. */
+static void dispatch_paused(struct gale_http_conn *c, size_t left)
+{
+    if (c->req && c->req->rphase == R_DONE && !c->req->dispatched) {
+        c->batch_left = left;
+        gale__conn_dispatch(c);
+    }
+}
+
+static size_t parse_slow(struct gale_http_conn *c, const char *data, size_t len);
+
 size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
 {
     c->exec_data = data;
@@ -982,14 +994,30 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
         reject(c, 400, "malformed chunked body");
         return refuse(c, HPE_OK, len);
     }
-    size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
+    /* Between requests, the common ones are read without the parser (httpserver_fast.c). */
+    size_t done = 0;
+    if (!c->req && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK) {
+        int stop;
+        done = gale__parse_fast(c, data, len, &stop);
+        if (stop < 0)
+            return refuse(c, HPE_OK, len);
+        if (stop > 0)
+            dispatch_paused(c, len - done);
+        if (stop > 0 || done == len)
+            return done;
+        c->exec_data = data + done;
+        c->piece_end = NULL;
+    }
+    return done + parse_slow(c, data + done, len - done);
+}
+
+/* http-parser reads [data, data + len). */
+static size_t parse_slow(struct gale_http_conn *c, const char *data, size_t len)
+{
+    size_t n = http_parser_execute(&c->parser, &gale__parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED) {
-        /* A complete request: dispatch it unless on_message_complete already did. */
-        if (c->req && c->req->rphase == R_DONE && !c->req->dispatched) {
-            c->batch_left = len - n;
-            gale__conn_dispatch(c);
-        }
+        dispatch_paused(c, len - n);
         return n;
     }
     if (e != HPE_OK)

@@ -319,6 +319,17 @@ void gale__parse_init(struct gale_http_conn *c);
 /* Feeds `len` bytes to the parser; dispatches a request it completes, refuses one it cannot
  * accept (gale__conn_fail). Returns the bytes consumed. */
 size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len);
+/* http-parser's callbacks, the server's reading of a request. */
+extern const http_parser_settings gale__parser_settings;
+
+/* httpserver_fast.c */
+
+/* Reads the requests at the start of [data, data + len) that have the common shape, while no
+ * request is in progress, through gale__parser_settings' callbacks, as http-parser would; stops
+ * at the first it leaves to the parser. Returns the bytes consumed; `*stop`: 0, 1 when a request
+ * paused (its handler runs on, or the batch must stop), -1 when one was refused (c->err_status
+ * says how; the whole input is then consumed). */
+size_t gale__parse_fast(struct gale_http_conn *c, const char *data, size_t len, int *stop);
 
 /* httpserver_response.c */
 

@@ -503,6 +503,56 @@ START_TEST(test_rfc9112_upgrade_ignored)
 }
 END_TEST
 
+/* Requests of the common shape (read without the parser) and of others (read by it) pipelined
+ * on one connection in one write, in turn: each is served alike, from the request it follows on,
+ * up to an obs-fold the server refuses. */
+struct mixed {
+    struct test_http_response r[7];
+    int rc[7];
+};
+
+static const char mixed_raw[] =
+    "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-Test: v \t\r\n\r\n"
+    "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-Test: v\r\n\r\n"
+    "HEAD /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    "\r\nGET /c HTTP/1.1\r\nhost:\th\r\nX-Test:\tw\r\n\r\n"
+    "GET /e HTTP/1.1\r\nHost: h\r\nX-Test: \xc3\xa9\r\n\r\n"
+    "GET /f HTTP/1.1\r\nHost: h\r\nX-Test: \r\n\r\n"
+    "GET /g HTTP/1.1\r\nHost: h\r\nX-Test: a\r\n b\r\n\r\n";
+
+static void mixed_main(void *arg)
+{
+    struct mixed *m = arg;
+    struct test_http_client c;
+    for (int i = 0; i < 7; i++)
+        m->rc[i] = -1;
+    if (test_http_open(&c, port, 5) == 0 && test_http_sends(&c, mixed_raw) == 0)
+        for (int i = 0; i < 7 && (i == 0 || m->rc[i - 1] == 0); i++)
+            m->rc[i] = test_http_read(&c, i == 2, &m->r[i]);
+    test_http_close(&c);
+}
+
+START_TEST(test_rfc9112_common_and_other_shapes_pipelined_alike)
+{
+    static const char *bodies[] = {
+        "GET /a q=x=1 host=h x=[v]", "GET /a q=x=1 host=h x=[v]",     "",
+        "GET /c q= host=h x=[w]",    "GET /e q= host=h x=[\xc3\xa9]", "GET /f q= host=h x=[]"};
+    struct mixed m = {0};
+    ck_assert(test_run_thread(loop, mixed_main, &m, 10));
+    for (int i = 0; i < 6; i++) {
+        ck_assert_msg(m.rc[i] == 0, "response %d: %d", i, m.rc[i]);
+        ck_assert_int_eq(m.r[i].status, 200);
+        ck_assert_str_eq(m.r[i].body, bodies[i]);
+    }
+    ck_assert_str_eq(test_http_header(&m.r[2], "Content-Length"), "22"); /* "HEAD /b q= ..." */
+    ck_assert_int_eq(m.rc[6], 0);
+    ck_assert_int_eq(m.r[6].status, 400);
+    ck_assert_int_eq(nhandled, 6);
+    for (int i = 0; i < 7; i++)
+        test_http_response_free(&m.r[i]);
+}
+END_TEST
+
 static Suite *rfc9112_suite(void)
 {
     Suite *s = suite_create("rfc9112");
@@ -533,6 +583,7 @@ static Suite *rfc9112_suite(void)
     tcase_add_test(t, test_rfc9112_date_on_responses_and_refusals);
     tcase_add_test(t, test_rfc9112_204_without_content_length_or_transfer_encoding);
     tcase_add_test(t, test_rfc9112_upgrade_ignored);
+    tcase_add_test(t, test_rfc9112_common_and_other_shapes_pipelined_alike);
     suite_add_tcase(s, t);
     return s;
 }
