@@ -39,12 +39,19 @@ struct fast_head {
 };
 
 /* RFC 9110 tchar: the bytes http-parser's token table accepts in a header name, less the space
- * it lets through when not strict. One bit per byte value below 128. */
-static inline bool fast_tchar(unsigned char ch)
-{
-    static const uint64_t ok[2] = {0x03ff6cfa00000000u, 0x57ffffffc7fffffeu};
-    return ch < 128 && ((ok[ch >> 6] >> (ch & 63)) & 1);
-}
+ * it lets through when not strict. */
+#define T1(c) [c] = 1
+static const uint8_t fast_tchars[256] = {
+    T1('!'), T1('#'), T1('$'), T1('%'), T1('&'), T1('\''), T1('*'), T1('+'), T1('-'), T1('.'),
+    T1('^'), T1('_'), T1('`'), T1('|'), T1('~'), T1('0'),  T1('1'), T1('2'), T1('3'), T1('4'),
+    T1('5'), T1('6'), T1('7'), T1('8'), T1('9'), T1('A'),  T1('B'), T1('C'), T1('D'), T1('E'),
+    T1('F'), T1('G'), T1('H'), T1('I'), T1('J'), T1('K'),  T1('L'), T1('M'), T1('N'), T1('O'),
+    T1('P'), T1('Q'), T1('R'), T1('S'), T1('T'), T1('U'),  T1('V'), T1('W'), T1('X'), T1('Y'),
+    T1('Z'), T1('a'), T1('b'), T1('c'), T1('d'), T1('e'),  T1('f'), T1('g'), T1('h'), T1('i'),
+    T1('j'), T1('k'), T1('l'), T1('m'), T1('n'), T1('o'),  T1('p'), T1('q'), T1('r'), T1('s'),
+    T1('t'), T1('u'), T1('v'), T1('w'), T1('x'), T1('y'),  T1('z'),
+};
+#undef T1
 
 /* A value byte: HTAB, visible ASCII, SP, obs-text (http-parser's IS_HEADER_CHAR less CR, LF). */
 static inline bool fast_vchar(unsigned char ch) { return ch == '\t' || (ch >= 0x20 && ch != 0x7f); }
@@ -135,7 +142,7 @@ static const char *fast_scan(const char *p, const char *end, struct fast_head *h
         if (h->n == FAST_FIELDS)
             return NULL;
         const char *name = p;
-        while (p < end && fast_tchar((unsigned char)*p))
+        while (p < end && fast_tchars[(unsigned char)*p])
             p++;
         if (p == name || p == end || *p != ':' || fast_special(name, (size_t)(p - name)))
             return NULL;
