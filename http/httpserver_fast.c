@@ -134,10 +134,14 @@ static const char *fast_scan(const char *p, const char *end, struct fast_head *h
     if (end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
         return NULL;
     p += 11;
+    uint16_t crlf;
+    memcpy(&crlf, "\r\n", 2);
     for (h->n = 0;; h->n++) {
+        uint16_t w;
         if (end - p < 2)
             return NULL;
-        if (p[0] == '\r' && p[1] == '\n')
+        memcpy(&w, p, 2);
+        if (w == crlf)
             break;
         if (h->n == FAST_FIELDS)
             return NULL;
@@ -148,12 +152,13 @@ static const char *fast_scan(const char *p, const char *end, struct fast_head *h
             return NULL;
         h->f[h->n].name = name;
         h->f[h->n].name_len = (uint32_t)(p - name);
-        for (p++; p < end && (*p == ' ' || *p == '\t');)
+        p += 1 + (end - p > 1 && p[1] == ' '); /* most values follow one space */
+        while (p < end && (*p == ' ' || *p == '\t'))
             p++;
         const char *value = p;
         p = skip_value(p, end);
         /* CRLF and then not a fold (a line that begins with SP or HTAB) */
-        if (p == value || end - p < 3 || p[0] != '\r' || p[1] != '\n' || p[2] == ' ' ||
+        if (p == value || end - p < 3 || (memcpy(&w, p, 2), w != crlf) || p[2] == ' ' ||
             p[2] == '\t')
             return NULL;
         h->f[h->n].value = value;
