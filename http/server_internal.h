@@ -1,11 +1,13 @@
 /* The HTTP/1.1 server's private shapes, shared by its files (not installed).
  *
- * The server is five files, each with one job, read in this order to follow a request:
+ * The server is six files, each with one job, read in this order to follow a request:
  *   httpserver.c           the connection: accepting, reading, dispatching, writing, deadlines,
  *                          closing, the server API and graceful shutdown
  *   httpserver_parse.c     the request on the wire: http-parser's callbacks and the checks gale
  *                          adds to them (version, header names, framing, Host, chunked bodies),
  *                          with one way to refuse a request (reject)
+ *   httpserver_fast.c      the common request head read without http-parser, through the same
+ *                          callbacks
  *   httpserver_response.c  the response: status and headers, choosing the framing, writing the
  *                          head and the body, flush and finish
  *   httpserver_access.c    the access log line of each request
