@@ -9,7 +9,8 @@
  * Anything else goes to http-parser from the request's first byte: another method or version,
  * an absolute or '*' target, a target byte outside 0x21-0x7e or a '#', a line not ended by CRLF,
  * an empty or folded header value, a name that is not a token, the headers the parser gives a
- * meaning to (Connection, Proxy-Connection, Content-Length, Transfer-Encoding, Upgrade), more
+ * meaning to (Proxy-Connection, Content-Length, Transfer-Encoding, Upgrade, and Connection
+ * unless it is one "keep-alive" or "close", whose flag is set here as the parser sets it), more
  * than FAST_FIELDS header lines, a head over FAST_HEAD_MAX bytes or cut by the end of the input,
  * and empty lines before a request. What is read here is a subset of what http-parser accepts,
  * read the same way: a value runs from its first byte after the colon's spaces and tabs up to
@@ -31,6 +32,7 @@ struct fast_head {
     const char *url;
     size_t url_len;
     unsigned method; /* enum http_method */
+    unsigned flags;  /* F_CONNECTION_KEEP_ALIVE, F_CONNECTION_CLOSE */
     unsigned n;
     struct {
         const char *name, *value;
@@ -98,17 +100,32 @@ static inline const char *skip_value(const char *p, const char *end)
     return p;
 }
 
-/* The names http-parser reads a meaning from (framing, keep-alive, upgrade). */
-static bool fast_special(const char *p, size_t n)
+enum { FS_NONE, FS_CONNECTION, FS_OTHER };
+
+/* Whether a name is one http-parser reads a meaning from (framing, keep-alive, upgrade). */
+static int fast_special(const char *p, size_t n)
 {
     switch (n) {
-    case 7: return gale_str_ieq(p, n, "Upgrade");
-    case 10: return gale_str_ieq(p, n, "Connection");
-    case 14: return gale_str_ieq(p, n, "Content-Length");
-    case 16: return gale_str_ieq(p, n, "Proxy-Connection");
-    case 17: return gale_str_ieq(p, n, "Transfer-Encoding");
-    default: return false;
+    case 7: return gale_str_ieq(p, n, "Upgrade") ? FS_OTHER : FS_NONE;
+    case 10: return gale_str_ieq(p, n, "Connection") ? FS_CONNECTION : FS_NONE;
+    case 14: return gale_str_ieq(p, n, "Content-Length") ? FS_OTHER : FS_NONE;
+    case 16: return gale_str_ieq(p, n, "Proxy-Connection") ? FS_OTHER : FS_NONE;
+    case 17: return gale_str_ieq(p, n, "Transfer-Encoding") ? FS_OTHER : FS_NONE;
+    default: return FS_NONE;
     }
+}
+
+/* The flag http-parser sets for a Connection value that is one "keep-alive" or "close" in any
+ * case, trailing spaces allowed (as it reads them); 0 for any other value, left to it. */
+static unsigned fast_connection(const char *v, size_t n)
+{
+    while (n && v[n - 1] == ' ')
+        n--;
+    if (n == 10 && gale_str_ieq(v, n, "keep-alive"))
+        return F_CONNECTION_KEEP_ALIVE;
+    if (n == 5 && gale_str_ieq(v, n, "close"))
+        return F_CONNECTION_CLOSE;
+    return 0;
 }
 
 /* Reads the head at [p, end); returns the byte after its empty line, or NULL when it is not one
@@ -136,6 +153,7 @@ static const char *fast_scan(const char *p, const char *end, struct fast_head *h
     p += 11;
     uint16_t crlf;
     memcpy(&crlf, "\r\n", 2);
+    h->flags = 0;
     for (h->n = 0;; h->n++) {
         uint16_t w;
         if (end - p < 2)
@@ -148,7 +166,10 @@ static const char *fast_scan(const char *p, const char *end, struct fast_head *h
         const char *name = p;
         while (p < end && fast_tchars[(unsigned char)*p])
             p++;
-        if (p == name || p == end || *p != ':' || fast_special(name, (size_t)(p - name)))
+        if (p == name || p == end || *p != ':')
+            return NULL;
+        int special = fast_special(name, (size_t)(p - name));
+        if (special == FS_OTHER)
             return NULL;
         h->f[h->n].name = name;
         h->f[h->n].name_len = (uint32_t)(p - name);
@@ -163,6 +184,12 @@ static const char *fast_scan(const char *p, const char *end, struct fast_head *h
             return NULL;
         h->f[h->n].value = value;
         h->f[h->n].value_len = (uint32_t)(p - value);
+        if (special == FS_CONNECTION) {
+            unsigned flag = fast_connection(value, (size_t)(p - value));
+            if (!flag)
+                return NULL;
+            h->flags |= flag;
+        }
         p += 2;
     }
     return p + 2;
@@ -177,6 +204,7 @@ static int fast_replay(struct gale_http_conn *c, const struct fast_head *h)
     http_parser fp = {0};
     fp.type = HTTP_REQUEST;
     fp.method = h->method & 0xff;
+    fp.flags = h->flags & 0xff;
     fp.http_major = 1;
     fp.http_minor = 1;
     fp.content_length = ULLONG_MAX;

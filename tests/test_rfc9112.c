@@ -513,7 +513,7 @@ struct mixed {
 
 static const char mixed_raw[] =
     "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-Test: v \t\r\n\r\n"
-    "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-Test: v\r\n\r\n"
+    "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, x\r\nX-Test: v\r\n\r\n"
     "HEAD /b HTTP/1.1\r\nHost: h\r\n\r\n"
     "\r\nGET /c HTTP/1.1\r\nhost:\th\r\nX-Test:\tw\r\n\r\n"
     "GET /e HTTP/1.1\r\nHost: h\r\nX-Test: \xc3\xa9\r\n\r\n"
@@ -564,6 +564,7 @@ struct diff {
     size_t len[DIFF_CASES];
     int rc[2][DIFF_CASES], status[2][DIFF_CASES];
     char body[2][DIFF_CASES][128];
+    char conn[2][DIFF_CASES][16]; /* the response's Connection header */
 };
 
 static void diff_main(void *arg)
@@ -588,6 +589,8 @@ static void diff_main(void *arg)
             d->rc[k][i] = rc;
             d->status[k][i] = r.status;
             snprintf(d->body[k][i], sizeof d->body[k][i], "%s", r.body ? r.body : "");
+            const char *conn = rc == 0 ? test_http_header(&r, "Connection") : NULL;
+            snprintf(d->conn[k][i], sizeof d->conn[k][i], "%s", conn ? conn : "");
             test_http_response_free(&r);
         }
 }
@@ -598,13 +601,15 @@ START_TEST(test_rfc9112_common_path_reads_as_the_parser)
         "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-Test: v\r\n\r\n",
         "HEAD /b HTTP/1.1\r\nHost: h:80\r\nX-Test:  a b \t\r\n\r\n",
         "GET /c HTTP/1.1\r\nhost: h\r\nA: 1\r\nX-test:2\r\n\r\n",
+        "GET /d HTTP/1.1\r\nConnection: Keep-Alive \r\nHost: h\r\n\r\n",
+        "GET /e HTTP/1.1\r\nHost: h\r\nconnection: close\r\n\r\n",
     };
     static const char bytes[] = " \t\r\n:#?/\x7f\x80\x01aH1.,@\"%";
     struct diff *d = calloc(1, sizeof *d);
     ck_assert_ptr_nonnull(d);
     unsigned seed = 12345;
     for (int i = 0; i < DIFF_CASES; i++) {
-        const char *t = tmpl[i % 3];
+        const char *t = tmpl[i % 5];
         size_t n = strlen(t);
         memcpy(d->raw[i], t, n);
         for (int m = 0; m < 1 + i % 2; m++) {
@@ -630,10 +635,11 @@ START_TEST(test_rfc9112_common_path_reads_as_the_parser)
     int served = 0;
     for (int i = 0; i < DIFF_CASES; i++) {
         ck_assert_msg(d->rc[0][i] == d->rc[1][i] && d->status[0][i] == d->status[1][i] &&
-                          strcmp(d->body[0][i], d->body[1][i]) == 0,
-                      "case %d %.*s: %d %d [%s] against the parser's %d %d [%s]", i, (int)d->len[i],
-                      d->raw[i], d->rc[0][i], d->status[0][i], d->body[0][i], d->rc[1][i],
-                      d->status[1][i], d->body[1][i]);
+                          strcmp(d->body[0][i], d->body[1][i]) == 0 &&
+                          strcmp(d->conn[0][i], d->conn[1][i]) == 0,
+                      "case %d %.*s: %d %d [%s] %s against the parser's %d %d [%s] %s", i,
+                      (int)d->len[i], d->raw[i], d->rc[0][i], d->status[0][i], d->body[0][i],
+                      d->conn[0][i], d->rc[1][i], d->status[1][i], d->body[1][i], d->conn[1][i]);
         served += d->status[0][i] == 200;
     }
     ck_assert_int_gt(served, DIFF_CASES / 8); /* many variants stay requests that are served */
