@@ -1,5 +1,6 @@
 /* The router showcase: one handler class per route, written as a gale user would. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,9 @@ static const char ROUTES[] =
     "                         no name: 400)\n"
     "  POST /echo, PUT /echo  the request body, with the request's Content-Type\n"
     "                         (else application/octet-stream)\n"
+    "  POST /upload, PUT /upload  a streamed body of any size, counted as it arrives (never\n"
+    "                         held in memory): \"bytes N crc32 XXXXXXXX\" (the CRC-32 of zlib\n"
+    "                         and gzip); try: curl -T bigfile http://127.0.0.1:8888/upload\n"
     "  GET  /delay?ms=N       waited N ms, after N ms on a timer (0..10000, else 400)\n"
     "  GET  /stream?chunks=N  chunked: N chunks \"chunk 1\\n\" .. \"chunk N\\n\", each flushed\n"
     "                         on its own (1..1000, else 400)\n"
@@ -166,6 +170,74 @@ static void echo_body(gale_handler *h)
     gale_write(h, body, len);
 }
 static const gale_handler_class echo_handler = {.post = echo_body, .put = echo_body};
+
+/* POST|PUT /upload: Tornado's @stream_request_body. The body is counted piece by piece as it
+ * arrives (CRC-32, slicing by 8 bytes), never held: any size, in bounded memory. */
+struct upload {
+    unsigned long long bytes;
+    uint32_t crc; /* running, inverted */
+};
+
+static uint32_t crc_table[8][256];
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+static uint32_t crc_update(uint32_t c, const unsigned char *p, size_t n)
+{
+    for (; n >= 8; n -= 8, p += 8) {
+        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                           (uint32_t)p[3] << 24);
+        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
+            crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+    }
+    while (n--)
+        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+    return c;
+}
+
+static void upload_prepare(gale_handler *h)
+{
+    /* Only counted, so any size is fine; an hour for the whole body. */
+    gale_set_max_body_size(h, SIZE_MAX);
+    gale_set_body_timeout(h, 3600);
+    struct upload *u = gale_handler_state(h);
+    u->crc = 0xffffffffu;
+}
+
+static int upload_data(gale_handler *h, const char *data, size_t len)
+{
+    struct upload *u = gale_handler_state(h);
+    u->bytes += len;
+    u->crc = crc_update(u->crc, (const unsigned char *)data, len);
+    return 0;
+}
+
+static void upload_done(gale_handler *h)
+{
+    const struct upload *u = gale_handler_state(h);
+    gale_set_header(h, "Content-Type", "text/plain; charset=UTF-8");
+    gale_writef(h, "bytes %llu crc32 %08x\n", u->bytes, (unsigned)(u->crc ^ 0xffffffffu));
+}
+static const gale_handler_class upload_handler = {
+    .prepare = upload_prepare,
+    .post = upload_done,
+    .put = upload_done,
+    .state_size = sizeof(struct upload),
+    .stream_request_body = true,
+    .data_received = upload_data,
+};
 
 /* GET /delay?ms=N: an asynchronous handler finishing from a timer. */
 struct delay_state {
@@ -467,6 +539,7 @@ int main(int argc, char **argv)
         {"/user/([0-9]+)", &user_handler},
         {"/greet", &greet_handler},
         {"/echo", &echo_handler},
+        {"/upload", &upload_handler},
         {"/delay", &delay_handler},
         {"/stream", &stream_handler},
         {"/status/([0-9]+)", &status_handler},
@@ -477,6 +550,7 @@ int main(int argc, char **argv)
         {"/relay", &relay_handler},
     };
     int rc = 0;
+    crc_init();
     for (size_t i = 0; i < sizeof routes / sizeof routes[0] && rc == 0; i++)
         rc = gale_app_route(app, routes[i].pattern, routes[i].cls, NULL);
     if (rc == 0)

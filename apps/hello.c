@@ -21,7 +21,9 @@ int main(int argc, char **argv)
     const gale_option options[] = {
         GALE_OPTION_INT("port", &port, 0, 65535, "N", "listen on TCP port N (0: a free port)"),
         GALE_OPTION_INT("processes", &processes, 0, 1024, "N",
-                        "fork N workers sharing the port (0: one per CPU)"),
+                        "fork N workers sharing the port, each with a listening socket of its\n"
+                        "own (SO_REUSEPORT), under a parent that restarts a worker that dies\n"
+                        "(0: one per CPU)"),
         GALE_OPTION_STRING(
             "certfile", &certfile, "FILE",
             "serve HTTPS with the PEM certificate chain in FILE (SIGHUP reloads it)"),

@@ -1,5 +1,8 @@
 /* The listening step hello and demo share: HTTPS when given a certificate, then a unix socket or
- * a TCP port with `processes` workers. Says why on stderr when it cannot (the log may be off). */
+ * a TCP port with `processes` workers, each listening on a socket of its own (SO_REUSEPORT: the
+ * kernel spreads connections over the workers) under a supervising parent that forwards
+ * SIGTERM/SIGINT, reaps the workers, logs a worker's death and restarts it (up to 100 restarts).
+ * Says why on stderr when it cannot (the log may be off). */
 #ifndef GALE_APPS_LISTEN_H
 #define GALE_APPS_LISTEN_H
 
@@ -45,6 +48,7 @@ static int app_start_listening(gale_app *app, const struct app_listen *l)
     if (rc)
         return rc;
     if (!l->unix_socket) {
+        gale_app_opts(app)->reuse_port = l->processes != 1;
         rc = gale_app_bind(app, l->port, NULL);
         if (rc) {
             fprintf(stderr, "%s: cannot listen on port %d: %s\n", l->prog, l->port,

@@ -1,20 +1,23 @@
 #!/bin/bash
-# Paired A/B of server CPU per request: apps/hello against bench/uv_hello, many short alternated
-# runs, for telling apart differences of a few per cent on a machine whose speed drifts.
+# Paired A/B of server CPU per request: apps/hello against bench/uv_hello (libuv + http-parser)
+# and bench/limit_hello (the bare epoll floor that parses nothing), many short alternated runs,
+# for telling apart differences of a few per cent on a machine whose speed drifts.
 #
 #     bench/http_ab.sh [SECONDS] [ROUNDS] [pipe|plain]        (defaults: 3, 15, pipe)
 #
-# Each round starts gale's hello and uv_hello in turn (which goes first alternates from round to
-# round), each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded by wrk pinned to CPU 1
-# (BENCH_CPU_CLIENT) for SECONDS: `-c256 -s bench/pipeline.lua` (16 deep) for pipe, `-c64` for
-# plain. The server's utime and stime (/proc/PID/stat fields 14 and 15) are read right before and
-# after wrk and divided by the requests wrk completed. Prints every run,
-# then the medians of user, system and total microseconds per request per server, the median of
-# the per-round ratios gale/libuv (the two runs of a round are next to each other, so slow drifts
-# cancel) and how many rounds had gale below libuv.
+# Each round starts every server in BENCH_SERVERS in turn (the order rotates from round to round,
+# so each server goes first equally often), each pinned to CPU 0 (BENCH_CPU_SERVER) and loaded by
+# wrk pinned to CPU 1 (BENCH_CPU_CLIENT) for SECONDS: `-c256 -s bench/pipeline.lua` (16 deep) for
+# pipe, `-c64` for plain. The server's utime and stime (/proc/PID/stat fields 14 and 15) are read
+# right before and after wrk and divided by the requests wrk completed. Prints every run, then
+# the medians of user, system and total microseconds per request per server, and the medians of
+# the per-round ratios gale/libuv, gale/limit and libuv/limit (the runs of a round are next to
+# each other, so slow drifts cancel) with how many rounds had the first below the second.
 #
-# Environment: BENCH_BUILD (default build-bench; both binaries must be built there, e.g. by
-# bench/http_bench.sh), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1).
+# Environment: BENCH_BUILD (default build-bench; the binaries must be built there, e.g. by
+# bench/http_bench.sh), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1), BENCH_SERVERS
+# (default "gale uv limit"; any of them, e.g. "gale uv" for the two-server runs of before, and
+# "base": apps/hello of another build, BENCH_BASE_BUILD, to A/B a change against its parent).
 set -u
 
 SECS=${1:-3}
@@ -35,23 +38,54 @@ pipe) WRK_ARGS=(-c256 -s "$ROOT/bench/pipeline.lua") ;;
 plain) WRK_ARGS=(-c64) ;;
 *) echo "http_ab: mode is pipe or plain" >&2; exit 2 ;;
 esac
-for bin in hello uv_hello; do
-    [ -x "$BUILD/bin/$bin" ] || { echo "http_ab: $BUILD/bin/$bin not built" >&2; exit 1; }
+SERVERS=${BENCH_SERVERS:-gale uv limit}
+read -r -a SERVER_LIST <<<"$SERVERS"
+BASE_BUILD=${BENCH_BASE_BUILD:-}
+server_path() {
+    case $1 in
+    gale) echo "$BUILD/bin/hello" ;;
+    uv) echo "$BUILD/bin/uv_hello" ;;
+    limit) echo "$BUILD/bin/limit_hello" ;;
+    base) [ -n "$BASE_BUILD" ] && echo "$BASE_BUILD/bin/hello" ;;
+    esac
+}
+for name in "${SERVER_LIST[@]}"; do
+    bin=$(server_path "$name")
+    [ -n "$bin" ] || { echo "http_ab: unknown server $name (gale, uv, limit, base)" >&2; exit 2; }
+    [ -x "$bin" ] || { echo "http_ab: $bin not built" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "http_ab: wrk not found" >&2; exit 1; }
 
 trap_server_cleanup
 
+# rotated ROUND: the servers in the order of round ROUND (the list rotated by ROUND - 1).
+rotated() {
+    local k=${#SERVER_LIST[@]} i
+    for ((i = 0; i < k; i++)); do printf '%s ' "${SERVER_LIST[$(((i + $1 - 1) % k))]}"; done
+}
+
 for round in $(seq "$ROUNDS"); do
-    for name in $(pair_order "$round"); do
-        if [ "$name" = gale ]; then
+    for name in $(rotated "$round"); do
+        case $name in
+        gale)
             port=18879
             env -u GALE_LOG_LEVEL taskset -c "$CPU_SERVER" "$BUILD/bin/hello" --port $port \
                 2>/dev/null &
-        else
+            ;;
+        uv)
             port=18880
             taskset -c "$CPU_SERVER" "$BUILD/bin/uv_hello" $port >/dev/null 2>&1 &
-        fi
+            ;;
+        limit)
+            port=18881
+            taskset -c "$CPU_SERVER" "$BUILD/bin/limit_hello" $port >/dev/null 2>&1 &
+            ;;
+        base)
+            port=18882
+            env -u GALE_LOG_LEVEL taskset -c "$CPU_SERVER" "$BASE_BUILD/bin/hello" --port $port \
+                2>/dev/null &
+            ;;
+        esac
         SERVER_PID=$!
         wait_port $port || exit 1
         read -r u0 s0 < <(cpu_times "$SERVER_PID")
@@ -71,20 +105,30 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "== $MODE, $ROUNDS rounds of ${SECS}s: medians (us per request), ratios gale/libuv"
+echo "== $MODE, $ROUNDS rounds of ${SECS}s: medians (us per request), paired ratios"
 awk "$AWK_MEDIAN"'
-$2 == "gale" { g++; gr[g] = $3; gu[g] = $4; gs[g] = $5; gt[g] = $6; rq[$1] = $3; ct[$1] = $6 }
-$2 == "uv" { v++; vr[v] = $3; vu[v] = $4; vs[v] = $5; vt[v] = $6; urq[$1] = $3; uct[$1] = $6 }
-END {
-    for (r in uct) {
-        p++; pc[p] = ct[r] / uct[r]; pr[p] = rq[r] / urq[r]
-        if (ct[r] < uct[r]) below++
+{ n[$2]++; rq[$2, n[$2]] = $3; us[$2, n[$2]] = $4; sy[$2, n[$2]] = $5; to[$2, n[$2]] = $6
+  ct[$2, $1] = $6; rs[$2, $1] = $3; rounds[$1] = 1 }
+function show(s, label,    i, a, b, c, d) {
+    if (!n[s]) return
+    for (i = 1; i <= n[s]; i++) { a[i] = rq[s, i]; b[i] = us[s, i]; c[i] = sy[s, i]; d[i] = to[s, i] }
+    printf "%-6s req/s %9.0f  user %.3f  sys %.3f  total %.3f\n", label, median(a, n[s]),
+        median(b, n[s]), median(c, n[s]), median(d, n[s])
+}
+function pair(x, y, lx, ly,    r, p, below, pc, pr) {
+    if (!n[x] || !n[y]) return
+    for (r in rounds) {
+        if (!((x, r) in ct) || !((y, r) in ct)) continue
+        p++; pc[p] = ct[x, r] / ct[y, r]; pr[p] = rs[x, r] / rs[y, r]
+        if (ct[x, r] < ct[y, r]) below++
     }
-    printf "gale  req/s %9.0f  user %.3f  sys %.3f  total %.3f\n", median(gr, g), median(gu, g),
-        median(gs, g), median(gt, g)
-    printf "libuv req/s %9.0f  user %.3f  sys %.3f  total %.3f\n", median(vr, v), median(vu, v),
-        median(vs, v), median(vt, v)
-    printf "paired: CPU per request ratio %.3f (gale below libuv in %d of %d rounds), " \
-        "req/s ratio %.3f\n", median(pc, p), below + 0, p, median(pr, p)
+    printf "paired %s/%s: CPU per request ratio %.3f (%s below %s in %d of %d rounds), " \
+        "req/s ratio %.3f\n", lx, ly, median(pc, p), lx, ly, below + 0, p, median(pr, p)
+}
+END {
+    show("gale", "gale"); show("base", "base"); show("uv", "libuv"); show("limit", "limit")
+    pair("gale", "base", "gale", "base")
+    pair("gale", "uv", "gale", "libuv"); pair("gale", "limit", "gale", "limit")
+    pair("uv", "limit", "libuv", "limit")
 }' "$OUT"
 echo "(runs: $OUT)"

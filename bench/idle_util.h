@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 /* VmRSS of process `pid` in KiB, or -1. */
-static long rss_kib(int pid)
+static inline long rss_kib(int pid)
 {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", pid);
@@ -32,7 +32,7 @@ static long rss_kib(int pid)
     return kib;
 }
 
-static void sleep_s(double s)
+static inline void sleep_s(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -41,7 +41,7 @@ static void sleep_s(double s)
 
 /* A blocking connection to 127.0.0.1:port with a 10 s receive timeout, retrying while the listen
  * backlog is full. Returns the fd, or -1. */
-static int connect_loopback(int port)
+static inline int connect_loopback(int port)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons((uint16_t)port),
@@ -65,7 +65,7 @@ static int connect_loopback(int port)
 
 /* Whether buf[0..n) (NUL-terminated, room for `cap` bytes) holds one whole response: 1 a 200
  * with its Content-Length body, 0 not yet, -1 another status, no Content-Length or no room. */
-static int response_done(const char *buf, size_t n, size_t cap)
+static inline int response_done(const char *buf, size_t n, size_t cap)
 {
     const char *end = strstr(buf, "\r\n\r\n");
     if (!end)
@@ -80,7 +80,7 @@ static int response_done(const char *buf, size_t n, size_t cap)
 }
 
 /* Raises the soft RLIMIT_NOFILE to fit n connections (up to the hard limit). */
-static void fit_nofile(int n)
+static inline void fit_nofile(int n)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)n + 64) {

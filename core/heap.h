@@ -20,7 +20,8 @@
 
 typedef struct gale_heap_node {
     int64_t key;
-    uint64_t seq;
+    uint32_t seq; /* compared modulo 2^32: ties stay FIFO while the live nodes of one key were
+                   * pushed fewer than 2^31 pushes apart */
     uint32_t id;
 } gale_heap_node;
 
@@ -49,7 +50,7 @@ static inline void gale_heap_free(gale_heap *h)
 
 static inline bool gale_heap_less(const gale_heap_node *a, const gale_heap_node *b)
 {
-    return a->key < b->key || (a->key == b->key && a->seq < b->seq);
+    return a->key < b->key || (a->key == b->key && (int32_t)(a->seq - b->seq) < 0);
 }
 
 static inline void gale_heap_place(gale_heap *h, uint32_t i, gale_heap_node node)
@@ -90,7 +91,7 @@ static inline void gale_heap_sift_down(gale_heap *h, uint32_t i)
 }
 
 /* Inserts {key, seq, id}. Returns 0 or -ENOMEM (the heap is unchanged). */
-static inline int gale_heap_push(gale_heap *h, int64_t key, uint64_t seq, uint32_t id)
+static inline int gale_heap_push(gale_heap *h, int64_t key, uint32_t seq, uint32_t id)
 {
     if (h->n == h->cap) {
         uint32_t cap = h->cap ? h->cap * 2 : 64;

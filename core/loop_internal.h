@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/list.h"
 #include "core/loop.h"
 
 /* "Not registered", as old_events (add) or new_events (remove) in ctl(). */
@@ -35,6 +36,18 @@ typedef struct gale__backend {
 
 extern const gale__backend gale__backend_epoll;
 extern const gale__backend gale__backend_poll;
+
+/* A record that outlives its owner's close and is finished by the loop: a TLS connection whose
+ * close_notify waits for the socket. gale_loop_free() calls `release` for each record still owned
+ * (it must remove its handlers and timers and free itself); a record that finishes first leaves
+ * with gale__loop_disown(). */
+typedef struct gale__loop_owned {
+    gale_list link;
+    void (*release)(struct gale__loop_owned *o);
+} gale__loop_owned;
+
+void gale__loop_own(gale_loop *loop, gale__loop_owned *o);
+void gale__loop_disown(gale__loop_owned *o);
 
 /* Checks the timer heap: heap order, every slot's stored index, and the timer count. For tests. */
 bool gale__heap_check(const gale_loop *loop);

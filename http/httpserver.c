@@ -7,8 +7,9 @@
  * readies it for the next request or closes it. This file keeps that path in that order, then
  * deadlines, closing, the server API and graceful shutdown.
  *
- * Per connection: one http_parser, one timer (a lazily re-armed deadline), the peer address and a
- * few flags; nothing large stays allocated between requests. Per request: one block holding the
+ * Per connection: one http_parser, one timer (a lazily re-armed deadline) while a request, a body
+ * or output is under way, the peer address and a few flags; nothing large stays allocated between
+ * requests, and an idle connection holds no timer of its own (see "idle deadlines"). Per request: one block holding the
  * request struct and an arena (httpserver_arena.c), released at finish.
  *
  * Reading: every byte the stream has is handed to the parser, which pauses at the end of each
@@ -22,8 +23,12 @@
  *   from        to          on
  *   IDLE        BODY        a header block with a body after it (gale__conn_expect_body)
  *   IDLE, BODY  HANDLER     a complete request handed to the application (gale__conn_dispatch)
+ *   IDLE        STREAM      a head whose body is streamed, handed to the application
+ *                           (httpserver_stream.c); the body is read while it is there
+ *   STREAM      HANDLER     that body ended
  *   HANDLER     IDLE        its response finished, the connection kept (gale__conn_answered)
  *   HANDLER     CLOSING     its response finished, the connection not kept
+ *   STREAM      CLOSING     its response finished before its body ended (the rest is drained)
  *   IDLE, BODY  CLOSING     a request refused, a body deadline passed (gale__conn_fail), or an
  *                           idle connection closed by a shutdown
  *   CLOSING     LINGER      the last bytes written, input still arriving (start_linger)
@@ -68,8 +73,68 @@ static void on_written_close(gale_stream *s, int status, void *arg);
 static void start_linger(struct gale_http_conn *c);
 static void conn_on_close(gale_stream *s, int reason, void *arg);
 static void drain_check(gale_http_server *srv);
+static void idle_deadline_slow(struct gale_http_conn *c, double now);
+
+/* Sets the idle deadline, watched by the server's sweep (see "idle deadlines" below). Inline for
+ * keep-alive's common case: the connection was the last to go idle and the sweep is armed. */
+static inline __attribute__((always_inline)) void set_idle_deadline(struct gale_http_conn *c,
+                                                                    double now)
+{
+    gale_http_server *srv = c->srv;
+    if (__builtin_expect(srv && srv->conns_tail == c && srv->idle_timer &&
+                             srv->opts.idle_connection_timeout > 0,
+                         1)) {
+        c->deadline = now + srv->opts.idle_connection_timeout;
+        c->idle_listed = true;
+        return;
+    }
+    idle_deadline_slow(c, now);
+}
+
+/* The server's connection list (see gale_http_server.conns). */
+static void list_append(gale_http_server *srv, struct gale_http_conn *c)
+{
+    c->next = NULL;
+    c->prev = srv->conns_tail;
+    if (srv->conns_tail)
+        srv->conns_tail->next = c;
+    else
+        srv->conns = c;
+    srv->conns_tail = c;
+}
+
+static void list_remove(gale_http_server *srv, struct gale_http_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
+    c->prev = c->next = NULL;
+}
 
 /* ---- accepting ---- */
+
+/* Writes the peer's address as text into c->ip (see conn_ip). Returns 0 or -ENOMEM. */
+static int conn_set_ip(struct gale_http_conn *c, const struct sockaddr *peer)
+{
+    char text[INET6_ADDRSTRLEN] = "0.0.0.0";
+    if (peer && peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, text, sizeof text);
+    else if (peer && peer->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, text, sizeof text);
+    size_t len = strlen(text);
+    c->ip_len = (uint8_t)len;
+    if (len < sizeof c->ip.in) {
+        memcpy(c->ip.in, text, len + 1);
+        return 0;
+    }
+    c->ip.heap = strdup(text);
+    return c->ip.heap ? 0 : -ENOMEM;
+}
 
 static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *peer,
                       socklen_t peerlen, void *arg)
@@ -90,24 +155,21 @@ static void on_accept(gale_server *tcp, gale_stream *s, const struct sockaddr *p
     c->stream = s;
     c->loop = gale_stream_loop(s); /* the accepting loop (srv->loop may be NULL) */
     c->tls = gale_stream_is_tls(s);
+    if (conn_set_ip(c, peer) < 0) {
+        free(c);
+        gale_log(GALE_LOG_ERROR, GALE_LOG_GENERAL, "dropping connection: %s",
+                 gale_strerror(-ENOMEM));
+        gale_stream_close(s, -ENOMEM);
+        return;
+    }
     gale__parse_init(c);
-    if (peer && peer->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->ip, sizeof c->ip);
-    else if (peer && peer->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->ip, sizeof c->ip);
-    else
-        strcpy(c->ip, "0.0.0.0");
-    c->ip_len = (uint8_t)strlen(c->ip);
     if (peer && peer->sa_family != AF_UNIX)
         gale_stream_set_nodelay(s, true);
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
+    list_append(srv, c);
     srv->nconns++;
     gale_stream_set_close_cb(s, conn_on_close, c);
     assert(c->phase == PH_IDLE); /* calloc: a connection begins idle */
-    set_deadline(c, srv->opts.idle_connection_timeout);
+    set_idle_deadline(c, gale_loop_time(c->loop));
     conn_resume(c);
 }
 
@@ -119,24 +181,27 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
     if (status < 0 || !c->stream)
         return len; /* the close callback follows */
     if (c->phase == PH_LINGER || c->phase == PH_CLOSING) {
-        c->drained += len;
-        if (c->drained > LINGER_MAX_BYTES)
+        if (len > LINGER_MAX_BYTES - c->drained) {
             gale_stream_close(s, 0);
-        else
+        } else {
+            c->drained += (uint32_t)len;
             gale_stream_read_some(s, conn_on_read, c);
+        }
         return len;
     }
+    struct conn_batch batch = {.time = gale_loop_time(c->loop)};
+    c->batch = &batch;
     c->in_batch = true;
-    c->batch_time = gale_loop_time(c->loop);
     c->busy++;
     size_t off = 0;
-    while (off < len && (c->phase == PH_IDLE || c->phase == PH_BODY) && conn_open(c) && c->srv) {
+    while (off < len && conn_parsing(c) && conn_open(c) && c->srv) {
         /* A client that pipelines without reading: leave the rest buffered until it reads. */
         if (off > 0 && c->phase == PH_IDLE && gale__conn_over_high_water(c))
             break;
         off += gale__parse(c, data + off, len - off);
     }
     c->in_batch = false;
+    c->batch = NULL;
     if (gale__access_pending()) /* the responses leave now: one clock read for all their lines */
         gale__access_flush(gale_loop_time(c->loop));
     if (c->phase == PH_CLOSING) {
@@ -145,7 +210,7 @@ static size_t conn_on_read(gale_stream *s, int status, const char *data, size_t 
         off = len;
     }
     gale__conn_flush(c);
-    if (c->phase == PH_IDLE || c->phase == PH_BODY)
+    if (conn_parsing(c))
         conn_resume(c);
     c->busy--;
     if (!c->stream) /* the handler took the stream (gale_http_request_detach) */
@@ -182,7 +247,13 @@ static void on_drained(gale_stream *s, int status, void *arg)
 {
     struct gale_http_conn *c = arg;
     c->wait_drain = false;
-    if (status == 0 && (c->phase == PH_IDLE || c->phase == PH_BODY))
+    if (status == 0 && conn_parsing(c))
+        conn_resume(c);
+}
+
+void gale__conn_resume(struct gale_http_conn *c)
+{
+    if (conn_parsing(c))
         conn_resume(c);
 }
 
@@ -205,15 +276,20 @@ void gale__conn_expect_body(struct gale_http_conn *c)
 {
     set_phase(c, PH_BODY);
     c->deadline = 0;
-    set_deadline_at(c, c->batch_time, c->srv->opts.body_timeout);
+    set_deadline_at(c, c->batch->time, c->srv->opts.body_timeout);
 }
 
 void gale__conn_answered(struct gale_http_conn *c, bool keep, double now)
 {
     assert(!c->req);
+    if (__builtin_expect(c->phase == PH_STREAM, 0)) {
+        keep = false; /* the rest of a streamed body is drained, never parsed */
+        c->linger = true;
+        c->deadline = 0;
+    }
     if (keep) {
         set_phase(c, PH_IDLE);
-        set_deadline_at(c, now, idle_timeout(c));
+        set_idle_deadline(c, now);
     } else {
         set_phase(c, PH_CLOSING);
         c->close_after_write = true;
@@ -250,7 +326,7 @@ void gale__conn_fail(struct gale_http_conn *c, int status, const char *why)
  * the server shuts down, where it decides between keep-alive and "Connection: close"). */
 bool gale__conn_input_waiting(const struct gale_http_conn *c)
 {
-    if (c->in_batch ? c->batch_left > 0 : gale_stream_read_buffered(c->stream) > 0)
+    if (c->in_batch ? c->batch->left > 0 : gale_stream_read_buffered(c->stream) > 0)
         return true;
     int fd = gale_stream_fd(c->stream), n = 0;
     return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
@@ -439,8 +515,10 @@ static void arm_timer(struct gale_http_conn *c, double at)
 /* Sets the end of the current phase `secs` from now (secs <= 0: no deadline). The timer moves
  * only when the deadline comes earlier than it is armed for; a later deadline is noticed when the
  * timer fires, so a keep-alive request costs no heap operation in the common case. */
-static void set_deadline_at(struct gale_http_conn *c, double now, double secs)
+static inline __attribute__((always_inline)) void set_deadline_at(struct gale_http_conn *c,
+                                                                  double now, double secs)
 {
+    c->idle_listed = false; /* another phase's deadline: the connection's own timer watches it */
     if (!(secs > 0)) {
         c->deadline = 0;
         return;
@@ -448,6 +526,11 @@ static void set_deadline_at(struct gale_http_conn *c, double now, double secs)
     c->deadline = now + secs;
     if (!c->timer || c->timer_at > c->deadline)
         arm_timer(c, c->deadline);
+}
+
+void gale__conn_deadline_at(struct gale_http_conn *c, double start, double secs)
+{
+    set_deadline_at(c, start, secs);
 }
 
 static void set_deadline(struct gale_http_conn *c, double secs)
@@ -464,16 +547,18 @@ static void phase_expired(struct gale_http_conn *c, double now)
     if (c->phase == PH_IDLE && !c->req && gale_stream_write_pending(c->stream) > 0) {
         /* Idle time starts once the last response is out (a slow reader of a large body is
          * not idle; one that reads nothing is closed by the look at write progress below). */
-        c->deadline = now + idle_timeout(c);
+        set_idle_deadline(c, now);
         return;
     }
+    c->idle_listed = false;
     c->deadline = 0;
     switch (c->phase) {
     case PH_BODY: gale__conn_fail(c, 408, "body timeout"); break;
+    case PH_STREAM: gale__stream_fail(c, 408, "body timeout"); break;
     case PH_IDLE:
         if (c->req && c->srv)
             gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
-                     "closing connection from %s: header block not complete in time", c->ip);
+                     "closing connection from %s: header block not complete in time", conn_ip(c));
         gale_stream_close(c->stream, -ETIMEDOUT);
         break;
     case PH_CLOSING:
@@ -497,7 +582,7 @@ static void phase_expired(struct gale_http_conn *c, double now)
 /* `len` response bytes were handed to the stream: watches them if the kernel did not take all. */
 static void output_given(struct gale_http_conn *c, size_t len)
 {
-    c->wgiven += len;
+    c->wgiven += (uint32_t)len;
     if (c->wlook || !conn_open(c))
         return;
     size_t pending = gale_stream_write_pending(c->stream);
@@ -505,7 +590,7 @@ static void output_given(struct gale_http_conn *c, size_t len)
     if (pending == 0 || !(t > 0))
         return;
     double now = gale_loop_time(c->loop);
-    c->wsent = c->wgiven - pending;
+    c->wsent = c->wgiven - (uint32_t)pending;
     c->wprogress = now;
     c->wlook = now + t / WRITE_LOOKS;
     if (!c->timer || c->timer_at > c->wlook)
@@ -521,7 +606,7 @@ static bool output_look(struct gale_http_conn *c, double now)
         c->wlook = 0;
         return true;
     }
-    uint64_t sent = c->wgiven - pending;
+    uint32_t sent = c->wgiven - (uint32_t)pending;
     if (sent != c->wsent) {
         c->wsent = sent;
         c->wprogress = now;
@@ -529,7 +614,7 @@ static bool output_look(struct gale_http_conn *c, double now)
         gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
                  "closing connection from %s: the client read none of %zu queued response "
                  "bytes in %.3g s",
-                 c->ip, pending, now - c->wprogress);
+                 conn_ip(c), pending, now - c->wprogress);
         c->wlook = 0;
         gale_stream_close(c->stream, -ETIMEDOUT);
         return false;
@@ -549,23 +634,113 @@ static void conn_on_timer(gale_loop *loop, void *arg)
     double now = gale_loop_time(loop);
     if (c->wlook && now >= c->wlook && !output_look(c, now))
         return;
-    if (c->deadline && now >= c->deadline)
+    if (c->deadline && now >= c->deadline && !c->idle_listed)
         phase_expired(c, now);
     /* Re-armed for the earlier of the phase deadline and the next look, unless the expiry
-     * closed the connection or armed the timer early enough itself (conn_fail). */
-    double next = c->deadline;
+     * closed the connection or armed the timer early enough itself (conn_fail). An idle
+     * deadline is the sweep's. */
+    double next = c->idle_listed ? 0 : c->deadline;
     if (c->wlook && (!next || c->wlook < next))
         next = c->wlook;
     if (next && conn_open(c) && (!c->timer || c->timer_at > next))
         arm_timer(c, next);
 }
 
+/* ---- idle deadlines: one timer per server ----
+ *
+ * A connection waiting for its next request (after accept, or after a response that kept it)
+ * gets the deadline now + idle_connection_timeout, the same delay for every connection. So rather
+ * than a loop timer each (a timer slot and a heap entry: 40-56 bytes of the loop's per idle
+ * connection), such a connection is moved to the tail of the server's list when that deadline is
+ * set and marked idle_listed: the listed connections are then in deadline order, and one timer
+ * per server, the sweep, fires at the first one's. A connection leaves the idle state without
+ * unlisting (a request arrives: the deadline goes on covering its header block; it is dispatched:
+ * the deadline is cleared; another phase arms its own timer and clears the mark), and the sweep
+ * passes over what is no longer listed, moving it to the tail, out of the way. Keep-alive costs a
+ * move to the tail per request, no heap operation. */
+
+static void idle_sweep(gale_loop *loop, void *arg);
+
+/* Makes sure the sweep runs at `at` or earlier. */
+static void idle_arm(gale_http_server *srv, gale_loop *loop, double at)
+{
+    if (srv->idle_timer) {
+        if (srv->idle_timer_at <= at)
+            return;
+        gale_loop_remove_timeout(srv->idle_loop, srv->idle_timer);
+        srv->idle_timer = 0;
+    }
+    srv->idle_loop = loop;
+    if (gale_loop_call_at(loop, at, idle_sweep, srv, &srv->idle_timer) == 0)
+        srv->idle_timer_at = at;
+    else
+        gale_log(GALE_LOG_ERROR, GALE_LOG_GENERAL, "cannot watch idle connections: %s",
+                 gale_strerror(-ENOMEM));
+}
+
+static void idle_deadline_slow(struct gale_http_conn *c, double now)
+{
+    double t = idle_timeout(c);
+    gale_http_server *srv = c->srv;
+    if (!srv || !(t > 0)) { /* no server left to sweep: the connection's own timer */
+        set_deadline_at(c, now, t);
+        return;
+    }
+    c->deadline = now + t;
+    c->idle_listed = true;
+    if (srv->conns_tail != c) {
+        list_remove(srv, c);
+        list_append(srv, c);
+    }
+    if (!srv->idle_timer)
+        idle_arm(srv, c->loop, c->deadline);
+}
+
+static void idle_sweep(gale_loop *loop, void *arg)
+{
+    gale_http_server *srv = arg;
+    srv->idle_timer = 0;
+    double now = gale_loop_time(loop);
+    /* Each connection at most once: the ones passed over or listed again go to the tail. */
+    size_t n = srv->nconns;
+    struct gale_http_conn *c = srv->conns;
+    while (c && n-- > 0) {
+        struct gale_http_conn *next = c->next;
+        if (!c->idle_listed || !c->deadline || !conn_open(c)) {
+            c->idle_listed = false;
+            if (next) {
+                list_remove(srv, c);
+                list_append(srv, c);
+            }
+        } else if (c->deadline > now) {
+            idle_arm(srv, loop, c->deadline);
+            return;
+        } else {
+            phase_expired(c, now); /* closes it, or lists it again (output still queued) */
+        }
+        c = next;
+    }
+}
+
+/* Hands a listed connection's idle deadline to its own timer (it leaves the server's list). */
+static void idle_unlist(struct gale_http_conn *c)
+{
+    if (!c->idle_listed)
+        return;
+    c->idle_listed = false;
+    if (conn_open(c) && c->deadline && (!c->timer || c->timer_at > c->deadline))
+        arm_timer(c, c->deadline);
+}
+
 /* ---- closing ---- */
 
 void gale__conn_maybe_free(struct gale_http_conn *c)
 {
-    if (!c->stream && !c->req && !c->busy)
+    if (!c->stream && !c->req && !c->busy) {
+        if (c->ip_len >= sizeof c->ip.in)
+            free(c->ip.heap);
         free(c);
+    }
 }
 
 static void conn_unlink(struct gale_http_conn *c)
@@ -573,15 +748,14 @@ static void conn_unlink(struct gale_http_conn *c)
     gale_http_server *srv = c->srv;
     if (!srv)
         return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    list_remove(srv, c);
     srv->nconns--;
     c->srv = NULL;
+    idle_unlist(c);
+    if (srv->nconns == 0 && srv->idle_timer) { /* nothing left to sweep: no timer left behind */
+        gale_loop_remove_timeout(srv->idle_loop, srv->idle_timer);
+        srv->idle_timer = 0;
+    }
 }
 
 static void conn_on_close(gale_stream *s, int reason, void *arg)
@@ -606,10 +780,13 @@ static void conn_on_close(gale_stream *s, int reason, void *arg)
         gale__req_free(r);
     } else if (r) {
         r->closed = true;
-        if (r->close_cb) {
+        if (r->close_cb || r->bs) {
             c->busy++;
             r->in_close_cb = true;
-            r->close_cb(&r->pub, r->close_arg);
+            if (r->close_cb)
+                r->close_cb(&r->pub, r->close_arg);
+            if (r->bs && !r->finished)
+                gale__stream_closed(r); /* its reader hears of it too */
             r->in_close_cb = false;
             c->busy--;
             if (r->finished)
@@ -635,7 +812,7 @@ int gale_http_request_detach(gale_http_request *req, gale_stream **out)
         return -EPIPE;
     r->status = 101;
     if (c->srv && !c->srv->opts.no_access_log)
-        gale__access_log(r, c->in_batch ? c->batch_time : gale_loop_time(c->loop));
+        gale__access_log(r, c->in_batch ? c->batch->time : gale_loop_time(c->loop));
     if (c->timer)
         gale_loop_remove_timeout(c->loop, c->timer);
     c->timer = 0;
@@ -750,7 +927,8 @@ int gale_http_server_bind(gale_http_server *srv, int port, const char *address)
 {
     if (!srv)
         return -EINVAL;
-    return gale_server_bind(srv->tcp, port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG, false);
+    return gale_server_bind(srv->tcp, port, address, AF_UNSPEC, GALE_DEFAULT_BACKLOG,
+                            srv->opts.reuse_port);
 }
 
 int gale_http_server_add_socket(gale_http_server *srv, int fd)
@@ -891,6 +1069,8 @@ void gale_http_server_free(gale_http_server *srv)
         gale_loop_remove_timeout(srv->dloop, srv->drain_timer);
         gale_loop_remove_timeout(srv->dloop, srv->done_timer);
     }
+    if (srv->idle_timer)
+        gale_loop_remove_timeout(srv->idle_loop, srv->idle_timer);
     gale_server_free(srv->tcp);
     while (srv->conns) {
         struct gale_http_conn *c = srv->conns;

@@ -24,13 +24,23 @@
  * briefly, so the client reads the status). idle_connection_timeout is a deadline for a whole
  * header block (idle keep-alive or a client sending its request too slowly: not reset by each
  * byte); body_timeout a deadline for the whole body. "Expect: 100-continue" is answered before the
- * body is read. A client that pipelines without reading its responses is not parsed further while
+ * body is read (for a streamed body: when its reader starts, see below). A client that pipelines without reading its responses is not parsed further while
  * more than 1 MiB of output is queued. idle_connection_timeout also bounds a stalled reader: while
  * response bytes wait in the connection and the kernel takes none of them for that long, the
  * connection closes (a DEBUG log line; an in-flight request gets its close callback). Any bytes
  * taken reset it, so a slow but steady download is never cut however long it takes. Progress is
  * sampled four times per timeout (not per write), so a stall is noticed 1 to 1.25 timeouts after
  * the last progress.
+ *
+ * Streamed bodies (Tornado's HTTPMessageDelegate, which its @stream_request_body builds on): with a
+ * head callback set (gale_http_server_set_head_cb), a request whose head announces a body can be
+ * handed to the request callback as soon as its head is complete, its body then delivered piece
+ * by piece (gale_http_request_read_body) as it arrives, Content-Length and chunked alike (chunk
+ * framing removed). A reader that asks for a pause stops the server reading that connection until
+ * it resumes: the bytes the server holds stay bounded (one read's worth plus the stream's idle
+ * buffer, 64 KiB) and TCP pushes back on the client. A response finished before the body ended
+ * closes the connection after it (the rest of the body is drained briefly, never parsed as a
+ * request).
  *
  * Graceful shutdown (gale_http_server_shutdown): the listening sockets close (new connects are
  * refused), idle keep-alive connections close at once, and every request received before the
@@ -108,6 +118,9 @@ typedef struct gale_http_server_opts {
                               * descriptor limit and the EMFILE pause still bound them) */
     double shutdown_timeout; /* seconds, default 30: the drain deadline the web layer uses
                               * on SIGTERM/SIGINT (gale_app_shutdown) */
+    bool reuse_port;         /* bind with SO_REUSEPORT: start(n > 1) then gives every worker
+                              * listening sockets of its own, the kernel spreading connections
+                              * over them (gale_server_start); default false: one shared socket */
     gale_tls_ctx *tls;       /* Tornado's ssl_options: a server context (net/tls.h) makes every
                               * connection HTTPS (requests say protocol "https"); the server
                               * takes its own reference. NULL (default): plain HTTP */
@@ -171,6 +184,70 @@ size_t gale_http_server_connections(const gale_http_server *srv);
  * loop's next iteration; their memory is released when the handler calls finish) and frees the
  * server. Legal inside the request callback. */
 void gale_http_server_free(gale_http_server *srv);
+
+/* ---- streamed request bodies ---- */
+
+/* Asked when the head of a request with a body (a Content-Length above 0, or chunked) is
+ * complete, before any byte of the body is read and before "100 Continue": return true to take
+ * that body as a stream. The request is then handed to the request callback at once, with an
+ * empty body, and the callback reads the body with gale_http_request_read_body (or finishes
+ * without it). False: the body is collected and the request handed over complete, as without
+ * the callback. The Content-Length is checked against max_body_size only for collected bodies;
+ * a streamed one is checked when its reader starts, against the request's own limit. Runs from
+ * the loop; it must not answer or finish the request. */
+typedef bool (*gale_http_head_cb)(gale_http_request *req, void *arg);
+
+/* Sets (NULL: removes) the server's head callback. Requests whose heads are already parsed are
+ * not affected. */
+void gale_http_server_set_head_cb(gale_http_server *srv, gale_http_head_cb cb, void *arg);
+
+/* Returned by a gale_http_body_cb to stop reading until gale_http_request_resume_body(). */
+#define GALE_HTTP_BODY_PAUSE 1
+
+/* A piece of a streamed body, in order; `data` (len > 0 bytes) lives until the callback
+ * returns. Return 0 for the next piece as it arrives, or GALE_HTTP_BODY_PAUSE: the server then
+ * reads nothing more from the connection until gale_http_request_resume_body() (Tornado's
+ * data_received returning a future). The callback may finish the response (the connection then
+ * closes after it). */
+typedef int (*gale_http_body_cb)(gale_http_request *req, const char *data, size_t len, void *arg);
+
+/* The streamed body ended: `status` 0 when it is complete (the request's body_len stays 0: the
+ * pieces were the body), else why it cannot be read on, with the status a response should give:
+ * -EMSGSIZE (over the body limit: 413), -ETIMEDOUT (body_timeout passed: 408), -EBADMSG
+ * (malformed chunked framing: 400), -ENOMEM (503), or -EPIPE (the connection ended: the request's
+ * close callback ran just before). The request must still be finished; after an error the
+ * connection closes once the response is written. Runs once, from the loop. */
+typedef void (*gale_http_body_end_cb)(gale_http_request *req, int status, void *arg);
+
+/* Whether the request's body is streamed (the head callback took it). */
+bool gale_http_request_body_streamed(const gale_http_request *req);
+
+/* Starts reading a streamed body: answers "100 Continue" if the client asked for it (and no
+ * response byte was sent), then calls `on_piece` for each piece and `on_end` once at the end.
+ * Returns 0 (then `on_end` runs exactly once), -EINVAL (NULL argument, or the body is not
+ * streamed), -EALREADY (reading already started, or the request finished), -EMSGSIZE (the
+ * Content-Length is over the request's body limit: answer 413), -ETIMEDOUT (body_timeout passed
+ * before reading started), -EPIPE (the client left); on error no callback runs. Callbacks: from
+ * the loop, never inside this call. */
+int gale_http_request_read_body(gale_http_request *req, gale_http_body_cb on_piece,
+                                gale_http_body_end_cb on_end, void *arg);
+
+/* Reads on after a piece callback returned GALE_HTTP_BODY_PAUSE (legal inside that callback
+ * too: then it does not pause). The next piece comes from the loop, never inside this call.
+ * Returns 0 (also when not paused), -EINVAL (not streamed), -EPIPE (the client left; `on_end`
+ * had its -EPIPE) or -EALREADY (finished). */
+int gale_http_request_resume_body(gale_http_request *req);
+
+/* Tornado's connection.set_max_body_size for one request: the most body bytes it may bring (its
+ * default: the server's max_body_size). For a streamed body, until its end (a Content-Length is
+ * checked when reading starts, a chunked body as it arrives: -EMSGSIZE to on_end). Returns 0,
+ * -EINVAL (NULL) or -EALREADY (a collected body: already read). */
+int gale_http_request_set_max_body_size(gale_http_request *req, size_t max);
+
+/* Tornado's connection.set_body_timeout for one request: the streamed body must be complete
+ * `seconds` after its head arrived (0: no deadline; default the server's body_timeout). Returns
+ * 0, -EINVAL (NULL, negative or NaN) or -EALREADY (not a streamed body still being read). */
+int gale_http_request_set_body_timeout(gale_http_request *req, double seconds);
 
 /* ---- response ---- */
 

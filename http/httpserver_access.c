@@ -60,7 +60,7 @@ static size_t access_head(const struct req *r, char *out)
     *p++ = ' ';
     *p++ = '(';
     const char *ip = r->pub.remote_ip;
-    n = ip == r->conn->ip ? r->conn->ip_len : strnlen(ip, 64);
+    n = ip == conn_ip(r->conn) ? r->conn->ip_len : strnlen(ip, 64);
     p = put_str(p, ip, n);
     return (size_t)(p - out);
 }
@@ -144,5 +144,5 @@ void gale__access_refused(struct gale_http_conn *c, int status, const char *why)
     const char *method = r && r->pub.method ? r->pub.method : "-";
     const char *uri = r && r->pub.uri ? r->pub.uri : "-";
     gale_log(status >= 500 ? GALE_LOG_ERROR : GALE_LOG_WARNING, GALE_LOG_ACCESS,
-             "%d %s %s (%s): %s", status, method, uri, c->ip, why);
+             "%d %s %s (%s): %s", status, method, uri, conn_ip(c), why);
 }

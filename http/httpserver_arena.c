@@ -41,7 +41,7 @@ struct req *gale__req_new(struct gale_http_conn *c)
     r->user_cl = -1;
     r->status = 200;
     r->pub.conn = c;
-    r->pub.remote_ip = c->ip;
+    r->pub.remote_ip = conn_ip(c);
     r->pub.protocol = c->tls ? "https" : "http";
     r->pub.query = "";
     r->pub.body = "";

@@ -233,8 +233,8 @@ size_t gale__parse_fast(struct gale_http_conn *c, const char *data, size_t len, 
         const char *next = fast_scan(p, end, &h);
         if (!next)
             break;
-        c->exec_data = p;
-        c->piece_end = NULL;
+        c->batch->exec_data = p;
+        c->batch->piece_end = NULL;
         *stop = fast_replay(c, &h);
         if (*stop < 0)
             return len;

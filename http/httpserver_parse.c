@@ -30,8 +30,8 @@
  * gale__parse answers `status` and closes, logging `why`. */
 static int reject(struct gale_http_conn *c, int status, const char *why)
 {
-    c->err_status = status;
-    c->err_why = why;
+    c->batch->err_status = status;
+    c->batch->err_why = why;
     return -1;
 }
 
@@ -148,8 +148,8 @@ static __attribute__((noinline)) unsigned head_end_scan(unsigned st, const char 
  * message_end knows where a request without a body ends without looking again. */
 static inline bool head_end_ok(const struct gale_http_conn *c, struct req *r)
 {
-    const char *q = c->piece_end;
-    if (q && r->last_cb == CB_VALUE && c->exec_end - q >= 4) {
+    const char *q = c->batch->piece_end;
+    if (q && r->last_cb == CB_VALUE && c->batch->exec_end - q >= 4) {
         uint32_t w, crlf2;
         memcpy(&w, q, 4);
         memcpy(&crlf2, "\r\n\r\n", 4);
@@ -160,8 +160,8 @@ static inline bool head_end_ok(const struct gale_http_conn *c, struct req *r)
     }
     /* The last piece is in this call: walk from it; else from where the last call left off
      * (the call's first byte, as a request whose last piece came earlier began earlier). */
-    unsigned st = q ? head_end_scan(head_end_start(r), q, c->exec_end)
-                    : head_end_scan(r->hend, c->exec_data, c->exec_end);
+    unsigned st = q ? head_end_scan(head_end_start(r), q, c->batch->exec_end)
+                    : head_end_scan(r->hend, c->batch->exec_data, c->batch->exec_end);
     return st == HE_DONE;
 }
 
@@ -177,7 +177,7 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
         r->run_base = at;
     size_t off = r->hlen + (size_t)(at - r->run_base);
     r->run_end = at + len;
-    c->piece_end = at + len;
+    c->batch->piece_end = at + len;
     if (off + len > UINT32_MAX / 2)
         return reject(c, 431, "header block too large");
     uint32_t o32 = (uint32_t)off, l32 = (uint32_t)len;
@@ -187,12 +187,12 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
         if (!r->url_len)
             r->url_off = o32;
         r->url_len += l32;
-        if (at + len < c->exec_end) { /* the uri ended in this piece: its version follows */
+        if (at + len < c->batch->exec_end) { /* the uri ended in this piece: its version follows */
             /* Most requests: " HTTP/1.1\r\n" whole in this piece, compared in two loads. */
             static const char tok[12] = " HTTP/1.1\r\n";
             const char *v = at + len;
             r->vpos = V_SP;
-            if (c->exec_end - v >= 11) {
+            if (c->batch->exec_end - v >= 11) {
                 uint64_t a, ta;
                 uint32_t b, tb;
                 memcpy(&a, v, 8);
@@ -203,7 +203,7 @@ static inline __attribute__((always_inline)) int hdr_piece(http_parser *p, int k
                     r->vpos = V_DONE;
             }
             if (r->vpos != V_DONE)
-                version_scan(r, v, c->exec_end);
+                version_scan(r, v, c->batch->exec_end);
         }
     } else if (kind == CB_FIELD && r->last_cb == CB_FIELD) {
         struct hslice *h = &r->hs[r->hn - 1];
@@ -687,8 +687,8 @@ static int request_line(struct gale_http_conn *c, struct req *r, const http_pars
 }
 
 /* Framing (RFC 9112 6.1, 6.3): a Transfer-Encoding must be exactly one final "chunked" and never
- * comes with a Content-Length; duplicate Content-Lengths must agree; a body over the limit is
- * refused before a byte of it is read. `*te`: the request had a Transfer-Encoding. */
+ * comes with a Content-Length; duplicate Content-Lengths must agree. `*te`: the request had a
+ * Transfer-Encoding. */
 static int check_framing(struct gale_http_conn *c, struct req *r, const http_parser *p, bool *te)
 {
     const gale_http_headers *h = &r->pub.headers;
@@ -726,9 +726,6 @@ static int check_framing(struct gale_http_conn *c, struct req *r, const http_par
                           "Transfer-Encoding other than one final chunked, or with "
                           "Content-Length");
     }
-    if (!(p->flags & F_CHUNKED) && (p->flags & F_CONTENTLENGTH) &&
-        p->content_length > c->srv->opts.max_body_size)
-        return reject(c, 413, "body too large");
     return 0;
 }
 
@@ -743,26 +740,41 @@ static bool keep_alive(const struct gale_http_conn *c, const http_parser *p, boo
     return keep && !c->srv->opts.no_keep_alive && !p->upgrade;
 }
 
-/* A body follows the head: answers "100 Continue" when asked (before reading the body), limits
- * a Content-Length body to its length, starts the body deadline, and for a chunked body stops
- * the parser on the head's last byte, where chunk_scan starts. */
-static void start_body(struct gale_http_conn *c, struct req *r, http_parser *p)
+/* A body follows the head: a streamed body is set up for its reader (httpserver_stream.c); a
+ * collected one over the limit is refused before a byte of it is read. Otherwise answers "100
+ * Continue" when asked (before reading the body), limits a Content-Length body to its length,
+ * starts the body deadline, and for a chunked body stops the parser on the head's last byte,
+ * where chunk_scan starts. */
+static int start_body(struct gale_http_conn *c, struct req *r, http_parser *p)
 {
     bool chunked = (p->flags & F_CHUNKED) != 0;
     if (!chunked && !((p->flags & F_CONTENTLENGTH) && p->content_length > 0))
-        return;
-    if (p->http_minor >= 1 &&
-        gale_http_headers_has_token(&r->pub.headers, "Expect", "100-continue"))
-        out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    if (!chunked)
-        r->blimit = (size_t)p->content_length + 1;
-    gale__conn_expect_body(c);
-    if (chunked && p->method != HTTP_CONNECT) {
-        /* (The parser reads a chunked body for an Upgrade request too; only CONNECT's bytes
-         * after the head are not a body to it.) */
-        r->ck = CK_HEAD_LF;
-        http_parser_pause(p, 1);
+        return 0;
+    /* Streamed: handed over at this pause, with "100 Continue" left to its reader. */
+    bool streamed = false;
+    if (c->srv->head_cb) {
+        int rc = gale__stream_wanted(c, r, p);
+        if (rc < 0)
+            return reject(c, 503, "out of memory");
+        streamed = rc > 0;
     }
+    if (!streamed) {
+        if (!chunked && p->content_length > c->srv->opts.max_body_size)
+            return reject(c, 413, "body too large");
+        if (p->http_minor >= 1 &&
+            gale_http_headers_has_token(&r->pub.headers, "Expect", "100-continue"))
+            out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (!chunked)
+            r->blimit = (size_t)p->content_length + 1;
+        gale__conn_expect_body(c);
+    }
+    /* (The parser reads a chunked body for an Upgrade request too; only CONNECT's bytes after
+     * the head are not a body to it.) */
+    if (chunked && p->method != HTTP_CONNECT)
+        r->ck = CK_HEAD_LF;
+    if (r->ck == CK_HEAD_LF || streamed)
+        http_parser_pause(p, 1);
+    return 0;
 }
 
 static int on_headers_complete(http_parser *p)
@@ -772,7 +784,7 @@ static int on_headers_complete(http_parser *p)
     gale_http_server *srv = c->srv;
     if (!r || !srv)
         return reject(c, 400, "header block without a request");
-    size_t here = r->run_end ? (size_t)(r->run_end - c->exec_data) : 0;
+    size_t here = r->run_end ? (size_t)(r->run_end - c->batch->exec_data) : 0;
     if (run_flush(r) < 0)
         return reject(c, 503, "out of memory");
     if (r->hfed + here > srv->opts.max_header_size)
@@ -797,14 +809,15 @@ static int on_headers_complete(http_parser *p)
     r->head = p->method == HTTP_HEAD;
     if (srv->opts.xheaders)
         apply_xheaders(r);
-    start_body(c, r, p);
-    return 0;
+    return start_body(c, r, p);
 }
 
 static int on_chunk_header(http_parser *p)
 {
     struct gale_http_conn *c = p->data;
     struct req *r = c->req;
+    if (r && r->bs && p->content_length > r->bs->max - r->bs->received)
+        return reject(c, 413, "body too large");
     if (r && c->srv && p->content_length > c->srv->opts.max_body_size - r->blen)
         return reject(c, 413, "body too large");
     return 0;
@@ -816,6 +829,10 @@ static int on_body(http_parser *p, const char *at, size_t len)
     struct req *r = c->req;
     if (!r || !c->srv)
         return reject(c, 400, "body without a request");
+    if (r->bs) {
+        int st = gale__stream_piece(c, r, p, at, len);
+        return st ? reject(c, st, "body too large") : 0;
+    }
     if (len > c->srv->opts.max_body_size - r->blen)
         return reject(c, 413, "body too large");
     /* Grown as bytes arrive (never sized up front from a claimed Content-Length). */
@@ -824,7 +841,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
         return reject(c, 413, "body too large");
     memcpy(r->body + r->blen, at, len);
     r->blen += len;
-    c->piece_end = at + len;
+    c->batch->piece_end = at + len;
     return 0;
 }
 
@@ -837,7 +854,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 static const char *message_end(const struct gale_http_conn *c, const http_parser *p,
                                const struct req *r)
 {
-    const char *q = c->piece_end, *e = c->exec_end;
+    const char *q = c->batch->piece_end, *e = c->batch->exec_end;
     if (!q)
         return NULL;
     if (p->flags & F_CHUNKED) {
@@ -871,7 +888,7 @@ static int on_message_complete(http_parser *p)
         r->pub.body = r->body;
         r->pub.body_len = r->blen;
     }
-    r->pub.start_time = c->batch_time;
+    r->pub.start_time = c->batch->time;
     /* Answer it now, inside this parser call, and go on with the next pipelined request in the
      * same call when it finished at once (the common case: one parser call per batch instead of
      * one per request). That needs to know where this request ends, for the input left after it
@@ -879,13 +896,16 @@ static int on_message_complete(http_parser *p)
      * the next one begins. Otherwise, or when the handler runs on, the connection stops or a
      * drain began, pause: gale__parse then has the exact position. */
     const char *end = c->in_batch && !draining(c) ? message_end(c, p, r) : NULL;
+    /* A streamed body is parsed in calls after its head's, with no piece marked (piece_end
+     * stays NULL): it always ends in the pause, where gale__parse tells its reader. */
+    assert(!end || !r->dispatched);
     if (end) {
-        c->batch_left = (size_t)(c->exec_end - end);
+        c->batch->left = (size_t)(c->batch->exec_end - end);
         gale__conn_dispatch(c);
         if (!c->req && c->phase == PH_IDLE && conn_open(c) && c->srv && !draining(c) &&
             !gale__conn_over_high_water(c)) {
-            c->exec_data = end;
-            c->piece_end = NULL;
+            c->batch->exec_data = end;
+            c->batch->piece_end = NULL;
             return 0;
         }
     }
@@ -923,11 +943,11 @@ void gale__parse_init(struct gale_http_conn *c)
 /* The parser knows the methods of RFC 9110 and of the IANA registry it was built with; it stops
  * at the first byte that leaves them. A method it does not know is still a request: 501 when it
  * is a token followed by a space (RFC 9110 15.6.2: a method the server does not recognise), 400
- * when the request line does not begin that way. The request begins at c->exec_data, or began in
+ * when the request line does not begin that way. The request begins at c->batch->exec_data, or began in
  * an earlier call with bytes the parser took as the start of a known method (so, letters). */
 static void reject_method(struct gale_http_conn *c)
 {
-    const char *p = c->exec_data, *e = c->exec_end;
+    const char *p = c->batch->exec_data, *e = c->batch->exec_end;
     while (p < e && (*p == '\r' || *p == '\n')) /* empty lines before a request are allowed */
         p++;
     const char *t = p;
@@ -943,7 +963,13 @@ static void reject_method(struct gale_http_conn *c)
  * calls for. Returns `len`: the rest of the input is not parsed. */
 static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
 {
-    if (!c->err_status) {
+    if (c->req && c->req->bs && c->req->dispatched) {
+        /* The request is with the handler, which answers (httpserver_stream.c). */
+        gale__stream_fail(c, c->batch->err_status ? c->batch->err_status : 400,
+                          c->batch->err_why ? c->batch->err_why : http_errno_description(e));
+        return len;
+    }
+    if (!c->batch->err_status) {
         if (e == HPE_HEADER_OVERFLOW)
             reject_head_size(c, c->req);
         else if (e == HPE_INVALID_METHOD)
@@ -951,7 +977,7 @@ static size_t refuse(struct gale_http_conn *c, enum http_errno e, size_t len)
         else
             reject(c, 400, http_errno_description(e));
     }
-    gale__conn_fail(c, c->err_status, c->err_why);
+    gale__conn_fail(c, c->batch->err_status, c->batch->err_why);
     return len;
 }
 
@@ -965,17 +991,30 @@ static bool continue_scans(struct req *cur, const char *data, size_t len)
      * this read's start.) */
     if (cur->rphase == R_HEADERS && cur->vpos != V_NONE && cur->vpos < V_DONE)
         version_scan(cur, data, data + len);
-    return cur->ck == CK_OFF || cur->ck == CK_DONE || cur->rphase != R_BODY ||
-           chunk_scan(cur, data, data + len);
+    if (cur->ck == CK_OFF || cur->ck == CK_DONE || cur->rphase != R_BODY)
+        return true;
+    /* A streamed body whose reader paused: the bytes walked before the pause come again. */
+    size_t skip = 0;
+    if (cur->bs) {
+        skip = cur->bs->ahead < len ? cur->bs->ahead : len;
+        cur->bs->ahead = 0;
+    }
+    return chunk_scan(cur, data + skip, data + len);
 }
 
-/* A complete request the parser paused on: dispatch it unless on_message_complete already did.
- * `left`: the input after it. */
+/* After a pause with `left` bytes of the call's input unread: a complete request is dispatched
+ * unless on_message_complete already did; a streamed body's reader is told. */
 static void dispatch_paused(struct gale_http_conn *c, size_t left)
 {
-    if (c->req && c->req->rphase == R_DONE && !c->req->dispatched) {
-        c->batch_left = left;
+    struct req *r = c->req;
+    if (r && r->rphase == R_DONE && !r->dispatched) {
+        c->batch->left = left;
         gale__conn_dispatch(c);
+    } else if (r && r->bs) {
+        /* A pause after a piece: the chunked body's walk took this call's input whole. */
+        if (r->dispatched && r->ck != CK_OFF && r->ck != CK_DONE)
+            r->bs->ahead = left;
+        gale__stream_paused(c, r, left);
     }
 }
 
@@ -983,11 +1022,11 @@ static size_t parse_slow(struct gale_http_conn *c, const char *data, size_t len)
 
 size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
 {
-    c->exec_data = data;
-    c->exec_end = data + len;
-    c->piece_end = NULL;
-    c->err_status = 0;
-    c->err_why = NULL;
+    c->batch->exec_data = data;
+    c->batch->exec_end = data + len;
+    c->batch->piece_end = NULL;
+    c->batch->err_status = 0;
+    c->batch->err_why = NULL;
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0); /* a request finished, or a chunked body begins */
     if (c->req && !continue_scans(c->req, data, len)) {
@@ -1005,8 +1044,8 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
             dispatch_paused(c, len - done);
         if (stop > 0 || done == len)
             return done;
-        c->exec_data = data + done;
-        c->piece_end = NULL;
+        c->batch->exec_data = data + done;
+        c->batch->piece_end = NULL;
     }
     return done + parse_slow(c, data + done, len - done);
 }
@@ -1028,7 +1067,7 @@ static size_t parse_slow(struct gale_http_conn *c, const char *data, size_t len)
             reject(c, 503, "out of memory");
             return refuse(c, e, len);
         }
-        r->hfed += (size_t)(data + n - c->exec_data);
+        r->hfed += (size_t)(data + n - c->batch->exec_data);
         /* The head goes on in the next read: where its end's walk stands (head_end_ok). */
         r->hend = (uint8_t)(r->run_end ? head_end_scan(head_end_start(r), r->run_end, data + n)
                                        : head_end_scan(r->hend, data, data + n));

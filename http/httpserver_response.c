@@ -508,7 +508,7 @@ int gale_http_response_flush(gale_http_request *req)
     struct gale_http_conn *c = r->conn;
     int rc = 0;
     if (!r->headers_sent)
-        rc = emit_head(r, false, c->in_batch ? c->batch_time : gale_loop_time(c->loop));
+        rc = emit_head(r, false, c->in_batch ? c->batch->time : gale_loop_time(c->loop));
     if (rc == 0)
         rc = emit_body(r);
     if (!c->in_batch)
@@ -616,7 +616,7 @@ int gale_http_response_finish(gale_http_request *req)
     bool alive = !r->closed && conn_open(c) && c->req == r;
     /* One clock read serves the Date header, the access log and the idle deadline; within a
      * batch its arrival time serves (the access line waits for the batch's end). */
-    double now = c->in_batch ? c->batch_time : gale_loop_time(c->loop);
+    double now = c->in_batch ? c->batch->time : gale_loop_time(c->loop);
     int rc = alive ? emit_final(r, now) : -EPIPE;
     if (c->srv && !c->srv->opts.no_access_log)
         gale__access_log(r, now);
@@ -633,7 +633,7 @@ int gale_http_response_finish(gale_http_request *req)
         gale_stream_close(c->stream, rc);
         return rc;
     }
-    assert(c->phase == PH_HANDLER);
+    assert(c->phase == PH_HANDLER || c->phase == PH_STREAM);
     gale__conn_answered(c, keep, now);
     return 0;
 }

@@ -1,6 +1,6 @@
 /* The HTTP/1.1 server's private shapes, shared by its files (not installed).
  *
- * The server is six files, each with one job, read in this order to follow a request:
+ * The server is seven files, each with one job, read in this order to follow a request:
  *   httpserver.c           the connection: accepting, reading, dispatching, writing, deadlines,
  *                          closing, the server API and graceful shutdown
  *   httpserver_parse.c     the request on the wire: http-parser's callbacks and the checks gale
@@ -12,6 +12,8 @@
  *                          head and the body, flush and finish
  *   httpserver_access.c    the access log line of each request
  *   httpserver_arena.c     request blocks and the per-request arena
+ *   httpserver_stream.c    streamed request bodies: a request handed over at the end of its
+ *                          head, its body delivered piece by piece with flow control
  *
  * The connection's phase changes only through set_phase(), which asserts that the change is one
  * the table in httpserver.c's top comment allows.
@@ -46,10 +48,27 @@ struct obuf {
     size_t len, cap;
 };
 
+/* The state of one batch of input while it is parsed: it lives on conn_on_read's stack, so an
+ * idle connection does not carry it (c->batch is NULL outside a batch). */
+struct conn_batch {
+    double time; /* when the batch arrived */
+    /* Where the current request's bytes begin in the current parser call: the call's input, or
+     * for a request that follows one answered within the same call, the end of that one. The
+     * header-size limit counts from here. */
+    const char *exec_data;
+    const char *exec_end;  /* end of the current parser call's input */
+    const char *piece_end; /* end of the request's last URL, header or body piece in this call
+                            * (NULL: none yet) */
+    size_t left;           /* bytes of the batch after the request being dispatched */
+    const char *err_why;   /* set by reject(): the reason for a refused request's log line */
+    int err_status;        /* and the status it gets */
+};
+
 enum conn_phase {
     PH_IDLE,    /* waiting for, or reading, a header block */
     PH_BODY,    /* reading a body */
     PH_HANDLER, /* a request is with the handler */
+    PH_STREAM,  /* a request is with the handler while its body is still being read */
     PH_CLOSING, /* final bytes being written, then close (or linger) */
     PH_LINGER,  /* write side shut down, draining input before closing */
 };
@@ -59,39 +78,37 @@ struct gale_http_conn {
     gale_http_server *srv;              /* NULL once the server was freed */
     gale_stream *stream;                /* NULL once its close callback ran */
     gale_loop *loop;
-    struct req *req;  /* request being parsed or handled */
-    struct obuf *out; /* output collected in this batch */
-    /* Where the current request's bytes begin in the current parser call: the call's input, or
-     * for a request that follows one answered within the same call, the end of that one. The
-     * header-size limit counts from here. */
-    const char *exec_data;
-    const char *exec_end;  /* end of the current parser call's input */
-    const char *piece_end; /* end of the request's last URL, header or body piece in this call
-                            * (NULL: none yet) */
+    struct req *req;          /* request being parsed or handled */
+    struct obuf *out;         /* output collected in this batch */
+    struct conn_batch *batch; /* the batch of input being parsed (on conn_on_read's stack) */
     http_parser parser;
     gale_timeout timer;
-    double timer_at;   /* when `timer` fires */
-    double batch_time; /* when the current batch of input arrived */
-    double deadline;   /* end of the current phase (0: none) */
-    double wlook;      /* next look at write progress (0: no output waiting) */
-    double wprogress;  /* when the kernel was last seen taking output (or the wait began) */
-    uint64_t wgiven;   /* response bytes handed to the stream */
-    uint64_t wsent;    /* of those, taken by the kernel as of the last look */
-    size_t drained;
-    size_t batch_left;   /* bytes of the current batch after the request being dispatched */
-    int err_status;      /* set by reject(): the status a refused request gets */
-    const char *err_why; /* and the reason for its log line */
+    double timer_at;  /* when `timer` fires */
+    double deadline;  /* end of the current phase (0: none) */
+    double wlook;     /* next look at write progress (0: no output waiting) */
+    double wprogress; /* when the kernel was last seen taking output (or the wait began) */
+    /* Response bytes handed to the stream, and of those the ones the kernel had taken at the last
+     * look: counted modulo 2^32, only their difference (below 4 GiB) matters. */
+    uint32_t wgiven, wsent;
+    uint32_t drained; /* input read and dropped while lingering (up to LINGER_MAX_BYTES) */
     /* Calls into user code (the handler, a close or flush callback) running now that may end the
      * connection: it is freed only once they all returned (conn_maybe_free). */
-    int busy;
+    uint32_t busy;
     struct flush_wait *flush_waits; /* flush callbacks not yet handed to the stream */
     uint8_t phase;                  /* enum conn_phase, changed by set_phase() only */
     /* in_batch: a batch of input is being parsed; responses collect in `out` and leave with one
      * write at its end (conn_on_read), and access lines wait for that write. */
     bool in_batch, close_after_write, linger, wait_drain;
     bool tls; /* the connection speaks TLS: requests say protocol "https" */
+    /* The idle deadline (c->deadline) is watched by the server's idle sweep, not c->timer. */
+    bool idle_listed;
     uint8_t ip_len;
-    char ip[INET6_ADDRSTRLEN];
+    /* The peer address as text (conn_ip): inline when it fits, as every IPv4 address does; an
+     * IPv6 one has an allocation of its own, so an idle IPv4 connection stays small. */
+    union {
+        char in[INET_ADDRSTRLEN];
+        char *heap;
+    } ip;
 };
 
 struct gale_http_server {
@@ -100,8 +117,15 @@ struct gale_http_server {
     gale_http_server_opts opts;
     gale_http_request_cb cb;
     void *arg;
-    struct gale_http_conn *conns;
+    gale_http_head_cb head_cb; /* asks whether a body is streamed (NULL: never) */
+    void *head_arg;
+    /* Every connection; those whose idle deadline the sweep watches (idle_listed) are in
+     * deadline order, as each is moved to the tail when that deadline is set. */
+    struct gale_http_conn *conns, *conns_tail;
     size_t nconns;
+    gale_loop *idle_loop;    /* the loop of the connections, where the sweep runs */
+    gale_timeout idle_timer; /* the sweep, due at the first listed deadline */
+    double idle_timer_at;
     /* graceful shutdown */
     bool draining, done_called;
     gale_loop *dloop;         /* the loop the drain's timers run on */
@@ -115,9 +139,10 @@ struct gale_http_server {
 /* The phase changes the connection may make (bit `to` of legal_next[from]); httpserver.c's top
  * comment has the table with the event behind each. */
 static const uint8_t gale__legal_next[] = {
-    [PH_IDLE] = 1u << PH_BODY | 1u << PH_HANDLER | 1u << PH_CLOSING,
+    [PH_IDLE] = 1u << PH_BODY | 1u << PH_HANDLER | 1u << PH_STREAM | 1u << PH_CLOSING,
     [PH_BODY] = 1u << PH_HANDLER | 1u << PH_CLOSING,
     [PH_HANDLER] = 1u << PH_IDLE | 1u << PH_CLOSING,
+    [PH_STREAM] = 1u << PH_HANDLER | 1u << PH_CLOSING,
     [PH_CLOSING] = 1u << PH_LINGER,
     [PH_LINGER] = 0,
 };
@@ -126,6 +151,11 @@ static inline void set_phase(struct gale_http_conn *c, enum conn_phase to)
 {
     assert(c->phase < sizeof gale__legal_next && (gale__legal_next[c->phase] & (1u << to)));
     c->phase = (uint8_t)to;
+}
+
+static inline const char *conn_ip(const struct gale_http_conn *c)
+{
+    return c->ip_len < sizeof c->ip.in ? c->ip.in : c->ip.heap;
 }
 
 static inline bool conn_open(const struct gale_http_conn *c)
@@ -154,6 +184,10 @@ void gale__conn_answered(struct gale_http_conn *c, bool keep, double now);
 /* The header block is complete and a body follows: the connection reads it under the body
  * deadline. */
 void gale__conn_expect_body(struct gale_http_conn *c);
+/* Reads the next bytes unless the connection is not taking input now (conn_parsing). */
+void gale__conn_resume(struct gale_http_conn *c);
+/* Sets the end of the current phase `secs` after `start` (secs <= 0: none). */
+void gale__conn_deadline_at(struct gale_http_conn *c, double start, double secs);
 /* Whether input follows the request being answered (asked while shutting down). */
 bool gale__conn_input_waiting(const struct gale_http_conn *c);
 /* Whether more output than the high-water mark is queued. */
@@ -255,6 +289,7 @@ struct req {
     uint8_t ck;   /* where chunk_scan is in a chunked body (CK_OFF: not walking one) */
     uint8_t hend; /* where head_end_scan is after the head's last piece, across reads */
     uint64_t ck_left; /* chunk_scan: the chunk size being read, then its data bytes still due */
+    struct body_stream *bs; /* a streamed body (httpserver_stream.c), NULL for a collected one */
     bool body_heap, w_heap, hstore_heap;
     bool get; /* the method is GET */
     bool keep_alive, head, headers_sent, closed, finished, dispatched, in_close_cb;
@@ -332,6 +367,55 @@ extern const http_parser_settings gale__parser_settings;
  * paused (its handler runs on, or the batch must stop), -1 when one was refused (c->err_status
  * says how; the whole input is then consumed). */
 size_t gale__parse_fast(struct gale_http_conn *c, const char *data, size_t len, int *stop);
+
+/* httpserver_stream.c */
+
+/* A request body taken as a stream: its reader and where it stands. In the request's arena. */
+struct body_stream {
+    gale_http_body_cb on_piece;
+    gale_http_body_end_cb on_end;
+    void *arg;
+    unsigned long long length; /* the Content-Length (chunked: 0) */
+    unsigned long long received;
+    size_t max;    /* the body limit (gale_http_request_set_max_body_size) */
+    size_t ahead;  /* chunked: bytes past the parser's position already walked by chunk_scan */
+    int failed;    /* the error that ended the body early (0: none) */
+    bool chunked;  /* the body is chunked */
+    bool expect;   /* "Expect: 100-continue": answered when the reader starts */
+    bool paused;   /* on_piece asked for a pause: no input taken until resume */
+    bool in_piece; /* on_piece is running */
+    bool resumed;  /* resume was called while on_piece ran */
+    bool ended;    /* on_end ran or is due no more */
+};
+
+/* Whether the connection takes input now: waiting for or reading a head or a collected body, or
+ * reading a streamed body whose reader is ready for more. */
+static inline bool conn_parsing(const struct gale_http_conn *c)
+{
+    if (c->phase == PH_IDLE || c->phase == PH_BODY)
+        return true;
+    const struct body_stream *bs = c->phase == PH_STREAM && c->req ? c->req->bs : NULL;
+    return bs && bs->on_piece && !bs->paused && !bs->ended;
+}
+
+/* At the end of a head with a body: asks the server's head callback whether the body is
+ * streamed, and if so sets the request up for it (the caller pauses the parser on the head's
+ * last byte). Returns 1 (streamed), 0 (collected as usual) or -ENOMEM. */
+int gale__stream_wanted(struct gale_http_conn *c, struct req *r, http_parser *p);
+/* The parser paused on a streamed request: at the end of its head (it is handed to the
+ * application now), after a piece its reader paused on, or at the end of its body (the reader
+ * is told). `left`: the call's input after the parser's position. */
+void gale__stream_paused(struct gale_http_conn *c, struct req *r, size_t left);
+/* A piece of a streamed body (on_body), handed to its reader; pauses the parser after it when
+ * the reader paused or finished the response. Returns 0, or 413 when over the body limit. */
+int gale__stream_piece(struct gale_http_conn *c, struct req *r, http_parser *p, const char *at,
+                       size_t len);
+/* The body of a streamed request cannot go on (`status`: 400, 408, 413, 503): its reader is
+ * told; the handler answers, and the connection closes after that answer. */
+void gale__stream_fail(struct gale_http_conn *c, int status, const char *why);
+/* The connection of a request whose streamed body had not ended closed (inside the request's
+ * close window: a finish here is released after it). */
+void gale__stream_closed(struct req *r);
 
 /* httpserver_response.c */
 

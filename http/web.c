@@ -141,12 +141,16 @@ int gale__app_route_owned(gale_app *app, const char *pattern, const gale_handler
 }
 
 static void on_request(gale_http_request *req, void *arg);
+static bool on_head(gale_http_request *req, void *arg);
 
 static int make_server(gale_app *app)
 {
     if (app->srv)
         return -EALREADY;
-    return gale_http_server_new(NULL, &app->opts, on_request, app, &app->srv);
+    int rc = gale_http_server_new(NULL, &app->opts, on_request, app, &app->srv);
+    if (rc == 0) /* a body for a stream_request_body class is streamed */
+        gale_http_server_set_head_cb(app->srv, on_head, app);
+    return rc;
 }
 
 int gale_app_listen(gale_app *app, int port, const char *address)
@@ -414,6 +418,19 @@ static void leave(gale_handler *h)
         release(h);
 }
 
+void gale__handler_hold(gale_handler *h) { h->busy++; }
+void gale__handler_unhold(gale_handler *h) { leave(h); }
+
+void gale__handler_method(gale_handler *h, gale_handler_fn fn)
+{
+    h->busy++;
+    h->async = h->cls->async;
+    fn(h);
+    if (!h->finished && !h->async)
+        gale_finish(h);
+    leave(h);
+}
+
 static void on_close(gale_http_request *req, void *arg)
 {
     gale_handler *h = arg;
@@ -506,6 +523,16 @@ static int set_path_args(gale_handler *h, const struct gale__route *r, const reg
 
 static void write_error_body(gale_handler *h, int code);
 
+/* At the end of a head with a body: streamed when the class it goes to asks for that. */
+static bool on_head(gale_http_request *req, void *arg)
+{
+    gale_app *app = arg;
+    regmatch_t stack_pm[STACK_GROUPS], *pm = stack_pm;
+    const struct gale__route *r = gale__route_match(&app->routes, req, stack_pm, STACK_GROUPS, &pm);
+    const gale_handler_class *cls = r ? r->cls : app->default_cls;
+    return cls && cls->stream_request_body;
+}
+
 static void on_request(gale_http_request *req, void *arg)
 {
     gale_app *app = arg;
@@ -553,7 +580,8 @@ static void on_request(gale_http_request *req, void *arg)
     } else {
         if (gale__web_before_prepare(h) && cls->prepare)
             cls->prepare(h);
-        if (!h->finished && gale__web_before_method(h))
+        if (!h->finished && gale__web_before_method(h) &&
+            !(cls->stream_request_body && gale__web_stream_begin(h, fn)))
             fn(h);
         if (!h->finished && !h->async)
             gale_finish(h);

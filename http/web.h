@@ -91,6 +91,20 @@ typedef struct gale_handler_class {
      * current user; otherwise GET and HEAD redirect to the app's login URL with ?next=<uri>
      * (500 when none is set) and other methods answer 403. */
     unsigned authenticated;
+    /* Tornado's @stream_request_body: a request with a body is handed to this class as soon as
+     * its head is complete. set_default_headers, prepare and the XSRF and authentication checks
+     * run first (a prepare may raise the limit with gale_set_max_body_size, or refuse: the body
+     * is then never read); then data_received gets each piece of the body as it arrives
+     * (Content-Length and chunked alike, chunk framing removed), and the method runs after the
+     * last one, with gale_body() empty. A request without a body runs as for any class. */
+    bool stream_request_body;
+    /* A piece of a streamed body (`data`: len > 0 bytes, valid until it returns). Returns 0 for
+     * the next piece as it arrives; GALE_BODY_PAUSE to stop the server reading the connection
+     * until gale_body_resume(h) (Tornado's data_received returning a future: a handler writing
+     * to a slow disk keeps memory bounded however large the upload); or a negative errno, which
+     * fails the request (gale_fail: 500). It may finish the response itself (the connection
+     * closes after it: the rest of the body is not read as a request). NULL: pieces dropped. */
+    int (*data_received)(gale_handler *h, const char *data, size_t len);
 } gale_handler_class;
 
 /* Methods, for gale_handler_class.authenticated. */
@@ -176,7 +190,9 @@ int gale_app_add_socket(gale_app *app, int fd);
 int gale_app_listen_unix(gale_app *app, const char *path, int mode);
 
 /* Tornado's bind() + start(n): binds now, then gale_app_start() forks `nprocs` workers (<= 0: one
- * per CPU, 1: no fork) that all accept on the socket. Call start before any loop runs. */
+ * per CPU, 1: no fork) that all accept on the socket, or, with gale_app_opts(app)->reuse_port set
+ * before the bind, each on a listening socket of its own (SO_REUSEPORT; gale_server_start). Call
+ * start before any loop runs. */
 int gale_app_bind(gale_app *app, int port, const char *address);
 int gale_app_start(gale_app *app, int nprocs);
 
@@ -358,6 +374,32 @@ int gale_set_cookie(gale_handler *h, const char *name, const char *value,
                     const gale_cookie_opts *opts);
 /* Sets an expired, empty cookie to delete `name` (same path/domain rules as set_cookie). */
 int gale_clear_cookie(gale_handler *h, const char *name, const gale_cookie_opts *opts);
+
+/* ---- streamed request bodies (stream_request_body classes) ---- */
+
+/* What data_received returns to pause the body. */
+#define GALE_BODY_PAUSE GALE_HTTP_BODY_PAUSE
+
+/* Reads on after data_received returned GALE_BODY_PAUSE (inside data_received: it then does not
+ * pause); the next piece comes from the loop. Returns 0, also when not paused; -EINVAL (not a
+ * streamed request); -EALREADY (finished). When the body ended while paused (the client left,
+ * or the body deadline passed), the request ends here instead: -EPIPE after on_connection_close
+ * (the response finishes), -ETIMEDOUT (answered 408); then, outside a handler callback, `h` is
+ * gone when this returns. While paused the request is never released under the handler: a
+ * handler that paused calls this once its work is done (or finishes the response instead, and
+ * then does not call it). */
+int gale_body_resume(gale_handler *h);
+
+/* Tornado's request.connection.set_max_body_size: the largest body this request may bring
+ * (default: the server's max_body_size), from prepare, before the body is read; over it the
+ * request is answered 413 (a Content-Length before a byte is read, a chunked body as it
+ * arrives). Returns 0, -EALREADY (not a streamed body: it was read already). */
+int gale_set_max_body_size(gale_handler *h, size_t max);
+
+/* Tornado's request.connection.set_body_timeout: the streamed body must be complete `seconds`
+ * after its head arrived (0: no deadline; default: the server's body_timeout), else 408. Returns
+ * 0, -EINVAL (negative or NaN) or -EALREADY (not a streamed body still being read). */
+int gale_set_body_timeout(gale_handler *h, double seconds);
 
 /* ---- coroutine methods ---- */
 

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "http/httpserver.h"
 #include "http/web.h"
@@ -39,9 +40,44 @@ int gale__route_add(gale__route_table *t, const char *pattern, const gale_handle
 
 /* The first route matching the request's path, or NULL. `*pm` gets the capture offsets (index 2
  * onward are the user's groups) from `stack` when `nstack` holds them, else from the request
- * arena; it is left alone for a literal route, which has no groups. */
-const struct gale__route *gale__route_match(const gale__route_table *t, gale_http_request *req,
-                                            regmatch_t *stack, size_t nstack, regmatch_t **pm);
+ * arena; it is left alone for a literal route, which has no groups. Inline: it runs for every
+ * request (web.c's on_request) and for the head of every request with a body (on_head: whether
+ * its class streams the body), and a call out of on_request costs the hot path. */
+static inline __attribute__((always_inline)) const struct gale__route *
+gale__route_match(const gale__route_table *t, gale_http_request *req, regmatch_t *stack,
+                  size_t nstack, regmatch_t **pm)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const struct gale__route *r = &t->routes[i];
+        if (r->literal) {
+            /* Inline: literal routes are short and this runs for every request. */
+            const char *a = r->literal, *b = req->path;
+            while (*a && *a == *b)
+                a++, b++;
+            if (*a == *b)
+                return r;
+            continue;
+        }
+        size_t n = r->ngroups + 2;
+        regmatch_t *m = n <= nstack ? stack : gale_http_request_alloc(req, n * sizeof *m);
+        if (r->prefix && strncmp(req->path, r->prefix, r->prefix_len) != 0)
+            continue;       /* cannot match: no regexec */
+        if (!r->compiled) { /* "<literal>(.*)" */
+            if (!m)
+                continue;
+            regoff_t end = (regoff_t)strlen(req->path);
+            m[0] = m[1] = (regmatch_t){0, end};
+            m[2] = (regmatch_t){(regoff_t)r->prefix_len, end};
+            *pm = m;
+            return r;
+        }
+        if (m && regexec(&r->re, req->path, n, m, 0) == 0) {
+            *pm = m;
+            return r;
+        }
+    }
+    return NULL;
+}
 
 /* gale_app_route() for a route whose `arg` the application owns: `arg_free(arg)` runs when the
  * application is freed (also when adding the route fails). Returns as gale_app_route(). */
@@ -99,6 +135,7 @@ struct gale__handler_web {
     bool no_compress; /* the body goes out as it is (a static file) */
     bool compress_on; /* the app's setting when the request arrived (the app may be freed before
                        * an async response finishes) */
+    struct gale__web_stream *stream; /* a streamed body's reader (web_stream.c), or NULL */
 };
 
 struct gale__app_settings *gale__app_settings(gale_app *app);
@@ -116,6 +153,19 @@ const char *gale__handler_out_header(gale_handler *h, const char *name);
 int gale__compress_filter(gale_handler *h, bool final);
 /* Frees the filter's state (at the release). */
 void gale__compress_free(gale_handler *h);
+
+/* web.c, for the parts that call into the handler from their own callbacks: hold keeps `h` from
+ * being released while a handler callback runs (a finish inside it releases at unhold); method
+ * runs `fn` as the request's method (finishing after it unless the class or the method went
+ * async), holding `h`. */
+void gale__handler_hold(gale_handler *h);
+void gale__handler_unhold(gale_handler *h);
+void gale__handler_method(gale_handler *h, gale_handler_fn fn);
+
+/* web_stream.c: takes over a stream_request_body class's request after prepare and the checks:
+ * reads its body into data_received, then runs `fn`. Returns false when the request has no
+ * streamed body (then the caller runs `fn` as usual). */
+bool gale__web_stream_begin(gale_handler *h, gale_handler_fn fn);
 
 /* web_secure.c: the checks around prepare and the method. Each returns true when the request
  * goes on, false when it answered (403, a redirect to the login page). */

@@ -259,41 +259,6 @@ int gale__route_add(gale__route_table *t, const char *pattern, const gale_handle
     return 0;
 }
 
-const struct gale__route *gale__route_match(const gale__route_table *t, gale_http_request *req,
-                                            regmatch_t *stack, size_t nstack, regmatch_t **pm)
-{
-    for (size_t i = 0; i < t->n; i++) {
-        const struct gale__route *r = &t->routes[i];
-        if (r->literal) {
-            /* Inline: literal routes are short and this runs for every request. */
-            const char *a = r->literal, *b = req->path;
-            while (*a && *a == *b)
-                a++, b++;
-            if (*a == *b)
-                return r;
-            continue;
-        }
-        size_t n = r->ngroups + 2;
-        regmatch_t *m = n <= nstack ? stack : gale_http_request_alloc(req, n * sizeof *m);
-        if (r->prefix && strncmp(req->path, r->prefix, r->prefix_len) != 0)
-            continue;       /* cannot match: no regexec */
-        if (!r->compiled) { /* "<literal>(.*)" */
-            if (!m)
-                continue;
-            regoff_t end = (regoff_t)strlen(req->path);
-            m[0] = m[1] = (regmatch_t){0, end};
-            m[2] = (regmatch_t){(regoff_t)r->prefix_len, end};
-            *pm = m;
-            return r;
-        }
-        if (m && regexec(&r->re, req->path, n, m, 0) == 0) {
-            *pm = m;
-            return r;
-        }
-    }
-    return NULL;
-}
-
 void gale__route_table_free(gale__route_table *t)
 {
     for (size_t i = 0; i < t->n; i++) {

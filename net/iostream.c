@@ -131,11 +131,12 @@ static void free_stream(gale_stream *s)
 {
     /* Still the result of a connect future nobody took it from: empty the future first, so
      * neither freeing it later nor reading its result touches this memory. */
-    if (s->owner_future)
-        gale_future_steal_result(s->owner_future); /* clears owner_future through the unlink */
+    if (s->ext && s->ext->owner_future) /* cleared through the unlink: */
+        gale_future_steal_result(s->ext->owner_future);
     clear_read(s);
     gale_buffer_free(&s->rbuf);
     gale__tls_free(s->tls);
+    free(s->ext);
     free(s);
 }
 
@@ -207,11 +208,13 @@ static void push_done(gale_stream *s, struct wreq *w)
 
 static void connect_done(gale_stream *s, int status)
 {
-    gale_done_cb cb = s->connect_cb;
+    struct gale__stream_ext *x = s->ext; /* there since the connect or start_tls */
     s->connect_pending = false;
-    s->connect_cb = NULL;
-    if (cb)
-        cb(s, status, s->connect_arg);
+    if (!x || !x->connect_cb)
+        return;
+    gale_done_cb cb = x->connect_cb;
+    x->connect_cb = NULL;
+    cb(s, status, x->connect_arg);
 }
 
 /* The close sequence, from the loop: connect, pending read, writes, close callback; then the
@@ -881,7 +884,7 @@ static void deferred_run(gale_loop *loop, void *arg)
     gale_stream *s = arg;
     s->deferred = false;
     if (!s->closed && s->connect_pending && !s->connecting && !s->handshaking) {
-        int st = s->connect_status;
+        int st = s->ext ? s->ext->connect_status : 0;
         connect_done(s, st);
         if (st < 0)
             close_internal(s, st);
@@ -926,7 +929,7 @@ static void close_internal(gale_stream *s, int reason)
     s->closed = true;
     s->close_reason = reason;
     if (s->tls)
-        gale__stream_tls_closing(s); /* close_notify, before the fd goes */
+        gale__stream_tls_closing(s); /* close_notify, before the fd goes (or with it) */
     if (s->fd >= 0) {
         gale_loop_remove_handler(s->loop, s->fd);
         close(s->fd);
@@ -974,18 +977,24 @@ int gale_stream_connect(gale_loop *loop, const struct sockaddr *addr, socklen_t 
         close(fd);
         return -ENOMEM;
     }
-    s->connect_cb = cb;
-    s->connect_arg = arg;
+    struct gale__stream_ext *x = gale__stream_ext(s);
+    if (!x) {
+        free_stream(s);
+        close(fd);
+        return -ENOMEM;
+    }
+    x->connect_cb = cb;
+    x->connect_arg = arg;
     s->connect_pending = true;
     unsigned events = 0;
     if (connect(fd, addr, addrlen) == 0) {
-        s->connect_status = 0;
+        x->connect_status = 0;
         events = GALE_READ;
     } else if (errno == EINPROGRESS) {
         s->connecting = true;
         events = GALE_WRITE;
     } else {
-        s->connect_status = -errno;
+        x->connect_status = -errno;
     }
     int rc = gale_loop_add_handler(loop, fd, events, on_events, s);
     if (rc < 0) {

@@ -146,19 +146,22 @@ gale_future *gale_stream_connect_future(gale_loop *loop, const struct sockaddr *
 static void future_stream_dtor(void *p)
 {
     gale_stream *s = p;
-    s->owner_future = NULL;
+    s->ext->owner_future = NULL;
     gale_stream_close(s, 0);
 }
 
-static void future_stream_unlink(void *p) { ((gale_stream *)p)->owner_future = NULL; }
+static void future_stream_unlink(void *p) { ((gale_stream *)p)->ext->owner_future = NULL; }
 
 /* Linked before completing: a done callback may steal the stream (unlink clears the link) or
  * drop the last reference to the future (its dtor clears it). */
 int gale__stream_set_future_result(gale_future *f, gale_stream *s)
 {
-    s->owner_future = f;
+    struct gale__stream_ext *x = gale__stream_ext(s);
+    if (!x)
+        return -ENOMEM;
+    x->owner_future = f;
     int rc = gale_future_set_result_linked(f, s, future_stream_dtor, future_stream_unlink);
     if (rc)
-        s->owner_future = NULL;
+        x->owner_future = NULL;
     return rc;
 }

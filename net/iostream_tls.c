@@ -11,9 +11,10 @@
  * says why in words. After the handshake, the stream's ordinary read and write paths run on
  * OpenSSL's records (net/iostream.c's receive() and send_iov()).
  *
- * Close: close_notify is sent once if the handshake finished and the socket takes it at once
- * (never waited for), then OpenSSL's state is freed with the fd; the error text and negotiated
- * facts stay readable until the stream itself is freed.
+ * Close: close_notify is sent if the handshake finished; when the socket does not take it at once
+ * the loop finishes it (for up to 3 s, net/tls.c) while the stream closes as usual. OpenSSL's state
+ * leaves with the fd; the error text and negotiated facts stay readable until the stream itself is
+ * freed.
  */
 #include <assert.h>
 #include <errno.h>
@@ -28,18 +29,19 @@
 static void handshake_expired(gale_loop *loop, void *arg)
 {
     gale_stream *s = arg;
-    s->handshake_timer = 0;
+    s->ext->handshake_timer = 0;
     if (s->closed || !s->handshaking)
         return;
-    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing", s->fd);
+    gale_log_debug(GALE_LOG_GENERAL, "stream fd %d: TLS handshake not done in time, closing",
+                   s->fd);
     gale__stream_close_now(s, -ETIMEDOUT);
 }
 
 static void stop_timer(gale_stream *s)
 {
-    if (s->handshake_timer) {
-        gale_loop_remove_timeout(s->loop, s->handshake_timer);
-        s->handshake_timer = 0;
+    if (s->ext && s->ext->handshake_timer) {
+        gale_loop_remove_timeout(s->loop, s->ext->handshake_timer);
+        s->ext->handshake_timer = 0;
     }
 }
 
@@ -48,8 +50,8 @@ static void handshake_done(gale_stream *s)
 {
     s->handshaking = false;
     stop_timer(s);
-    if (s->connect_cb) {
-        s->connect_status = 0;
+    if (s->ext && s->ext->connect_cb) {
+        s->ext->connect_status = 0;
         s->connect_pending = true;
         gale__stream_schedule(s);
         return; /* deferred_run calls back, then reads and writes as usual */
@@ -78,7 +80,10 @@ void gale__stream_tls_closing(gale_stream *s)
 {
     stop_timer(s);
     s->handshaking = false;
-    gale__tls_shutdown(s->tls);
+    if (s->fd >= 0)
+        gale_loop_remove_handler(s->loop, s->fd);
+    if (gale__tls_close(s->tls, s->loop, s->fd))
+        s->fd = -1; /* the loop finishes the close_notify, then closes the fd */
 }
 
 int gale_stream_start_tls(gale_stream *s, gale_tls_ctx *ctx, const char *server_hostname,
@@ -93,20 +98,23 @@ int gale_stream_start_tls(gale_stream *s, gale_tls_ctx *ctx, const char *server_
     if (s->tls || s->connecting || s->connect_pending || s->wq_head || s->read_kind != RK_NONE ||
         gale_buffer_len(&s->rbuf) > 0)
         return GALE_ESTATE; /* as Tornado: only on a connected stream with nothing under way */
+    struct gale__stream_ext *x = gale__stream_ext(s);
+    if (!x)
+        return -ENOMEM;
     int rc = gale__tls_new(ctx, s->fd, server_hostname, &s->tls);
     if (rc < 0)
         return rc;
     s->handshaking = true;
-    s->connect_cb = cb;
-    s->connect_arg = arg;
+    x->connect_cb = cb;
+    x->connect_arg = arg;
     s->connect_pending = cb != NULL;
     double limit = gale_tls_handshake_timeout(ctx);
     if (limit > 0 &&
-        gale_loop_call_later(s->loop, limit, handshake_expired, s, &s->handshake_timer) < 0) {
+        gale_loop_call_later(s->loop, limit, handshake_expired, s, &x->handshake_timer) < 0) {
         gale__tls_free(s->tls);
         s->tls = NULL;
         s->handshaking = false;
-        s->connect_cb = NULL;
+        x->connect_cb = NULL;
         s->connect_pending = false;
         return -ENOMEM;
     }

@@ -22,6 +22,7 @@
 #include "core/fault_internal.h"
 #include "core/log.h"
 #include "net/resolver.h"
+#include "net/tcpserver_internal.h"
 
 #define EMFILE_RETRY_DELAY 0.1 /* seconds between accept attempts while out of descriptors */
 #define MAX_LISTEN_FDS 16
@@ -46,6 +47,10 @@ struct gale_server {
     bool at_limit;     /* inside a max_connections episode (clients wait in the backlog) */
     double limit_since;
     gale_tls_ctx *tls; /* every accepted connection speaks TLS (NULL: plain) */
+    /* Bound with SO_REUSEPORT before accepting: the sockets are not listening yet, start() makes
+     * them listen (n == 1) or gives each worker listening sockets of its own (n > 1). */
+    bool listen_deferred;
+    int backlog;
 };
 
 /* ---- binding ---- */
@@ -78,8 +83,9 @@ static void sockaddr_set_port(struct sockaddr *sa, int port)
         ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
 }
 
-/* One pass of bind_sockets. Returns 0, a negative errno, or -EADDRINUSE when a port picked for an
- * earlier family is taken in a later one (the caller retries with a new port). */
+/* One pass of bind_sockets (backlog < 0: bound, not listening). Returns 0, a negative errno, or
+ * -EADDRINUSE when a port picked for an earlier family is taken in a later one (the caller
+ * retries with a new port). */
 static int bind_pass(const struct addrinfo *list, int port, int backlog, bool reuse_port, int *fds,
                      size_t max, size_t *n)
 {
@@ -124,7 +130,7 @@ static int bind_pass(const struct addrinfo *list, int port, int backlog, bool re
                     continue;
                 }
             }
-            if (!err && listen(fd, backlog) < 0)
+            if (!err && backlog >= 0 && listen(fd, backlog) < 0)
                 err = -errno;
             if (!err && *n == max)
                 err = -ENOSPC;
@@ -147,8 +153,9 @@ static int bind_pass(const struct addrinfo *list, int port, int backlog, bool re
     return *n > 0 ? 0 : -EADDRNOTAVAIL;
 }
 
-int gale_bind_sockets(int port, const char *address, int family, int backlog, bool reuse_port,
-                      int *fds, size_t max, size_t *n)
+/* gale_bind_sockets, leaving the sockets bound but not listening when `listen_too` is false. */
+static int bind_sockets(int port, const char *address, int family, int backlog, bool reuse_port,
+                        bool listen_too, int *fds, size_t max, size_t *n)
 {
     if (!fds || !n || max == 0 || port < 0 || port > 65535 ||
         (family != AF_UNSPEC && family != AF_INET && family != AF_INET6))
@@ -158,6 +165,7 @@ int gale_bind_sockets(int port, const char *address, int family, int backlog, bo
         address = NULL;
     if (backlog <= 0)
         backlog = GALE_DEFAULT_BACKLOG;
+    int pass_backlog = listen_too ? backlog : -1;
     char service[8];
     snprintf(service, sizeof service, "%d", port);
     struct addrinfo hints = {
@@ -174,7 +182,7 @@ int gale_bind_sockets(int port, const char *address, int family, int backlog, bo
     /* Port 0 binds the first family to a free port and the others to the same one; if that port
      * is taken in another family, start over (a few times) with a new one. */
     for (int attempt = 0; attempt < 5; attempt++) {
-        err = bind_pass(list, port, backlog, reuse_port, fds, max, n);
+        err = bind_pass(list, port, pass_backlog, reuse_port, fds, max, n);
         if (err != -EADDRINUSE || port != 0)
             break;
     }
@@ -183,6 +191,12 @@ int gale_bind_sockets(int port, const char *address, int family, int backlog, bo
         gale_log_warning(GALE_LOG_GENERAL, "cannot bind %s:%d: %s", address ? address : "*", port,
                          gale_strerror(err));
     return err;
+}
+
+int gale_bind_sockets(int port, const char *address, int family, int backlog, bool reuse_port,
+                      int *fds, size_t max, size_t *n)
+{
+    return bind_sockets(port, address, family, backlog, reuse_port, true, fds, max, n);
 }
 
 /* Whether something listens at `sun`: a connect that is accepted or queued (EAGAIN: the backlog
@@ -351,6 +365,7 @@ static void leave_limit(gale_server *srv)
 
 static void conn_closed(gale_stream *s, void *arg);
 static int fork_processes(int n, int max_restarts, const int *listen_fds, size_t nlisten);
+static int listen_now(gale_server *srv);
 
 /* Accepts up to a batch on `fd`. Returns false if the server was stopped or freed meanwhile. */
 static bool accept_batch(gale_server *srv, int fd)
@@ -517,7 +532,9 @@ int gale_server_add_socket(gale_server *srv, int fd)
     }
     if (srv->accepting)
         return 0; /* paused on EMFILE: the retry timer picks it up */
-    int err = start_accepting(srv);
+    int err = listen_now(srv);
+    if (!err)
+        err = start_accepting(srv);
     if (err)
         srv->nfds--;
     return err;
@@ -530,12 +547,17 @@ int gale_server_bind(gale_server *srv, int port, const char *address, int family
         return -EINVAL;
     if (srv->nfds == MAX_LISTEN_FDS)
         return -ENOSPC;
+    if (srv->listen_deferred && !reuse_port)
+        return -EINVAL; /* the workers could not bind their own sockets next to this one */
     size_t n = 0;
-    int err = gale_bind_sockets(port, address, family, backlog, reuse_port, srv->fds + srv->nfds,
-                                MAX_LISTEN_FDS - srv->nfds, &n);
+    bool defer = reuse_port && !srv->accepting && (srv->nfds == 0 || srv->listen_deferred);
+    int err = bind_sockets(port, address, family, backlog, reuse_port, !defer, srv->fds + srv->nfds,
+                           MAX_LISTEN_FDS - srv->nfds, &n);
     if (err)
         return err;
     size_t first = srv->nfds;
+    srv->listen_deferred = defer;
+    srv->backlog = backlog > 0 ? backlog : GALE_DEFAULT_BACKLOG;
     if (srv->accepting && srv->watching) {
         /* Already accepting: the new sockets must be watched too, or none is added. */
         for (size_t i = first; i < first + n; i++) {
@@ -571,6 +593,35 @@ static int cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* Makes sockets bound for a deferred listen listen now (one process serves them). */
+static int listen_now(gale_server *srv)
+{
+    if (!srv->listen_deferred)
+        return 0;
+    for (size_t i = 0; i < srv->nfds; i++)
+        if (listen(srv->fds[i], srv->backlog) < 0)
+            return -errno;
+    srv->listen_deferred = false;
+    return 0;
+}
+
+/* Bound with SO_REUSEPORT and never listened on: the supervisor keeps those sockets (the port
+ * stays this server's, and no connection waits in a queue nobody accepts from), and each worker
+ * replaces its copies with listening sockets of its own (net/tcpserver_reuseport.c). */
+static int rebind_all(gale_server *srv)
+{
+    for (size_t i = 0; i < srv->nfds; i++) {
+        int fd = gale__reuseport_rebind(srv->fds[i], true, srv->backlog);
+        if (fd < 0) {
+            gale_log_error(GALE_LOG_GENERAL, "cannot listen on a socket of its own for port %d: %s",
+                           gale_server_port(srv), gale_strerror(fd));
+            return fd;
+        }
+        srv->fds[i] = fd;
+    }
+    return 0;
+}
+
 int gale_server_start(gale_server *srv, int nprocs)
 {
     if (!srv)
@@ -592,7 +643,17 @@ int gale_server_start(gale_server *srv, int nprocs)
         int id = fork_processes(nprocs, 100, srv->fds, srv->nfds);
         if (id < 0)
             return id;
+        if (srv->listen_deferred) {
+            int err = rebind_all(srv);
+            if (err)
+                return err;
+        }
+    } else {
+        int err = listen_now(srv);
+        if (err)
+            return err;
     }
+    srv->listen_deferred = false;
     return start_accepting(srv);
 }
 

@@ -66,7 +66,11 @@ int gale_server_add_socket(gale_server *srv, int fd);
  * negative errno. */
 int gale_server_listen(gale_server *srv, int port, const char *address);
 
-/* Binds sockets without accepting yet, for gale_server_start() (Tornado's bind()). */
+/* Binds sockets without accepting yet, for gale_server_start() (Tornado's bind()). With
+ * `reuse_port` (before accepting) the sockets are bound but not listening until start: start(1)
+ * makes them listen, start(n > 1) gives each worker listening sockets of its own (see there), so
+ * no client is queued on a socket that is about to be replaced. Returns 0, -EINVAL (a bind
+ * without `reuse_port` after one with it, before start), or bind_sockets' errors. */
 int gale_server_bind(gale_server *srv, int port, const char *address, int family, int backlog,
                      bool reuse_port);
 
@@ -78,7 +82,11 @@ int gale_server_bind(gale_server *srv, int port, const char *address, int family
  * gale_fork_processes). The parent keeps its copies of the listening sockets only to restart
  * workers: on the first SIGTERM/SIGINT it closes them before forwarding the signal, so once the
  * workers have closed theirs (a graceful drain) new clients are refused rather than left in a
- * backlog nobody accepts from. */
+ * backlog nobody accepts from. Sockets bound with `reuse_port` (gale_server_bind) are not shared:
+ * the parent keeps them bound but never listening (they hold the port and take no connections),
+ * and each worker listens on sockets of its own at the same addresses (SO_REUSEPORT), so the
+ * kernel spreads new connections over the workers instead of every worker waking for one queue;
+ * a worker that cannot make them returns the error here (and exits; the parent restarts it). */
 int gale_server_start(gale_server *srv, int nprocs);
 
 /* The local port of the first listening socket (useful after binding port 0), or a negative

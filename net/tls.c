@@ -37,9 +37,11 @@
 #include <pthread.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/fault_internal.h"
 #include "core/loop.h"
+#include "core/loop_internal.h"
 
 #define STAGE_SIZE 16384
 #define ERR_TEXT 160
@@ -68,8 +70,9 @@ struct gale__tls {
     int fd;
     int sock_err; /* errno of the last failed socket call */
     unsigned want;
-    bool eof;  /* the socket said end of stream */
-    bool done; /* handshake finished */
+    size_t wpend; /* plaintext length of a record OpenSSL holds half-sent (0: none) */
+    bool eof;     /* the socket said end of stream */
+    bool done;    /* handshake finished */
     bool resumed;
     const char *version;
     char alpn[32];
@@ -612,6 +615,7 @@ ssize_t gale__tls_read(gale__tls *t, char *buf, size_t len)
 }
 
 static _Thread_local char stage[STAGE_SIZE];
+_Static_assert(STAGE_SIZE >= SSL3_RT_MAX_PLAIN_LENGTH, "a half-sent record is retried from stage");
 
 ssize_t gale__tls_writev(gale__tls *t, const struct iovec *iov, int iovcnt)
 {
@@ -643,6 +647,8 @@ ssize_t gale__tls_writev(gale__tls *t, const struct iovec *iov, int iovcnt)
         size_t w = 0;
         ERR_clear_error();
         int rc = SSL_write_ex(t->ssl, p, len, &w);
+        /* One record per call (partial writes); a retry finishes it before anything else. */
+        t->wpend = rc == 1 ? 0 : len < SSL3_RT_MAX_PLAIN_LENGTH ? len : SSL3_RT_MAX_PLAIN_LENGTH;
         if (rc != 1) {
             ssize_t r = io_result(t, rc, false);
             if (r == 0)
@@ -680,6 +686,126 @@ void gale__tls_shutdown(gale__tls *t)
     ERR_clear_error();
     SSL_free(t->ssl);
     t->ssl = NULL;
+}
+
+/* ---- a close_notify that waits for the socket ----
+ *
+ * A close_notify the socket does not take at once (its send buffer is full, or a send came back
+ * short) must not be cut: the peer would read a truncated record or a bare end of stream, and
+ * OpenSSL peers then treat the connection as attacked and drop its session, so the next
+ * connection cannot resume. The loop takes the fd and the OpenSSL state and, when the socket is
+ * writable, finishes the record OpenSSL holds half-sent and then the alert, for up to
+ * LINGER_SECONDS (nginx waits as long), then closes. Queued bytes OpenSSL has not taken are
+ * dropped, as a close drops them on plain TCP. */
+
+#define LINGER_SECONDS 3.0
+
+struct notify_linger {
+    gale__loop_owned owned;
+    gale_loop *loop;
+    gale_timeout timer;
+    gale__tls t; /* the BIO's data: the fd and the SSL */
+};
+
+static void linger_end(struct notify_linger *l)
+{
+    if (l->timer)
+        gale_loop_remove_timeout(l->loop, l->timer);
+    gale_loop_remove_handler(l->loop, l->t.fd);
+    close(l->t.fd);
+    ERR_clear_error();
+    SSL_free(l->t.ssl);
+    free(l);
+}
+
+/* The loop is being freed with the alert still waiting. */
+static void linger_release(gale__loop_owned *o) { linger_end((struct notify_linger *)o); }
+
+static void linger_finish(struct notify_linger *l)
+{
+    gale__loop_disown(&l->owned);
+    linger_end(l);
+}
+
+static void linger_expired(gale_loop *loop, void *arg)
+{
+    (void)loop;
+    struct notify_linger *l = arg;
+    l->timer = 0;
+    gale_log_debug(GALE_LOG_GENERAL, "fd %d: close_notify not taken in %.0f s, closing", l->t.fd,
+                   LINGER_SECONDS);
+    linger_finish(l);
+}
+
+/* One step of the close: the record OpenSSL holds half-sent (a retry with any bytes of its length
+ * finishes it: its ciphertext is already made), then close_notify. Returns 1 when done, 0 when
+ * the socket must take more first, -1 on an error. */
+static int close_step(gale__tls *t)
+{
+    ERR_clear_error();
+    if (t->wpend) {
+        size_t w = 0;
+        int rc = SSL_write_ex(t->ssl, stage, t->wpend, &w);
+        if (rc != 1)
+            return SSL_get_error(t->ssl, rc) == SSL_ERROR_WANT_WRITE && !t->sock_err ? 0 : -1;
+        t->wpend = 0;
+    }
+    int rc = SSL_shutdown(t->ssl);
+    if (rc >= 0)
+        return 1;
+    return SSL_get_error(t->ssl, rc) == SSL_ERROR_WANT_WRITE && !t->sock_err ? 0 : -1;
+}
+
+static void linger_writable(gale_loop *loop, int fd, unsigned events, void *arg)
+{
+    (void)loop;
+    (void)fd;
+    struct notify_linger *l = arg;
+    if (!(events & GALE_ERROR) && close_step(&l->t) == 0)
+        return; /* more to go */
+    linger_finish(l);
+}
+
+/* Moves the pending close_notify of `t` (its SSL, and `fd`) to a linger record on `loop`.
+ * Returns false when it cannot (out of memory), leaving `t` as it was. */
+static bool linger_start(gale__tls *t, gale_loop *loop, int fd)
+{
+    struct notify_linger *l = gale__fault_alloc() ? NULL : calloc(1, sizeof *l);
+    if (!l)
+        return false;
+    l->loop = loop;
+    l->owned.release = linger_release;
+    l->t.fd = fd;
+    l->t.ssl = t->ssl;
+    l->t.wpend = t->wpend;
+    l->t.done = true;
+    if (gale_loop_add_handler(loop, fd, GALE_WRITE, linger_writable, l) < 0) {
+        free(l);
+        return false;
+    }
+    if (gale_loop_call_later(loop, LINGER_SECONDS, linger_expired, l, &l->timer) < 0) {
+        gale_loop_remove_handler(loop, fd);
+        free(l);
+        return false;
+    }
+    BIO_set_data(SSL_get_wbio(t->ssl), &l->t);
+    t->ssl = NULL;
+    gale__loop_own(loop, &l->owned);
+    return true;
+}
+
+bool gale__tls_close(gale__tls *t, gale_loop *loop, int fd)
+{
+    if (!t->ssl || !t->done || t->sock_err || t->eof || fd < 0) {
+        gale__tls_shutdown(t);
+        return false;
+    }
+    if (close_step(t) == 0 && linger_start(t, loop, fd))
+        return true;
+    ERR_clear_error();
+    SSL_free(t->ssl);
+    t->ssl = NULL;
+    return false;
 }
 
 void gale__tls_free(gale__tls *t)
@@ -723,6 +849,7 @@ ssize_t gale__tls_writev(gale__tls *t, const struct iovec *iov, int n) { return 
 unsigned gale__tls_want(const gale__tls *t) { return 0; }
 bool gale__tls_pending(const gale__tls *t) { return false; }
 void gale__tls_shutdown(gale__tls *t) {}
+bool gale__tls_close(gale__tls *t, gale_loop *loop, int fd) { return false; }
 void gale__tls_free(gale__tls *t) {}
 const char *gale__tls_error(const gale__tls *t) { return ""; }
 const char *gale__tls_alpn(const gale__tls *t) { return ""; }

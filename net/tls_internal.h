@@ -13,6 +13,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "core/loop.h"
 #include "net/tls.h"
 
 typedef struct gale__tls gale__tls;
@@ -42,6 +43,12 @@ bool gale__tls_pending(const gale__tls *t);
 /* Sends close_notify if the handshake finished (best effort, never blocks) and releases the
  * OpenSSL state; the error text and negotiated facts stay readable until gale__tls_free. */
 void gale__tls_shutdown(gale__tls *t);
+
+/* The stream's close: as gale__tls_shutdown, except that a close_notify the socket does not take
+ * at once is finished by `loop` (for up to 3 s) before `fd` is closed. Returns true when the loop
+ * took `fd` (the caller must neither watch nor close it any more), false when the caller closes
+ * it now. Either way the OpenSSL state has left `t`. */
+bool gale__tls_close(gale__tls *t, gale_loop *loop, int fd);
 void gale__tls_free(gale__tls *t);
 
 const char *gale__tls_error(const gale__tls *t); /* "" when none */

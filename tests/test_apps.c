@@ -1,9 +1,11 @@
 /* Black-box tests of the command lines of apps/hello, demo, echo and fetch (all through
  * core/options): --help and --version on stdout with exit 0, --port=N, an unknown option or a bad
  * value naming itself with exit 2, a taken port reported with a non-zero exit, hello --quiet,
- * --unix-socket and --xheaders. Each test runs the real binaries and talks to them over real
- * sockets. */
+ * --unix-socket, --xheaders and hello --processes (a listening socket per worker, both serving, a
+ * dead worker restarted, SIGTERM ending all). Each test runs the real binaries and talks to them
+ * over real sockets. */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -459,6 +461,188 @@ START_TEST(test_apps_fetch_accepts_timeout_equals)
 }
 END_TEST
 
+/* ---- hello --processes ---- */
+
+/* The inodes of the TCP sockets on local port `port` in `state` (hex, /proc/net/tcp: "01"
+ * established, "0A" listening), IPv4 and IPv6. Returns how many (at most `max`). */
+static int tcp_inodes(int port, const char *state, unsigned long *out, int max)
+{
+    static const char *const files[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    int n = 0;
+    for (int f = 0; f < 2; f++) {
+        FILE *fp = fopen(files[f], "r");
+        if (!fp)
+            continue;
+        char line[512];
+        while (fgets(line, sizeof line, fp) && n < max) {
+            char local[128], st[8];
+            unsigned long inode;
+            if (sscanf(line, " %*d: %127s %*s %7s %*s %*s %*s %*s %*s %lu", local, st, &inode) != 3)
+                continue;
+            const char *colon = strrchr(local, ':');
+            if (colon && strtol(colon + 1, NULL, 16) == port && strcmp(st, state) == 0)
+                out[n++] = inode;
+        }
+        fclose(fp);
+    }
+    return n;
+}
+
+/* How many of `pid`'s descriptors are sockets among `inodes`; `*first` gets the first found. */
+static int sockets_among(pid_t pid, const unsigned long *inodes, int n, unsigned long *first)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[400], link[64];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t len = readlink(path, link, sizeof link - 1);
+        unsigned long inode;
+        if (len <= 0)
+            continue;
+        link[len] = '\0';
+        if (sscanf(link, "socket:[%lu]", &inode) != 1)
+            continue;
+        for (int i = 0; i < n; i++) {
+            if (inodes[i] == inode) {
+                if (count++ == 0 && first)
+                    *first = inode;
+                break;
+            }
+        }
+    }
+    closedir(d);
+    return count;
+}
+
+#define HELLO_CONNS 32
+
+/* Opens HELLO_CONNS keep-alive connections to hello on `port`, each answered once. */
+static void open_served(int port, int *fds)
+{
+    static const char req[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    for (int i = 0; i < HELLO_CONNS; i++) {
+        fds[i] = test_connect_tcp(port);
+        ck_assert_int_ge(fds[i], 0);
+        test_set_timeouts(fds[i], 10);
+        ck_assert_int_eq(test_write_all(fds[i], req, sizeof req - 1), 0);
+        char buf[1024] = "";
+        size_t got = 0;
+        while (!strstr(buf, "Hello, world!")) {
+            ssize_t r = read(fds[i], buf + got, sizeof buf - 1 - got);
+            ck_assert_int_gt(r, 0);
+            got += (size_t)r;
+            buf[got] = '\0';
+        }
+        ck_assert(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    }
+}
+
+static pid_t start_hello_processes(int port, FILE *err)
+{
+    char pbuf[16];
+    snprintf(pbuf, sizeof pbuf, "%d", port);
+    char *argv[] = {"hello", "--port", pbuf, "--processes", "2", NULL};
+    pid_t pid = spawn("hello", argv, stdout, err);
+    ck_assert(wait_listening(pid, port, NULL));
+    return pid;
+}
+
+/* Waits until `parent` has `n` children again (a restart takes a moment). */
+static int wait_children(pid_t parent, pid_t *out, int n)
+{
+    int got = 0;
+    for (int i = 0; i < 500 && (got = test_children_of(parent, out, 8)) != n; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return got;
+}
+
+static void wait_gone(pid_t pid)
+{
+    for (int i = 0; i < 500 && kill(pid, 0) == 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_msg(kill(pid, 0) < 0, "process %d still runs", (int)pid);
+}
+
+START_TEST(test_apps_hello_processes_each_worker_listens_and_serves)
+{
+    int port = test_free_port();
+    FILE *err = tmpfile();
+    pid_t pid = start_hello_processes(port, err);
+    pid_t w[8];
+    ck_assert_int_eq(wait_children(pid, w, 2), 2);
+
+    /* Each worker listens on a socket of its own; the supervisor listens on none. */
+    unsigned long listening[16], l0 = 0, l1 = 0;
+    int nl = tcp_inodes(port, "0A", listening, 16);
+    ck_assert_int_ge(sockets_among(w[0], listening, nl, &l0), 1);
+    ck_assert_int_ge(sockets_among(w[1], listening, nl, &l1), 1);
+    ck_assert_uint_ne(l0, l1);
+    ck_assert_int_eq(sockets_among(pid, listening, nl, NULL), 0);
+
+    /* The kernel spreads connections over the two: 32 land on one alone with odds 2^-31. */
+    int fds[HELLO_CONNS];
+    open_served(port, fds);
+    unsigned long est[256];
+    int ne = tcp_inodes(port, "01", est, 256);
+    int s0 = sockets_among(w[0], est, ne, NULL), s1 = sockets_among(w[1], est, ne, NULL);
+    ck_assert_msg(s0 > 0 && s1 > 0 && s0 + s1 == HELLO_CONNS,
+                  "connections per worker: %d and %d of %d", s0, s1, HELLO_CONNS);
+    for (int i = 0; i < HELLO_CONNS; i++)
+        close(fds[i]);
+
+    /* SIGTERM to the supervisor stops every process, cleanly. */
+    stop_cleanly("hello", pid);
+    wait_gone(w[0]);
+    wait_gone(w[1]);
+    free(slurp(err));
+}
+END_TEST
+
+START_TEST(test_apps_hello_processes_restarts_a_dead_worker)
+{
+    int port = test_free_port();
+    FILE *err = tmpfile();
+    pid_t pid = start_hello_processes(port, err);
+    pid_t w[8];
+    ck_assert_int_eq(wait_children(pid, w, 2), 2);
+    ck_assert_int_eq(kill(w[0], SIGKILL), 0);
+    wait_gone(w[0]);
+    pid_t now[8];
+    ck_assert_int_eq(wait_children(pid, now, 2), 2);
+    ck_assert(now[0] != w[0] && now[1] != w[0]);
+    /* The new worker listens again, and every connection is answered. */
+    for (int i = 0; i < 500 && test_children_of(pid, now, 8) == 2; i++) {
+        unsigned long listening[16];
+        int nl = tcp_inodes(port, "0A", listening, 16);
+        if (sockets_among(now[0], listening, nl, NULL) &&
+            sockets_among(now[1], listening, nl, NULL))
+            break;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    int fds[HELLO_CONNS];
+    open_served(port, fds);
+    for (int i = 0; i < HELLO_CONNS; i++)
+        close(fds[i]);
+    stop_cleanly("hello", pid);
+    char *log = slurp(err);
+    char want[64];
+    snprintf(want, sizeof want, "(pid %d) killed by signal %d", (int)w[0], SIGKILL);
+    ck_assert_msg(strstr(log, want), "no line saying %s in:\n%s", want, log);
+    free(log);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("apps");
@@ -478,6 +662,11 @@ int main(void)
     tcase_add_test(tl, test_apps_demo_xheaders_trusts_proxy_address);
     tcase_add_test(tl, test_apps_fetch_accepts_timeout_equals);
     suite_add_tcase(s, tl);
+    TCase *tp = tcase_create("processes");
+    tcase_set_timeout(tp, 60);
+    tcase_add_test(tp, test_apps_hello_processes_each_worker_listens_and_serves);
+    tcase_add_test(tp, test_apps_hello_processes_restarts_a_dead_worker);
+    suite_add_tcase(s, tp);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -9,7 +9,6 @@
  * teardown asserts that the server still answers GET / and then exits cleanly on SIGTERM.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -140,33 +139,6 @@ static void teardown_demo(void)
         return;
     expect_get("/", 200, "Hello, world!");
     stop_demo();
-}
-
-/* The pids of `parent`'s children, from /proc/PID/stat (field 4, after the ")" of the name). */
-static int children_of(pid_t parent, pid_t *out, int max)
-{
-    DIR *d = opendir("/proc");
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < max) {
-        char path[300], buf[512];
-        if (e->d_name[0] < '1' || e->d_name[0] > '9')
-            continue;
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        int ppid;
-        if (rp && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == parent)
-            out[n++] = (pid_t)atoi(e->d_name);
-    }
-    closedir(d);
-    return n;
 }
 
 /* ---- routes ---- */
@@ -999,7 +971,7 @@ START_TEST(test_demo_processes_serve_requests)
 
     /* Two workers under a supervisor; SIGTERM to the supervisor ends them all. */
     pid_t workers[8];
-    int n = children_of(g_pid, workers, 8);
+    int n = test_children_of(g_pid, workers, 8);
     ck_assert_int_eq(n, 2);
     stop_demo();
     for (int i = 0; i < n; i++) {

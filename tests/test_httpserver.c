@@ -1212,6 +1212,42 @@ START_TEST(test_httpserver_stalled_body_closed_after_body_timeout)
 }
 END_TEST
 
+/* One sweep per server watches the idle deadlines, in the order connections went idle: a
+ * connection that keeps making requests moves to the back and outlives the ones that went idle
+ * with it, however early it was accepted. */
+START_TEST(test_httpserver_idle_sweep_spares_the_active_connection)
+{
+    start_with_timeouts(1.0, 5);
+    int a = test_connect_tcp(port), b = test_connect_tcp(port), c = test_connect_tcp(port);
+    ck_assert(a >= 0 && b >= 0 && c >= 0);
+    test_run_for(loop, 0.05);
+    static const char req[] = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+    double start = gale_loop_time(loop);
+    while (gale_loop_time(loop) - start < 2.5) { /* a request on `a` about every 0.1 s */
+        ck_assert_int_eq(test_write_all(a, req, sizeof req - 1), 0);
+        char buf[512];
+        ssize_t n = -1;
+        for (int tries = 0; n <= 0 && tries < 100; tries++) { /* its answer, however late */
+            test_run_for(loop, 0.01);
+            n = recv(a, buf, sizeof buf - 1, MSG_DONTWAIT);
+        }
+        ck_assert_int_gt(n, 0);
+        buf[n] = '\0';
+        ck_assert_ptr_nonnull(strstr(buf, "\r\n\r\nhello"));
+        test_run_for(loop, 0.1);
+    }
+    char byte;
+    ck_assert_int_eq(recv(b, &byte, 1, MSG_DONTWAIT), 0); /* closed at the idle deadline */
+    ck_assert_int_eq(recv(c, &byte, 1, MSG_DONTWAIT), 0);
+    ck_assert_int_eq(recv(a, &byte, 1, MSG_DONTWAIT), -1); /* open, nothing to read */
+    ck_assert_int_eq(errno, EAGAIN);
+    ck_assert_uint_eq(gale_http_server_connections(srv), 1);
+    close(a);
+    close(b);
+    close(c);
+}
+END_TEST
+
 static bool server_had_and_lost_connection(void *arg)
 {
     return nrequests > 0 && gale_http_server_connections(srv) == 0;
@@ -1809,6 +1845,7 @@ static Suite *httpserver_suite(void)
           test_httpserver_chunked_framing_checked_across_every_split}},
         {"timeouts",
          {test_httpserver_idle_keep_alive_connection_closed,
+          test_httpserver_idle_sweep_spares_the_active_connection,
           test_httpserver_unused_connection_closed,
           test_httpserver_slowloris_closed_at_header_deadline,
           test_httpserver_stalled_body_closed_after_body_timeout,

@@ -389,3 +389,31 @@ int test_stop_app(pid_t pid)
     waitpid(pid, &status, 0);
     return status;
 }
+
+/* The pids of `parent`'s children, from /proc/PID/stat (field 4, after the ")" of the name). */
+int test_children_of(pid_t parent, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        char path[300], buf[512];
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        int ppid;
+        if (rp && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == parent)
+            out[n++] = (pid_t)atoi(e->d_name);
+    }
+    closedir(d);
+    return n;
+}

@@ -52,5 +52,7 @@ pid_t test_start_app(const char *name, char *const argv[], int port);
 int test_free_port(void);
 /* SIGTERM, then SIGKILL after 5 s; reaps. Returns the wait status. */
 int test_stop_app(pid_t pid);
+/* The pids of `parent`'s children (at most `max`), from /proc/PID/stat. Returns how many. */
+int test_children_of(pid_t parent, pid_t *out, int max);
 
 #endif
