@@ -12,7 +12,8 @@
 # `callgrind_annotate` (build with RelWithDebInfo for line numbers).
 #
 # Environment: BENCH_BUILD (default build-bench), BENCH_CPU (default 0: server and wrk share
-# one CPU, which changes nothing for an instruction count).
+# one CPU, which changes nothing for an instruction count), BENCH_PORT (default 18879; uv_hello
+# listens on the next port), for two runs side by side on one machine.
 set -u
 SECS=${1:-4}
 [ $# -gt 0 ] && shift
@@ -20,6 +21,7 @@ SERVERS=${*:-gale uv}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BENCH_BUILD:-$ROOT/build-bench}
 CPU=${BENCH_CPU:-0}
+PORT=${BENCH_PORT:-18879}
 OUT=$(mktemp -d /tmp/gale-instr-bench.XXXXXX)
 for tool in valgrind callgrind_annotate wrk taskset; do
     command -v $tool >/dev/null || { echo "instr_bench: $tool not found" >&2; exit 1; }
@@ -27,8 +29,8 @@ done
 
 for name in $SERVERS; do
     case $name in
-    gale) port=18879; cmd=("$BUILD/bin/hello" --port "$port") ;;
-    uv) port=18880; cmd=("$BUILD/bin/uv_hello" "$port") ;;
+    gale) port=$PORT; cmd=("$BUILD/bin/hello" --port "$port") ;;
+    uv) port=$((PORT + 1)); cmd=("$BUILD/bin/uv_hello" "$port") ;;
     *) echo "instr_bench: unknown server $name" >&2; exit 2 ;;
     esac
     [ -x "${cmd[0]}" ] || { echo "instr_bench: ${cmd[0]} not built" >&2; exit 1; }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #define LOG_BUF_SIZE 16384
+#define LOG_COPY_SLACK 32
 #define LOG_LINE_MAX 8192
 
 struct log_tls {
@@ -27,7 +28,8 @@ struct log_tls {
     time_t pfx_sec;
     gale_log_level pfx_level;
     int registered;
-    char buf[LOG_BUF_SIZE];
+    /* LOG_BUF_SIZE bytes of lines, and room for the over-long short copies of log_part */
+    char buf[LOG_BUF_SIZE + LOG_COPY_SLACK];
 };
 
 static _Thread_local struct log_tls tls;
@@ -173,9 +175,9 @@ static void register_thread(void)
 /* Queues one finished line (which ends in '\n') and flushes at once for warnings and errors. */
 static void queue_line(gale_log_level level, const char *line, size_t len)
 {
-    if (tls.used + len > sizeof tls.buf)
+    if (tls.used + len > LOG_BUF_SIZE)
         gale_log_flush();
-    if (len > sizeof tls.buf) {
+    if (len > LOG_BUF_SIZE) {
         write_fd(line, len);
         return;
     }
@@ -229,19 +231,30 @@ size_t gale__log_prefix(gale_log_level level, const char *category, const char *
     return n;
 }
 
+/* Copies the `n` bytes at `s` to `d`; a short part as one fixed 32-byte move (`s` readable and
+ * `d` writable that far: the bytes past `n` are overwritten by the next part or lie past the
+ * buffer's used end). */
+static inline __attribute__((always_inline)) void log_part(char *d, const char *s, size_t n)
+{
+    if (__builtin_expect(n <= LOG_COPY_SLACK, 1))
+        memcpy(d, s, LOG_COPY_SLACK);
+    else
+        gale__copy(d, s, n);
+}
+
 void gale__log_append(gale_log_level level, const char *pfx, size_t plen, const char *head,
                       size_t hlen, const char *tail, size_t tlen)
 {
     register_thread();
     size_t n = plen + hlen + tlen + 1;
-    if (tls.used + n > sizeof tls.buf)
+    if (tls.used + n > LOG_BUF_SIZE)
         gale_log_flush();
-    if (n > sizeof tls.buf)
+    if (n > LOG_BUF_SIZE)
         return; /* cannot happen for the short lines this takes */
     char *out = tls.buf + tls.used;
-    gale__copy(out, pfx, plen);
-    gale__copy(out + plen, head, hlen);
-    gale__copy(out + plen + hlen, tail, tlen);
+    log_part(out, pfx, plen); /* tls.pfx: 128 bytes */
+    log_part(out + plen, head, hlen);
+    log_part(out + plen + hlen, tail, tlen);
     out[n - 1] = '\n';
     tls.used += n;
     if (level >= GALE_LOG_WARNING)
@@ -261,7 +274,7 @@ void gale_log_write(gale_log_level level, const char *category, const char *msg,
         len = LOG_LINE_MAX - 128;
     /* Build the line in place in the thread's buffer when it fits: one copy of the message. */
     size_t n = cached_prefix(level, category);
-    if (tls.used + n + len + 1 > sizeof tls.buf)
+    if (tls.used + n + len + 1 > LOG_BUF_SIZE)
         gale_log_flush();
     char *out = tls.buf + tls.used;
     memcpy(out, tls.pfx, n);

@@ -103,6 +103,8 @@ void gale__access_flush(double now)
             level = e.level;
             plen = gale__log_prefix((gale_log_level)level, GALE_LOG_ACCESS, &pfx);
         }
+        /* (readable for 32 bytes and more: an entry was added with ACCESS_HEAD_MAX bytes of
+         * room, and `tail` holds ACCESS_TAIL_MAX) */
         gale__log_append((gale_log_level)level, pfx, plen, head, e.len, tail, tail_len);
         off += sizeof e + ALIGN16(e.len);
     }

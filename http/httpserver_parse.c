@@ -913,7 +913,7 @@ static int on_message_complete(http_parser *p)
     return 0;
 }
 
-static const http_parser_settings parser_settings = {
+const http_parser_settings gale__parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
@@ -1002,6 +1002,24 @@ static bool continue_scans(struct req *cur, const char *data, size_t len)
     return chunk_scan(cur, data + skip, data + len);
 }
 
+/* After a pause with `left` bytes of the call's input unread: a complete request is dispatched
+ * unless on_message_complete already did; a streamed body's reader is told. */
+static void dispatch_paused(struct gale_http_conn *c, size_t left)
+{
+    struct req *r = c->req;
+    if (r && r->rphase == R_DONE && !r->dispatched) {
+        c->batch->left = left;
+        gale__conn_dispatch(c);
+    } else if (r && r->bs) {
+        /* A pause after a piece: the chunked body's walk took this call's input whole. */
+        if (r->dispatched && r->ck != CK_OFF && r->ck != CK_DONE)
+            r->bs->ahead = left;
+        gale__stream_paused(c, r, left);
+    }
+}
+
+static size_t parse_slow(struct gale_http_conn *c, const char *data, size_t len);
+
 size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
 {
     c->batch->exec_data = data;
@@ -1015,20 +1033,30 @@ size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len)
         reject(c, 400, "malformed chunked body");
         return refuse(c, HPE_OK, len);
     }
-    size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
+    /* Between requests, the common ones are read without the parser (httpserver_fast.c). */
+    size_t done = 0;
+    if (!c->req && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK) {
+        int stop;
+        done = gale__parse_fast(c, data, len, &stop);
+        if (stop < 0)
+            return refuse(c, HPE_OK, len);
+        if (stop > 0)
+            dispatch_paused(c, len - done);
+        if (stop > 0 || done == len)
+            return done;
+        c->batch->exec_data = data + done;
+        c->batch->piece_end = NULL;
+    }
+    return done + parse_slow(c, data + done, len - done);
+}
+
+/* http-parser reads [data, data + len). */
+static size_t parse_slow(struct gale_http_conn *c, const char *data, size_t len)
+{
+    size_t n = http_parser_execute(&c->parser, &gale__parser_settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED) {
-        /* A complete request: dispatch it unless on_message_complete already did. */
-        struct req *r = c->req;
-        if (r && r->rphase == R_DONE && !r->dispatched) {
-            c->batch->left = len - n;
-            gale__conn_dispatch(c);
-        } else if (r && r->bs) {
-            /* A pause after a piece: the chunked body's walk took this call's input whole. */
-            if (r->dispatched && r->ck != CK_OFF && r->ck != CK_DONE)
-                r->bs->ahead = len - n;
-            gale__stream_paused(c, r, len - n);
-        }
+        dispatch_paused(c, len - n);
         return n;
     }
     if (e != HPE_OK)

@@ -257,9 +257,23 @@ static int header_kind(const gale_http_header *h)
 #define SERVER_LINE_LEN (sizeof SERVER_LINE - 1)
 #define DATE_LINE_LEN (6 + 29 + 2)
 
+/* Most heads begin "HTTP/1.1 200 OK\r\n", the Server and Date block and the same preset line (the
+ * web layer's default Content-Type): that beginning is kept with the block, rebuilt with it or
+ * when the preset line changes (told by its address and length: preset lines are constants),
+ * and copied in one fixed-size move of OK_HEAD_MAX bytes. */
+#define OK_LINE "HTTP/1.1 200 OK\r\n"
+#define OK_LINE_LEN (sizeof OK_LINE - 1)
+#define OK_HEAD_MAX 128
+#define OK_PRESET_MAX (OK_HEAD_MAX - OK_LINE_LEN - SERVER_LINE_LEN - DATE_LINE_LEN)
+
 static _Thread_local struct {
     double valid_until; /* loop time */
+    unsigned gen;       /* rebuilds of block */
     char block[SERVER_LINE_LEN + DATE_LINE_LEN + 1];
+    unsigned ok_gen; /* the block's rebuild `ok` holds (0: none) */
+    const char *ok_preset;
+    size_t ok_preset_len, ok_len;
+    char ok[OK_HEAD_MAX];
 } tls_head;
 
 static const char *server_date_block(double now)
@@ -272,8 +286,31 @@ static const char *server_date_block(double now)
         gale_http_format_date((long long)ts.tv_sec, p + SERVER_LINE_LEN + 6);
         memcpy(p + SERVER_LINE_LEN + 6 + 29, "\r\n", 3);
         tls_head.valid_until = now + (1e9 - (double)ts.tv_nsec) / 1e9;
+        if (++tls_head.gen == 0)
+            tls_head.gen = 1;
     }
     return tls_head.block;
+}
+
+/* "HTTP/1.1 200 OK\r\n", the block and `preset` (up to OK_PRESET_MAX bytes), `*len` bytes at the
+ * pointer returned, which is readable for OK_HEAD_MAX. */
+static const char *ok_head(double now, const char *preset, size_t plen, size_t *len)
+{
+    server_date_block(now);
+    if (tls_head.ok_gen != tls_head.gen || tls_head.ok_preset != preset ||
+        tls_head.ok_preset_len != plen) {
+        assert(plen <= OK_PRESET_MAX);
+        char *p = PUT_LIT(tls_head.ok, OK_LINE);
+        p = put_str(p, tls_head.block, SERVER_LINE_LEN + DATE_LINE_LEN);
+        if (plen)
+            p = put_str(p, preset, plen);
+        tls_head.ok_len = (size_t)(p - tls_head.ok);
+        tls_head.ok_preset = preset;
+        tls_head.ok_preset_len = plen;
+        tls_head.ok_gen = tls_head.gen;
+    }
+    *len = tls_head.ok_len;
+    return tls_head.ok;
 }
 
 /* What a response's head will say, decided before a byte of it is written. */
@@ -359,7 +396,14 @@ static int write_head(struct req *r, const struct head_plan *h, double now)
     if (!o || obuf_reserve(o, h->need, &p) < 0)
         return -ENOMEM;
     char *start = p;
-    if (!h->reason) {
+    bool ok_used = false;
+    if (!h->reason && !h->has_server && !h->has_date && r->preset_len <= OK_PRESET_MAX) {
+        size_t n;
+        const char *ok = ok_head(now, r->preset, r->preset_len, &n);
+        memcpy(p, ok, OK_HEAD_MAX); /* h->need >= 256: room; the bytes past n are overwritten */
+        p += n;
+        ok_used = true;
+    } else if (!h->reason) {
         p = PUT_LIT(p, "HTTP/1.1 200 OK\r\n");
     } else {
         p = PUT_LIT(p, "HTTP/1.1 ");
@@ -368,16 +412,18 @@ static int write_head(struct req *r, const struct head_plan *h, double now)
         p = put_str(p, h->reason, h->rlen);
         p = PUT_LIT(p, "\r\n");
     }
-    if (!h->has_server || !h->has_date) {
-        const char *block = server_date_block(now);
-        if (!h->has_server && !h->has_date)
-            p = put_str(p, block, SERVER_LINE_LEN + DATE_LINE_LEN);
-        else if (!h->has_date)
-            p = put_str(p, block + SERVER_LINE_LEN, DATE_LINE_LEN);
-        else
-            p = put_str(p, block, SERVER_LINE_LEN);
+    if (!ok_used) {
+        if (!h->has_server || !h->has_date) {
+            const char *block = server_date_block(now);
+            if (!h->has_server && !h->has_date)
+                p = put_str(p, block, SERVER_LINE_LEN + DATE_LINE_LEN);
+            else if (!h->has_date)
+                p = put_str(p, block + SERVER_LINE_LEN, DATE_LINE_LEN);
+            else
+                p = put_str(p, block, SERVER_LINE_LEN);
+        }
+        p = put_str(p, r->preset, r->preset_len);
     }
-    p = put_str(p, r->preset, r->preset_len);
     for (size_t i = 0; i < r->rh.n; i++) {
         const gale_http_header *hd = &r->rh.items[i];
         int k = i < 16 ? h->kinds[i] : header_kind(hd);

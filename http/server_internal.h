@@ -1,11 +1,13 @@
 /* The HTTP/1.1 server's private shapes, shared by its files (not installed).
  *
- * The server is six files, each with one job, read in this order to follow a request:
+ * The server is seven files, each with one job, read in this order to follow a request:
  *   httpserver.c           the connection: accepting, reading, dispatching, writing, deadlines,
  *                          closing, the server API and graceful shutdown
  *   httpserver_parse.c     the request on the wire: http-parser's callbacks and the checks gale
  *                          adds to them (version, header names, framing, Host, chunked bodies),
  *                          with one way to refuse a request (reject)
+ *   httpserver_fast.c      the common request head read without http-parser, through the same
+ *                          callbacks
  *   httpserver_response.c  the response: status and headers, choosing the framing, writing the
  *                          head and the body, flush and finish
  *   httpserver_access.c    the access log line of each request
@@ -354,6 +356,17 @@ void gale__parse_init(struct gale_http_conn *c);
 /* Feeds `len` bytes to the parser; dispatches a request it completes, refuses one it cannot
  * accept (gale__conn_fail). Returns the bytes consumed. */
 size_t gale__parse(struct gale_http_conn *c, const char *data, size_t len);
+/* http-parser's callbacks, the server's reading of a request. */
+extern const http_parser_settings gale__parser_settings;
+
+/* httpserver_fast.c */
+
+/* Reads the requests at the start of [data, data + len) that have the common shape, while no
+ * request is in progress, through gale__parser_settings' callbacks, as http-parser would; stops
+ * at the first it leaves to the parser. Returns the bytes consumed; `*stop`: 0, 1 when a request
+ * paused (its handler runs on, or the batch must stop), -1 when one was refused (c->err_status
+ * says how; the whole input is then consumed). */
+size_t gale__parse_fast(struct gale_http_conn *c, const char *data, size_t len, int *stop);
 
 /* httpserver_stream.c */
 

@@ -9,6 +9,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/log_internal.h"
 
 static int pipe_fds[2];
 
@@ -62,6 +63,34 @@ START_TEST(test_log_write_preformatted_line_same_format)
     /* No format processing of the text ("%" kept), one newline, the debug line filtered. */
     ck_assert_ptr_nonnull(strstr(buf, " access] 200 GET /100% (127.0.0.1) 0.02ms\n"));
     ck_assert_int_eq(strchr(buf, '\n') - buf + 1, (long)strlen(buf));
+}
+END_TEST
+
+/* The access log's batch path: a line is its prefix, head and tail exactly, whatever their
+ * lengths (parts up to 32 bytes are copied in one fixed-size move, longer ones in full). */
+START_TEST(test_log_append_parts_byte_exact)
+{
+    static const char *heads[] = {"200 GET / (::1",
+                                  "404 GET /a/rather/long/path/of/some/length?q=1 (127.0.0.1", ""};
+    static const char *tails[] = {") 0.21ms", ") 12345.67ms and a tail of more than 32 bytes", ""};
+    char expect[1024] = "", buf[1024];
+    for (int i = 0; i < 3; i++) {
+        const char *p;
+        size_t plen = gale__log_prefix(GALE_LOG_INFO, GALE_LOG_ACCESS, &p);
+        char pfx[128], head[128] = {0}, tail[128] = {0}; /* readable 32 bytes past each part */
+        ck_assert_uint_lt(plen, sizeof pfx);
+        memcpy(pfx, p, plen);
+        pfx[plen] = '\0';
+        strcpy(head, heads[i]);
+        strcpy(tail, tails[i]);
+        gale__log_append(GALE_LOG_INFO, p, plen, head, strlen(head), tail, strlen(tail));
+        snprintf(expect + strlen(expect), sizeof expect - strlen(expect), "%s%s%s\n", pfx, head,
+                 tail);
+    }
+    gale_log_flush();
+    drain(buf, sizeof buf);
+    ck_assert_str_eq(buf, expect);
+    ck_assert_ptr_nonnull(strstr(buf, " access] 200 GET / (::1) 0.21ms\n"));
 }
 END_TEST
 
@@ -207,6 +236,7 @@ int main(void)
     tcase_add_test(tc, test_log_line_format_like_tornado);
     tcase_add_test(tc, test_log_info_is_buffered_until_flush);
     tcase_add_test(tc, test_log_write_preformatted_line_same_format);
+    tcase_add_test(tc, test_log_append_parts_byte_exact);
     tcase_add_test(tc, test_log_warning_writes_at_once_after_queued_lines);
     tcase_add_test(tc, test_log_level_filters_lower_levels);
     tcase_add_test(tc, test_log_long_line_truncated_not_overflowing);
