@@ -16,8 +16,9 @@
 #
 # Environment: BENCH_BUILD (default build-bench; the binaries must be built there, e.g. by
 # bench/http_bench.sh), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1), BENCH_SERVERS
-# (default "gale uv limit"; any of them, e.g. "gale uv" for the two-server runs of before, and
-# "base": apps/hello of another build, BENCH_BASE_BUILD, to A/B a change against its parent).
+# (default "gale uv limit"; any of them, e.g. "gale uv" for the two-server runs of before;
+# "uring": the same hello on the io_uring loop, GALE_LOOP_BACKEND=uring; and "base": apps/hello
+# of another build, BENCH_BASE_BUILD, to A/B a change against its parent).
 set -u
 
 SECS=${1:-3}
@@ -43,7 +44,7 @@ read -r -a SERVER_LIST <<<"$SERVERS"
 BASE_BUILD=${BENCH_BASE_BUILD:-}
 server_path() {
     case $1 in
-    gale) echo "$BUILD/bin/hello" ;;
+    gale | uring) echo "$BUILD/bin/hello" ;;
     uv) echo "$BUILD/bin/uv_hello" ;;
     limit) echo "$BUILD/bin/limit_hello" ;;
     base) [ -n "$BASE_BUILD" ] && echo "$BASE_BUILD/bin/hello" ;;
@@ -51,7 +52,7 @@ server_path() {
 }
 for name in "${SERVER_LIST[@]}"; do
     bin=$(server_path "$name")
-    [ -n "$bin" ] || { echo "http_ab: unknown server $name (gale, uv, limit, base)" >&2; exit 2; }
+    [ -n "$bin" ] || { echo "http_ab: unknown server $name (gale, uring, uv, limit, base)" >&2; exit 2; }
     [ -x "$bin" ] || { echo "http_ab: $bin not built" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "http_ab: wrk not found" >&2; exit 1; }
@@ -71,6 +72,11 @@ for round in $(seq "$ROUNDS"); do
             port=18879
             env -u GALE_LOG_LEVEL taskset -c "$CPU_SERVER" "$BUILD/bin/hello" --port $port \
                 2>/dev/null &
+            ;;
+        uring)
+            port=18883
+            env -u GALE_LOG_LEVEL GALE_LOOP_BACKEND=uring taskset -c "$CPU_SERVER" \
+                "$BUILD/bin/hello" --port $port 2>/dev/null &
             ;;
         uv)
             port=18880
@@ -126,9 +132,12 @@ function pair(x, y, lx, ly,    r, p, below, pc, pr) {
         "req/s ratio %.3f\n", lx, ly, median(pc, p), lx, ly, below + 0, p, median(pr, p)
 }
 END {
-    show("gale", "gale"); show("base", "base"); show("uv", "libuv"); show("limit", "limit")
+    show("gale", "gale"); show("uring", "uring"); show("base", "base"); show("uv", "libuv")
+    show("limit", "limit")
     pair("gale", "base", "gale", "base")
     pair("gale", "uv", "gale", "libuv"); pair("gale", "limit", "gale", "limit")
     pair("uv", "limit", "libuv", "limit")
+    pair("uring", "limit", "uring", "limit"); pair("uring", "gale", "uring", "epoll")
+    pair("uring", "uv", "uring", "libuv")
 }' "$OUT"
 echo "(runs: $OUT)"

@@ -55,7 +55,13 @@ struct uring_state {
     size_t ndirty, dirtycap;
     struct io_uring_buf_ring *br; /* NULL: no provided buffers (streams stay on readiness) */
     char *bufs;
+    int64_t bufs_used_ns; /* when data last landed in a buffer; 0: its pages are given back */
 };
+
+/* Buffers idle this long give their pages back (MADV_DONTNEED), so a loop that went quiet holds
+ * no receive memory: the ring cycles through all its buffers under load, and would otherwise
+ * keep them all resident for good. The next receive faults a page in again. */
+#define TRIM_AFTER_NS 1000000000LL
 
 /* The provided-buffer ring: registered before the ring is enabled (a SINGLE_ISSUER ring takes
  * registrations only from its thread afterwards). The memory is touched only as data arrives. */
@@ -320,11 +326,34 @@ static int reap(struct uring_state *s, gale_loop *loop, gale__dispatch_fn dispat
             n += poll_done(s, ud, res, loop, dispatch);
         } else if ((ud & 3) == UD_OP) {
             gale__uop *op = (gale__uop *)(uintptr_t)(ud & ~(uint64_t)3);
+            if (flags & IORING_CQE_F_BUFFER)
+                s->bufs_used_ns = 1; /* stamped after the batch (uring_wait) */
             op->cb(op, res, flags);
             n++;
         }
     }
     return n;
+}
+
+/* Before a wait: gives the buffers' pages back once they have been idle TRIM_AFTER_NS, and
+ * otherwise shortens the wait so that it happens. Returns the timeout to wait with. A buffer is
+ * never held across turns (a receive's bytes are taken before its buffer goes back), so none is
+ * in use here. */
+static int trim_buffers(struct uring_state *s, int timeout_ms)
+{
+    if (!s->bufs_used_ns || timeout_ms == 0)
+        return timeout_ms;
+    int64_t now = gale_time_ns();
+    if (s->bufs_used_ns == 1)
+        s->bufs_used_ns = now;
+    int64_t idle = now - s->bufs_used_ns;
+    if (idle >= TRIM_AFTER_NS) {
+        (void)madvise(s->bufs, (size_t)GALE__URING_BUF_COUNT * GALE__URING_BUF_SIZE, MADV_DONTNEED);
+        s->bufs_used_ns = 0;
+        return timeout_ms;
+    }
+    int left_ms = (int)((TRIM_AFTER_NS - idle + 999999) / 1000000);
+    return left_ms < timeout_ms ? left_ms : timeout_ms;
 }
 
 /* Binds the ring to the calling thread (SINGLE_ISSUER) and lets it run. */
@@ -346,6 +375,7 @@ static int uring_wait(void *state, int timeout_ms, gale_loop *loop, gale__dispat
     if (err)
         return err;
     sync_all(s);
+    timeout_ms = trim_buffers(s, timeout_ms);
     int r;
     if (timeout_ms == 0) {
         r = io_uring_submit_and_get_events(&s->ring);
