@@ -75,6 +75,24 @@ static void close_idle(struct gale__conn *cn)
     gale_stream_close(cn->s, 0);
 }
 
+/* A pooled connection watches for bytes: a server that sends what no request asked for (or
+ * more than the response said) before closing would otherwise leave the stream holding them,
+ * open after the FIN for a reader that never comes, until the idle timeout. Such a connection
+ * is stale and closes at once. (On close this runs with the reason; the stream's close callback
+ * takes the connection out.) */
+static size_t idle_bytes(gale_stream *s, int status, const char *data, size_t n, void *arg)
+{
+    (void)s;
+    (void)data;
+    struct gale__conn *cn = arg;
+    if (status == 0 && cn->state == GALE__CONN_IDLE && cn->pool) {
+        gale_log_debug(GALE_LOG_GENERAL, "pooled connection to %s got unsolicited bytes, closed",
+                       cn->key);
+        close_idle(cn);
+    }
+    return n;
+}
+
 /* Idle expiry: one timer per pool, not one per connection (a busy client would otherwise add
  * and remove a timer per request). The idle list is in pooling order, so its head expires
  * first; the timer is set for the head's deadline and, when it fires, closes what expired and
@@ -139,6 +157,7 @@ struct gale__conn *gale__pool_take(struct gale__pool *p, const char *key)
             continue;
         }
         unlink_idle(cn);
+        (void)gale_stream_cancel_read_some(cn->s, idle_bytes);
         gale__conn_set_state(cn, GALE__CONN_BUSY);
         return cn;
     }
@@ -192,6 +211,7 @@ bool gale__pool_put(struct gale__pool *p, struct gale__conn *cn)
     gale_list_push_back(&p->idle, &cn->node);
     p->n_idle++;
     arm_sweep(p);
+    (void)gale_stream_read_some(cn->s, idle_bytes, cn); /* only fails on a closed stream */
     return true;
 }
 

@@ -124,6 +124,12 @@ int gale_stream_read_stream(gale_stream *s, size_t n, gale_read_cb chunk_cb, gal
  * value is then ignored. Returns as read_until. */
 int gale_stream_read_some(gale_stream *s, gale_consume_cb cb, void *arg);
 
+/* Withdraws a pending consuming read whose callback is `cb`, without calling it (a connection
+ * watched for stray bytes while idle is taken back into use). Bytes already buffered stay for the
+ * next read. Returns 0; -EINVAL (NULL argument); GALE_ESTATE when no such read is pending or its
+ * callback is running. */
+int gale_stream_cancel_read_some(gale_stream *s, gale_consume_cb cb);
+
 /* Copies `len` bytes and sends them; `cb` (may be NULL) fires once when they are handed to the
  * kernel or the stream closed. len == 0 is legal (cb still fires). Only what the kernel does not
  * take at once is copied. Returns 0, -EINVAL (NULL data with len > 0), -EPIPE (closed), -ENOMEM,

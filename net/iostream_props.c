@@ -7,10 +7,25 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include "core/errors.h"
 #include "net/iostream_internal.h"
 
 bool gale_stream_closed(const gale_stream *s) { return !s || s->closed; }
 bool gale_stream_reading(const gale_stream *s) { return s && s->read_kind != RK_NONE; }
+
+int gale_stream_cancel_read_some(gale_stream *s, gale_consume_cb cb)
+{
+    if (!s || !cb)
+        return -EINVAL;
+    if (s->read_kind != RK_SOME || s->rcb.consume != cb || s->delivering)
+        return GALE_ESTATE;
+    s->read_kind = RK_NONE;
+    s->rcb.consume = NULL;
+    s->rarg = NULL;
+    s->some_wait = 0;
+    gale__stream_update_events(s);
+    return 0;
+}
 bool gale_stream_writing(const gale_stream *s) { return s && s->wq_head != NULL; }
 int gale_stream_close_reason(const gale_stream *s) { return s ? s->close_reason : -EINVAL; }
 int gale_stream_fd(const gale_stream *s) { return s ? s->fd : -1; }
