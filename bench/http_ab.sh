@@ -76,7 +76,7 @@ for round in $(seq "$ROUNDS"); do
         uring)
             port=18883
             env -u GALE_LOG_LEVEL GALE_LOOP_BACKEND=uring taskset -c "$CPU_SERVER" \
-                "$BUILD/bin/hello" --port $port 2>/dev/null &
+                "$BUILD/bin/hello" --port $port 2>"$OUT.uring-log" &
             ;;
         uv)
             port=18880
@@ -94,6 +94,10 @@ for round in $(seq "$ROUNDS"); do
         esac
         SERVER_PID=$!
         wait_port $port || exit 1
+        if [ "$name" = uring ] && grep -q "io_uring unavailable" "$OUT.uring-log"; then
+            echo "http_ab: the uring server fell back to epoll: $(cat "$OUT.uring-log")" >&2
+            exit 1
+        fi
         read -r u0 s0 < <(cpu_times "$SERVER_PID")
         reqs=$(taskset -c "$CPU_CLIENT" wrk -t1 -d"${SECS}s" "${WRK_ARGS[@]}" \
             "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
