@@ -142,6 +142,6 @@ END {
     pair("gale", "uv", "gale", "libuv"); pair("gale", "limit", "gale", "limit")
     pair("uv", "limit", "libuv", "limit")
     pair("uring", "limit", "uring", "limit"); pair("uring", "gale", "uring", "epoll")
-    pair("uring", "uv", "uring", "libuv")
+    pair("uring", "uv", "uring", "libuv"); pair("uring", "base", "uring", "base")
 }' "$OUT"
 echo "(runs: $OUT)"

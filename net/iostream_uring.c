@@ -1,14 +1,20 @@
 /* A plain stream's reads as io_uring operations, on a uring loop (core/loop_uring.c).
  *
  * Instead of READ readiness followed by recv(), the stream keeps one receive operation in flight
- * while it wants bytes: IORING_OP_RECV with IOSQE_BUFFER_SELECT, so the kernel picks a buffer from
- * the loop's shared provided-buffer ring only when bytes arrive (an idle connection holds none).
- * Each completion is handled like one round of handle_read(): its bytes go straight to the pending
- * read, the rest into the stream's buffer, and the ring buffer goes back at once. The receive is
- * one-shot and re-armed from update_events(), sized as handle_read() sizes its recv (the room left
- * under the buffer cap, or under the idle limit when no read is pending), so back-pressure is the
- * epoll path's byte for byte: when the stream stops wanting bytes the operation is cancelled (or
- * simply not re-armed) and TCP pushes back. A multishot receive would not honour a size.
+ * while it wants bytes, with IOSQE_BUFFER_SELECT, so the kernel picks a buffer from the loop's
+ * shared provided-buffer ring only when bytes arrive (an idle connection holds none). Each
+ * completion is handled like one round of handle_read(): its bytes go straight to the pending
+ * read, the rest into the stream's buffer, and the ring buffer goes back at once.
+ *
+ * The receive is multishot while the buffer has ample room (MSHOT_MARGIN; always, with the default
+ * cap): it stays armed across requests, so a keep-alive connection costs no submission and no
+ * re-armed poll per request. It is cancelled when the stream stops wanting bytes (no read pending
+ * and the idle limit buffered, or the peer's FIN) and TCP pushes back from then on; what arrived
+ * before the cancellation took effect is buffered. Otherwise (a small max_buffer_size) it is
+ * one-shot, re-armed from update_events() and sized as handle_read() sizes its recv (the room left
+ * under the cap, or under the idle limit when no read is pending): back-pressure is then the epoll
+ * path's byte for byte. A one-shot receive after one that emptied the socket waits for readiness
+ * first (POLL_FIRST) rather than trying a receive that would fail.
  *
  * The fd handler stays registered for everything else (WRITE, errors while not receiving), with
  * READ masked out. The first receive is armed from the stream's deferred callback, on the loop's
@@ -26,6 +32,7 @@
 #ifdef GALE_HAVE_URING
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +41,26 @@
 #include "core/errors.h"
 #include "core/log.h"
 
-enum { U_ON = 1, U_STARTED = 2, U_ARMED = 4, U_CANCEL = 8, U_SENDING = 16 };
+enum {
+    U_ON = 1,
+    U_STARTED = 2,
+    U_ARMED = 4,
+    U_CANCEL = 8,
+    U_SENDING = 16,
+    U_DRAINED = 32, /* the last receive emptied the socket */
+    U_MSHOT = 64,   /* the receive in flight is multishot */
+};
+
+/* A multishot receive is used while the buffer has at least this much room: it completes once per
+ * arrival (up to a ring buffer each) until cancelled, and the cancellation takes effect a turn
+ * later, so it may deliver more than the idle limit, or a socket's worth of bytes, before it stops.
+ * The margin is above the largest receive window Linux grows to by default (tcp_rmem's 6 MiB), so
+ * that overshoot is buffered, never the "buffer full" error; a stream with less room (a small
+ * max_buffer_size) receives one sized operation at a time, as the epoll path does. */
+#define MSHOT_MARGIN ((size_t)8 * 1024 * 1024)
+
+/* Set for good (for the process) when the kernel refuses a multishot receive. */
+static atomic_bool mshot_refused;
 
 /* At most this many bytes per send. The kernel completes a stream socket's send only when all
  * its bytes have left (it retries short sends itself), so a slow reader would see no progress
@@ -80,6 +106,12 @@ static unsigned recv_room(const gale_stream *s)
 
 static void recv_done(gale__uop *op, int res, unsigned flags);
 
+static bool mshot_fits(const gale_stream *s)
+{
+    return s->rbuf.max - gale_buffer_len(&s->rbuf) >= MSHOT_MARGIN &&
+           !atomic_load_explicit(&mshot_refused, memory_order_relaxed);
+}
+
 static void arm(gale_stream *s)
 {
     struct io_uring_sqe *sqe = gale__uring_sqe(s->loop, &s->rop);
@@ -88,7 +120,19 @@ static void arm(gale_stream *s)
         return;
     }
     s->rop.cb = recv_done;
-    io_uring_prep_recv(sqe, s->fd, NULL, recv_room(s), 0);
+    if (mshot_fits(s)) {
+        /* Length 0: each completion fills at most one ring buffer. */
+        io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+        s->uring |= U_MSHOT;
+    } else {
+        io_uring_prep_recv(sqe, s->fd, NULL, recv_room(s), 0);
+        s->uring &= (uint8_t)~U_MSHOT;
+    }
+    /* The last receive emptied the socket (it took less than it could): the next bytes are not
+     * there yet (a client waits for this response), so the kernel waits for readiness without
+     * first trying a receive that would fail. */
+    if (s->uring & U_DRAINED)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = GALE__URING_BGID;
     s->uring |= U_ARMED;
@@ -146,8 +190,17 @@ static void recv_done(gale__uop *op, int res, unsigned flags)
         bid = flags >> IORING_CQE_BUFFER_SHIFT;
         data = gale__uring_buf(s->loop, bid);
     }
+    if (res > 0 && (unsigned)res < ((s->uring & U_MSHOT) ? GALE__URING_BUF_SIZE : recv_room(s)))
+        s->uring |= U_DRAINED;
+    else
+        s->uring &= (uint8_t)~U_DRAINED;
+    if (res == -EINVAL && (s->uring & U_MSHOT) && !(flags & IORING_CQE_F_MORE)) {
+        /* A kernel without multishot receives: sized ones from now on. */
+        atomic_store_explicit(&mshot_refused, true, memory_order_relaxed);
+        res = -EAGAIN;
+    }
     if (!(flags & IORING_CQE_F_MORE))
-        s->uring &= (uint8_t) ~(U_ARMED | U_CANCEL);
+        s->uring &= (uint8_t) ~(U_ARMED | U_CANCEL | U_MSHOT);
     if (!s->closed) {
         if (res > 0 && !(s->uring & U_ON)) {
             gale_log_warning(GALE_LOG_GENERAL, "stream fd %d: bytes arrived before TLS started",
@@ -260,8 +313,8 @@ unsigned gale__stream_uring_events(gale_stream *s, unsigned want)
 {
     if (!(s->uring & U_STARTED))
         return want;
-    if (!(want & GALE_READ))
-        cancel(s);
+    if (!(want & GALE_READ) || ((s->uring & U_MSHOT) && !mshot_fits(s)))
+        cancel(s); /* a multishot receive short of room is re-armed sized once it has ended */
     else if (!(s->uring & U_ARMED))
         arm(s);
     if ((want & GALE_WRITE) && !(s->uring & U_SENDING) && !gale__stream_head_is_file(s))

@@ -816,6 +816,84 @@ START_TEST(test_iostream_write_64mib_to_slow_reader)
 }
 END_TEST
 
+/* A stream that stops reading stops taking bytes (the sender blocks: TCP pushes back), and once
+ * reading resumes every byte arrives, in order, across many pauses. On a uring loop each pause
+ * cancels the multishot receive and each resumption arms a new one. */
+struct paused_rec {
+    struct rec r;
+    size_t got;
+    bool bad;
+};
+
+static void on_piece(gale_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    struct paused_rec *p = arg;
+    (void)s;
+    p->r.reads++;
+    p->r.read_status = status;
+    for (size_t k = 0; k < len; k++)
+        if ((unsigned char)data[k] != pattern_byte(p->got + k))
+            p->bad = true;
+    p->got += len;
+}
+
+static bool piece_read(void *arg)
+{
+    struct paused_rec *p = arg;
+    return p->r.reads > 0 || p->r.closes > 0;
+}
+
+START_TEST(test_iostream_paused_reader_pushes_back_and_loses_nothing)
+{
+    gale_loop *loop = new_loop(_i);
+    int peer;
+    gale_stream *s = make_pair(loop, true, &peer);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(gale_stream_fd(s)); /* the child must not keep the stream's end open */
+        static unsigned char chunk[65536];
+        for (size_t off = 0; off < BIG; off += sizeof chunk) {
+            for (size_t k = 0; k < sizeof chunk; k++)
+                chunk[k] = pattern_byte(off + k);
+            if (test_write_all(peer, chunk, sizeof chunk) < 0)
+                _exit(1);
+        }
+        _exit(0);
+    }
+    struct paused_rec p = {.r = {.s = s}};
+    gale_stream_set_close_cb(s, on_close, &p.r);
+    ck_assert_int_eq(gale_stream_read_bytes(s, 1000, false, on_piece, &p), 0);
+    ck_assert(test_wait_until(loop, piece_read, &p, WAIT));
+    /* No read pending: the stream takes at most its idle limit (on a uring loop, plus what
+     * arrived before the cancellation took effect: bounded by the receive window), then nothing
+     * more, though the sender has 64 MiB, far more than the kernel's buffers hold. */
+    test_run_for(loop, 0.3);
+    size_t held = gale_stream_read_buffered(s);
+    test_run_for(loop, 0.2);
+    ck_assert_uint_eq(gale_stream_read_buffered(s), held);
+    ck_assert_uint_le(held, 8u * 1024 * 1024);
+    ck_assert_int_eq(p.r.closes, 0);
+    for (unsigned k = 1; p.got < BIG && p.r.closes == 0; k++) {
+        size_t piece = 1 + (size_t)k * 7919 % 300000;
+        if (piece > BIG - p.got)
+            piece = BIG - p.got;
+        p.r.reads = 0;
+        ck_assert_int_eq(gale_stream_read_bytes(s, piece, false, on_piece, &p), 0);
+        ck_assert(test_wait_until(loop, piece_read, &p, WAIT));
+        ck_assert_int_eq(p.r.read_status, 0);
+        if (k % 16 == 0)
+            test_run_for(loop, 0.002); /* a pause with no read pending */
+    }
+    ck_assert_uint_eq(p.got, BIG);
+    ck_assert(!p.bad);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    finish(loop, s, &p.r, peer);
+}
+END_TEST
+
 START_TEST(test_iostream_write_callbacks_in_order_from_loop)
 {
     gale_loop *loop = new_loop(_i);
@@ -1464,6 +1542,7 @@ static Suite *iostream_suite(void)
     TCase *writes = tcase_create("writes");
     tcase_set_timeout(writes, 120);
     tcase_add_loop_test(writes, test_iostream_write_64mib_to_slow_reader, 0, 3);
+    tcase_add_loop_test(writes, test_iostream_paused_reader_pushes_back_and_loses_nothing, 0, 3);
     tcase_add_loop_test(writes, test_iostream_write_callbacks_in_order_from_loop, 0, 3);
     tcase_add_loop_test(writes, test_iostream_write_ref_releases_once, 0, 3);
     tcase_add_loop_test(writes, test_iostream_write_after_peer_vanished_no_sigpipe, 0, 3);
