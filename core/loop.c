@@ -31,6 +31,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/loop_internal.h"
+#include "core/loop_uring_internal.h"
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -895,6 +896,14 @@ int gale_loop_run(gale_loop *loop)
     bool expect = false;
     if (!atomic_compare_exchange_strong(&loop->running, &expect, true))
         return -EBUSY;
+#ifdef GALE_HAVE_URING
+    if (!gale__uring_may_run(loop)) {
+        gale_log_error(GALE_LOG_GENERAL, "a uring loop runs only on the thread that first ran it "
+                                         "(GALE_BACKEND_EPOLL moves between threads)");
+        atomic_store(&loop->running, false);
+        return -EXDEV;
+    }
+#endif
     if (atomic_exchange(&loop->stopping, false)) {
         atomic_store(&loop->running, false);
         return 0;

@@ -79,7 +79,8 @@ void gale_loop_make_current(gale_loop *loop);
 const char *gale_loop_backend_name(const gale_loop *loop);
 
 /* Runs the loop until gale_loop_stop(). Makes it current on this thread while running. Returns 0,
- * or -EBUSY if it is already running. If stop() was called before run(), returns at once (once). */
+ * -EBUSY if it is already running, or -EXDEV (with a log line) for a uring loop that an earlier
+ * run bound to another thread. If stop() was called before run(), returns at once (once). */
 int gale_loop_run(gale_loop *loop);
 
 /* Asks the loop to return from run() after the current iteration. Thread-safe. */

@@ -24,6 +24,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -49,6 +50,7 @@ struct ufd {
 struct uring_state {
     struct io_uring ring;
     bool enabled;
+    pthread_t owner; /* the thread that enabled the ring: the only one that may submit */
     struct ufd *fds;
     size_t nfds;
     int *dirty;
@@ -360,11 +362,12 @@ static int trim_buffers(struct uring_state *s, int timeout_ms)
 static int enable(struct uring_state *s)
 {
     if (s->enabled)
-        return 0;
+        return pthread_equal(s->owner, pthread_self()) ? 0 : -EXDEV;
     /* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
     if (syscall(__NR_io_uring_register, s->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
         return -errno;
     s->enabled = true;
+    s->owner = pthread_self();
     return 0;
 }
 
@@ -499,6 +502,12 @@ int gale__uring_completed(gale_loop *loop, const gale__uop *op)
             return cqe->res;
     }
     return INT32_MIN;
+}
+
+bool gale__uring_may_run(gale_loop *loop)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    return !s || !s->enabled || pthread_equal(s->owner, pthread_self());
 }
 
 void gale__uring_flush(gale_loop *loop)

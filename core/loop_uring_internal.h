@@ -54,6 +54,10 @@ void gale__uring_buf_return(gale_loop *loop, unsigned bid);
  * INT32_MIN when there is none. Scans the queue: for rare questions only. */
 int gale__uring_completed(gale_loop *loop, const gale__uop *op);
 
+/* False when `loop` is a uring loop whose ring is bound to another thread (the one that ran it
+ * first): the calling thread can never wait on it. */
+bool gale__uring_may_run(gale_loop *loop);
+
 /* Submits what is queued now and runs the kernel's deferred completions, so a cancellation
  * drops the operations' file references before the caller closes the fd. */
 void gale__uring_flush(gale_loop *loop);

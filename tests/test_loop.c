@@ -193,6 +193,40 @@ START_TEST(test_loop_stop_from_other_thread_wakes_loop)
 }
 END_TEST
 
+/* A loop run on one thread and later on another: epoll and poll loops move; a uring loop's ring is
+ * bound to its first thread, so the second run says so (-EXDEV) instead of failing every wait. */
+static void *run_once_thread(void *arg)
+{
+    gale_loop *loop = arg;
+    bool ran = false;
+    ck_assert_int_eq(gale_loop_add_callback(loop, set_flag, &ran), 0);
+    ck_assert_int_eq(gale_loop_add_callback(loop, stop_cb, NULL), 0);
+    ck_assert_int_eq(gale_loop_run(loop), 0);
+    ck_assert(ran);
+    return NULL;
+}
+
+START_TEST(test_loop_run_on_a_second_thread)
+{
+    gale_loop *loop = new_loop();
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, run_once_thread, loop), 0);
+    pthread_join(t, NULL);
+    bool ran = false;
+    ck_assert_int_eq(gale_loop_add_callback(loop, set_flag, &ran), 0);
+    ck_assert_int_eq(gale_loop_add_callback(loop, stop_cb, NULL), 0);
+    if (strcmp(g_backend_name, "uring") == 0) {
+        ck_assert_int_eq(gale_loop_run(loop), -EXDEV);
+        ck_assert(!ran);
+        ck_assert_int_eq(gale_loop_run(loop), -EXDEV); /* and not stuck "running" */
+    } else {
+        ck_assert_int_eq(gale_loop_run(loop), 0);
+        ck_assert(ran);
+    }
+    gale_loop_free(loop);
+}
+END_TEST
+
 static void count_cb(gale_loop *loop, void *arg) { (*(int *)arg)++; }
 
 /* A thread may make a loop current while another thread runs it (a setup mistake, or code that
@@ -1077,7 +1111,7 @@ static Suite *loop_suite(const char *name)
          {test_loop_callbacks_run_fifo_and_added_ones_wait_for_next_iteration,
           test_loop_self_readding_callback_does_not_starve_io_or_timers,
           test_loop_add_callback_from_other_thread_wakes_sleeping_loop,
-          test_loop_stop_from_other_thread_wakes_loop,
+          test_loop_stop_from_other_thread_wakes_loop, test_loop_run_on_a_second_thread,
           test_loop_stop_before_run_returns_at_once_once, test_loop_run_while_running_is_ebusy,
           test_loop_run_until_future_and_timeout, test_loop_run_sync_result_error_timeout,
           test_loop_add_callback_from_thread_where_it_is_current_but_not_running,
