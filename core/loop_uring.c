@@ -37,14 +37,20 @@
 #define UD_POLL 1u
 #define UD_OP 2u
 
+/* One per fd up to the highest registered, so kept to 4 bytes (an idle connection's share of
+ * the loop's memory). The generation wraps at 65,536: a stale completion (of a poll removed or
+ * re-armed) comes within a turn or two of its removal, long before the fd could be re-armed that
+ * many times. */
 struct ufd {
-    uint32_t gen; /* of the armed poll */
-    uint8_t want; /* POLLIN|POLLOUT wanted while `reg` */
-    uint8_t mask; /* of the armed poll */
-    bool reg;     /* registered with the loop */
-    bool armed;   /* a poll is in flight */
-    bool queued;  /* in `dirty` */
+    uint16_t gen;     /* of the armed poll */
+    uint8_t want : 3; /* POLLIN|POLLOUT wanted while `reg` */
+    uint8_t mask : 3; /* of the armed poll */
+    bool reg : 1;     /* registered with the loop */
+    bool armed : 1;   /* a poll is in flight */
+    bool queued;      /* in `dirty` */
 };
+_Static_assert(sizeof(struct ufd) == 4, "struct ufd grows the per-fd table");
+_Static_assert((POLLIN | POLLOUT) < 8, "struct ufd's masks are 3 bits");
 
 struct uring_state {
     struct io_uring ring;
@@ -140,10 +146,14 @@ static int grow_fds(struct uring_state *s, int fd)
     size_t n = s->nfds ? s->nfds : 64;
     while (n <= (size_t)fd)
         n *= 2;
-    struct ufd *f = realloc(s->fds, n * sizeof *f);
+    /* calloc + copy rather than realloc + memset (as the loop's handler table): a large table
+     * comes as fresh zero pages, and the part no fd reaches yet costs no resident memory. */
+    struct ufd *f = calloc(n, sizeof *f);
     if (!f)
         return -ENOMEM;
-    memset(f + s->nfds, 0, (n - s->nfds) * sizeof *f);
+    if (s->nfds)
+        memcpy(f, s->fds, s->nfds * sizeof *f);
+    free(s->fds);
     s->fds = f;
     s->nfds = n;
     return 0;
@@ -227,7 +237,7 @@ static struct io_uring_sqe *get_sqe(struct uring_state *s)
     return sqe;
 }
 
-static uint64_t poll_ud(int fd, uint32_t gen)
+static uint64_t poll_ud(int fd, uint16_t gen)
 {
     return (uint64_t)gen << 32 | (uint64_t)fd << 2 | UD_POLL;
 }
@@ -292,7 +302,7 @@ static bool poll_done(struct uring_state *s, uint64_t ud, int res, gale_loop *lo
                       gale__dispatch_fn dispatch)
 {
     int fd = (int)((uint32_t)ud >> 2);
-    uint32_t gen = (uint32_t)(ud >> 32);
+    uint16_t gen = (uint16_t)(ud >> 32);
     if ((size_t)fd >= s->nfds)
         return false;
     struct ufd *f = &s->fds[fd];
