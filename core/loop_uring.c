@@ -62,6 +62,16 @@ struct uring_state {
     struct io_uring_buf_ring *br; /* NULL: no provided buffers (streams stay on readiness) */
     char *bufs;
     int64_t bufs_used_ns; /* when data last landed in a buffer; 0: its pages are given back */
+    struct rec *recs;     /* kept operation records (gale__uring_rec_get) */
+    unsigned nrecs;
+};
+
+/* Operation records kept for reuse, at most this many: under load the same few cycle, and no
+ * record allocated and freed per operation leaves holes between the connections' records. */
+#define RECS_KEEP 64u
+
+struct rec {
+    struct rec *next;
 };
 
 /* Buffers idle this long give their pages back (MADV_DONTNEED), so a loop that went quiet holds
@@ -438,6 +448,11 @@ static void uring_free(void *state)
         munmap(s->br, GALE__URING_BUF_COUNT * sizeof(struct io_uring_buf));
         munmap(s->bufs, (size_t)GALE__URING_BUF_COUNT * GALE__URING_BUF_SIZE);
     }
+    while (s->recs) {
+        struct rec *r = s->recs;
+        s->recs = r->next;
+        free(r);
+    }
     free(s->fds);
     free(s->dirty);
     free(s);
@@ -516,6 +531,32 @@ void gale__uring_flush(gale_loop *loop)
     struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
     if (s && s->enabled)
         (void)io_uring_submit_and_get_events(&s->ring);
+}
+
+void *gale__uring_rec_get(gale_loop *loop)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    assert(s);
+    struct rec *r = s->recs;
+    if (!r)
+        return malloc(GALE__URING_REC_SIZE);
+    s->recs = r->next;
+    s->nrecs--;
+    return r;
+}
+
+void gale__uring_rec_put(gale_loop *loop, void *rec)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    assert(s && rec);
+    if (s->nrecs == RECS_KEEP) {
+        free(rec);
+        return;
+    }
+    struct rec *r = rec;
+    r->next = s->recs;
+    s->recs = r;
+    s->nrecs++;
 }
 
 #endif
