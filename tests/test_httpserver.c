@@ -1315,6 +1315,34 @@ START_TEST(test_httpserver_slow_steady_reader_gets_whole_body)
 }
 END_TEST
 
+START_TEST(test_httpserver_slow_steady_reader_on_keep_alive_gets_whole_body)
+{
+    /* The same download on a keep-alive connection: the connection goes idle with the rest of
+     * the body still queued, so its idle deadline, not a timer of its own, starts the looks at
+     * write progress; a reader that keeps taking bytes is never cut, and once the body is out
+     * the idle deadline closes the connection. */
+    start_with_timeouts(0.3, 5);
+    struct client *c = calloc(1, sizeof *c);
+    c->req = "GET /big?12000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    c->req_len = strlen(c->req);
+    c->rcvbuf = 16384;
+    c->read_chunk = 16384;
+    c->read_pause = 0.001;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    ck_assert(test_wait_until(loop, client_done, c, 25));
+    pthread_join(t, NULL);
+    PARSED p = {0};
+    ck_assert_int_eq(parse_responses(c->buf, c->len, false, &p), 1);
+    ck_assert_int_eq(p.r[0].status, 200);
+    ck_assert_uint_eq(p.r[0].body_len, 12000000);
+    ck_assert(body_is_pattern(p.r[0].body, 12000000));
+    ck_assert(c->eof);
+    ck_assert_int_eq(nrequests, 1);
+    client_free(c);
+}
+END_TEST
+
 /* ---- responses ---- */
 
 START_TEST(test_httpserver_head_keeps_content_length_without_body)
@@ -1852,7 +1880,8 @@ static Suite *httpserver_suite(void)
           test_httpserver_slowloris_closed_at_header_deadline,
           test_httpserver_stalled_body_closed_after_body_timeout,
           test_httpserver_client_never_reading_closed_after_idle_timeout,
-          test_httpserver_slow_steady_reader_gets_whole_body}},
+          test_httpserver_slow_steady_reader_gets_whole_body,
+          test_httpserver_slow_steady_reader_on_keep_alive_gets_whole_body}},
         {"responses",
          {test_httpserver_head_keeps_content_length_without_body,
           test_httpserver_204_and_304_have_no_body,
