@@ -38,14 +38,20 @@
 #define UD_POLL 1u
 #define UD_OP 2u
 
+/* One per fd up to the highest registered, so kept to 4 bytes (an idle connection's share of
+ * the loop's memory). The generation wraps at 65,536: a stale completion (of a poll removed or
+ * re-armed) comes within a turn or two of its removal, long before the fd could be re-armed that
+ * many times. */
 struct ufd {
-    uint32_t gen; /* of the armed poll */
-    uint8_t want; /* POLLIN|POLLOUT wanted while `reg` */
-    uint8_t mask; /* of the armed poll */
-    bool reg;     /* registered with the loop */
-    bool armed;   /* a poll is in flight */
-    bool queued;  /* in `dirty` */
+    uint16_t gen;     /* of the armed poll */
+    uint8_t want : 3; /* POLLIN|POLLOUT wanted while `reg` */
+    uint8_t mask : 3; /* of the armed poll */
+    bool reg : 1;     /* registered with the loop */
+    bool armed : 1;   /* a poll is in flight */
+    bool queued;      /* in `dirty` */
 };
+_Static_assert(sizeof(struct ufd) == 4, "struct ufd grows the per-fd table");
+_Static_assert((POLLIN | POLLOUT) < 8, "struct ufd's masks are 3 bits");
 
 struct uring_state {
     struct io_uring ring;
@@ -58,6 +64,16 @@ struct uring_state {
     struct io_uring_buf_ring *br; /* NULL: no provided buffers (streams stay on readiness) */
     char *bufs;
     int64_t bufs_used_ns; /* when data last landed in a buffer; 0: its pages are given back */
+    struct rec *recs;     /* kept operation records (gale__uring_rec_get) */
+    unsigned nrecs;
+};
+
+/* Operation records kept for reuse, at most this many: under load the same few cycle, and no
+ * record allocated and freed per operation leaves holes between the connections' records. */
+#define RECS_KEEP 64u
+
+struct rec {
+    struct rec *next;
 };
 
 /* Buffers idle this long give their pages back (MADV_DONTNEED), so a loop that went quiet holds
@@ -142,10 +158,14 @@ static int grow_fds(struct uring_state *s, int fd)
     size_t n = s->nfds ? s->nfds : 64;
     while (n <= (size_t)fd)
         n *= 2;
-    struct ufd *f = realloc(s->fds, n * sizeof *f);
+    /* calloc + copy rather than realloc + memset (as the loop's handler table): a large table
+     * comes as fresh zero pages, and the part no fd reaches yet costs no resident memory. */
+    struct ufd *f = calloc(n, sizeof *f);
     if (!f)
         return -ENOMEM;
-    memset(f + s->nfds, 0, (n - s->nfds) * sizeof *f);
+    if (s->nfds)
+        memcpy(f, s->fds, s->nfds * sizeof *f);
+    free(s->fds);
     s->fds = f;
     s->nfds = n;
     return 0;
@@ -229,7 +249,7 @@ static struct io_uring_sqe *get_sqe(struct uring_state *s)
     return sqe;
 }
 
-static uint64_t poll_ud(int fd, uint32_t gen)
+static uint64_t poll_ud(int fd, uint16_t gen)
 {
     return (uint64_t)gen << 32 | (uint64_t)fd << 2 | UD_POLL;
 }
@@ -294,7 +314,7 @@ static bool poll_done(struct uring_state *s, uint64_t ud, int res, gale_loop *lo
                       gale__dispatch_fn dispatch)
 {
     int fd = (int)((uint32_t)ud >> 2);
-    uint32_t gen = (uint32_t)(ud >> 32);
+    uint16_t gen = (uint16_t)(ud >> 32);
     if ((size_t)fd >= s->nfds)
         return false;
     struct ufd *f = &s->fds[fd];
@@ -431,6 +451,11 @@ static void uring_free(void *state)
         munmap(s->br, GALE__URING_BUF_COUNT * sizeof(struct io_uring_buf));
         munmap(s->bufs, (size_t)GALE__URING_BUF_COUNT * GALE__URING_BUF_SIZE);
     }
+    while (s->recs) {
+        struct rec *r = s->recs;
+        s->recs = r->next;
+        free(r);
+    }
     free(s->fds);
     free(s->dirty);
     free(s);
@@ -515,6 +540,32 @@ void gale__uring_flush(gale_loop *loop)
     struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
     if (s && s->enabled)
         (void)io_uring_submit_and_get_events(&s->ring);
+}
+
+void *gale__uring_rec_get(gale_loop *loop)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    assert(s);
+    struct rec *r = s->recs;
+    if (!r)
+        return malloc(GALE__URING_REC_SIZE);
+    s->recs = r->next;
+    s->nrecs--;
+    return r;
+}
+
+void gale__uring_rec_put(gale_loop *loop, void *rec)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    assert(s && rec);
+    if (s->nrecs == RECS_KEEP) {
+        free(rec);
+        return;
+    }
+    struct rec *r = rec;
+    r->next = s->recs;
+    s->recs = r;
+    s->nrecs++;
 }
 
 #endif

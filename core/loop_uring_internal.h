@@ -58,6 +58,13 @@ int gale__uring_completed(gale_loop *loop, const gale__uop *op);
  * first): the calling thread can never wait on it. */
 bool gale__uring_may_run(gale_loop *loop);
 
+/* A record of GALE__URING_REC_SIZE bytes for an operation (NULL: out of memory), and its
+ * return. The loop keeps a few returned ones for the next operations (freed with the loop), so
+ * records made and dropped per operation neither cost a malloc each nor scatter the heap. */
+#define GALE__URING_REC_SIZE 144u
+void *gale__uring_rec_get(gale_loop *loop);
+void gale__uring_rec_put(gale_loop *loop, void *rec);
+
 /* Submits what is queued now and runs the kernel's deferred completions, so a cancellation
  * drops the operations' file references before the caller closes the fd. */
 void gale__uring_flush(gale_loop *loop);

@@ -68,6 +68,8 @@ static void flush_waits_queue(struct gale_http_conn *c);
 static void flush_waits_fail(struct gale_http_conn *c);
 static void out_release(struct gale_http_conn *c);
 static void output_given(struct gale_http_conn *c, size_t len);
+static void output_watch(struct gale_http_conn *c, double now, double t);
+static bool output_look(struct gale_http_conn *c, double now);
 static void on_written_close(gale_stream *s, int status, void *arg);
 static void start_linger(struct gale_http_conn *c);
 static void conn_on_close(gale_stream *s, int reason, void *arg);
@@ -266,6 +268,11 @@ void gale__conn_dispatch(struct gale_http_conn *c)
     r->dispatched = true;
     set_phase(c, PH_HANDLER);
     c->deadline = 0;
+    if (__builtin_expect(!c->wlook && gale_stream_write_pending(c->stream) > 0, 0)) {
+        double t = idle_timeout(c);
+        if (t > 0)
+            output_watch(c, gale_loop_time(c->loop), t); /* see output_given */
+    }
     c->busy++;
     srv->cb(&r->pub, srv->arg);
     c->busy--;
@@ -545,7 +552,13 @@ static void phase_expired(struct gale_http_conn *c, double now)
 {
     if (c->phase == PH_IDLE && !c->req && gale_stream_write_pending(c->stream) > 0) {
         /* Idle time starts once the last response is out (a slow reader of a large body is
-         * not idle; one that reads nothing is closed by the look at write progress below). */
+         * not idle; one that reads nothing is closed by the look at write progress below,
+         * which for output given while idle starts here: see output_given). */
+        if (!c->wlook) {
+            if (!output_look(c, now))
+                return;
+            output_watch(c, now, idle_timeout(c));
+        }
         set_idle_deadline(c, now);
         return;
     }
@@ -576,9 +589,25 @@ static void phase_expired(struct gale_http_conn *c, double now)
  * download takes); none taken for idle_connection_timeout closes the connection. A stall is
  * noticed between 1 and 1 + 1/WRITE_LOOKS timeouts after the last progress. */
 
-/* `len` response bytes were handed to the stream: watches them if the kernel did not take all. */
+/* Schedules the next look at write progress (wsent and wprogress are set). */
+static void output_watch(struct gale_http_conn *c, double now, double t)
+{
+    c->wlook = now + t / WRITE_LOOKS;
+    if (c->wlook > c->wprogress + t)
+        c->wlook = c->wprogress + t;
+    if (!c->timer || c->timer_at > c->wlook)
+        arm_timer(c, c->wlook);
+}
 
-/* `len` response bytes were handed to the stream: watches them if the kernel did not take all. */
+/* `len` response bytes were handed to the stream: watches them if the kernel did not take all.
+ *
+ * A connection that went idle with this output (keep-alive's common case) takes no timer: its
+ * idle deadline is watched anyway (the server's sweep), and phase_expired() starts the looks
+ * there if the output still waits, so the stall is still noticed within 1 to 1 + 1/WRITE_LOOKS
+ * timeouts. On a uring loop every response waits here until its send completes a turn later:
+ * a timer each would cost an idle connection 48 bytes of the loop's timer tables. The handler's
+ * phase has no deadline: a request dispatched while such output waits starts the looks then
+ * (gale__conn_dispatch). */
 static void output_given(struct gale_http_conn *c, size_t len)
 {
     c->wgiven += (uint32_t)len;
@@ -591,9 +620,9 @@ static void output_given(struct gale_http_conn *c, size_t len)
     double now = gale_loop_time(c->loop);
     c->wsent = c->wgiven - (uint32_t)pending;
     c->wprogress = now;
-    c->wlook = now + t / WRITE_LOOKS;
-    if (!c->timer || c->timer_at > c->wlook)
-        arm_timer(c, c->wlook);
+    if (c->phase == PH_IDLE && c->deadline)
+        return;
+    output_watch(c, now, t);
 }
 
 /* Looks at write progress. Returns false when it closed the connection for a stall. */

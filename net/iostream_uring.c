@@ -70,13 +70,35 @@ static atomic_bool mshot_refused;
 
 /* A send in flight: the queue's buffers as one SEND (one buffer) or SENDMSG. The queued requests
  * stay where they are until the completion advances the queue, so the kernel reads memory the
- * stream still owns; the stream's close sequence waits for this completion (sending()). */
+ * stream still owns; the stream's close sequence waits for this completion (sending()). One of
+ * up to POOLED_IOV buffers comes from the loop's kept records (gale__uring_rec_get), a larger
+ * one from malloc. */
 struct sendop {
     gale__uop op;
     gale_stream *s;
+    int cnt;
     struct msghdr mh;
     struct iovec iov[];
 };
+
+#define POOLED_IOV 4
+_Static_assert(sizeof(struct sendop) + POOLED_IOV * sizeof(struct iovec) <= GALE__URING_REC_SIZE,
+               "a pooled send record fits the loop's records");
+
+static struct sendop *sendop_new(gale_loop *loop, int cnt)
+{
+    if (cnt <= POOLED_IOV)
+        return gale__uring_rec_get(loop);
+    return malloc(sizeof(struct sendop) + (size_t)cnt * sizeof(struct iovec));
+}
+
+static void sendop_free(gale_loop *loop, struct sendop *o)
+{
+    if (o->cnt <= POOLED_IOV)
+        gale__uring_rec_put(loop, o);
+    else
+        free(o);
+}
 
 static gale_stream *of_op(gale__uop *op)
 {
@@ -228,7 +250,7 @@ static void send_done(gale__uop *op, int res, unsigned flags)
     struct sendop *o = (struct sendop *)op;
     gale_stream *s = o->s;
     (void)flags;
-    free(o);
+    sendop_free(s->loop, o);
     s->uring &= (uint8_t)~U_SENDING;
     if (!s->closed) {
         if (res > 0)
@@ -267,14 +289,15 @@ static void arm_send(gale_stream *s)
         gale__stream_schedule(s);
         return;
     }
-    struct sendop *o = malloc(sizeof *o + (size_t)cnt * sizeof *iov);
+    struct sendop *o = sendop_new(s->loop, cnt);
     if (!o) {
         gale__stream_close_now(s, -ENOMEM);
         return;
     }
+    o->cnt = cnt;
     struct io_uring_sqe *sqe = gale__uring_sqe(s->loop, &o->op);
     if (!sqe) {
-        free(o);
+        sendop_free(s->loop, o);
         gale__stream_schedule(s);
         return;
     }

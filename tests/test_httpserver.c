@@ -1287,15 +1287,15 @@ START_TEST(test_httpserver_client_never_reading_closed_after_idle_timeout)
 }
 END_TEST
 
-START_TEST(test_httpserver_slow_steady_reader_gets_whole_body)
+/* A 12 MB body read 16 kB at a time through a small window: the kernel takes the first
+ * megabytes at once and frees room in steps (a third of its send buffer), so the rest waits in
+ * the stream for about two idle timeouts, with progress at every step: the download is never
+ * cut, and the connection closes after it (at once, or at the idle deadline). */
+static void slow_steady_download(const char *req)
 {
-    /* A 12 MB body read 16 kB at a time through a small window: the kernel takes the first
-     * megabytes at once and frees room in steps (a third of its send buffer), so the rest waits
-     * in the stream for about two idle timeouts, with progress at every step: the download is
-     * never cut. */
     start_with_timeouts(0.3, 5);
     struct client *c = calloc(1, sizeof *c);
-    c->req = "GET /big?12000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    c->req = req;
     c->req_len = strlen(c->req);
     c->rcvbuf = 16384;
     c->read_chunk = 16384;
@@ -1311,6 +1311,59 @@ START_TEST(test_httpserver_slow_steady_reader_gets_whole_body)
     ck_assert(body_is_pattern(p.r[0].body, 12000000));
     ck_assert(c->eof);
     ck_assert_int_eq(nrequests, 1);
+    client_free(c);
+}
+
+START_TEST(test_httpserver_slow_steady_reader_gets_whole_body)
+{
+    slow_steady_download("GET /big?12000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+}
+END_TEST
+
+START_TEST(test_httpserver_slow_steady_reader_on_keep_alive_gets_whole_body)
+{
+    /* The connection goes idle with the rest of the body still queued, so its idle deadline, not
+     * a timer of its own, starts the looks at write progress: a reader that keeps taking bytes
+     * must not be cut there. */
+    slow_steady_download("GET /big?12000000 HTTP/1.1\r\nHost: x\r\n\r\n");
+}
+END_TEST
+
+/* 320 pipelined requests for 16,000-byte bodies, 5 MB of responses, more than the socket buffers
+ * hold. Each batch's responses are buffered (below BIG_BODY) and written as one after the last of
+ * them left the connection idle, so the idle deadline, not a timer of the connection's own, first
+ * looks at how much the kernel took. Returns the requests' text. */
+#define MEDIUM_N 320
+static const char *pipelined_medium(size_t *len)
+{
+    static char req[MEDIUM_N * 48];
+    size_t off = 0;
+    for (int i = 0; i < MEDIUM_N; i++)
+        off += (size_t)snprintf(req + off, sizeof req - off,
+                                "GET /big?16000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    *len = off;
+    return req;
+}
+
+START_TEST(test_httpserver_idle_with_output_queued_never_read_closed)
+{
+    /* A client that reads none of them: closed about an idle timeout after the kernel stopped
+     * taking bytes, not held with its output for ever. */
+    start_with_timeouts(0.3, 5);
+    struct client *c = calloc(1, sizeof *c);
+    c->req = pipelined_medium(&c->req_len);
+    c->rcvbuf = 16384;
+    c->read_after_go = true;
+    atomic_store(&go, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, client_main, c), 0);
+    bool closed = test_wait_until(loop, server_had_and_lost_connection, NULL, 15);
+    atomic_store(&go, 1);
+    ck_assert(test_wait_until(loop, client_done, c, 15));
+    pthread_join(t, NULL);
+    ck_assert(closed);
+    ck_assert(c->eof);
+    ck_assert_uint_lt(c->len, MEDIUM_N * 16000);
     client_free(c);
 }
 END_TEST
@@ -1852,7 +1905,9 @@ static Suite *httpserver_suite(void)
           test_httpserver_slowloris_closed_at_header_deadline,
           test_httpserver_stalled_body_closed_after_body_timeout,
           test_httpserver_client_never_reading_closed_after_idle_timeout,
-          test_httpserver_slow_steady_reader_gets_whole_body}},
+          test_httpserver_slow_steady_reader_gets_whole_body,
+          test_httpserver_slow_steady_reader_on_keep_alive_gets_whole_body,
+          test_httpserver_idle_with_output_queued_never_read_closed}},
         {"responses",
          {test_httpserver_head_keeps_content_length_without_body,
           test_httpserver_204_and_304_have_no_body,
