@@ -501,6 +501,12 @@ int gale__uring_completed(gale_loop *loop, const gale__uop *op)
     return INT32_MIN;
 }
 
+bool gale__uring_enabled(gale_loop *loop)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    return s && s->enabled;
+}
+
 void gale__uring_flush(gale_loop *loop)
 {
     struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);

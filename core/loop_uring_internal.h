@@ -57,6 +57,10 @@ int gale__uring_completed(gale_loop *loop, const gale__uop *op);
 /* Submits what is queued now and runs the kernel's deferred completions, so a cancellation
  * drops the operations' file references before the caller closes the fd. */
 void gale__uring_flush(gale_loop *loop);
+
+/* True once the ring runs (the loop's first wait, on its thread): before that nothing queued has
+ * been submitted, and an entry from gale__uring_sqe() may still be rewritten. */
+bool gale__uring_enabled(gale_loop *loop);
 #endif
 
 #endif
