@@ -135,7 +135,7 @@ static void done(gale__uop *op, int res, unsigned flags)
     else if (res == -EINVAL && !u->stopped) {
         gale_log_info(GALE_LOG_GENERAL, "accept: no multishot accept here; watching readiness");
         gale__server_uring_off(u->srv);
-    } else if (res != -ECANCELED && !u->stopped)
+    } else if (res < 0 && res != -ECANCELED && !u->stopped)
         gale__server_accept_failed(u->srv, u->fd, res, false);
     u->in_done = false;
     if (!last)
