@@ -777,6 +777,10 @@ int gale_server_accept_pending(gale_server *srv)
     size_t before = srv->live;
     srv->dispatching++;
     for (size_t i = 0; i < srv->nfds && !srv->free_pending && srv->accepting; i++) {
+        /* On a uring loop, connections the accept operation took first: their completions would
+         * come after the stop that usually follows, and be closed. */
+        if (srv->uring)
+            gale__uaccept_take(srv->uacc[i]);
         /* Ask the kernel rather than trust EAGAIN (an injected one would end the pass early);
          * bounded, so a flood of new clients cannot hold the loop here. */
         for (int round = 0; round < 64 && !full(srv); round++) {

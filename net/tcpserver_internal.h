@@ -32,15 +32,21 @@ typedef struct gale__uaccept gale__uaccept;
 /* True when accepts on `loop` go as operations (a uring loop with its operations interface). */
 bool gale__uaccept_usable(gale_loop *loop);
 
-/* Starts accepting on listening socket `fd` for `srv`: the operation is submitted from a loop
- * callback (on the loop's thread, which a SINGLE_ISSUER ring needs). Returns the record in `*out`
- * and 0, or -ENOMEM. */
+/* Starts accepting on listening socket `fd` for `srv`: the operation is queued now and submitted
+ * by the loop's next submit (before the loop first runs, by its first wait, on its thread: a
+ * server stopped before that turns the entry into a no-op). Returns the record in `*out` and 0,
+ * or -ENOMEM. */
 int gale__uaccept_start(gale_loop *loop, gale_server *srv, int fd, gale__uaccept **out);
 
 /* The server no longer wants `u` (NULL: nothing): its operation is cancelled and the cancellation
  * submitted now, so the socket may be closed at once and a new connect is refused. The record
  * frees itself at its last completion; the caller forgets it. */
 void gale__uaccept_stop(gale__uaccept *u);
+
+/* Hands the connections the operation accepted and whose completions wait in the queue to the
+ * server now (gale_server_accept_pending: a server about to stop takes them rather than close
+ * them). The record may be freed meanwhile if the server stopped it. */
+void gale__uaccept_take(gale__uaccept *u);
 #else
 static inline bool gale__uaccept_usable(gale_loop *loop)
 {
@@ -54,6 +60,7 @@ static inline int gale__uaccept_start(gale_loop *loop, gale_server *srv, int fd,
     return -ENOTSUP;
 }
 static inline void gale__uaccept_stop(gale__uaccept *u) { (void)u; }
+static inline void gale__uaccept_take(gale__uaccept *u) { (void)u; }
 #endif
 
 /* ---- net/tcpserver.c, for net/tcpserver_uring.c ---- */

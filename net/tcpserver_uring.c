@@ -146,6 +146,14 @@ static void done(gale__uop *op, int res, unsigned flags)
         arm(u);
 }
 
+void gale__uaccept_take(gale__uaccept *u)
+{
+    if (!u || !u->armed)
+        return;
+    gale__uring_flush(u->loop); /* the kernel's accepts that wait as deferred work happen now */
+    gale__uring_dispatch_now(u->loop, &u->op);
+}
+
 bool gale__uaccept_usable(gale_loop *loop) { return gale__uring_ready(loop, false); }
 
 int gale__uaccept_start(gale_loop *loop, gale_server *srv, int fd, gale__uaccept **out)
