@@ -528,14 +528,11 @@ bool gale__uring_enabled(gale_loop *loop)
     return s && s->enabled;
 }
 
-void gale__uring_dispatch_now(gale_loop *loop, gale__uop *op)
+/* Dispatches the completions of `ud` in the queue; true once its last one was. */
+static bool dispatch_op(struct uring_state *s, gale__uop *op, uint64_t ud)
 {
-    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
     struct io_uring_cqe *cqe;
     unsigned head;
-    uint64_t ud = (uint64_t)(uintptr_t)op | UD_OP;
-    if (!s)
-        return;
     io_uring_for_each_cqe(&s->ring, head, cqe)
     {
         if (cqe->user_data != ud)
@@ -544,7 +541,17 @@ void gale__uring_dispatch_now(gale_loop *loop, gale__uop *op)
         unsigned flags = cqe->flags;
         cqe->user_data = 0; /* dispatched: reap() ignores it */
         op->cb(op, res, flags);
+        if (!(flags & IORING_CQE_F_MORE))
+            return true; /* `op` may be gone */
     }
+    return false;
+}
+
+void gale__uring_dispatch_now(gale_loop *loop, gale__uop *op)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    if (s && s->enabled)
+        (void)dispatch_op(s, op, (uint64_t)(uintptr_t)op | UD_OP);
 }
 
 void gale__uring_flush(gale_loop *loop)

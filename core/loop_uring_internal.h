@@ -63,7 +63,8 @@ void gale__uring_flush(gale_loop *loop);
 bool gale__uring_enabled(gale_loop *loop);
 
 /* Dispatches now the completions of `op` waiting in the completion queue (the loop's turn then
- * skips them): a server shutting down takes the connections its accept already took. */
+ * skips them), up to its last one (after which `op` may be gone): a server shutting down takes
+ * the connections its accept already took, and a stopped accept's record goes at once. */
 void gale__uring_dispatch_now(gale_loop *loop, gale__uop *op);
 
 #ifdef GALE_FAULT_INJECTION

@@ -24,13 +24,21 @@
 #ifdef GALE_HAVE_URING
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/errors.h"
 #include "core/fault_internal.h"
 #include "core/log.h"
 #include "core/loop_uring_internal.h"
+
+/* Records whose operation has not ended yet, so that they stay reachable (a program that stops
+ * its server and exits without running or freeing the loop again leaves them to the kernel's
+ * completion queue, not lost: leak checkers see them). */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static gale__uaccept *live_head;
 
 struct gale__uaccept {
     gale__uop op;
@@ -38,15 +46,25 @@ struct gale__uaccept {
     gale_server *srv;
     struct io_uring_sqe *sqe; /* while it may still be unsubmitted (the ring not enabled yet) */
     int fd;
-    bool armed;   /* an operation is in flight, until its last completion */
-    bool queued;  /* arm_later() will arm it */
-    bool stopped; /* the server let go of it */
-    bool in_done; /* inside its completion */
+    bool armed;                 /* an operation is in flight, until its last completion */
+    bool queued;                /* arm_later() will arm it */
+    bool stopped;               /* the server let go of it */
+    bool in_done;               /* inside its completion */
+    bool in_stop;               /* its completions are dispatched from gale__uaccept_stop */
+    gale__uaccept *prev, *next; /* in live_head */
 };
 
 static void finish(gale__uaccept *u)
 {
     gale_server *srv = u->srv;
+    pthread_mutex_lock(&live_lock);
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        live_head = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    pthread_mutex_unlock(&live_lock);
     free(u);
     gale__server_release(srv);
 }
@@ -128,7 +146,9 @@ static void done(gale__uop *op, int res, unsigned flags)
         u->armed = false;
     u->in_done = true;
     int fault = injected_error(u, res, last);
-    if (res >= 0)
+    if (res >= 0 && u->in_stop)
+        close(res); /* taken while the listener closes: reset, as a backlog is by close() */
+    else if (res >= 0)
         gale__server_accepted(u->srv, res);
     if (fault && !u->stopped)
         gale__server_accept_failed(u->srv, u->fd, fault, true);
@@ -164,6 +184,12 @@ int gale__uaccept_start(gale_loop *loop, gale_server *srv, int fd, gale__uaccept
     u->loop = loop;
     u->srv = srv;
     u->fd = fd;
+    pthread_mutex_lock(&live_lock);
+    u->next = live_head;
+    if (live_head)
+        live_head->prev = u;
+    live_head = u;
+    pthread_mutex_unlock(&live_lock);
     gale__server_hold(srv);
     arm(u);
     *out = u;
@@ -182,6 +208,13 @@ void gale__uaccept_stop(gale__uaccept *u)
         u->armed = false;
     } else if (u->armed) {
         cancel(u);
+        /* Its last completion, when the kernel posted it already, is taken now, so the record
+         * and the server it holds go now rather than at the next loop turn. Not from inside its
+         * own completion, which finishes it. */
+        if (!u->in_done) {
+            u->in_stop = true;
+            gale__uring_dispatch_now(u->loop, &u->op); /* may free u */
+        }
         return;
     }
     if (!u->queued && !u->in_done)
