@@ -189,7 +189,7 @@ static void load(void)
 
 /* Decides the fault for one call of `call` offering `len` bytes; for a short count stores the
  * new length in `*cut`. */
-static gale_fault_kind decide(gale_fault_call call, size_t len, size_t *cut)
+gale_fault_kind gale__fault_decide(gale_fault_call call, size_t len, size_t *cut)
 {
     pthread_mutex_lock(&lock);
     load();
@@ -244,10 +244,19 @@ static int error_of(gale_fault_kind kind)
     }
 }
 
+int gale__fault_errno(gale_fault_call call, gale_fault_kind kind)
+{
+    if (call == GALE_FAULT_ACCEPT && kind == GALE_FAULT_ECONNRESET)
+        return -ECONNABORTED;
+    if (call == GALE_FAULT_ACCEPT && kind == GALE_FAULT_ENOMEM)
+        return -ENOBUFS;
+    return -error_of(kind);
+}
+
 ssize_t gale__sys_recv(int fd, void *buf, size_t len, int flags)
 {
     size_t cut = len;
-    gale_fault_kind kind = decide(GALE_FAULT_RECV, len, &cut);
+    gale_fault_kind kind = gale__fault_decide(GALE_FAULT_RECV, len, &cut);
     if (kind != GALE_FAULT_NONE && kind != GALE_FAULT_SHORT)
         return fail(error_of(kind));
     last_injected = false;
@@ -257,7 +266,7 @@ ssize_t gale__sys_recv(int fd, void *buf, size_t len, int flags)
 ssize_t gale__sys_send(int fd, const void *buf, size_t len, int flags)
 {
     size_t cut = len;
-    gale_fault_kind kind = decide(GALE_FAULT_SEND, len, &cut);
+    gale_fault_kind kind = gale__fault_decide(GALE_FAULT_SEND, len, &cut);
     if (kind != GALE_FAULT_NONE && kind != GALE_FAULT_SHORT)
         return fail(error_of(kind));
     last_injected = false;
@@ -267,7 +276,7 @@ ssize_t gale__sys_send(int fd, const void *buf, size_t len, int flags)
 ssize_t gale__sys_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 {
     size_t cut = count;
-    gale_fault_kind kind = decide(GALE_FAULT_SEND, count, &cut);
+    gale_fault_kind kind = gale__fault_decide(GALE_FAULT_SEND, count, &cut);
     if (kind != GALE_FAULT_NONE && kind != GALE_FAULT_SHORT)
         return fail(error_of(kind));
     last_injected = false;
@@ -280,7 +289,7 @@ ssize_t gale__sys_sendmsg(int fd, const struct msghdr *mh, int flags)
     for (size_t i = 0; i < mh->msg_iovlen; i++)
         total += mh->msg_iov[i].iov_len;
     size_t cut = total;
-    gale_fault_kind kind = decide(GALE_FAULT_SEND, total, &cut);
+    gale_fault_kind kind = gale__fault_decide(GALE_FAULT_SEND, total, &cut);
     if (kind != GALE_FAULT_NONE && kind != GALE_FAULT_SHORT)
         return fail(error_of(kind));
     last_injected = false;
@@ -305,7 +314,7 @@ ssize_t gale__sys_sendmsg(int fd, const struct msghdr *mh, int flags)
 int gale__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     size_t cut = 0;
-    gale_fault_kind kind = decide(GALE_FAULT_ACCEPT, 0, &cut);
+    gale_fault_kind kind = gale__fault_decide(GALE_FAULT_ACCEPT, 0, &cut);
     switch (kind) {
     case GALE_FAULT_NONE:
     case GALE_FAULT_SHORT: break;
@@ -320,7 +329,7 @@ int gale__sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 bool gale__fault_alloc(void)
 {
     size_t cut = 0;
-    return decide(GALE_FAULT_ALLOC, 0, &cut) == GALE_FAULT_ENOMEM;
+    return gale__fault_decide(GALE_FAULT_ALLOC, 0, &cut) == GALE_FAULT_ENOMEM;
 }
 
 bool gale__fault_was_injected(void) { return last_injected; }

@@ -24,6 +24,13 @@ bool gale__fault_alloc(void);
 /* True when the last failure of a wrapper on this thread was injected, not the kernel's. */
 bool gale__fault_was_injected(void);
 
+/* For the operations that bypass the wrappers (io_uring: core/loop_uring.c, the acceptor): the
+ * fault the plan gives one call of `call` offering `len` bytes, counted as a wrapper's call is.
+ * GALE_FAULT_SHORT sets `*cut` to the length to offer instead (1..len-1). */
+gale_fault_kind gale__fault_decide(gale_fault_call call, size_t len, size_t *cut);
+/* The negative errno a wrapper of `call` fails with for the error fault `kind`. */
+int gale__fault_errno(gale_fault_call call, gale_fault_kind kind);
+
 #else
 
 static inline ssize_t gale__sys_recv(int fd, void *buf, size_t len, int flags)

@@ -66,6 +66,9 @@ struct uring_state {
     int64_t bufs_used_ns; /* when data last landed in a buffer; 0: its pages are given back */
     struct rec *recs;     /* kept operation records (gale__uring_rec_get) */
     unsigned nrecs;
+#ifdef GALE_FAULT_INJECTION
+    struct gale__uring_faults faults;
+#endif
 };
 
 /* Operation records kept for reuse, at most this many: under load the same few cycle, and no
@@ -75,6 +78,18 @@ struct uring_state {
 struct rec {
     struct rec *next;
 };
+
+/* Fault injection (core/loop_uring_fault.c): the plan is applied to what is about to be
+ * submitted, and injected errors replace their NOPs' results. Nothing in other builds. */
+#ifdef GALE_FAULT_INJECTION
+#define FAULT_SQ(s) gale__uring_fault_sq(&(s)->ring, &(s)->faults, UD_OP)
+#define FAULT_RES(s, ud, res) gale__uring_fault_res(&(s)->faults, (ud), (res))
+#define FAULT_PEEK(s, ud, res) gale__uring_fault_peek(&(s)->faults, (ud), (res))
+#else
+#define FAULT_SQ(s) ((void)0)
+#define FAULT_RES(s, ud, res) (res)
+#define FAULT_PEEK(s, ud, res) (res)
+#endif
 
 /* Buffers idle this long give their pages back (MADV_DONTNEED), so a loop that went quiet holds
  * no receive memory: the ring cycles through all its buffers under load, and would otherwise
@@ -209,8 +224,10 @@ static void remove_now(struct uring_state *s, int fd)
     struct ufd *f = &s->fds[fd];
     if (!f->armed || !s->enabled)
         return;
-    if (sync_fd(s, fd))
+    if (sync_fd(s, fd)) {
+        FAULT_SQ(s);
         (void)io_uring_submit_and_get_events(&s->ring);
+    }
 }
 
 static int uring_ctl(void *state, int fd, unsigned old_events, unsigned new_events)
@@ -243,6 +260,7 @@ static struct io_uring_sqe *get_sqe(struct uring_state *s)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe && s->enabled) {
+        FAULT_SQ(s);
         io_uring_submit(&s->ring);
         sqe = io_uring_get_sqe(&s->ring);
     }
@@ -348,6 +366,7 @@ static int reap(struct uring_state *s, gale_loop *loop, gale__dispatch_fn dispat
             n += poll_done(s, ud, res, loop, dispatch);
         } else if ((ud & 3) == UD_OP) {
             gale__uop *op = (gale__uop *)(uintptr_t)(ud & ~(uint64_t)3);
+            res = FAULT_RES(s, ud, res);
             if (flags & IORING_CQE_F_BUFFER)
                 s->bufs_used_ns = 1; /* stamped after the batch (uring_wait) */
             op->cb(op, res, flags);
@@ -399,6 +418,7 @@ static int uring_wait(void *state, int timeout_ms, gale_loop *loop, gale__dispat
         return err;
     sync_all(s);
     timeout_ms = trim_buffers(s, timeout_ms);
+    FAULT_SQ(s);
     int r;
     if (timeout_ms == 0) {
         r = io_uring_submit_and_get_events(&s->ring);
@@ -421,6 +441,7 @@ static void drain_ops(struct uring_state *s)
     if (!s->enabled)
         return;
     for (int round = 0; round < 4; round++) {
+        FAULT_SQ(s);
         (void)io_uring_submit_and_get_events(&s->ring);
         struct io_uring_cqe *cqe;
         bool any = false;
@@ -431,7 +452,7 @@ static void drain_ops(struct uring_state *s)
             io_uring_cqe_seen(&s->ring, cqe);
             if ((ud & 3) == UD_OP) {
                 gale__uop *op = (gale__uop *)(uintptr_t)(ud & ~(uint64_t)3);
-                op->cb(op, res, flags);
+                op->cb(op, FAULT_RES(s, ud, res), flags);
                 any = true;
             }
         }
@@ -524,7 +545,7 @@ int gale__uring_completed(gale_loop *loop, const gale__uop *op)
     io_uring_for_each_cqe(&s->ring, head, cqe)
     {
         if (cqe->user_data == ((uint64_t)(uintptr_t)op | UD_OP))
-            return cqe->res;
+            return FAULT_PEEK(s, cqe->user_data, cqe->res);
     }
     return INT32_MIN;
 }
@@ -535,11 +556,45 @@ bool gale__uring_may_run(gale_loop *loop)
     return !s || !s->enabled || pthread_equal(s->owner, pthread_self());
 }
 
-void gale__uring_flush(gale_loop *loop)
+bool gale__uring_enabled(gale_loop *loop)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    return s && s->enabled;
+}
+
+/* Dispatches the completions of `ud` in the queue; true once its last one was. */
+static bool dispatch_op(struct uring_state *s, gale__uop *op, uint64_t ud)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head;
+    io_uring_for_each_cqe(&s->ring, head, cqe)
+    {
+        if (cqe->user_data != ud)
+            continue;
+        int res = FAULT_RES(s, ud, cqe->res);
+        unsigned flags = cqe->flags;
+        cqe->user_data = 0; /* dispatched: reap() ignores it */
+        op->cb(op, res, flags);
+        if (!(flags & IORING_CQE_F_MORE))
+            return true; /* `op` may be gone */
+    }
+    return false;
+}
+
+void gale__uring_dispatch_now(gale_loop *loop, gale__uop *op)
 {
     struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
     if (s && s->enabled)
+        (void)dispatch_op(s, op, (uint64_t)(uintptr_t)op | UD_OP);
+}
+
+void gale__uring_flush(gale_loop *loop)
+{
+    struct uring_state *s = gale__loop_backend_state(loop, &gale__backend_uring);
+    if (s && s->enabled) {
+        FAULT_SQ(s);
         (void)io_uring_submit_and_get_events(&s->ring);
+    }
 }
 
 void *gale__uring_rec_get(gale_loop *loop)

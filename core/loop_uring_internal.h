@@ -68,6 +68,34 @@ void gale__uring_rec_put(gale_loop *loop, void *rec);
 /* Submits what is queued now and runs the kernel's deferred completions, so a cancellation
  * drops the operations' file references before the caller closes the fd. */
 void gale__uring_flush(gale_loop *loop);
+
+/* True once the ring runs (the loop's first wait, on its thread): before that nothing queued has
+ * been submitted, and an entry from gale__uring_sqe() may still be rewritten. */
+bool gale__uring_enabled(gale_loop *loop);
+
+/* Dispatches now the completions of `op` waiting in the completion queue (the loop's turn then
+ * skips them), up to its last one (after which `op` may be gone): a server shutting down takes
+ * the connections its accept already took, and a stopped accept's record goes at once. */
+void gale__uring_dispatch_now(gale_loop *loop, gale__uop *op);
+
+#ifdef GALE_FAULT_INJECTION
+/* core/loop_uring_fault.c: the fault plan applied to operations (for core/loop_uring.c). Under
+ * fault injection a receive or send may be submitted shorter than prepared (a SENDMSG's iovecs
+ * trimmed in place), or as a NOP whose completion carries an injected error. */
+#define GALE__URING_MAX_FAULTS 64
+struct gale__uring_faults {
+    uint64_t ud[GALE__URING_MAX_FAULTS]; /* operations submitted as NOPs */
+    int res[GALE__URING_MAX_FAULTS];     /* the error their completion carries */
+    size_t n;
+};
+/* Applies the plan to the entries prepared and not yet submitted whose user_data's low two bits
+ * are `op_tag`. Called just before each submission. */
+void gale__uring_fault_sq(struct io_uring *ring, struct gale__uring_faults *f, uint64_t op_tag);
+/* The result to dispatch for a completion of `ud` (its injected error, taken off the table). */
+int gale__uring_fault_res(struct gale__uring_faults *f, uint64_t ud, int res);
+/* The same without taking it off (a completion looked at, not dispatched). */
+int gale__uring_fault_peek(const struct gale__uring_faults *f, uint64_t ud, int res);
+#endif
 #endif
 
 #endif

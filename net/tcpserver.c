@@ -1,7 +1,9 @@
-/* The acceptor: listening sockets, a bounded accept batch per readiness event, the EMFILE pause
- * with a spare descriptor, and Tornado's fork_processes supervisor. */
+/* The acceptor: listening sockets, a bounded accept batch per readiness event (on a uring loop,
+ * accepts as operations instead: net/tcpserver_uring.c), the EMFILE pause with a spare descriptor,
+ * and Tornado's fork_processes supervisor. */
 #include "net/tcpserver.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -51,6 +53,12 @@ struct gale_server {
      * them listen (n == 1) or gives each worker listening sockets of its own (n > 1). */
     bool listen_deferred;
     int backlog;
+    /* On a uring loop: accepts are operations (net/tcpserver_uring.c), one record per watched
+     * socket, each holding a reference (refs) until its last completion. */
+    bool uring;
+    bool own_sockets; /* a prefork worker's sockets are its own (SO_REUSEPORT rebind) */
+    gale__uaccept *uacc[MAX_LISTEN_FDS];
+    unsigned refs;
 };
 
 /* ---- binding ---- */
@@ -256,6 +264,21 @@ static void emfile_retry(gale_loop *loop, void *arg);
 
 static bool full(const gale_server *srv) { return srv->max_conns && srv->live >= srv->max_conns; }
 
+/* Starts (readiness handler or accept operation) or stops accepting on socket `i`. */
+static int watch_fd(gale_server *srv, size_t i, bool on)
+{
+    if (!srv->uring && on)
+        return gale_loop_add_handler(srv->loop, srv->fds[i], GALE_READ, accept_handler, srv);
+    if (!srv->uring)
+        return gale_loop_remove_handler(srv->loop, srv->fds[i]);
+    if (!on) {
+        gale__uaccept_stop(srv->uacc[i]);
+        srv->uacc[i] = NULL;
+        return 0;
+    }
+    return srv->uacc[i] ? 0 : gale__uaccept_start(srv->loop, srv, srv->fds[i], &srv->uacc[i]);
+}
+
 /* Registers (on) or removes the listening sockets; never registers them while at the connection
  * limit: the kernel's backlog holds the clients until a connection closes. */
 static void watch(gale_server *srv, bool on)
@@ -265,14 +288,10 @@ static void watch(gale_server *srv, bool on)
     if (srv->watching == on)
         return;
     for (size_t i = 0; i < srv->nfds; i++) {
-        if (on) {
-            int err = gale_loop_add_handler(srv->loop, srv->fds[i], GALE_READ, accept_handler, srv);
-            if (err)
-                gale_log_error(GALE_LOG_GENERAL, "cannot watch listening socket %d: %s",
-                               srv->fds[i], gale_strerror(err));
-        } else {
-            gale_loop_remove_handler(srv->loop, srv->fds[i]);
-        }
+        int err = watch_fd(srv, i, on);
+        if (err && on)
+            gale_log_error(GALE_LOG_GENERAL, "cannot watch listening socket %d: %s", srv->fds[i],
+                           gale_strerror(err));
     }
     srv->watching = on;
 }
@@ -337,6 +356,9 @@ static void leave_emfile(gale_server *srv)
     gale_log_info(GALE_LOG_GENERAL,
                   "accept: descriptors available again after %.0f ms, %lu waiting clients closed",
                   (gale_loop_time(srv->loop) - srv->emfile_since) * 1000, srv->emfile_dropped);
+    /* Out now, before the client's bytes: on a uring loop a flush of the submission queue in this
+     * turn (another stream closing) can send them before the loop's own log flush. */
+    gale_log_flush();
 }
 
 /* At max_connections: stop watching; the first time in an episode, say so. */
@@ -367,6 +389,29 @@ static void conn_closed(gale_stream *s, void *arg);
 static int fork_processes(int n, int max_restarts, const int *listen_fds, size_t nlisten);
 static int listen_now(gale_server *srv);
 
+/* Connection `c` accepted from `peer`: a stream for the accept callback. Returns false if the
+ * server was stopped or freed meanwhile. */
+static bool take(gale_server *srv, int c, const struct sockaddr_storage *peer, socklen_t plen)
+{
+    leave_emfile(srv);
+    gale_stream *s = NULL;
+    int err = gale_stream_new(srv->loop, c, &s);
+    if (err) {
+        gale_log_error(GALE_LOG_GENERAL, "dropping connection: %s", gale_strerror(err));
+        close(c);
+        return true;
+    }
+    srv->live++;
+    gale_stream_set_owner_hook(s, conn_closed, srv);
+    if (srv->tls && (err = gale_stream_start_tls(s, srv->tls, NULL, NULL, NULL)) < 0) {
+        gale_log_error(GALE_LOG_GENERAL, "dropping connection: TLS: %s", gale_strerror(err));
+        gale_stream_close(s, err);
+        return true;
+    }
+    srv->cb(srv, s, (const struct sockaddr *)peer, plen, srv->arg);
+    return !srv->free_pending && srv->accepting;
+}
+
 /* Accepts up to a batch on `fd`. Returns false if the server was stopped or freed meanwhile. */
 static bool accept_batch(gale_server *srv, int fd)
 {
@@ -395,23 +440,7 @@ static bool accept_batch(gale_server *srv, int fd)
             gale_log_error(GALE_LOG_GENERAL, "accept on fd %d: %s", fd, gale_strerror(-err));
             return true;
         }
-        leave_emfile(srv);
-        gale_stream *s = NULL;
-        int err = gale_stream_new(srv->loop, c, &s);
-        if (err) {
-            gale_log_error(GALE_LOG_GENERAL, "dropping connection: %s", gale_strerror(err));
-            close(c);
-            continue;
-        }
-        srv->live++;
-        gale_stream_set_owner_hook(s, conn_closed, srv);
-        if (srv->tls && (err = gale_stream_start_tls(s, srv->tls, NULL, NULL, NULL)) < 0) {
-            gale_log_error(GALE_LOG_GENERAL, "dropping connection: TLS: %s", gale_strerror(err));
-            gale_stream_close(s, err);
-            continue;
-        }
-        srv->cb(srv, s, (struct sockaddr *)&peer, plen, srv->arg);
-        if (srv->free_pending || !srv->accepting)
+        if (!take(srv, c, &peer, plen))
             return false;
     }
     return true;
@@ -432,7 +461,7 @@ int gale_server_set_tls(gale_server *srv, gale_tls_ctx *ctx)
 /* Frees the server once the user freed it and nothing refers to it any more. */
 static void maybe_free(gale_server *srv)
 {
-    if (srv->free_pending && srv->dispatching == 0 && srv->live == 0) {
+    if (srv->free_pending && srv->dispatching == 0 && srv->live == 0 && srv->refs == 0) {
         gale_tls_unref(srv->tls);
         free(srv);
     }
@@ -466,6 +495,11 @@ static void emfile_retry(gale_loop *loop, void *arg)
     srv->retry = 0;
     if (!srv->accepting)
         return;
+    if (srv->uring) {
+        watch(srv,
+              true); /* new operations: an error ends them again, a connection ends the pause */
+        return;
+    }
     /* Try each socket at once: success ends the episode; EMFILE re-arms this timer; EAGAIN only
      * means nobody is waiting, so watch again and keep the episode open (no second warning). */
     srv->dispatching++;
@@ -482,6 +516,17 @@ static void emfile_retry(gale_loop *loop, void *arg)
         watch(srv, true);
 }
 
+/* Whether accepts go as multishot operations. Not with a connection limit: a multishot accept
+ * takes every client waiting in the backlog at once, past the limit. Not in a prefork worker
+ * sharing its listening sockets with the others: the operation waits on the socket as an
+ * exclusive waiter that stays first in line, so one worker would take every connection (readiness
+ * wakes them all and the idlest accepts first). */
+static bool uring_fits(const gale_server *srv)
+{
+    return gale__uaccept_usable(srv->loop) && srv->max_conns == 0 &&
+           (gale_task_id() < 0 || srv->own_sockets);
+}
+
 static int start_accepting(gale_server *srv)
 {
     if (!srv->loop) {
@@ -490,9 +535,61 @@ static int start_accepting(gale_server *srv)
             return -ENOMEM;
     }
     srv->accepting = true;
+    srv->uring = uring_fits(srv);
     if (!srv->retry)
         watch(srv, true);
     return 0;
+}
+
+/* ---- for net/tcpserver_uring.c (tcpserver_internal.h) ---- */
+
+void gale__server_hold(gale_server *srv) { srv->refs++; }
+
+void gale__server_release(gale_server *srv)
+{
+    assert(srv->refs > 0);
+    srv->refs--;
+    maybe_free(srv);
+}
+
+void gale__server_accepted(gale_server *srv, int c)
+{
+    if (!srv->accepting) {
+        close(c); /* stopped meanwhile: as if the listener had been closed first */
+        return;
+    }
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    if (getpeername(c, (struct sockaddr *)&peer, &plen) < 0) {
+        /* Reset before we asked: the stream finds out at its first read. */
+        memset(&peer, 0, sizeof peer);
+        plen = 0;
+    }
+    srv->dispatching++;
+    if (take(srv, c, &peer, plen) && full(srv))
+        enter_limit(srv);
+    srv->dispatching--;
+    maybe_free(srv);
+}
+
+void gale__server_accept_failed(gale_server *srv, int fd, int err, bool injected)
+{
+    if (err == -EINTR || err == -ECONNABORTED || err == -EAGAIN || err == -EWOULDBLOCK)
+        return;
+    if (err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM) {
+        enter_emfile(srv, fd, err, !injected);
+        return;
+    }
+    gale_log_error(GALE_LOG_GENERAL, "accept on fd %d: %s", fd, gale_strerror(err));
+}
+
+void gale__server_uring_off(gale_server *srv)
+{
+    bool was = srv->watching;
+    watch(srv, false);
+    srv->uring = false;
+    if (was)
+        watch(srv, true);
 }
 
 int gale_server_new(gale_loop *loop, gale_accept_cb cb, void *arg, gale_server **out)
@@ -523,7 +620,7 @@ int gale_server_add_socket(gale_server *srv, int fd)
         return -errno;
     srv->fds[srv->nfds++] = fd;
     if (srv->accepting && srv->watching) {
-        int err = gale_loop_add_handler(srv->loop, fd, GALE_READ, accept_handler, srv);
+        int err = watch_fd(srv, srv->nfds - 1, true);
         if (err) {
             srv->nfds--;
             return err;
@@ -561,12 +658,12 @@ int gale_server_bind(gale_server *srv, int port, const char *address, int family
     if (srv->accepting && srv->watching) {
         /* Already accepting: the new sockets must be watched too, or none is added. */
         for (size_t i = first; i < first + n; i++) {
-            err = gale_loop_add_handler(srv->loop, srv->fds[i], GALE_READ, accept_handler, srv);
+            err = watch_fd(srv, i, true);
             if (err) {
                 gale_log_error(GALE_LOG_GENERAL, "cannot watch listening socket %d: %s",
                                srv->fds[i], gale_strerror(err));
                 for (size_t j = first; j < i; j++)
-                    gale_loop_remove_handler(srv->loop, srv->fds[j]);
+                    watch_fd(srv, j, false);
                 for (size_t j = first; j < first + n; j++)
                     close(srv->fds[j]);
                 return err;
@@ -647,6 +744,7 @@ int gale_server_start(gale_server *srv, int nprocs)
             int err = rebind_all(srv);
             if (err)
                 return err;
+            srv->own_sockets = true;
         }
     } else {
         int err = listen_now(srv);
@@ -679,6 +777,10 @@ int gale_server_accept_pending(gale_server *srv)
     size_t before = srv->live;
     srv->dispatching++;
     for (size_t i = 0; i < srv->nfds && !srv->free_pending && srv->accepting; i++) {
+        /* On a uring loop, connections the accept operation took first: their completions would
+         * come after the stop that usually follows, and be closed. */
+        if (srv->uring)
+            gale__uaccept_take(srv->uacc[i]);
         /* Ask the kernel rather than trust EAGAIN (an injected one would end the pass early);
          * bounded, so a flood of new clients cannot hold the loop here. */
         for (int round = 0; round < 64 && !full(srv); round++) {
@@ -730,6 +832,8 @@ int gale_server_set_max_connections(gale_server *srv, size_t n)
     srv->max_conns = n;
     if (!srv->loop || !srv->accepting)
         return 0;
+    if (srv->uring && n)
+        gale__server_uring_off(srv); /* see uring_fits */
     if (full(srv))
         enter_limit(srv);
     else if (!srv->retry && !srv->watching)

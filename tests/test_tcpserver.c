@@ -231,6 +231,17 @@ START_TEST(test_tcpserver_unix_socket_round_trip)
 }
 END_TEST
 
+static void assert_refused(int port)
+{
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&sin, sizeof sin), -1);
+    ck_assert_int_eq(errno, ECONNREFUSED);
+    close(c);
+}
+
 START_TEST(test_tcpserver_stop_closes_listener)
 {
     gale_loop *loop;
@@ -243,15 +254,48 @@ START_TEST(test_tcpserver_stop_closes_listener)
     gale_server_stop(srv);
     gale_server_stop(srv); /* idempotent */
     ck_assert_int_eq(gale_server_port(srv), -ENOTCONN);
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET,
-                              .sin_port = htons((uint16_t)port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(c, (struct sockaddr *)&sin, sizeof sin), -1);
-    ck_assert_int_eq(errno, ECONNREFUSED);
-    close(c);
+    assert_refused(port);
     test_run_for(loop, 0.01);
     ck_assert_int_eq(a.n, 0);
+    gale_server_free(srv);
+    gale_loop_free(loop);
+}
+END_TEST
+
+static bool readable(void *arg)
+{
+    struct pollfd p = {.fd = *(int *)arg, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* Stopped while accepting (on a uring loop: with its accept operation submitted and one
+ * connection taken): the listener is closed when stop returns, so the next connect is refused,
+ * and the accepted connection is unaffected. */
+START_TEST(test_tcpserver_stop_after_accepting_refuses_next_connect)
+{
+    gale_loop *loop;
+    ck_assert_int_eq(gale_loop_new(GALE_BACKEND_DEFAULT, &loop), 0);
+    struct accepted a = {0};
+    gale_server *srv;
+    ck_assert_int_eq(gale_server_new(loop, on_accept, &a, &srv), 0);
+    ck_assert_int_eq(gale_server_listen(srv, 0, "127.0.0.1"), 0);
+    int port = gale_server_port(srv);
+    int first = test_connect_tcp(port);
+    ck_assert_int_ge(first, 0);
+    struct want w = {&a, 1};
+    ck_assert(test_wait_until(loop, have_accepted, &w, 5));
+    gale_server_stop(srv);
+    assert_refused(port);
+    ck_assert_int_eq(gale_stream_write(a.streams[0], "x", 1, NULL, NULL), 0);
+    ck_assert(test_wait_until(loop, readable, &first, 5));
+    test_set_timeouts(first, 5);
+    char b;
+    ck_assert_int_eq(recv(first, &b, 1, 0), 1);
+    ck_assert_int_eq(b, 'x');
+    test_run_for(loop, 0.01);
+    ck_assert_int_eq(a.n, 1);
+    close(first);
+    close_accepted(loop, &a);
     gale_server_free(srv);
     gale_loop_free(loop);
 }
@@ -815,6 +859,7 @@ static Suite *tcpserver_suite(void)
     tcase_add_test(tc, test_tcpserver_ipv6_loopback);
     tcase_add_test(tc, test_tcpserver_unix_socket_round_trip);
     tcase_add_test(tc, test_tcpserver_stop_closes_listener);
+    tcase_add_test(tc, test_tcpserver_stop_after_accepting_refuses_next_connect);
     tcase_add_test(tc, test_tcpserver_free_inside_accept_callback);
     tcase_add_test(tc, test_tcpserver_bad_arguments);
     tcase_add_test(tc, test_tcpserver_emfile_pauses_without_spinning_and_recovers);
