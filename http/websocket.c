@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -502,10 +503,37 @@ static void close_expired(gale_loop *loop, void *arg)
     }
 }
 
+/* Drops what the peer still sends while the connection lingers (below). The stream closes itself
+ * at the peer's FIN (an error status here); the close deadline bounds the rest. */
+static size_t drop_input(gale_stream *s, int status, const char *data, size_t len, void *arg)
+{
+    (void)data;
+    if (status == 0 && gale_stream_read_some(s, drop_input, arg) < 0)
+        gale_stream_close(s, 0);
+    return len;
+}
+
 static void close_after_write(gale_stream *s, int status, void *arg)
 {
     (void)arg;
     if (status == 0)
+        gale_stream_close(s, 0);
+}
+
+/* A failure's Close has left. The peer may still be sending (the rest of a frame too big to
+ * take, say), and closing with input unread would make the close a reset, which can destroy the
+ * Close before the peer reads it: so the write side is shut and the input read and dropped until
+ * the peer closes, within the close deadline (the HTTP server lingers the same way). */
+static void linger_after_write(gale_stream *s, int status, void *arg)
+{
+    (void)arg;
+    if (status != 0)
+        return;
+    int fd = gale_stream_fd(s);
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+    (void)gale_stream_cancel_read_some(s, on_read); /* it would stop after one read */
+    if (!gale_stream_reading(s) && gale_stream_read_some(s, drop_input, NULL) < 0)
         gale_stream_close(s, 0);
 }
 
@@ -531,7 +559,8 @@ static int send_close(gale_ws *ws, int code, const char *reason, size_t rlen, bo
     if (code >= 0)
         rc = gale__ws_send(ws, WS_OP_CLOSE, payload, n, NULL, NULL);
     if (rc == 0 && then_close)
-        rc = gale_stream_write(ws->stream, "", 0, close_after_write, NULL);
+        rc = gale_stream_write(ws->stream, "", 0,
+                               ws->failed ? linger_after_write : close_after_write, NULL);
     if (rc < 0 && ws->stream)
         gale_stream_close(ws->stream, rc);
     if (!ws->close_timer && ws->stream) {

@@ -634,6 +634,41 @@ START_TEST(test_ws_protocol_errors_fail_with_their_code)
 }
 END_TEST
 
+/* A frame over max_message_size whose payload keeps coming: the server fails the connection with
+ * 1009 and drops the rest of the payload until the client closes, so the client can send it all
+ * and then read the Close. Closing with that input unread would reset the connection: the
+ * client's writes would fail and the Close could be lost. */
+static void too_big_job(struct job *j)
+{
+    int fd = ws_open("/echo");
+    j->ok = fd >= 0;
+    size_t total = 16u << 20;
+    uint8_t head[14] = {0x82, 0xff};
+    for (int k = 0; k < 8; k++)
+        head[2 + k] = (uint8_t)(total >> (56 - 8 * k)); /* mask key: zeros */
+    j->ok = j->ok && test_write_all(fd, head, sizeof head) == 0;
+    static uint8_t zeros[65536];
+    for (size_t sent = 0; j->ok && sent < total; sent += sizeof zeros)
+        j->ok = test_write_all(fd, zeros, sizeof zeros) == 0;
+    j->ints[2] = j->ok;
+    shutdown(fd, SHUT_WR);
+    j->ok = j->ok && expect_close(fd, 1009);
+    char c;
+    j->ok = j->ok && read(fd, &c, 1) == 0;
+    close(fd);
+}
+
+START_TEST(test_ws_too_big_frame_still_arriving_gets_its_close)
+{
+    struct job j = {.fn = too_big_job};
+    run_job(&j);
+    ck_assert_msg(j.ints[2], "the client could not send its whole frame");
+    ck_assert(j.ok);
+    ck_assert_int_eq(n_messages, 0);
+    ck_assert_int_eq(n_close, 1);
+}
+END_TEST
+
 /* A 2-byte, a 3-byte and a 4-byte sequence, cut into two fragments at every byte. */
 static void utf8_job(struct job *j)
 {
@@ -1451,6 +1486,7 @@ static Suite *websocket_suite(void)
     tcase_add_test(t, test_ws_fragmentation_with_control_frames_between);
     tcase_add_loop_test(t, test_ws_protocol_errors_fail_with_their_code, 0,
                         (int)(sizeof errors / sizeof *errors));
+    tcase_add_test(t, test_ws_too_big_frame_still_arriving_gets_its_close);
     tcase_add_test(t, test_ws_utf8_split_across_fragments);
     tcase_add_test(t, test_ws_close_from_the_client);
     tcase_add_test(t, test_ws_close_from_the_server_both_ways);
