@@ -587,7 +587,15 @@ static void phase_expired(struct gale_http_conn *c, double now)
  * kernel took, every idle_connection_timeout / WRITE_LOOKS: never per write, never per byte. Any
  * bytes taken are progress (a slow but steady reader keeps its connection however long its
  * download takes); none taken for idle_connection_timeout closes the connection. A stall is
- * noticed between 1 and 1 + 1/WRITE_LOOKS timeouts after the last progress. */
+ * noticed between 1 and 1 + 1/WRITE_LOOKS timeouts after the last progress.
+ *
+ * The kernel's send buffer grows to megabytes and asks for more only once a third of it is free,
+ * so a reader slower than that third per timeout would show no progress to the stream although it
+ * reads all along (a deep pipeline behind the output limit: its connection was cut). So a look
+ * also asks how much of what the kernel holds the peer has not acknowledged yet: less than at the
+ * previous look is progress too. The first look of a wait has no earlier figure to compare with:
+ * it takes one, and when the stream saw no progress either it waits one more look before calling
+ * it a stall (so a peer that reads nothing is closed within 1 + 1/WRITE_LOOKS timeouts still). */
 
 /* Schedules the next look at write progress (wsent and wprogress are set). */
 static void output_watch(struct gale_http_conn *c, double now, double t)
@@ -620,6 +628,7 @@ static void output_given(struct gale_http_conn *c, size_t len)
     double now = gale_loop_time(c->loop);
     c->wsent = c->wgiven - (uint32_t)pending;
     c->wprogress = now;
+    c->wunacked = 0;
     if (c->phase == PH_IDLE && c->deadline)
         return;
     output_watch(c, now, t);
@@ -635,9 +644,17 @@ static bool output_look(struct gale_http_conn *c, double now)
         return true;
     }
     uint32_t sent = c->wgiven - (uint32_t)pending;
-    if (sent != c->wsent) {
+    size_t kib = gale_stream_write_unacked(c->stream) / 1024 + 1;
+    uint16_t unacked = kib < UINT16_MAX ? (uint16_t)kib : UINT16_MAX;
+    bool first = !c->wunacked;
+    bool acked = unacked < c->wunacked;
+    c->wunacked = unacked;
+    if (sent != c->wsent || acked) {
         c->wsent = sent;
         c->wprogress = now;
+    } else if (first) {
+        c->wlook = now + t / WRITE_LOOKS; /* no figure to compare with yet: one more look */
+        return true;
     } else if (now - c->wprogress >= t) {
         gale_log(GALE_LOG_DEBUG, GALE_LOG_GENERAL,
                  "closing connection from %s: the client read none of %zu queued response "

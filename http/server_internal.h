@@ -86,14 +86,17 @@ struct gale_http_conn {
     double timer_at;  /* when `timer` fires */
     double deadline;  /* end of the current phase (0: none) */
     double wlook;     /* next look at write progress (0: no output waiting) */
-    double wprogress; /* when the kernel was last seen taking output (or the wait began) */
+    double wprogress; /* when output was last seen leaving (or the wait began) */
     /* Response bytes handed to the stream, and of those the ones the kernel had taken at the last
      * look: counted modulo 2^32, only their difference (below 4 GiB) matters. */
     uint32_t wgiven, wsent;
     uint32_t drained; /* input read and dropped while lingering (up to LINGER_MAX_BYTES) */
     /* Calls into user code (the handler, a close or flush callback) running now that may end the
      * connection: it is freed only once they all returned (conn_maybe_free). */
-    uint32_t busy;
+    uint16_t busy;
+    /* The kernel's unacknowledged output at the last look, in KiB plus one, saturated (0: not
+     * looked at since the output began waiting): see output_look. */
+    uint16_t wunacked;
     struct flush_wait *flush_waits; /* flush callbacks not yet handed to the stream */
     uint8_t phase;                  /* enum conn_phase, changed by set_phase() only */
     /* in_batch: a batch of input is being parsed; responses collect in `out` and leave with one

@@ -185,6 +185,11 @@ size_t gale_stream_read_buffered(const gale_stream *s);
  * receive that completed on a uring loop and has not been delivered yet. One ioctl; meant for
  * rare decisions (the HTTP server's shutdown: keep-alive or close). False once closed. */
 bool gale_stream_input_waiting(const gale_stream *s);
+/* Bytes the kernel holds for the socket that the peer has not acknowledged yet (sent and unacked,
+ * or not sent: SIOCOUTQ), so that a writer can see its peer reading while the kernel's send buffer
+ * is still too full to take more from the stream. One ioctl; meant for occasional looks (the HTTP
+ * server's write-progress check). 0 once closed or when the kernel does not say. */
+size_t gale_stream_write_unacked(const gale_stream *s);
 
 /* Caps the read buffer (default GALE_STREAM_DEFAULT_MAX_BUFFER). Returns 0, -EINVAL (0), or
  * -ENOBUFS (more than `max` already buffered; the cap is unchanged). */

@@ -2,6 +2,7 @@
  * the peer's address...) and the settings that change no queued work (buffer cap, TCP_NODELAY,
  * the owner's close hook). The stream itself is iostream.c's. */
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
@@ -40,6 +41,14 @@ bool gale_stream_input_waiting(const gale_stream *s)
         return true;
     int n = 0;
     return s->fd >= 0 && ioctl(s->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+size_t gale_stream_write_unacked(const gale_stream *s)
+{
+    int n = 0;
+    if (!s || s->closed || s->fd < 0 || ioctl(s->fd, SIOCOUTQ, &n) != 0 || n < 0)
+        return 0;
+    return (size_t)n;
 }
 
 int gale_stream_set_max_buffer_size(gale_stream *s, size_t max)

@@ -1369,6 +1369,41 @@ START_TEST(test_httpserver_idle_with_output_queued_never_read_closed)
 }
 END_TEST
 
+START_TEST(test_httpserver_steady_reader_of_deep_pipeline_gets_every_response)
+{
+    /* A client that reads them steadily through a small window: parsing stops while a megabyte
+     * of output is queued, the rest waiting unparsed, and the output takes longer than the idle
+     * timeout to leave. The connection makes progress all along, so it is not idle: every
+     * response arrives, and the connection closes at the idle deadline after the last. */
+    start_with_timeouts(0.3, 5);
+    struct client *c = calloc(1, sizeof *c);
+    c->req = pipelined_medium(&c->req_len);
+    c->rcvbuf = 16384;
+    c->read_chunk = 16384;
+    c->read_pause = 0.005;
+    run_prepared(c);
+    ck_assert(c->eof);
+    int n = 0;
+    size_t off = 0;
+    for (;;) {
+        struct test_http_response r;
+        ssize_t len = test_http_parse(c->buf + off, c->len - off, false, false, &r);
+        if (len <= 0)
+            break;
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_uint_eq(r.body_len, 16000);
+        ck_assert(body_is_pattern(r.body, 16000));
+        test_http_response_free(&r);
+        off += (size_t)len;
+        n++;
+    }
+    ck_assert_int_eq(n, MEDIUM_N);
+    ck_assert_uint_eq(off, c->len);
+    ck_assert_int_eq(nrequests, MEDIUM_N);
+    client_free(c);
+}
+END_TEST
+
 /* ---- responses ---- */
 
 START_TEST(test_httpserver_head_keeps_content_length_without_body)
@@ -1908,7 +1943,8 @@ static Suite *httpserver_suite(void)
           test_httpserver_client_never_reading_closed_after_idle_timeout,
           test_httpserver_slow_steady_reader_gets_whole_body,
           test_httpserver_slow_steady_reader_on_keep_alive_gets_whole_body,
-          test_httpserver_idle_with_output_queued_never_read_closed}},
+          test_httpserver_idle_with_output_queued_never_read_closed,
+          test_httpserver_steady_reader_of_deep_pipeline_gets_every_response}},
         {"responses",
          {test_httpserver_head_keeps_content_length_without_body,
           test_httpserver_204_and_304_have_no_body,

@@ -894,6 +894,40 @@ START_TEST(test_iostream_paused_reader_pushes_back_and_loses_nothing)
 }
 END_TEST
 
+static bool unacked_gone(void *arg) { return gale_stream_write_unacked(arg) == 0; }
+
+/* What the kernel holds that the peer has not taken: nothing before a write, some while the peer
+ * reads none of 4 MiB, nothing again once it read them all; 0 for a closed stream. */
+START_TEST(test_iostream_write_unacked_counts_what_the_peer_has_not_taken)
+{
+    gale_loop *loop = new_loop(_i);
+    int peer;
+    gale_stream *s = make_pair(loop, true, &peer);
+    struct rec r = {.s = s};
+    gale_stream_set_close_cb(s, on_close, &r);
+    ck_assert_uint_eq(gale_stream_write_unacked(s), 0);
+    enum { N = 4 * 1024 * 1024 };
+    char *out = calloc(1, N), *in = malloc(65536);
+    ck_assert_int_eq(gale_stream_write(s, out, N, NULL, NULL), 0);
+    test_run_for(loop, 0.1);
+    ck_assert_uint_gt(gale_stream_write_unacked(s), 0);
+    for (size_t got = 0; got < N;) {
+        ssize_t n = recv(peer, in, 65536, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        else
+            test_run_for(loop, 0.001);
+    }
+    ck_assert(test_wait_until(loop, unacked_gone, s, WAIT));
+    gale_stream_close(s, 0);
+    ck_assert_uint_eq(gale_stream_write_unacked(s), 0);
+    ck_assert_uint_eq(gale_stream_write_unacked(NULL), 0);
+    free(out);
+    free(in);
+    finish(loop, s, &r, peer);
+}
+END_TEST
+
 START_TEST(test_iostream_write_callbacks_in_order_from_loop)
 {
     gale_loop *loop = new_loop(_i);
@@ -1544,6 +1578,8 @@ static Suite *iostream_suite(void)
     tcase_add_loop_test(writes, test_iostream_write_64mib_to_slow_reader, 0, 3);
     tcase_add_loop_test(writes, test_iostream_paused_reader_pushes_back_and_loses_nothing, 0, 3);
     tcase_add_loop_test(writes, test_iostream_write_callbacks_in_order_from_loop, 0, 3);
+    tcase_add_loop_test(writes, test_iostream_write_unacked_counts_what_the_peer_has_not_taken, 0,
+                        3);
     tcase_add_loop_test(writes, test_iostream_write_ref_releases_once, 0, 3);
     tcase_add_loop_test(writes, test_iostream_write_after_peer_vanished_no_sigpipe, 0, 3);
     tcase_add_loop_test(writes, test_iostream_write_to_closed_peer_is_epipe_no_sigpipe, 0, 3);
