@@ -674,7 +674,9 @@ static const gale__backend *pick_backend(gale_backend b)
     case GALE_BACKEND_URING: return &uring_marker;
     case GALE_BACKEND_DEFAULT: {
         const char *env = getenv("GALE_LOOP_BACKEND");
-        if (!env || !*env || strcmp(env, "epoll") == 0)
+        if (!env || !*env)
+            return &uring_marker; /* epoll where io_uring is unavailable */
+        if (strcmp(env, "epoll") == 0)
             return &gale__backend_epoll;
         if (strcmp(env, "poll") == 0)
             return &gale__backend_poll;

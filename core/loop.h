@@ -44,7 +44,9 @@ typedef void (*gale_signal_cb)(gale_loop *loop, int signum, void *arg);
 typedef uint64_t gale_timeout;
 
 typedef enum {
-    GALE_BACKEND_DEFAULT = 0, /* GALE_LOOP_BACKEND env ("epoll", "poll", "uring"), else epoll */
+    /* GALE_LOOP_BACKEND env ("epoll", "poll", "uring"), else io_uring where the kernel and the
+     * build allow it (see GALE_BACKEND_URING), else epoll. */
+    GALE_BACKEND_DEFAULT = 0,
     GALE_BACKEND_EPOLL,
     GALE_BACKEND_POLL,
     /* io_uring (kernel 6.1+, liburing): fd readiness as poll operations, and plain TCP streams'
