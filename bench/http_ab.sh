@@ -17,8 +17,10 @@
 # Environment: BENCH_BUILD (default build-bench; the binaries must be built there, e.g. by
 # bench/http_bench.sh), BENCH_CPU_SERVER / BENCH_CPU_CLIENT (default 0 / 1), BENCH_SERVERS
 # (default "gale uv limit"; any of them, e.g. "gale uv" for the two-server runs of before;
-# "uring": the same hello on the io_uring loop, GALE_LOOP_BACKEND=uring; and "base": apps/hello
-# of another build, BENCH_BASE_BUILD, to A/B a change against its parent).
+# "gale" is hello on the epoll loop, GALE_LOOP_BACKEND=epoll; "uring": the same hello on the
+# io_uring loop, GALE_LOOP_BACKEND=uring; and "base": apps/hello of another build,
+# BENCH_BASE_BUILD, on the loop GALE_LOOP_BACKEND names or that build's default, to A/B a change
+# against its parent).
 set -u
 
 SECS=${1:-3}
@@ -70,7 +72,8 @@ for round in $(seq "$ROUNDS"); do
         case $name in
         gale)
             port=18879
-            env -u GALE_LOG_LEVEL taskset -c "$CPU_SERVER" "$BUILD/bin/hello" --port $port \
+            env -u GALE_LOG_LEVEL GALE_LOOP_BACKEND=epoll taskset -c "$CPU_SERVER" \
+                "$BUILD/bin/hello" --port $port \
                 2>/dev/null &
             ;;
         uring)
