@@ -7,7 +7,8 @@
  *
  *  - short (recv, send): the length offered is cut to 1..len-1 (a SENDMSG's iovecs are trimmed
  *    in place: the owner's msghdr is read again by nobody but the kernel), so the completion
- *    reports fewer bytes and the owner re-submits the rest;
+ *    reports fewer bytes and the owner re-submits the rest. A multishot receive is made one-shot
+ *    first, so that every receive comes through here (the fault runs see no multishot receive);
  *  - an error fault (eagain, eintr, econnreset, enomem): the entry becomes a NOP with the same
  *    user_data, and its completion is dispatched with the wrapper's error instead of the NOP's 0.
  *
@@ -47,6 +48,13 @@ static void fault_one(struct gale__uring_faults *f, struct io_uring_sqe *sqe)
     gale_fault_call call = sqe->opcode == IORING_OP_RECV ? GALE_FAULT_RECV : GALE_FAULT_SEND;
     struct msghdr *mh = NULL;
     size_t len = sqe->len;
+    /* A multishot receive (length 0: a ring buffer each time) stays armed for a whole transfer,
+     * so the plan would see one receive: it becomes a one-shot receive of a ring buffer (or of
+     * `cut` bytes), whose completion ends it, and each re-arm comes through here. */
+    if (sqe->opcode == IORING_OP_RECV && (sqe->ioprio & IORING_RECV_MULTISHOT)) {
+        sqe->ioprio &= (__u16)~IORING_RECV_MULTISHOT;
+        sqe->len = len = GALE__URING_BUF_SIZE;
+    }
     if (sqe->opcode == IORING_OP_SENDMSG) {
         mh = (struct msghdr *)(uintptr_t)sqe->addr;
         len = msg_len(mh);
