@@ -218,25 +218,33 @@ void gale_loop_utilization(const gale_loop *loop, double *busy, double *total)
 
 /* ---- fd handlers ---- */
 
-static int grow_handlers(gale_loop *loop, int fd)
+int gale__grow_table(void **table, size_t *n, size_t elem, int fd)
 {
-    if ((size_t)fd < loop->nhandlers)
+    if ((size_t)fd < *n)
         return 0;
-    size_t n = loop->nhandlers ? loop->nhandlers : 64;
-    while (n <= (size_t)fd)
-        n *= 2;
+    size_t m = *n ? *n : 64;
+    while (m <= (size_t)fd)
+        m *= 2;
     /* calloc, not realloc + memset: a large table comes as fresh zero pages, and the part no fd
      * reaches yet stays untouched, so it costs no resident memory (with 5,000 connections the
-     * memset made the doubled table cost 52 bytes per connection instead of 24). */
-    struct handler *h = calloc(n, sizeof *h);
-    if (!h)
+     * memset made the doubled handler table cost 52 bytes per connection instead of 24). */
+    void *t = calloc(m, elem);
+    if (!t)
         return -ENOMEM;
-    if (loop->nhandlers)
-        memcpy(h, loop->handlers, loop->nhandlers * sizeof *h);
-    free(loop->handlers);
-    loop->handlers = h;
-    loop->nhandlers = n;
+    if (*n)
+        memcpy(t, *table, *n * elem);
+    free(*table);
+    *table = t;
+    *n = m;
     return 0;
+}
+
+static int grow_handlers(gale_loop *loop, int fd)
+{
+    void *t = loop->handlers;
+    int err = gale__grow_table(&t, &loop->nhandlers, sizeof *loop->handlers, fd);
+    loop->handlers = t;
+    return err;
 }
 
 int gale_loop_add_handler(gale_loop *loop, int fd, unsigned events, gale_handler_cb cb, void *arg)

@@ -9,6 +9,7 @@
 #define GALE_CORE_LOOP_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/list.h"
@@ -54,6 +55,11 @@ typedef struct gale__loop_owned {
 
 void gale__loop_own(gale_loop *loop, gale__loop_owned *o);
 void gale__loop_disown(gale__loop_owned *o);
+
+/* Grows the per-fd table `*table` of `*n` entries of `elem` bytes (doubling, from 64) until `fd`
+ * fits; new entries are zero, and pages no fd reaches yet stay untouched (not resident). Returns
+ * 0 or -ENOMEM (the table is unchanged). The loop's handler table and the uring backend's. */
+int gale__grow_table(void **table, size_t *n, size_t elem, int fd);
 
 /* Checks the timer heap: heap order, every slot's stored index, and the timer count. For tests. */
 bool gale__heap_check(const gale_loop *loop);

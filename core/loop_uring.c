@@ -168,22 +168,10 @@ static int uring_init(void **out)
 
 static int grow_fds(struct uring_state *s, int fd)
 {
-    if ((size_t)fd < s->nfds)
-        return 0;
-    size_t n = s->nfds ? s->nfds : 64;
-    while (n <= (size_t)fd)
-        n *= 2;
-    /* calloc + copy rather than realloc + memset (as the loop's handler table): a large table
-     * comes as fresh zero pages, and the part no fd reaches yet costs no resident memory. */
-    struct ufd *f = calloc(n, sizeof *f);
-    if (!f)
-        return -ENOMEM;
-    if (s->nfds)
-        memcpy(f, s->fds, s->nfds * sizeof *f);
-    free(s->fds);
-    s->fds = f;
-    s->nfds = n;
-    return 0;
+    void *t = s->fds;
+    int err = gale__grow_table(&t, &s->nfds, sizeof *s->fds, fd);
+    s->fds = t;
+    return err;
 }
 
 static int mark_dirty(struct uring_state *s, int fd)
